@@ -1,0 +1,12 @@
+//! `vmshare image` (in progress).
+
+use std::process::ExitCode;
+
+/// Arguments of `vmshare image`.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Runs the subcommand.
+pub fn main(_args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    Err("not implemented yet".into())
+}

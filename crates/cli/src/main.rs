@@ -1,0 +1,55 @@
+//! The `vmshare` binary: a thin clap front end over the library crates.
+//!
+//! Each subcommand lives in its own module with its own `Args` type, so the
+//! wiring here stays a table of contents. When the binary runs as PID 1 in a
+//! guest (as `/init`), it is the guest init whatever its arguments are.
+
+mod image;
+mod plan;
+mod run;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "vmshare", version, about = "Docker-style volumes for microVMs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve host directories over NFSv3 (with MOUNT and a portmapper).
+    Serve(serve::Args),
+    /// Boot a microVM with docker-style volumes and run a command in it.
+    Run(run::Args),
+    /// Print the launch plan and VMM configuration for a set of volumes.
+    Plan(plan::Args),
+    /// Build block-device volume images.
+    Image(image::Args),
+    /// Run as the guest's init (PID 1). Used inside the VM only.
+    Init,
+}
+
+fn main() -> ExitCode {
+    if rustix::process::getpid().is_init() {
+        return vmshare_init::main();
+    }
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(a) => serve::main(a),
+        Command::Run(a) => run::main(a),
+        Command::Plan(a) => plan::main(a),
+        Command::Image(a) => image::main(a),
+        Command::Init => return vmshare_init::main(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vmshare: {e:#}");
+            ExitCode::from(125)
+        }
+    }
+}

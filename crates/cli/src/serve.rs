@@ -1,0 +1,12 @@
+//! `vmshare serve` (in progress).
+
+use std::process::ExitCode;
+
+/// Arguments of `vmshare serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Runs the subcommand.
+pub fn main(_args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    Err("not implemented yet".into())
+}

@@ -1,0 +1,108 @@
+//! What the guest init is told to do: the contract between the host side
+//! (`vmshare run`) and PID 1 in the guest (`vmshare init`).
+//!
+//! The host writes a [`GuestSpec`] as JSON to [`GUEST_SPEC_PATH`] inside a
+//! small per-run initramfs appended to the cached base one. A file rather
+//! than the kernel command line because twenty volumes with NFS options do
+//! not fit the 2 KiB x86 command line, and because JSON keeps arguments with
+//! spaces and quotes intact. Field names are stable: old inits must keep
+//! reading new specs, so only ever add optional fields.
+
+use serde::{Deserialize, Serialize};
+
+/// Where the host puts the spec in the guest's initramfs.
+pub const GUEST_SPEC_PATH: &str = "/vmshare/spec.json";
+
+/// Everything the guest init needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GuestSpec {
+    /// Host name to set.
+    #[serde(default)]
+    pub hostname: String,
+    /// Kernel modules to load, as paths inside the initramfs, in dependency
+    /// order (dependencies first).
+    #[serde(default)]
+    pub modules: Vec<String>,
+    /// Network configuration; `None` leaves networking down.
+    #[serde(default)]
+    pub network: Option<GuestNet>,
+    /// Mounts to perform, in order (a bind from a staging mount comes after
+    /// the mount it binds from).
+    #[serde(default)]
+    pub mounts: Vec<GuestMount>,
+    /// The command to run.
+    pub process: GuestProcess,
+    /// Print a timeline of init's steps to the console.
+    #[serde(default)]
+    pub verbose: bool,
+}
+
+/// Static IPv4 configuration of one interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestNet {
+    /// Interface name, e.g. `eth0`.
+    pub interface: String,
+    /// Address with prefix length, e.g. `10.0.2.15/24`.
+    pub address: String,
+    /// Default gateway, if any.
+    #[serde(default)]
+    pub gateway: Option<String>,
+}
+
+/// One mount(2) call in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestMount {
+    /// What the volume is called in messages (the user's `-v` text).
+    #[serde(default)]
+    pub name: String,
+    /// mount(2) source: `10.0.2.2:/v0`, `/dev/vdb`, a tag, or a path for binds.
+    pub source: String,
+    /// Absolute target path in the guest.
+    pub target: String,
+    /// Filesystem type (`nfs`, `ext4`, `erofs`, `overlay`, `9p`,
+    /// `virtiofs`, `tmpfs`), or `bind` for a bind mount.
+    pub fstype: String,
+    /// Filesystem-specific data passed as text (for NFS:
+    /// `vers=3,proto=tcp,port=P,mountport=P,mountproto=tcp,nolock,addr=IP`).
+    #[serde(default)]
+    pub data: String,
+    /// Mount read-only.
+    #[serde(default)]
+    pub readonly: bool,
+    /// Extra generic flags: `nosuid`, `nodev`, `noexec`, `noatime`,
+    /// `relatime`, `sync`.
+    #[serde(default)]
+    pub flags: Vec<String>,
+    /// The target is a file, not a directory: create an empty file to
+    /// mount on (bind mounts of a single file).
+    #[serde(default)]
+    pub file: bool,
+    /// Retry with backoff on failure (network filesystems).
+    #[serde(default)]
+    pub retry: bool,
+}
+
+/// The command, and the identity and environment it runs with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GuestProcess {
+    /// argv; `args[0]` is looked up in `PATH` if it has no `/`.
+    pub args: Vec<String>,
+    /// Environment as `KEY=VALUE`.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory (created if missing, as docker does).
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// User ID.
+    #[serde(default)]
+    pub uid: u32,
+    /// Group ID.
+    #[serde(default)]
+    pub gid: u32,
+    /// Supplementary groups.
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
+    /// Give the process the console as a controlling terminal.
+    #[serde(default)]
+    pub tty: bool,
+}
