@@ -1,8 +1,25 @@
-//! Decoding a call, running it, encoding the reply (in progress).
+//! Decoding a call, running it against the backend, encoding the reply.
 
 use std::net::SocketAddr;
-use vmshare_wire::rpc::CallHeader;
+use std::sync::Mutex;
+
+use vmshare_wire::rpc::{encode_reply_header, AcceptStat, CallHeader, ReplyBody};
 use vmshare_wire::Encoder;
+
+use crate::backend::{Backend, Caller, DirEntry, DirSink, Fail};
+use crate::mount::{decode_mount, decode_portmap, MountCall, MountStat, PortmapCall};
+use crate::nfs3::{
+    decode_call, encode_post_op, encode_post_op_fh, encode_wcc, DecodeError, Nfs3Call, NfsStat, FATTR_SIZE,
+};
+use crate::programs::{MOUNT, NFS, PORTMAP};
+
+/// Largest READ or WRITE payload, and the largest directory reply. FSINFO
+/// advertises it; the server's record limit must exceed it plus headers.
+pub const MAX_IO: u32 = 1 << 20;
+
+/// Most MOUNT DUMP entries remembered; the list is informational, so the
+/// oldest are dropped rather than letting clients grow it.
+const MAX_MOUNT_LIST: usize = 256;
 
 /// Who is calling: the transport facts a backend needs for access checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,12 +42,17 @@ pub struct Ports {
 pub struct Dispatcher<B> {
     backend: B,
     ports: Ports,
+    mounts: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
-impl<B> Dispatcher<B> {
+fn accept(out: &mut Encoder, xid: u32, stat: AcceptStat) {
+    encode_reply_header(out, xid, ReplyBody::Accepted(stat));
+}
+
+impl<B: Backend> Dispatcher<B> {
     /// A dispatcher for `backend`, advertising `ports` through GETPORT.
     pub fn new(backend: B, ports: Ports) -> Self {
-        Dispatcher { backend, ports }
+        Dispatcher { backend, ports, mounts: Mutex::new(Vec::new()) }
     }
 
     /// The backend.
@@ -41,12 +63,409 @@ impl<B> Dispatcher<B> {
     /// Handles one parsed call: appends the complete RPC reply (header and
     /// results) to `out`. Every call gets a reply; garbage that is not even
     /// a call is filtered out earlier by `vmshare_wire::rpc::parse_call`.
-    pub fn handle_call(&self, _client: &Client, call: &CallHeader<'_>, out: &mut Encoder) {
-        let _ = (&self.ports, call);
-        vmshare_wire::rpc::encode_reply_header(
-            out,
-            call.xid,
-            vmshare_wire::ReplyBody::Accepted(vmshare_wire::AcceptStat::ProgUnavail),
-        );
+    pub fn handle_call(&self, client: &Client, call: &CallHeader<'_>, out: &mut Encoder) {
+        let caller = Caller { addr: client.addr, cred: &call.cred };
+        match call.prog {
+            NFS if call.vers == 3 => match decode_call(call.proc_, call.args) {
+                Ok(c) => {
+                    tracing::debug!(xid = call.xid, client = %client.addr, call = ?DebugCall(&c), "nfs");
+                    accept(out, call.xid, AcceptStat::Success);
+                    self.nfs3(&caller, c, out);
+                }
+                Err(e) => reject_args(out, call.xid, e),
+            },
+            MOUNT if call.vers == 3 => match decode_mount(call.proc_, call.args) {
+                Ok(c) => {
+                    tracing::debug!(xid = call.xid, client = %client.addr, call = ?c, "mount");
+                    accept(out, call.xid, AcceptStat::Success);
+                    self.mount3(&caller, c, out);
+                }
+                Err(e) => reject_args(out, call.xid, e),
+            },
+            PORTMAP if call.vers == 2 => match decode_portmap(call.proc_, call.args) {
+                Ok(c) => {
+                    accept(out, call.xid, AcceptStat::Success);
+                    self.portmap(c, out);
+                }
+                Err(e) => reject_args(out, call.xid, e),
+            },
+            NFS | MOUNT => accept(out, call.xid, AcceptStat::ProgMismatch { low: 3, high: 3 }),
+            PORTMAP => accept(out, call.xid, AcceptStat::ProgMismatch { low: 2, high: 2 }),
+            _ => accept(out, call.xid, AcceptStat::ProgUnavail),
+        }
+    }
+
+    fn portmap(&self, call: PortmapCall, out: &mut Encoder) {
+        const IPPROTO_TCP: u32 = 6;
+        match call {
+            PortmapCall::Null => {}
+            // Registration is not offered: this is not a general rpcbind.
+            PortmapCall::Set | PortmapCall::Unset => {
+                out.bool(false);
+            }
+            PortmapCall::GetPort { prog, vers, prot } => {
+                let port = match (prog, vers, prot) {
+                    (NFS, 3, IPPROTO_TCP) => self.ports.nfs,
+                    (MOUNT, 3, IPPROTO_TCP) => self.ports.mount,
+                    (PORTMAP, 2, IPPROTO_TCP) => self.ports.nfs,
+                    _ => 0,
+                };
+                out.u32(u32::from(port));
+            }
+            PortmapCall::Dump => {
+                for (prog, vers, port) in [(NFS, 3, self.ports.nfs), (MOUNT, 3, self.ports.mount)] {
+                    out.bool(true).u32(prog).u32(vers).u32(IPPROTO_TCP).u32(u32::from(port));
+                }
+                out.bool(false);
+            }
+        }
+    }
+
+    fn mount3(&self, c: &Caller<'_>, call: MountCall<'_>, out: &mut Encoder) {
+        let host = c.addr.ip().to_string().into_bytes();
+        match call {
+            MountCall::Null => {}
+            MountCall::Mnt(path) => match self.backend.mount(c, path) {
+                Ok(fh) => {
+                    out.u32(MountStat::Ok as u32);
+                    fh.encode(out);
+                    // Flavors: AUTH_SYS only (the Linux client picks the
+                    // first it can use).
+                    out.u32(1).u32(1);
+                    if let Ok(mut list) = self.mounts.lock() {
+                        let entry = (host, path.to_vec());
+                        if !list.contains(&entry) {
+                            if list.len() >= MAX_MOUNT_LIST {
+                                list.remove(0);
+                            }
+                            list.push(entry);
+                        }
+                    }
+                }
+                Err(stat) => {
+                    out.u32(stat as u32);
+                }
+            },
+            MountCall::Dump => {
+                if let Ok(list) = self.mounts.lock() {
+                    for (h, d) in list.iter() {
+                        out.bool(true).string(h).string(d);
+                    }
+                }
+                out.bool(false);
+            }
+            MountCall::Umnt(path) => {
+                if let Ok(mut list) = self.mounts.lock() {
+                    list.retain(|(h, d)| !(h == &host && d == path));
+                }
+            }
+            MountCall::UmntAll => {
+                if let Ok(mut list) = self.mounts.lock() {
+                    list.retain(|(h, _)| h != &host);
+                }
+            }
+            MountCall::Export => {
+                for e in self.backend.export_list() {
+                    out.bool(true).string(&e.dir);
+                    for g in &e.groups {
+                        out.bool(true).string(g);
+                    }
+                    out.bool(false);
+                }
+                out.bool(false);
+            }
+        }
+    }
+
+    fn nfs3(&self, c: &Caller<'_>, call: Nfs3Call<'_>, out: &mut Encoder) {
+        let b = &self.backend;
+        let status = |out: &mut Encoder, s: NfsStat| {
+            out.u32(s as u32);
+        };
+        match call {
+            Nfs3Call::Null => {}
+            Nfs3Call::Getattr(fh) => match b.getattr(c, &fh) {
+                Ok(a) => {
+                    status(out, NfsStat::Ok);
+                    a.encode(out);
+                }
+                Err(s) => status(out, s),
+            },
+            Nfs3Call::Setattr { fh, attrs, guard } => {
+                let (s, w) = split(b.setattr(c, &fh, &attrs, guard));
+                status(out, s);
+                encode_wcc(out, &w);
+            }
+            Nfs3Call::Lookup(a) => match b.lookup(c, &a.dir, a.name) {
+                Ok(ok) => {
+                    status(out, NfsStat::Ok);
+                    ok.fh.encode(out);
+                    encode_post_op(out, &ok.attr);
+                    encode_post_op(out, &ok.dir_attr);
+                }
+                Err(f) => {
+                    status(out, f.status);
+                    encode_post_op(out, &f.data);
+                }
+            },
+            Nfs3Call::Access { fh, access } => match b.access(c, &fh, access) {
+                Ok((a, granted)) => {
+                    status(out, NfsStat::Ok);
+                    encode_post_op(out, &a);
+                    out.u32(granted);
+                }
+                Err(f) => {
+                    status(out, f.status);
+                    encode_post_op(out, &f.data);
+                }
+            },
+            Nfs3Call::Readlink(fh) => match b.readlink(c, &fh) {
+                Ok((a, path)) => {
+                    status(out, NfsStat::Ok);
+                    encode_post_op(out, &a);
+                    out.string(&path);
+                }
+                Err(f) => {
+                    status(out, f.status);
+                    encode_post_op(out, &f.data);
+                }
+            },
+            Nfs3Call::Read { fh, offset, count } => self.read(c, &fh, offset, count, out),
+            Nfs3Call::Write { fh, offset, stable, data } => match b.write(c, &fh, offset, stable, data) {
+                Ok(ok) => {
+                    status(out, NfsStat::Ok);
+                    encode_wcc(out, &ok.wcc);
+                    out.u32(ok.count).u32(ok.committed as u32).fixed(&ok.verf);
+                }
+                Err(f) => {
+                    status(out, f.status);
+                    encode_wcc(out, &f.data);
+                }
+            },
+            Nfs3Call::Create { at, how } => created(out, b.create(c, &at.dir, at.name, &how)),
+            Nfs3Call::Mkdir { at, attrs } => created(out, b.mkdir(c, &at.dir, at.name, &attrs)),
+            Nfs3Call::Symlink { at, attrs, target } => created(out, b.symlink(c, &at.dir, at.name, &attrs, target)),
+            Nfs3Call::Mknod { at, kind } => created(out, b.mknod(c, &at.dir, at.name, &kind)),
+            Nfs3Call::Remove(a) => {
+                let (s, w) = split(b.remove(c, &a.dir, a.name));
+                status(out, s);
+                encode_wcc(out, &w);
+            }
+            Nfs3Call::Rmdir(a) => {
+                let (s, w) = split(b.rmdir(c, &a.dir, a.name));
+                status(out, s);
+                encode_wcc(out, &w);
+            }
+            Nfs3Call::Rename { from, to } => {
+                let (s, w) = split(b.rename(c, &from.dir, from.name, &to.dir, to.name));
+                status(out, s);
+                encode_wcc(out, &w.from);
+                encode_wcc(out, &w.to);
+            }
+            Nfs3Call::Link { fh, at } => {
+                let (s, l) = split(b.link(c, &fh, &at.dir, at.name));
+                status(out, s);
+                encode_post_op(out, &l.attr);
+                encode_wcc(out, &l.dir_wcc);
+            }
+            Nfs3Call::Readdir { dir, cookie, verf, count } => {
+                self.readdir(c, &dir, cookie, verf, count, false, out)
+            }
+            Nfs3Call::Readdirplus { dir, cookie, verf, dircount: _, maxcount } => {
+                // dircount is only a hint (newer Linux sends maxcount in it);
+                // maxcount bounds the reply.
+                self.readdir(c, &dir, cookie, verf, maxcount, true, out)
+            }
+            Nfs3Call::Fsstat(fh) => match b.fsstat(c, &fh) {
+                Ok((a, s)) => {
+                    status(out, NfsStat::Ok);
+                    encode_post_op(out, &a);
+                    out.u64(s.tbytes).u64(s.fbytes).u64(s.abytes).u64(s.tfiles).u64(s.ffiles).u64(s.afiles).u32(s.invarsec);
+                }
+                Err(f) => {
+                    status(out, f.status);
+                    encode_post_op(out, &f.data);
+                }
+            },
+            Nfs3Call::Fsinfo(fh) => match b.fsinfo(c, &fh) {
+                Ok((a, i)) => {
+                    status(out, NfsStat::Ok);
+                    encode_post_op(out, &a);
+                    out.u32(i.rtmax).u32(i.rtpref).u32(i.rtmult).u32(i.wtmax).u32(i.wtpref).u32(i.wtmult);
+                    out.u32(i.dtpref).u64(i.maxfilesize).u32(i.time_delta.seconds).u32(i.time_delta.nseconds);
+                    out.u32(i.properties);
+                }
+                Err(f) => {
+                    status(out, f.status);
+                    encode_post_op(out, &f.data);
+                }
+            },
+            Nfs3Call::Pathconf(fh) => match b.pathconf(c, &fh) {
+                Ok((a, p)) => {
+                    status(out, NfsStat::Ok);
+                    encode_post_op(out, &a);
+                    out.u32(p.linkmax).u32(p.name_max).bool(p.no_trunc).bool(p.chown_restricted);
+                    out.bool(p.case_insensitive).bool(p.case_preserving);
+                }
+                Err(f) => {
+                    status(out, f.status);
+                    encode_post_op(out, &f.data);
+                }
+            },
+            Nfs3Call::Commit { fh, offset, count } => match b.commit(c, &fh, offset, count) {
+                Ok((w, verf)) => {
+                    status(out, NfsStat::Ok);
+                    encode_wcc(out, &w);
+                    out.fixed(&verf);
+                }
+                Err(f) => {
+                    status(out, f.status);
+                    encode_wcc(out, &f.data);
+                }
+            },
+        }
+    }
+
+    /// READ writes the file data straight into the reply: the header before
+    /// it has a fixed size because attributes are always sent.
+    fn read(&self, c: &Caller<'_>, fh: &crate::nfs3::FileHandle, offset: u64, count: u32, out: &mut Encoder) {
+        let count = count.min(MAX_IO) as usize;
+        let base = out.len();
+        // status, attributes_follow, fattr3, count, eof
+        let header = 4 + 4 + FATTR_SIZE + 4 + 4;
+        for _ in 0..header / 4 {
+            out.u32(0);
+        }
+        let len_at = out.len();
+        let result = {
+            let buf = out.opaque_in_place(count);
+            self.backend.read(c, fh, offset, buf)
+        };
+        match result {
+            Ok(ok) => {
+                let n = (ok.count as usize).min(count);
+                let mut h = Encoder::with_capacity(header);
+                h.u32(NfsStat::Ok as u32).bool(true);
+                ok.attr.encode(&mut h);
+                h.u32(u32::try_from(n).unwrap_or(0)).bool(ok.eof);
+                out.patch_bytes(base, h.as_slice());
+                out.shrink_opaque(len_at, n);
+            }
+            Err(f) => {
+                out.truncate(base);
+                out.u32(f.status as u32);
+                encode_post_op(out, &f.data);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn readdir(
+        &self,
+        c: &Caller<'_>,
+        dir: &crate::nfs3::FileHandle,
+        cookie: u64,
+        verf: crate::nfs3::Verifier,
+        limit: u32,
+        plus: bool,
+        out: &mut Encoder,
+    ) {
+        // Fixed part of the reply: status, dir post_op_attr, verifier, the
+        // list terminator and eof.
+        let fixed = 4 + 4 + FATTR_SIZE + 8 + 4 + 4;
+        let budget = (limit.min(MAX_IO) as usize).saturating_sub(fixed);
+        let mut sink = EntrySink { enc: Encoder::with_capacity(budget.min(64 * 1024)), budget, plus, count: 0 };
+        match self.backend.readdir(c, dir, cookie, verf, &mut sink) {
+            Ok(ok) if sink.count == 0 && !ok.eof => {
+                out.u32(NfsStat::TooSmall as u32);
+                encode_post_op(out, &ok.dir_attr);
+            }
+            Ok(ok) => {
+                out.u32(NfsStat::Ok as u32);
+                encode_post_op(out, &ok.dir_attr);
+                out.fixed(&ok.verf);
+                out.fixed(sink.enc.as_slice());
+                out.bool(false).bool(ok.eof);
+            }
+            Err(f) => {
+                out.u32(f.status as u32);
+                encode_post_op(out, &f.data);
+            }
+        }
+    }
+}
+
+/// Encodes entries as they come, refusing any that would overflow the
+/// client's limit.
+struct EntrySink {
+    enc: Encoder,
+    budget: usize,
+    plus: bool,
+    count: usize,
+}
+
+impl DirSink for EntrySink {
+    fn plus(&self) -> bool {
+        self.plus
+    }
+
+    fn push(&mut self, e: &DirEntry<'_>) -> bool {
+        let start = self.enc.len();
+        self.enc.bool(true).u64(e.fileid).string(e.name).u64(e.cookie);
+        if self.plus {
+            encode_post_op(&mut self.enc, &e.attr);
+            encode_post_op_fh(&mut self.enc, &e.fh);
+        }
+        if self.enc.len() > self.budget {
+            self.enc.truncate(start);
+            return false;
+        }
+        self.count += 1;
+        true
+    }
+}
+
+fn split<T, F: Default + From<T>>(r: Result<T, Fail<F>>) -> (NfsStat, F) {
+    match r {
+        Ok(v) => (NfsStat::Ok, F::from(v)),
+        Err(f) => (f.status, f.data),
+    }
+}
+
+fn created(out: &mut Encoder, r: Result<crate::backend::Created, Fail<crate::nfs3::WccData>>) {
+    match r {
+        Ok(ok) => {
+            out.u32(NfsStat::Ok as u32);
+            encode_post_op_fh(out, &ok.fh);
+            encode_post_op(out, &ok.attr);
+            encode_wcc(out, &ok.dir_wcc);
+        }
+        Err(f) => {
+            out.u32(f.status as u32);
+            encode_wcc(out, &f.data);
+        }
+    }
+}
+
+fn reject_args(out: &mut Encoder, xid: u32, e: DecodeError) {
+    let stat = match e {
+        DecodeError::NoSuchProcedure(_) => AcceptStat::ProcUnavail,
+        DecodeError::Garbage(_) => AcceptStat::GarbageArgs,
+    };
+    tracing::debug!(xid, error = ?e, "rejected call");
+    accept(out, xid, stat);
+}
+
+/// Logs a call without dumping WRITE payloads.
+struct DebugCall<'a, 'b>(&'a Nfs3Call<'b>);
+
+impl std::fmt::Debug for DebugCall<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Nfs3Call::Write { fh, offset, stable, data } => {
+                write!(f, "Write {{ fh: {fh:?}, offset: {offset}, stable: {stable:?}, len: {} }}", data.len())
+            }
+            other => write!(f, "{other:?}"),
+        }
     }
 }

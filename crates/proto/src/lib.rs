@@ -9,9 +9,14 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod dispatch;
+pub mod mount;
+pub mod nfs3;
 
-pub use dispatch::{Client, Dispatcher, Ports};
+pub use backend::{Backend, Caller, Fail};
+pub use dispatch::{Client, Dispatcher, Ports, MAX_IO};
+pub use nfs3::{FileHandle, NfsStat};
 
 /// ONC RPC program numbers served.
 pub mod programs {
@@ -28,5 +33,16 @@ pub mod programs {
 /// (the set nfsd caches: SETATTR, WRITE, CREATE, MKDIR, SYMLINK, MKNOD,
 /// REMOVE, RMDIR, RENAME, LINK).
 pub fn is_nonidempotent(prog: u32, vers: u32, proc_: u32) -> bool {
-    prog == programs::NFS && vers == 3 && matches!(proc_, 2 | 7 | 8 | 9 | 10 | 11 | 12 | 13 | 14 | 15)
+    prog == programs::NFS && vers == 3 && matches!(proc_, 2 | 7..=15)
+}
+
+/// Decodes the arguments of any procedure served, discarding the result:
+/// the entry point for fuzzing every argument decoder at once.
+pub fn fuzz_decode(prog: u32, vers: u32, proc_: u32, args: &[u8]) -> bool {
+    match (prog, vers) {
+        (programs::NFS, 3) => nfs3::decode_call(proc_, args).is_ok(),
+        (programs::MOUNT, 3) => mount::decode_mount(proc_, args).is_ok(),
+        (programs::PORTMAP, 2) => mount::decode_portmap(proc_, args).is_ok(),
+        _ => false,
+    }
 }

@@ -217,6 +217,14 @@ impl Encoder {
         }
     }
 
+    /// Overwrites bytes written earlier, starting at offset `at`; does
+    /// nothing if the range was never written.
+    pub fn patch_bytes(&mut self, at: usize, data: &[u8]) {
+        if let Some(slot) = self.buf.get_mut(at..at + data.len()) {
+            slot.copy_from_slice(data);
+        }
+    }
+
     /// Writes an unsigned 32-bit integer.
     pub fn u32(&mut self, v: u32) -> &mut Self {
         self.buf.extend_from_slice(&v.to_be_bytes());
