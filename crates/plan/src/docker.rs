@@ -1,0 +1,494 @@
+//! The docker front end: `-v`, `--mount` and `--tmpfs`, as `vmshare run`
+//! takes them.
+//!
+//! Docker's spelling is kept, including its quirks, so commands move over
+//! unchanged. Options that only mean something to Docker Desktop or SELinux
+//! (`z`, `Z`, `cached`, `delegated`, `consistent`, `nocopy`) are accepted and
+//! ignored: refusing them would break copied command lines for no gain.
+//! Mount propagation cannot cross the VM boundary, so `shared`/`slave` and
+//! their `r` forms are refused, while `private`/`rprivate` (what a VM gives
+//! anyway) are accepted.
+
+use std::path::Path;
+
+use crate::spec::{check_target, host_path, ImageFormat, Source, Transport, VolumeSpec};
+use crate::PlanError;
+
+const VOLUME_OPTIONS_HINT: &str =
+    "use ro, rw or copy (z, Z, cached, delegated, consistent, nocopy, private and rprivate are accepted and ignored)";
+const MOUNT_KEYS_HINT: &str = "use type, source/src, target/destination/dst, readonly/ro, bind-propagation, volume-nocopy, tmpfs-size, tmpfs-mode or consistency";
+const IGNORED_VOLUME_OPTIONS: &[&str] = &[
+    "z",
+    "Z",
+    "cached",
+    "delegated",
+    "consistent",
+    "nocopy",
+    "private",
+    "rprivate",
+];
+const REFUSED_PROPAGATION: &[&str] = &["shared", "rshared", "slave", "rslave"];
+
+/// Parses one `-v SRC:DST[:OPTS]`.
+///
+/// `SRC` is an absolute host path, a path relative to `cwd` when it starts
+/// with `.` or contains a `/`, or else a named volume. `OPTS` is a
+/// comma-separated list: `ro`, `rw`, `copy` (copy in at start, write back at
+/// exit; with `ro`, copy in only) and the ignored docker options above.
+pub fn parse_volume(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
+    let name = format!("-v {text}");
+    let parts: Vec<&str> = text.split(':').collect();
+    let (src, dst, opts) = match parts.as_slice() {
+        [src, dst] => (*src, *dst, ""),
+        [src, dst, opts] => (*src, *dst, *opts),
+        [_] => {
+            return Err(syntax(
+                &name,
+                "anonymous volumes are not supported; use --tmpfs GUEST or -v NAME:GUEST",
+            ))
+        }
+        _ => {
+            return Err(syntax(
+                &name,
+                "expected HOST:GUEST[:OPTIONS] (paths cannot contain ':')",
+            ))
+        }
+    };
+    if src.is_empty() || dst.is_empty() {
+        return Err(syntax(
+            &name,
+            "expected HOST:GUEST[:OPTIONS] with both paths",
+        ));
+    }
+    let target = check_target(&name, dst)?;
+    let mut readonly = None;
+    let mut copy = false;
+    for opt in opts.split(',').filter(|o| !o.is_empty()) {
+        match opt {
+            "ro" | "rw" => {
+                let ro = opt == "ro";
+                if readonly.is_some_and(|r| r != ro) {
+                    return Err(syntax(&name, "both ro and rw given; keep one"));
+                }
+                readonly = Some(ro);
+            }
+            "copy" => copy = true,
+            o if IGNORED_VOLUME_OPTIONS.contains(&o) => {}
+            o if REFUSED_PROPAGATION.contains(&o) => return Err(propagation(&name, o)),
+            o => return Err(unknown(&name, o, VOLUME_OPTIONS_HINT)),
+        }
+    }
+    let source = if is_path(src) {
+        let path = host_path(cwd, src);
+        if copy {
+            Source::Copy { path }
+        } else {
+            Source::Host {
+                path,
+                transport: Transport::Nfs,
+            }
+        }
+    } else {
+        check_volume_name(&name, src)?;
+        if copy {
+            return Err(syntax(
+                &name,
+                "copy needs a host directory, not a named volume; named volumes are already live",
+            ));
+        }
+        Source::Named {
+            volume: src.to_string(),
+        }
+    };
+    Ok(VolumeSpec {
+        name,
+        source,
+        target: Some(target),
+        readonly: readonly.unwrap_or(false),
+        options: Vec::new(),
+        mkdir: false,
+        tag: None,
+    })
+}
+
+/// Parses one `--mount KEY=VALUE,...`.
+///
+/// Types: `bind` (host path, served over NFS), `volume` (named volume, the
+/// default as in docker), `tmpfs`, and vmshare's own `ext4` and `erofs`
+/// (an image file attached as a block device; erofs is always read-only).
+/// Values cannot contain commas (docker's CSV quoting is not supported).
+pub fn parse_mount(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
+    let name = format!("--mount {text}");
+    let mut kind = "volume";
+    let mut src: Option<&str> = None;
+    let mut dst: Option<&str> = None;
+    let mut readonly = None;
+    let mut options = Vec::new();
+    for field in text.split(',').filter(|f| !f.is_empty()) {
+        let (key, value) = match field.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (field, None),
+        };
+        match (key, value) {
+            ("type", Some(v)) => kind = v,
+            ("source" | "src", Some(v)) => src = Some(v),
+            ("target" | "destination" | "dst", Some(v)) => dst = Some(v),
+            ("readonly" | "ro", v) => readonly = Some(parse_bool(&name, key, v)?),
+            ("bind-propagation", Some(v)) if REFUSED_PROPAGATION.contains(&v) => {
+                return Err(propagation(&name, v))
+            }
+            ("bind-propagation", Some("private" | "rprivate")) => {}
+            ("volume-nocopy", _) | ("consistency", Some(_)) => {}
+            ("tmpfs-size", Some(v)) => options.push(format!("size={v}")),
+            ("tmpfs-mode", Some(v)) => options.push(format!("mode={v}")),
+            _ => return Err(unknown(&name, field, MOUNT_KEYS_HINT)),
+        }
+    }
+    let target = match dst {
+        Some(d) if !d.is_empty() => check_target(&name, d)?,
+        _ => return Err(syntax(&name, "missing target=GUEST_PATH")),
+    };
+    if kind != "tmpfs" && !options.is_empty() {
+        return Err(syntax(&name, "tmpfs-size and tmpfs-mode need type=tmpfs"));
+    }
+    let need_src = |what: &str| match src {
+        Some(s) if !s.is_empty() => Ok(s),
+        _ => Err(syntax(&name, &format!("missing source={what}"))),
+    };
+    let source = match kind {
+        "bind" => Source::Host {
+            path: host_path(cwd, need_src("HOST_PATH")?),
+            transport: Transport::Nfs,
+        },
+        "volume" => {
+            let v = need_src("VOLUME_NAME")?;
+            check_volume_name(&name, v)?;
+            Source::Named {
+                volume: v.to_string(),
+            }
+        }
+        "tmpfs" => {
+            if src.is_some() {
+                return Err(syntax(&name, "tmpfs takes no source; drop source="));
+            }
+            Source::Tmpfs
+        }
+        "ext4" | "erofs" => {
+            let format = if kind == "ext4" {
+                ImageFormat::Ext4
+            } else {
+                ImageFormat::Erofs
+            };
+            if format == ImageFormat::Erofs && readonly == Some(false) {
+                return Err(syntax(
+                    &name,
+                    "erofs images are read-only; drop readonly=false",
+                ));
+            }
+            Source::Image {
+                path: host_path(cwd, need_src("IMAGE_FILE")?),
+                format,
+            }
+        }
+        other => {
+            return Err(syntax(
+                &name,
+                &format!("unknown type '{other}'; use bind, volume, tmpfs, ext4 or erofs"),
+            ))
+        }
+    };
+    let readonly = readonly.unwrap_or(false)
+        || matches!(
+            source,
+            Source::Image {
+                format: ImageFormat::Erofs,
+                ..
+            }
+        );
+    Ok(VolumeSpec {
+        name,
+        source,
+        target: Some(target),
+        readonly,
+        options,
+        mkdir: false,
+        tag: None,
+    })
+}
+
+/// Parses one `--tmpfs GUEST[:OPTS]`; `OPTS` are mount options (`size=64m`,
+/// `mode=1777`, `ro`, `noexec`, ...), passed to the guest's tmpfs.
+pub fn parse_tmpfs(text: &str) -> Result<VolumeSpec, PlanError> {
+    let name = format!("--tmpfs {text}");
+    let (dst, opts) = text.split_once(':').unwrap_or((text, ""));
+    let target = check_target(&name, dst)?;
+    let mut readonly = false;
+    let mut options = Vec::new();
+    for opt in opts.split(',').filter(|o| !o.is_empty()) {
+        match opt {
+            "ro" => readonly = true,
+            "rw" => readonly = false,
+            o => options.push(o.to_string()),
+        }
+    }
+    Ok(VolumeSpec {
+        name,
+        source: Source::Tmpfs,
+        target: Some(target),
+        readonly,
+        options,
+        mkdir: false,
+        tag: None,
+    })
+}
+
+/// Parses all docker-style options of one command line and orders them as
+/// docker does: by the depth of the target, so `/a` is mounted before
+/// `/a/b` whatever the order on the command line. Duplicate targets are
+/// refused.
+pub fn parse_args(
+    volumes: &[String],
+    mounts: &[String],
+    tmpfs: &[String],
+    cwd: &Path,
+) -> Result<Vec<VolumeSpec>, PlanError> {
+    let mut specs = Vec::new();
+    for v in volumes {
+        specs.push(parse_volume(v, cwd)?);
+    }
+    for m in mounts {
+        specs.push(parse_mount(m, cwd)?);
+    }
+    for t in tmpfs {
+        specs.push(parse_tmpfs(t)?);
+    }
+    crate::plan::check_duplicates(&specs)?;
+    crate::plan::sort_by_depth(&mut specs);
+    Ok(specs)
+}
+
+/// Number of components of an absolute path (`/` is 0, `/a/b` is 2).
+pub(crate) fn depth(path: &str) -> usize {
+    path.split('/').filter(|c| !c.is_empty()).count()
+}
+
+fn is_path(src: &str) -> bool {
+    src.starts_with('/') || src.starts_with('.') || src.contains('/')
+}
+
+fn check_volume_name(name: &str, volume: &str) -> Result<(), PlanError> {
+    let mut chars = volume.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if first_ok && rest_ok {
+        Ok(())
+    } else {
+        Err(syntax(
+            name,
+            &format!("'{volume}' is neither a path nor a volume name ([A-Za-z0-9][A-Za-z0-9_.-]*); write ./{volume} for a relative path"),
+        ))
+    }
+}
+
+fn parse_bool(name: &str, key: &str, value: Option<&str>) -> Result<bool, PlanError> {
+    match value {
+        None | Some("1" | "true") => Ok(true),
+        Some("0" | "false") => Ok(false),
+        Some(v) => Err(syntax(name, &format!("{key}={v}: use true or false"))),
+    }
+}
+
+fn syntax(name: &str, reason: &str) -> PlanError {
+    PlanError::Syntax {
+        volume: name.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn unknown(name: &str, option: &str, hint: &str) -> PlanError {
+    PlanError::UnknownOption {
+        volume: name.to_string(),
+        option: option.to_string(),
+        hint: hint.to_string(),
+    }
+}
+
+fn propagation(name: &str, mode: &str) -> PlanError {
+    syntax(
+        name,
+        &format!("{mode} propagation cannot cross the VM boundary; drop it (mounts are private)"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn cwd() -> PathBuf {
+        PathBuf::from("/home/u/proj")
+    }
+
+    #[test]
+    fn volume_forms() {
+        let v = parse_volume("/srv/data:/data:ro", &cwd()).unwrap();
+        assert_eq!(
+            v.source,
+            Source::Host {
+                path: "/srv/data".into(),
+                transport: Transport::Nfs
+            }
+        );
+        assert_eq!(v.target.as_deref(), Some("/data"));
+        assert!(v.readonly);
+        assert_eq!(v.name, "-v /srv/data:/data:ro");
+
+        let v = parse_volume("./src/../out:/out", &cwd()).unwrap();
+        assert_eq!(
+            v.source,
+            Source::Host {
+                path: "/home/u/proj/out".into(),
+                transport: Transport::Nfs
+            }
+        );
+        let v = parse_volume("cache:/root/.cache:z,rw", &cwd()).unwrap();
+        assert_eq!(
+            v.source,
+            Source::Named {
+                volume: "cache".into()
+            }
+        );
+        assert!(!v.readonly);
+        let v = parse_volume("build:/b:copy", &cwd());
+        assert!(matches!(v, Err(PlanError::Syntax { .. })));
+        let v = parse_volume("./build:/b:copy", &cwd()).unwrap();
+        assert_eq!(
+            v.source,
+            Source::Copy {
+                path: "/home/u/proj/build".into()
+            }
+        );
+    }
+
+    #[test]
+    fn volume_errors_are_one_line_and_say_what_to_do() {
+        let cases = [
+            ("/a:data", "not an absolute path; write it as '/data'"),
+            ("/a:/proc", "cannot mount on /proc"),
+            ("/a:/b:ro,rw", "both ro and rw"),
+            ("/a:/b:bogus", "unknown option 'bogus'; use ro, rw or copy"),
+            ("/a:/b:rshared", "propagation cannot cross the VM boundary"),
+            ("/data", "anonymous volumes are not supported"),
+            ("/a:/b:c:d", "paths cannot contain ':'"),
+            ("bad name:/b", "neither a path nor a volume name"),
+        ];
+        for (text, want) in cases {
+            let e = parse_volume(text, &cwd()).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+            assert!(!e.contains('\n'), "{text}: {e}");
+            assert!(e.starts_with(&format!("-v {text}")), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn mount_forms() {
+        let m = parse_mount("type=bind,src=/h,dst=/g,readonly", &cwd()).unwrap();
+        assert_eq!(
+            m.source,
+            Source::Host {
+                path: "/h".into(),
+                transport: Transport::Nfs
+            }
+        );
+        assert!(m.readonly);
+        let m = parse_mount("source=vol,target=/v", &cwd()).unwrap();
+        assert_eq!(
+            m.source,
+            Source::Named {
+                volume: "vol".into()
+            }
+        );
+        let m = parse_mount("type=erofs,source=./app.erofs,target=/app", &cwd()).unwrap();
+        assert_eq!(
+            m.source,
+            Source::Image {
+                path: "/home/u/proj/app.erofs".into(),
+                format: ImageFormat::Erofs
+            }
+        );
+        assert!(m.readonly, "erofs is read-only by nature");
+        let m = parse_mount("type=ext4,source=/i/db.ext4,target=/db,ro=false", &cwd()).unwrap();
+        assert!(!m.readonly);
+        let m = parse_mount(
+            "type=tmpfs,target=/t,tmpfs-size=64m,tmpfs-mode=1777",
+            &cwd(),
+        )
+        .unwrap();
+        assert_eq!(m.source, Source::Tmpfs);
+        assert_eq!(m.options, vec!["size=64m", "mode=1777"]);
+    }
+
+    #[test]
+    fn mount_errors() {
+        let cases = [
+            ("type=bind,target=/g", "missing source=HOST_PATH"),
+            ("type=bind,source=/h", "missing target"),
+            ("type=nfs,source=/h,target=/g", "unknown type 'nfs'"),
+            (
+                "type=bind,source=/h,target=/g,colour=red",
+                "unknown option 'colour=red'",
+            ),
+            (
+                "type=erofs,source=/i.erofs,target=/g,readonly=false",
+                "erofs images are read-only",
+            ),
+            ("type=tmpfs,source=x,target=/g", "tmpfs takes no source"),
+            (
+                "type=bind,source=/h,target=/g,tmpfs-size=1m",
+                "need type=tmpfs",
+            ),
+            (
+                "type=bind,source=/h,target=/g,readonly=maybe",
+                "use true or false",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = parse_mount(text, &cwd()).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn tmpfs_options() {
+        let t = parse_tmpfs("/scratch:size=1g,noexec,ro").unwrap();
+        assert!(t.readonly);
+        assert_eq!(t.options, vec!["size=1g", "noexec"]);
+        assert_eq!(parse_tmpfs("/t").unwrap().options, Vec::<String>::new());
+        assert!(parse_tmpfs("/dev/shm").is_err());
+    }
+
+    #[test]
+    fn args_sorted_by_depth_and_duplicates_refused() {
+        let specs = parse_args(
+            &["/h/b:/a/b".into(), "/h/a:/a".into()],
+            &[],
+            &["/a/b/c".into()],
+            &cwd(),
+        )
+        .unwrap();
+        let targets: Vec<_> = specs.iter().map(|s| s.target.clone().unwrap()).collect();
+        assert_eq!(targets, ["/a", "/a/b", "/a/b/c"]);
+
+        let e = parse_args(
+            &["/h:/a".into()],
+            &["type=tmpfs,target=/a/".into()],
+            &[],
+            &cwd(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "two mounts on /a ('-v /h:/a' and '--mount type=tmpfs,target=/a/'); keep one"
+        );
+    }
+}

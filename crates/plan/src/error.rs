@@ -1,0 +1,154 @@
+//! The planner's one error type.
+//!
+//! Every message names the volume as the user wrote it and ends with what to
+//! do, because these errors surface straight from `vmshare run` and
+//! `vmshare plan` on one line.
+
+use std::path::PathBuf;
+
+/// Why a volume description cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The text does not parse.
+    #[error("{volume}: {reason}")]
+    Syntax {
+        /// The volume as written.
+        volume: String,
+        /// What is wrong and how to write it.
+        reason: String,
+    },
+    /// An option the planner does not know.
+    #[error("{volume}: unknown option '{option}'; {hint}")]
+    UnknownOption {
+        /// The volume as written.
+        volume: String,
+        /// The option.
+        option: String,
+        /// The options that are accepted.
+        hint: String,
+    },
+    /// The guest path is relative.
+    #[error("{volume}: target '{target}' is not an absolute path; write it as '/{target}'")]
+    RelativeTarget {
+        /// The volume as written.
+        volume: String,
+        /// The target.
+        target: String,
+    },
+    /// The guest path belongs to the guest system itself.
+    #[error("{volume}: cannot mount on {target}: the guest init needs it; pick another path")]
+    ReservedTarget {
+        /// The volume as written.
+        volume: String,
+        /// The target.
+        target: String,
+    },
+    /// Two volumes on one guest path.
+    #[error("two mounts on {target} ('{first}' and '{second}'); keep one")]
+    DuplicateTarget {
+        /// The target.
+        target: String,
+        /// The first volume.
+        first: String,
+        /// The second volume.
+        second: String,
+    },
+    /// A mount would be hidden by a later mount on a parent directory.
+    #[error("'{inner}' comes before '{outer}', which mounts over its parent {parent}; list '{outer}' first")]
+    HiddenByLater {
+        /// The volume that would be hidden.
+        inner: String,
+        /// The later volume.
+        outer: String,
+        /// The later volume's target.
+        parent: String,
+    },
+    /// A host path that must be absolute is not.
+    #[error("{volume}: source '{source_path}' is relative; give an absolute host path")]
+    RelativeSource {
+        /// The volume as written.
+        volume: String,
+        /// The source.
+        source_path: String,
+    },
+    /// A host path does not exist.
+    #[error("{volume}: {} does not exist on the host; create it or fix the path", .path.display())]
+    MissingSource {
+        /// The volume as written.
+        volume: String,
+        /// The path.
+        path: PathBuf,
+    },
+    /// An image file does not exist.
+    #[error("{volume}: image {} does not exist; build one with `vmshare image build DIR -o {}`", .path.display(), .path.display())]
+    MissingImage {
+        /// The volume as written.
+        volume: String,
+        /// The image path.
+        path: PathBuf,
+    },
+    /// The host path has the wrong kind (a file where a directory is needed).
+    #[error("{volume}: {} is {found}, but {needed}", .path.display())]
+    WrongKind {
+        /// The volume as written.
+        volume: String,
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        found: &'static str,
+        /// What is needed, and what to do instead.
+        needed: &'static str,
+    },
+    /// The chosen hypervisor cannot provide what the volume asks for.
+    #[error("{volume}: {vmm} cannot {what}; {hint}")]
+    Unsupported {
+        /// The volume as written.
+        volume: String,
+        /// The hypervisor.
+        vmm: String,
+        /// What was asked.
+        what: String,
+        /// What to use instead.
+        hint: String,
+    },
+    /// More devices than the hypervisor can attach, even after packing.
+    #[error("{vmm} can attach {available} devices but this plan needs {needed}; serve some volumes over NFS (-v HOST:GUEST) or merge images")]
+    TooManyDevices {
+        /// The hypervisor.
+        vmm: String,
+        /// Devices needed.
+        needed: usize,
+        /// Devices available.
+        available: usize,
+    },
+    /// A `format/` template names a mount that does not exist or comes later.
+    #[error("{volume}: '{reference}' refers to mount {index}, but {reason}")]
+    BadReference {
+        /// The volume as written.
+        volume: String,
+        /// The template expression.
+        reference: String,
+        /// The mount index it names.
+        index: usize,
+        /// Why it cannot be resolved.
+        reason: String,
+    },
+    /// A share tag that the guest kernel would reject or confuse.
+    #[error("{volume}: tag '{tag}' {reason}")]
+    BadTag {
+        /// The volume as written.
+        volume: String,
+        /// The tag.
+        tag: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// An environment variable of the `FILESYSTEM_*` front end is wrong.
+    #[error("{var}: {reason}")]
+    Env {
+        /// The variable name.
+        var: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+}
