@@ -1,19 +1,46 @@
-//! The vmshare NFS server: listeners, connections, limits (in progress).
-//!
-//! Public API sketch (stable names; the bodies are being written):
+//! The vmshare NFS server: listeners, connections, limits and the duplicate
+//! request cache, on plain threads.
 //!
 //! ```ignore
-//! let server = Server::bind(ServerConfig { exports, listen: "127.0.0.1:0".parse()?, state_dir, ..Default::default() })?;
+//! let server = Server::bind(ServerConfig::new(exports, "127.0.0.1:0".parse()?, state_dir))?;
 //! let addr = server.local_addr();     // NFS, MOUNT and portmap share this port
 //! let running = server.spawn()?;      // serves on background threads
 //! running.shutdown();                 // stops accepting, closes connections, joins
 //! ```
+//!
+//! Threads, not async: the filesystem backend switches per-thread
+//! credentials around each operation, so every call runs on an OS thread of
+//! its own. Each connection has a reader thread that frames records and a
+//! writer thread for replies that do not fit the socket buffer; a shared
+//! pool of workers runs the calls. Memory is bounded by [`Limits`]: record
+//! size, calls in flight per connection, connections, and two byte budgets
+//! shared by all connections (see `docs/server.md`).
 #![deny(missing_docs)]
 
-use std::net::SocketAddr;
+mod budget;
+mod conn;
+mod drc;
+mod pool;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+use vmshare_proto::{Client, Dispatcher, Ports};
+use vmshare_wire::rpc::CallHeader;
+use vmshare_wire::Encoder;
 
 pub use vmshare_fs::{ClientMatch, ClientRule, ExportConfig, ExportOptions, Squash};
+
+use budget::Budget;
+use conn::Conn;
+use drc::Drc;
+use pool::Scheduler;
 
 /// Error of the server layer.
 #[derive(Debug, thiserror::Error)]
@@ -27,47 +54,536 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The filesystem backend could not be set up.
+    #[error(transparent)]
+    Fs(#[from] vmshare_fs::FsError),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
+    let what = what.into();
+    move |source| ServerError::Io { what, source }
+}
+
+/// Caps that bound what clients can make the server hold.
+///
+/// The defaults keep peak RSS under about 32 MiB with 1 MiB READ/WRITE
+/// records: 10 MiB of request buffers plus 10 MiB of replies, whatever the
+/// number of clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest RPC record accepted (all fragments together); a larger one
+    /// closes the connection. Must exceed the 1 MiB wtmax plus headers.
+    pub max_record: u32,
+    /// Calls read but not yet answered, per connection; at the cap the
+    /// reader stops reading, which pushes back through TCP.
+    pub max_in_flight: usize,
+    /// Open connections; further ones are accepted and closed at once.
+    pub max_connections: usize,
+    /// Worker threads running calls (many calls block in fsync, so more
+    /// than the number of cores).
+    pub workers: usize,
+    /// Bytes of request buffers held at once by all connections together.
+    pub request_budget: usize,
+    /// Bytes of replies built or waiting to be sent, all connections
+    /// together.
+    pub reply_budget: usize,
+    /// A connection with no call for this long, and none in flight, is
+    /// closed.
+    pub idle_timeout: Duration,
+    /// A record must arrive completely within this time of its first byte,
+    /// so that a client that stalls mid-record cannot pin its buffer.
+    pub record_timeout: Duration,
+    /// A reply that cannot be sent within this time (the client stopped
+    /// reading) closes the connection.
+    pub send_timeout: Duration,
+    /// Replies kept in the duplicate request cache (0 turns it off).
+    pub drc_entries: usize,
+    /// Bytes of replies kept in the duplicate request cache.
+    pub drc_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_record: (1 << 20) + 4096,
+            max_in_flight: 64,
+            max_connections: 256,
+            workers: 16,
+            request_budget: 10 << 20,
+            reply_budget: 10 << 20,
+            idle_timeout: Duration::from_secs(300),
+            record_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
+            drc_entries: 4096,
+            drc_bytes: 1 << 20,
+        }
+    }
 }
 
 /// Everything needed to start a server.
+///
+/// Build it with [`ServerConfig::new`], or with struct-update syntax over
+/// `Default::default()` (which has no exports, listens on 127.0.0.1:2049
+/// and has an empty state directory: always set `state_dir`).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Exports served.
     pub exports: Vec<ExportConfig>,
-    /// Address for NFS, MOUNT and portmap (port 0 picks a free port).
+    /// Address for NFS, and for MOUNT and portmap unless they have their
+    /// own (port 0 picks a free port).
     pub listen: SocketAddr,
     /// Directory for the handle key and other state kept across restarts.
     pub state_dir: PathBuf,
+    /// A separate listener for MOUNT (for example port 20048).
+    pub mount_listen: Option<SocketAddr>,
+    /// A separate listener for the portmapper (for example port 111).
+    pub portmap_listen: Option<SocketAddr>,
+    /// Caps on what clients can make the server hold.
+    pub limits: Limits,
+}
+
+impl ServerConfig {
+    /// A configuration with one shared listener and the default limits.
+    pub fn new(exports: Vec<ExportConfig>, listen: SocketAddr, state_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            exports,
+            listen,
+            state_dir,
+            mount_listen: None,
+            portmap_listen: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig::new(
+            Vec::new(),
+            SocketAddr::from(([127, 0, 0, 1], 2049)),
+            PathBuf::new(),
+        )
+    }
+}
+
+/// The addresses actually bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundAddrs {
+    /// NFS (and MOUNT and portmap when they have no listener of their own).
+    pub nfs: SocketAddr,
+    /// MOUNT's own listener, if configured.
+    pub mount: Option<SocketAddr>,
+    /// The portmapper's own listener, if configured.
+    pub portmap: Option<SocketAddr>,
+}
+
+/// Runs one parsed call; the seam between sockets and the protocol layer
+/// (tests plug in handlers with side effects to exercise the cache).
+pub(crate) trait Handler: Send + Sync + 'static {
+    fn handle(&self, client: &Client, call: &CallHeader<'_>, out: &mut Encoder);
+}
+
+impl Handler for Dispatcher<vmshare_fs::FsBackend> {
+    fn handle(&self, client: &Client, call: &CallHeader<'_>, out: &mut Encoder) {
+        self.handle_call(client, call, out);
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: every structure guarded here stays
+/// consistent between statements, and a poisoned lock must not turn one
+/// bug into a server-wide panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// State shared by every thread of a server.
+pub(crate) struct Shared {
+    handler: Arc<dyn Handler>,
+    limits: Limits,
+    stop: AtomicBool,
+    request_budget: Arc<Budget>,
+    reply_budget: Arc<Budget>,
+    drc: Drc,
+    sched: Scheduler,
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    next_conn: AtomicU64,
+    /// Connection threads still running (they are not joined one by one).
+    live: Mutex<usize>,
+    live_cv: Condvar,
+}
+
+impl Shared {
+    /// How long a partial record may make no progress while others wait
+    /// for request memory.
+    fn pressure_stall(&self) -> Duration {
+        self.limits.record_timeout.min(Duration::from_secs(2))
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts a connection thread as live until dropped.
+struct LiveGuard(Arc<Shared>);
+
+impl LiveGuard {
+    fn new(shared: &Arc<Shared>) -> LiveGuard {
+        *lock(&shared.live) += 1;
+        LiveGuard(Arc::clone(shared))
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        let mut n = lock(&self.0.live);
+        *n = n.saturating_sub(1);
+        drop(n);
+        self.0.live_cv.notify_all();
+    }
+}
+
+/// What a listener serves (all listeners answer every program; the role
+/// only names it in logs and picks the ports GETPORT advertises).
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Nfs,
+    Mount,
+    Portmap,
 }
 
 /// A bound server, not yet serving.
 #[derive(Debug)]
 pub struct Server {
-    _private: (),
+    shared: Arc<Shared>,
+    listeners: Vec<(Role, TcpListener)>,
+    addrs: BoundAddrs,
+    exports: Vec<ExportConfig>,
 }
 
-/// A server serving on background threads.
+/// A server serving on background threads. Dropping it shuts it down too.
 #[derive(Debug)]
 pub struct RunningServer {
-    _private: (),
+    shared: Arc<Shared>,
+    listeners: Vec<TcpListener>,
+    threads: Vec<JoinHandle<()>>,
+    addrs: BoundAddrs,
+}
+
+fn bind_listener(addr: SocketAddr, what: &str) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr).map_err(io_err(format!("bind {what} listener on {addr}")))
 }
 
 impl Server {
     /// Binds the listener(s) and prepares the exports.
-    pub fn bind(_config: ServerConfig) -> Result<Server, ServerError> {
-        Err(ServerError::Io { what: "bind".into(), source: std::io::Error::other("not implemented") })
+    pub fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let listener = bind_listener(config.listen, "NFS")?;
+        Server::from_listener(listener, config)
     }
-    /// The address actually bound (with the chosen port).
+
+    /// Serves NFS on an already bound listener (`config.listen` is ignored;
+    /// the MOUNT and portmap listeners, if configured, are bound here). Lets
+    /// a runner create the socket inside another network namespace.
+    pub fn from_listener(
+        listener: TcpListener,
+        config: ServerConfig,
+    ) -> Result<Server, ServerError> {
+        let mut listeners = Vec::new();
+        listener
+            .set_nonblocking(false)
+            .map_err(io_err("make listener blocking"))?;
+        let nfs = listener.local_addr().map_err(io_err("listener address"))?;
+        listeners.push((Role::Nfs, listener));
+        let mut addrs = BoundAddrs {
+            nfs,
+            mount: None,
+            portmap: None,
+        };
+        if let Some(a) = config.mount_listen {
+            let l = bind_listener(a, "MOUNT")?;
+            addrs.mount = Some(l.local_addr().map_err(io_err("listener address"))?);
+            listeners.push((Role::Mount, l));
+        }
+        if let Some(a) = config.portmap_listen {
+            let l = bind_listener(a, "portmap")?;
+            addrs.portmap = Some(l.local_addr().map_err(io_err("listener address"))?);
+            listeners.push((Role::Portmap, l));
+        }
+        let ports = Ports {
+            nfs: nfs.port(),
+            mount: addrs.mount.unwrap_or(nfs).port(),
+        };
+        let backend = vmshare_fs::FsBackend::new(config.exports.clone(), &config.state_dir)?;
+        let handler = Arc::new(Dispatcher::new(backend, ports));
+        Ok(Server::with_handler(
+            handler,
+            listeners,
+            addrs,
+            config.exports,
+            config.limits,
+        ))
+    }
+
+    fn with_handler(
+        handler: Arc<dyn Handler>,
+        listeners: Vec<(Role, TcpListener)>,
+        addrs: BoundAddrs,
+        exports: Vec<ExportConfig>,
+        limits: Limits,
+    ) -> Server {
+        let shared = Arc::new(Shared {
+            handler,
+            stop: AtomicBool::new(false),
+            request_budget: Budget::new(limits.request_budget),
+            reply_budget: Budget::new(limits.reply_budget),
+            drc: Drc::new(limits.drc_entries, limits.drc_bytes),
+            sched: Scheduler::default(),
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            live: Mutex::new(0),
+            live_cv: Condvar::new(),
+            limits,
+        });
+        Server {
+            shared,
+            listeners,
+            addrs,
+            exports,
+        }
+    }
+
+    /// The NFS address actually bound (with the chosen port).
     pub fn local_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], 0))
+        self.addrs.nfs
     }
+
+    /// Every address bound.
+    pub fn addrs(&self) -> BoundAddrs {
+        self.addrs
+    }
+
     /// Serves on background threads.
     pub fn spawn(self) -> Result<RunningServer, ServerError> {
-        Ok(RunningServer { _private: () })
+        let Server {
+            shared,
+            listeners,
+            addrs,
+            exports,
+        } = self;
+        for e in &exports {
+            info!(
+                host_path = %e.path.display(),
+                mount_path = %e.mount_path,
+                clients = %describe_rules(&e.clients),
+                single_file = ?e.single_file,
+                "export"
+            );
+        }
+        info!(
+            nfs = %addrs.nfs,
+            mount = %addrs.mount.unwrap_or(addrs.nfs),
+            portmap = %addrs.portmap.unwrap_or(addrs.nfs),
+            "listening"
+        );
+        let mut running = RunningServer {
+            shared: Arc::clone(&shared),
+            listeners: Vec::new(),
+            threads: Vec::new(),
+            addrs,
+        };
+        for i in 0..shared.limits.workers.max(1) {
+            let s = Arc::clone(&shared);
+            let t = std::thread::Builder::new()
+                .name(format!("nfs-worker-{i}"))
+                .spawn(move || pool::worker_main(&s))
+                .map_err(io_err("spawn worker thread"))?;
+            running.threads.push(t);
+        }
+        for (role, listener) in listeners {
+            let clone = listener.try_clone().map_err(io_err("clone listener"))?;
+            running.listeners.push(clone);
+            let s = Arc::clone(&shared);
+            let t = std::thread::Builder::new()
+                .name(format!("nfs-accept-{role:?}").to_lowercase())
+                .spawn(move || accept_main(&s, role, &listener))
+                .map_err(io_err("spawn accept thread"))?;
+            running.threads.push(t);
+        }
+        Ok(running)
+    }
+}
+
+/// `10.0.0.0/8(rw,no_root_squash) *(ro,root_squash)`, for the start-up log.
+fn describe_rules(rules: &[ClientRule]) -> String {
+    let mut out = Vec::new();
+    for r in rules {
+        let who = match &r.client {
+            ClientMatch::Any => "*".to_string(),
+            ClientMatch::Net { addr, prefix } => {
+                let full = if addr.is_ipv4() { 32 } else { 128 };
+                if *prefix >= full {
+                    addr.to_string()
+                } else {
+                    format!("{addr}/{prefix}")
+                }
+            }
+        };
+        let o = &r.options;
+        let squash = match o.squash {
+            Squash::Root => "root_squash",
+            Squash::None => "no_root_squash",
+            Squash::All => "all_squash",
+        };
+        out.push(format!(
+            "{who}({},{squash},anonuid={},anongid={},{})",
+            if o.writable { "rw" } else { "ro" },
+            o.anonuid,
+            o.anongid,
+            if o.secure { "secure" } else { "insecure" },
+        ));
+    }
+    out.join(" ")
+}
+
+fn accept_main(shared: &Arc<Shared>, role: Role, listener: &TcpListener) {
+    loop {
+        let accepted = listener.accept();
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        match accepted {
+            Ok((stream, peer)) => start_connection(shared, role, stream, peer),
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                debug!(?role, error = %e, "accept failed");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// How often a blocked reader wakes to check its deadlines.
+fn read_tick(limits: &Limits) -> Duration {
+    (limits.record_timeout.min(limits.idle_timeout) / 4)
+        .clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+fn start_connection(shared: &Arc<Shared>, role: Role, stream: TcpStream, peer: SocketAddr) {
+    let count = lock(&shared.conns).len();
+    if count >= shared.limits.max_connections {
+        warn!(%peer, max = shared.limits.max_connections, "too many connections; refusing one");
+        return;
+    }
+    let setup = stream
+        .set_nodelay(true)
+        .and_then(|()| stream.set_read_timeout(Some(read_tick(&shared.limits))))
+        .and_then(|()| stream.set_write_timeout(Some(shared.limits.send_timeout)));
+    if let Err(e) = setup {
+        debug!(%peer, error = %e, "socket setup failed");
+        return;
+    }
+    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let conn = Conn::new(id, peer, stream);
+    lock(&shared.conns).insert(id, Arc::clone(&conn));
+    debug!(conn = id, %peer, ?role, "connection accepted");
+    let live = LiveGuard::new(shared);
+    let s = Arc::clone(shared);
+    let c = Arc::clone(&conn);
+    let spawned = std::thread::Builder::new()
+        .name(format!("nfs-conn-{id}"))
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let _live = live;
+            let w = Arc::clone(&c);
+            let writer = std::thread::Builder::new()
+                .name(format!("nfs-send-{id}"))
+                .stack_size(64 * 1024)
+                .spawn(move || w.writer_main());
+            match writer {
+                Ok(writer) => {
+                    conn::Reader::new(&s, &c).run();
+                    let _ = writer.join();
+                }
+                Err(e) => {
+                    warn!(conn = id, error = %e, "cannot start writer thread; closing connection");
+                    c.close();
+                }
+            }
+            lock(&s.conns).remove(&id);
+        });
+    if let Err(e) = spawned {
+        warn!(conn = id, error = %e, "cannot start connection thread; closing connection");
+        conn.close();
+        lock(&shared.conns).remove(&id);
     }
 }
 
 impl RunningServer {
+    /// The NFS address served.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addrs.nfs
+    }
+
+    /// Every address served.
+    pub fn addrs(&self) -> BoundAddrs {
+        self.addrs
+    }
+
     /// Stops serving and waits for the threads.
-    pub fn shutdown(self) {}
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.shared.stop.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Shutting a listening socket down makes a blocked accept() return
+        // (EINVAL on Linux), which works even for a socket bound in another
+        // network namespace, where connecting to it to wake it would not.
+        for l in &self.listeners {
+            let _ = rustix::net::shutdown(l, rustix::net::Shutdown::Read);
+        }
+        self.shared.sched.stop();
+        let conns: Vec<Arc<Conn>> = lock(&self.shared.conns).values().cloned().collect();
+        for c in conns {
+            c.close();
+        }
+        self.shared.request_budget.wake_all();
+        self.shared.reply_budget.wake_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut live = lock(&self.shared.live);
+        while *live > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                warn!(
+                    threads = *live,
+                    "connection threads still running after shutdown"
+                );
+                break;
+            }
+            live = match self.shared.live_cv.wait_timeout(live, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        drop(live);
+        info!("server stopped");
+    }
 }
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests;

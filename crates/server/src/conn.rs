@@ -1,0 +1,462 @@
+//! One client connection: a reader thread that frames records, and a
+//! writer that sends replies as workers finish them.
+//!
+//! Replies leave in completion order, not request order (RPC pairs them by
+//! XID). A worker whose reply fits in the socket buffer sends it itself with
+//! a non-blocking send, which saves a thread switch per call; whatever does
+//! not fit goes to the connection's writer thread, so that a client that
+//! stops reading stalls only its own writer, never a worker.
+
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+use vmshare_wire::record::{RecordAssembler, RecordError};
+
+use crate::budget::Charge;
+use crate::pool::Job;
+use crate::{lock, Shared};
+
+/// First buffer size for a record; most calls are far smaller than a WRITE.
+const FIRST_CHUNK: usize = 16 * 1024;
+
+/// Bytes to send: built for this call, or a cached reply replayed.
+#[derive(Debug)]
+pub(crate) enum Bytes {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl Bytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(v) => v,
+            Bytes::Shared(s) => s,
+        }
+    }
+}
+
+/// A reply record waiting to be (fully) sent.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) bytes: Bytes,
+    pub(crate) sent: usize,
+    /// Released once the bytes are gone.
+    pub(crate) _charge: Option<Charge>,
+    /// The in-flight slot of the call this answers, freed with the reply.
+    pub(crate) _slot: Slot,
+}
+
+#[derive(Debug, Default)]
+struct Out {
+    queue: VecDeque<Outgoing>,
+    /// Someone (a worker or the writer thread) is sending: only one may.
+    writing: bool,
+    closed: bool,
+}
+
+/// State shared by a connection's reader, writer and the workers.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) id: u64,
+    pub(crate) peer: SocketAddr,
+    stream: TcpStream,
+    closed: AtomicBool,
+    out: Mutex<Out>,
+    out_cv: Condvar,
+    inflight: Mutex<usize>,
+    inflight_cv: Condvar,
+}
+
+/// One call counted against the connection's in-flight cap until dropped.
+#[derive(Debug)]
+pub(crate) struct Slot(Arc<Conn>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut n = lock(&self.0.inflight);
+        *n = n.saturating_sub(1);
+        drop(n);
+        self.0.inflight_cv.notify_all();
+    }
+}
+
+enum SendResult {
+    Done,
+    WouldBlock,
+    Failed,
+}
+
+impl Conn {
+    pub(crate) fn new(id: u64, peer: SocketAddr, stream: TcpStream) -> Arc<Conn> {
+        Arc::new(Conn {
+            id,
+            peer,
+            stream,
+            closed: AtomicBool::new(false),
+            out: Mutex::new(Out::default()),
+            out_cv: Condvar::new(),
+            inflight: Mutex::new(0),
+            inflight_cv: Condvar::new(),
+        })
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Shuts the socket down (waking the reader and writer) and drops the
+    /// replies not yet sent. Idempotent.
+    pub(crate) fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = self.stream.shutdown(Shutdown::Both);
+        let dropped = {
+            let mut out = lock(&self.out);
+            out.closed = true;
+            std::mem::take(&mut out.queue)
+        };
+        drop(dropped);
+        self.out_cv.notify_all();
+        self.inflight_cv.notify_all();
+    }
+
+    /// Queues a reply; sends it at once when nothing else is being sent.
+    pub(crate) fn send(&self, mut item: Outgoing) {
+        let mut out = lock(&self.out);
+        if out.closed {
+            return;
+        }
+        if out.writing || !out.queue.is_empty() {
+            out.queue.push_back(item);
+            drop(out);
+            self.out_cv.notify_all();
+            return;
+        }
+        out.writing = true;
+        drop(out);
+        let result = self.send_nonblocking(&mut item);
+        let mut out = lock(&self.out);
+        out.writing = false;
+        match result {
+            SendResult::Done => {
+                let more = !out.queue.is_empty();
+                drop(out);
+                drop(item);
+                if more {
+                    self.out_cv.notify_all();
+                }
+            }
+            SendResult::WouldBlock => {
+                if !out.closed {
+                    out.queue.push_front(item);
+                }
+                drop(out);
+                self.out_cv.notify_all();
+            }
+            SendResult::Failed => {
+                drop(out);
+                self.close();
+            }
+        }
+    }
+
+    fn send_nonblocking(&self, item: &mut Outgoing) -> SendResult {
+        use rustix::net::{send, SendFlags};
+        loop {
+            let rest = item.bytes.as_slice().get(item.sent..).unwrap_or_default();
+            if rest.is_empty() {
+                return SendResult::Done;
+            }
+            match send(
+                &self.stream,
+                rest,
+                SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+            ) {
+                Ok(n) => item.sent += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::AGAIN) => return SendResult::WouldBlock,
+                Err(e) => {
+                    debug!(conn = self.id, error = %e, "send failed");
+                    return SendResult::Failed;
+                }
+            }
+        }
+    }
+
+    /// The writer thread: sends what workers could not, with blocking
+    /// writes bounded by the socket's send timeout.
+    pub(crate) fn writer_main(&self) {
+        loop {
+            let batch = {
+                let mut out = lock(&self.out);
+                loop {
+                    if out.closed {
+                        return;
+                    }
+                    if !out.writing && !out.queue.is_empty() {
+                        break;
+                    }
+                    out = match self.out_cv.wait(out) {
+                        Ok(g) => g,
+                        Err(p) => p.into_inner(),
+                    };
+                }
+                out.writing = true;
+                std::mem::take(&mut out.queue)
+            };
+            for item in batch {
+                let rest = item.bytes.as_slice().get(item.sent..).unwrap_or_default();
+                if let Err(e) = (&self.stream).write_all(rest) {
+                    debug!(conn = self.id, error = %e, "client not reading replies; closing");
+                    self.close();
+                    return;
+                }
+            }
+            lock(&self.out).writing = false;
+        }
+    }
+
+    /// Counts one more call in flight.
+    fn take_slot(self: &Arc<Self>) -> Slot {
+        *lock(&self.inflight) += 1;
+        Slot(Arc::clone(self))
+    }
+
+    /// Waits until fewer than `max` calls are in flight; false when the
+    /// connection closed meanwhile.
+    fn wait_for_room(&self, max: usize, stop: &AtomicBool) -> bool {
+        let mut n = lock(&self.inflight);
+        while *n >= max {
+            if self.is_closed() || stop.load(Ordering::Acquire) {
+                return false;
+            }
+            n = match self.inflight_cv.wait_timeout(n, Duration::from_millis(100)) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        !self.is_closed()
+    }
+
+    fn inflight(&self) -> usize {
+        *lock(&self.inflight)
+    }
+}
+
+/// Why a reader stopped.
+#[derive(Debug)]
+#[allow(dead_code)] // The payloads are read through `Debug`, in the log.
+enum End {
+    /// The client closed the connection between records.
+    Eof,
+    /// The client closed it in the middle of a record.
+    Truncated,
+    /// The server is stopping or the connection was closed.
+    Closed,
+    /// No call and nothing in flight for the idle timeout.
+    Idle,
+    /// A record did not arrive completely within the record timeout.
+    Stalled,
+    /// A partial record made no progress while others waited for memory.
+    StalledUnderPressure,
+    /// A record was larger than allowed.
+    TooLarge(RecordError),
+    /// The socket failed.
+    Io(std::io::Error),
+}
+
+/// Reads records off one connection and queues them for the workers.
+pub(crate) struct Reader<'a> {
+    shared: &'a Shared,
+    conn: &'a Arc<Conn>,
+    asm: RecordAssembler,
+    idle_since: Instant,
+    /// Set while a record is being received.
+    deadline: Option<Instant>,
+    /// When bytes last arrived.
+    last_progress: Instant,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(shared: &'a Shared, conn: &'a Arc<Conn>) -> Reader<'a> {
+        Reader {
+            shared,
+            conn,
+            asm: RecordAssembler::new(shared.limits.max_record),
+            idle_since: Instant::now(),
+            deadline: None,
+            last_progress: Instant::now(),
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        let end = loop {
+            if !self
+                .conn
+                .wait_for_room(self.shared.limits.max_in_flight, &self.shared.stop)
+            {
+                break End::Closed;
+            }
+            match self.read_record() {
+                Ok((record, charge)) => {
+                    self.idle_since = Instant::now();
+                    let slot = self.conn.take_slot();
+                    self.shared.sched.push(Job {
+                        conn: Arc::clone(self.conn),
+                        record,
+                        charge,
+                        slot,
+                    });
+                }
+                Err(end) => break end,
+            }
+        };
+        match end {
+            End::Eof | End::Closed => {
+                debug!(conn = self.conn.id, peer = %self.conn.peer, "connection closed")
+            }
+            End::Idle => {
+                debug!(conn = self.conn.id, peer = %self.conn.peer, "idle connection closed")
+            }
+            other => {
+                tracing::info!(conn = self.conn.id, peer = %self.conn.peer, reason = ?other, "closing connection")
+            }
+        }
+        self.conn.close();
+        self.shared.sched.purge(self.conn.id);
+    }
+
+    fn aborted(&self) -> bool {
+        self.conn.is_closed() || self.shared.stop.load(Ordering::Acquire)
+    }
+
+    /// Reads some bytes into `buf`, waiting through read-timeout ticks
+    /// until data, end of stream, or a deadline.
+    fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, End> {
+        loop {
+            if self.aborted() {
+                return Err(End::Closed);
+            }
+            match (&self.conn.stream).read(buf) {
+                Ok(0) => {
+                    return Err(if self.deadline.is_some() {
+                        End::Truncated
+                    } else {
+                        End::Eof
+                    })
+                }
+                Ok(n) => {
+                    self.last_progress = Instant::now();
+                    if self.deadline.is_none() {
+                        self.deadline = Some(Instant::now() + self.shared.limits.record_timeout);
+                    }
+                    return Ok(n);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) =>
+                {
+                    let now = Instant::now();
+                    match self.deadline {
+                        Some(d) if now >= d => return Err(End::Stalled),
+                        // A client that stalls mid-record while other
+                        // connections wait for request memory is holding
+                        // bytes they need: drop it well before its record
+                        // timeout (it will reconnect and retransmit).
+                        Some(_)
+                            if self.shared.request_budget.has_waiters()
+                                && now.duration_since(self.last_progress)
+                                    >= self.shared.pressure_stall() =>
+                        {
+                            return Err(End::StalledUnderPressure)
+                        }
+                        Some(_) => {}
+                        None => {
+                            if self.conn.inflight() > 0 {
+                                self.idle_since = now;
+                            } else if now.duration_since(self.idle_since)
+                                >= self.shared.limits.idle_timeout
+                            {
+                                return Err(End::Idle);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Err(if self.aborted() {
+                        End::Closed
+                    } else {
+                        End::Io(e)
+                    });
+                }
+            }
+        }
+    }
+
+    fn read_exact(&mut self, mut buf: &mut [u8]) -> Result<(), End> {
+        while !buf.is_empty() {
+            let n = self.read_some(buf)?;
+            buf = buf.get_mut(n..).unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    /// Reads one whole record, joining its fragments. The buffer grows only
+    /// as bytes arrive (doubling, capped at the end of the current
+    /// fragment), and every growth is charged to the shared budget first.
+    fn read_record(&mut self) -> Result<(Vec<u8>, Charge), End> {
+        self.deadline = None;
+        let mut record: Vec<u8> = Vec::new();
+        let mut filled = 0usize;
+        let mut charge = self.shared.request_budget.charge();
+        loop {
+            let mut mark = [0u8; 4];
+            self.read_exact(&mut mark)?;
+            let frag = match self.asm.fragment(mark) {
+                Ok(f) => f,
+                Err(RecordError::Empty) => {
+                    // Nothing to answer; not worth a disconnect.
+                    self.deadline = None;
+                    continue;
+                }
+                Err(e) => return Err(End::TooLarge(e)),
+            };
+            let frag_end = filled + frag.len as usize;
+            while filled < frag_end {
+                if filled == record.len() {
+                    let target = frag_end.min(record.len().saturating_mul(2).max(FIRST_CHUNK));
+                    let extra = target - record.len();
+                    let conn = self.conn;
+                    let stop = &self.shared.stop;
+                    let abort = || conn.is_closed() || stop.load(Ordering::Acquire);
+                    let waited = charge.grow(extra, &abort).ok_or(End::Closed)?;
+                    // Waiting for the budget is the server's doing, not
+                    // the client's: do not count it against the record.
+                    if let Some(d) = self.deadline.as_mut() {
+                        *d += waited;
+                    }
+                    record.reserve_exact(extra);
+                    record.resize(target, 0);
+                }
+                let end = frag_end.min(record.len());
+                let n = match record.get_mut(filled..end) {
+                    Some(window) => self.read_some(window)?,
+                    None => return Err(End::Closed),
+                };
+                filled += n;
+            }
+            if frag.last {
+                record.truncate(filled);
+                return Ok((record, charge));
+            }
+        }
+    }
+}

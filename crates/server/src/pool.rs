@@ -1,0 +1,293 @@
+//! The worker pool: complete records in, replies out.
+//!
+//! Calls run on plain OS threads because the filesystem backend switches
+//! per-thread credentials around each operation. Workers take calls
+//! round-robin across connections rather than first-in-first-out, so that
+//! a client with 64 calls queued does not make another client's single
+//! call wait behind all of them.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use tracing::{debug, error};
+use vmshare_proto::{is_nonidempotent, programs, Client};
+use vmshare_wire::rpc::{encode_reply_header, parse_call, CallError};
+use vmshare_wire::{AcceptStat, Decoder, Encoder, ReplyBody};
+
+use crate::budget::Charge;
+use crate::conn::{Bytes, Conn, Outgoing, Slot};
+use crate::drc::{DrcKey, Lookup};
+use crate::{lock, Shared};
+
+/// A complete record from a client.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) conn: Arc<Conn>,
+    pub(crate) record: Vec<u8>,
+    /// The record's bytes in the request budget.
+    pub(crate) charge: Charge,
+    pub(crate) slot: Slot,
+}
+
+#[derive(Debug, Default)]
+struct Queues {
+    /// Connections with calls waiting, each listed once.
+    ready: VecDeque<u64>,
+    pending: HashMap<u64, VecDeque<Job>>,
+    stopped: bool,
+}
+
+/// The queue between readers and workers.
+#[derive(Debug, Default)]
+pub(crate) struct Scheduler {
+    queues: Mutex<Queues>,
+    cv: Condvar,
+}
+
+impl Scheduler {
+    pub(crate) fn push(&self, job: Job) {
+        let mut q = lock(&self.queues);
+        if q.stopped {
+            return;
+        }
+        let id = job.conn.id;
+        let list = q.pending.entry(id).or_default();
+        let was_empty = list.is_empty();
+        list.push_back(job);
+        if was_empty {
+            q.ready.push_back(id);
+        }
+        drop(q);
+        self.cv.notify_one();
+    }
+
+    /// The next call to run, or `None` once stopped.
+    fn pop(&self) -> Option<Job> {
+        let mut q = lock(&self.queues);
+        loop {
+            if q.stopped {
+                return None;
+            }
+            if let Some(id) = q.ready.pop_front() {
+                let Some(list) = q.pending.get_mut(&id) else {
+                    continue;
+                };
+                let job = list.pop_front();
+                if list.is_empty() {
+                    q.pending.remove(&id);
+                } else {
+                    q.ready.push_back(id);
+                }
+                if let Some(job) = job {
+                    return Some(job);
+                }
+                continue;
+            }
+            q = match self.cv.wait(q) {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+        }
+    }
+
+    /// Drops the calls of a closed connection that no worker took yet.
+    pub(crate) fn purge(&self, conn: u64) {
+        let dropped = {
+            let mut q = lock(&self.queues);
+            q.ready.retain(|&id| id != conn);
+            q.pending.remove(&conn)
+        };
+        drop(dropped);
+    }
+
+    pub(crate) fn stop(&self) {
+        let dropped = {
+            let mut q = lock(&self.queues);
+            q.stopped = true;
+            q.ready.clear();
+            std::mem::take(&mut q.pending)
+        };
+        drop(dropped);
+        self.cv.notify_all();
+    }
+}
+
+pub(crate) fn worker_main(shared: &Shared) {
+    while let Some(job) = shared.sched.pop() {
+        run(shared, job);
+    }
+}
+
+/// A guess at the reply size, charged before the call runs so that READs
+/// wait for room instead of overshooting the budget. Only READ and the
+/// READDIRs can be large; everything else fits in a page.
+fn reply_hint(prog: u32, vers: u32, proc_: u32, args: &[u8], max: usize) -> usize {
+    const SMALL: usize = 4096;
+    const HEADERS: usize = 512;
+    if prog != programs::NFS || vers != 3 {
+        return SMALL;
+    }
+    let mut d = Decoder::new(args);
+    let count = match proc_ {
+        // READ: fh, offset, count.
+        6 => d.opaque(64).and_then(|_| d.u64()).and_then(|_| d.u32()),
+        // READDIR: fh, cookie, verifier, count.
+        16 => d
+            .opaque(64)
+            .and_then(|_| d.u64())
+            .and_then(|_| d.fixed::<8>())
+            .and_then(|_| d.u32()),
+        // READDIRPLUS: fh, cookie, verifier, dircount, maxcount.
+        17 => d
+            .opaque(64)
+            .and_then(|_| d.u64())
+            .and_then(|_| d.fixed::<8>())
+            .and_then(|_| d.u32())
+            .and_then(|_| d.u32()),
+        _ => return SMALL,
+    };
+    match count {
+        Ok(c) => (c as usize).saturating_add(HEADERS).clamp(SMALL, max),
+        Err(_) => SMALL,
+    }
+}
+
+fn finish_record(mut enc: Encoder) -> Vec<u8> {
+    let len = u32::try_from(enc.len().saturating_sub(4)).unwrap_or(u32::MAX >> 1);
+    enc.patch_bytes(0, &vmshare_wire::record::mark(len));
+    enc.into_inner()
+}
+
+fn run(shared: &Shared, job: Job) {
+    let Job {
+        conn,
+        record,
+        charge,
+        slot,
+    } = job;
+    if conn.is_closed() || shared.stop.load(Ordering::Acquire) {
+        return;
+    }
+    let started = Instant::now();
+    let call = match parse_call(&record) {
+        Ok(c) => c,
+        Err(CallError::Unanswerable(e)) => {
+            debug!(conn = conn.id, error = %e, "dropping a record that is not an RPC call");
+            return;
+        }
+        Err(CallError::Deny { xid, reply }) => {
+            debug!(conn = conn.id, xid, ?reply, "call denied");
+            let mut enc = Encoder::with_capacity(64);
+            enc.u32(0);
+            encode_reply_header(&mut enc, xid, ReplyBody::Denied(reply));
+            let bytes = finish_record(enc);
+            conn.send(Outgoing {
+                bytes: Bytes::Owned(bytes),
+                sent: 0,
+                _charge: None,
+                _slot: slot,
+            });
+            return;
+        }
+    };
+    let (xid, prog, vers, proc_) = (call.xid, call.prog, call.vers, call.proc_);
+    let drc_key = is_nonidempotent(prog, vers, proc_)
+        .then(|| DrcKey::new(xid, prog, vers, proc_, conn.peer.ip(), call.args));
+    if let Some(key) = &drc_key {
+        match shared.drc.begin(key) {
+            Lookup::New => {}
+            Lookup::InProgress => {
+                debug!(
+                    conn = conn.id,
+                    xid, proc_, "retransmission of a call in progress; dropped"
+                );
+                return;
+            }
+            Lookup::Replay(bytes) => {
+                debug!(
+                    conn = conn.id,
+                    xid, proc_, "retransmission answered from the reply cache"
+                );
+                conn.send(Outgoing {
+                    bytes: Bytes::Shared(bytes),
+                    sent: 0,
+                    _charge: None,
+                    _slot: slot,
+                });
+                return;
+            }
+        }
+    }
+    let max = shared.limits.max_record as usize;
+    let hint = reply_hint(prog, vers, proc_, call.args, max);
+    let mut reply_charge = shared.reply_budget.charge();
+    let abort = || conn.is_closed() || shared.stop.load(Ordering::Acquire);
+    if reply_charge.grow(hint, &abort).is_none() {
+        return;
+    }
+    let mut enc = Encoder::with_capacity(hint.min(8192));
+    enc.u32(0);
+    let client = Client { addr: conn.peer };
+    let handled = catch_unwind(AssertUnwindSafe(|| {
+        shared.handler.handle(&client, &call, &mut enc)
+    }));
+    if handled.is_err() {
+        error!(
+            conn = conn.id,
+            xid, prog, vers, proc_, "call handler panicked; answering SYSTEM_ERR"
+        );
+        enc = Encoder::with_capacity(64);
+        enc.u32(0);
+        encode_reply_header(&mut enc, xid, ReplyBody::Accepted(AcceptStat::SystemErr));
+    }
+    drop(call);
+    drop(record);
+    drop(charge);
+    let bytes = finish_record(enc);
+    reply_charge.set(bytes.capacity());
+    if let Some(key) = &drc_key {
+        shared.drc.finish(key, &bytes);
+    }
+    debug!(
+        conn = conn.id,
+        xid,
+        prog,
+        vers,
+        proc_,
+        reply_len = bytes.len(),
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "call done"
+    );
+    conn.send(Outgoing {
+        bytes: Bytes::Owned(bytes),
+        sent: 0,
+        _charge: Some(reply_charge),
+        _slot: slot,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_hint_follows_count() {
+        let mut e = Encoder::default();
+        e.opaque(&[1; 32]).u64(0).u32(65536);
+        assert_eq!(
+            reply_hint(programs::NFS, 3, 6, e.as_slice(), 1 << 20),
+            65536 + 512
+        );
+        let mut e = Encoder::default();
+        e.opaque(&[1; 32]).u64(0).u32(u32::MAX);
+        assert_eq!(
+            reply_hint(programs::NFS, 3, 6, e.as_slice(), 1 << 20),
+            1 << 20
+        );
+        assert_eq!(reply_hint(programs::NFS, 3, 6, &[0xff; 3], 1 << 20), 4096);
+        assert_eq!(reply_hint(programs::MOUNT, 3, 1, &[], 1 << 20), 4096);
+    }
+}

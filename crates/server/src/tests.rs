@@ -1,0 +1,1 @@
+//! Tests that need a handler with side effects (crate-internal seam).

@@ -1,0 +1,278 @@
+//! The server over a real TCP socket: framing, pipelining, bad input, caps.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::*;
+use vmshare_server::Limits;
+use vmshare_wire::rpc::RejectReply;
+use vmshare_wire::{AcceptStat, ReplyBody};
+
+#[test]
+fn unknown_program_gets_prog_unavail() {
+    let server = start("prog-unavail", Limits::default());
+    let mut s = connect(server.local_addr());
+    send(&mut s, &call(77, UNKNOWN_PROG, 1, 0, &[]));
+    let reply = recv(&mut s).expect("reply");
+    let r = parse(&reply);
+    assert_eq!(r.xid, 77);
+    assert_eq!(r.body, ReplyBody::Accepted(AcceptStat::ProgUnavail));
+    server.shutdown();
+}
+
+#[test]
+fn wrong_rpc_version_is_denied() {
+    let server = start("rpc-mismatch", Limits::default());
+    let mut s = connect(server.local_addr());
+    let mut payload = call(5, NFS, 3, 0, &[]);
+    payload[8..12].copy_from_slice(&3u32.to_be_bytes());
+    send(&mut s, &payload);
+    let reply = recv(&mut s).expect("reply");
+    assert_eq!(
+        parse(&reply).body,
+        ReplyBody::Denied(RejectReply::RpcMismatch)
+    );
+}
+
+#[test]
+fn multi_fragment_record_is_joined() {
+    let server = start("fragments", Limits::default());
+    let mut s = connect(server.local_addr());
+    let payload = call(9, UNKNOWN_PROG, 1, 0, &[0u8; 40]);
+    let (a, rest) = payload.split_at(5);
+    let (b, c) = rest.split_at(17);
+    let mut stream = Vec::new();
+    for (part, last) in [(a, false), (b, false), (&[][..], false), (c, true)] {
+        let len = u32::try_from(part.len()).expect("len");
+        stream.extend_from_slice(&(len | if last { 0x8000_0000 } else { 0 }).to_be_bytes());
+        stream.extend_from_slice(part);
+    }
+    // Byte by byte, to exercise partial reads of marks and payloads.
+    for byte in stream {
+        s.write_all(&[byte]).expect("write");
+    }
+    let reply = recv(&mut s).expect("reply");
+    assert_eq!(parse(&reply).xid, 9);
+}
+
+#[test]
+fn fifty_pipelined_calls_get_fifty_replies() {
+    let server = start("pipeline", Limits::default());
+    let mut s = connect(server.local_addr());
+    let mut batch = Vec::new();
+    for xid in 1000..1050 {
+        batch.extend_from_slice(&framed(&call(xid, UNKNOWN_PROG, 1, 0, &[])));
+    }
+    s.write_all(&batch).expect("write");
+    let mut xids: Vec<u32> = (0..50)
+        .map(|_| parse(&recv(&mut s).expect("reply")).xid)
+        .collect();
+    xids.sort_unstable();
+    assert_eq!(xids, (1000..1050).collect::<Vec<_>>());
+}
+
+#[test]
+fn in_flight_cap_does_not_lose_calls() {
+    let limits = Limits {
+        max_in_flight: 2,
+        workers: 1,
+        ..Limits::default()
+    };
+    let server = start("inflight", limits);
+    let mut s = connect(server.local_addr());
+    let mut batch = Vec::new();
+    for xid in 0..200 {
+        batch.extend_from_slice(&framed(&call(xid, UNKNOWN_PROG, 1, 0, &[])));
+    }
+    s.write_all(&batch).expect("write");
+    for _ in 0..200 {
+        recv(&mut s).expect("reply");
+    }
+}
+
+#[test]
+fn huge_mark_closes_only_that_connection() {
+    let server = start("huge-mark", Limits::default());
+    let mut good = connect(server.local_addr());
+    let mut bad = connect(server.local_addr());
+    bad.write_all(&0x7fff_ffffu32.to_be_bytes()).expect("write");
+    assert!(is_closed(&mut bad));
+    send(&mut good, &call(1, UNKNOWN_PROG, 1, 0, &[]));
+    assert_eq!(parse(&recv(&mut good).expect("reply")).xid, 1);
+}
+
+#[test]
+fn many_small_fragments_hit_the_record_cap() {
+    let limits = Limits {
+        max_record: 64 * 1024,
+        ..Limits::default()
+    };
+    let server = start("frag-flood", limits);
+    let mut bad = connect(server.local_addr());
+    let mut frag = 1000u32.to_be_bytes().to_vec();
+    frag.extend_from_slice(&[0u8; 1000]);
+    let mut closed = false;
+    for _ in 0..100 {
+        if bad.write_all(&frag).is_err() {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed || is_closed(&mut bad));
+}
+
+#[test]
+fn http_garbage_closes_the_connection() {
+    let server = start("garbage", Limits::default());
+    let mut bad = connect(server.local_addr());
+    bad.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    assert!(is_closed(&mut bad));
+}
+
+#[test]
+fn a_record_that_is_not_a_call_is_dropped() {
+    let server = start("not-a-call", Limits::default());
+    let mut s = connect(server.local_addr());
+    // Too short to hold a header, then a REPLY, then an empty record, then
+    // a real call: only the call is answered.
+    send(&mut s, &[1, 2, 3]);
+    send(&mut s, &[0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0]);
+    s.write_all(&0x8000_0000u32.to_be_bytes()).expect("write");
+    send(&mut s, &call(42, UNKNOWN_PROG, 1, 0, &[]));
+    assert_eq!(parse(&recv(&mut s).expect("reply")).xid, 42);
+}
+
+#[test]
+fn a_stalled_record_times_out() {
+    let limits = Limits {
+        record_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let server = start("stall", limits);
+    let mut staller = connect(server.local_addr());
+    staller
+        .write_all(&framed(&[0u8; 100])[..50])
+        .expect("write");
+    let t = Instant::now();
+    assert!(is_closed(&mut staller));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    let mut good = connect(server.local_addr());
+    send(&mut good, &call(3, UNKNOWN_PROG, 1, 0, &[]));
+    assert!(recv(&mut good).is_some());
+}
+
+#[test]
+fn idle_connection_is_closed() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let server = start("idle", limits);
+    let mut s = connect(server.local_addr());
+    send(&mut s, &call(3, UNKNOWN_PROG, 1, 0, &[]));
+    assert!(recv(&mut s).is_some());
+    assert!(is_closed(&mut s));
+}
+
+#[test]
+fn connection_cap_refuses_extra_connections() {
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let server = start("conn-cap", limits);
+    let mut a = connect(server.local_addr());
+    let mut b = connect(server.local_addr());
+    // Make sure both are registered before the third arrives.
+    for s in [&mut a, &mut b] {
+        send(s, &call(1, UNKNOWN_PROG, 1, 0, &[]));
+        assert!(recv(s).is_some());
+    }
+    let mut c = connect(server.local_addr());
+    assert!(is_closed(&mut c));
+    drop(a);
+    // The slot frees once the server notices the close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut d = connect(server.local_addr());
+        send(&mut d, &call(2, UNKNOWN_PROG, 1, 0, &[]));
+        if recv(&mut d).is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    send(&mut b, &call(3, UNKNOWN_PROG, 1, 0, &[]));
+    assert!(recv(&mut b).is_some());
+}
+
+#[test]
+fn shutdown_is_prompt_with_clients_connected() {
+    let server = start("shutdown", Limits::default());
+    let addr = server.local_addr();
+    let mut idle = connect(addr);
+    let mut staller = connect(addr);
+    staller
+        .write_all(&framed(&[0u8; 100])[..10])
+        .expect("write");
+    send(&mut idle, &call(1, UNKNOWN_PROG, 1, 0, &[]));
+    assert!(recv(&mut idle).is_some());
+    let t = Instant::now();
+    server.shutdown();
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+    assert!(is_closed(&mut idle));
+    assert!(std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err());
+}
+
+#[test]
+fn from_listener_serves_a_given_socket() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let config = vmshare_server::ServerConfig::new(
+        Vec::new(),
+        "0.0.0.0:1".parse().expect("addr"),
+        state_dir("from-listener"),
+    );
+    let server = vmshare_server::Server::from_listener(l, config).expect("server");
+    let addr = server.local_addr();
+    let server = server.spawn().expect("spawn");
+    let mut s = connect(addr);
+    send(&mut s, &call(8, UNKNOWN_PROG, 1, 0, &[]));
+    assert_eq!(parse(&recv(&mut s).expect("reply")).xid, 8);
+    server.shutdown();
+}
+
+#[test]
+fn separate_mount_and_portmap_listeners() {
+    let config = vmshare_server::ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        mount_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        portmap_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        state_dir: state_dir("separate"),
+        ..Default::default()
+    };
+    let server = vmshare_server::Server::bind(config)
+        .expect("bind")
+        .spawn()
+        .expect("spawn");
+    let addrs = server.addrs();
+    for addr in [
+        addrs.nfs,
+        addrs.mount.expect("mount"),
+        addrs.portmap.expect("portmap"),
+    ] {
+        let mut s = connect(addr);
+        send(&mut s, &call(8, UNKNOWN_PROG, 1, 0, &[]));
+        assert_eq!(parse(&recv(&mut s).expect("reply")).xid, 8);
+    }
+}
