@@ -276,3 +276,38 @@ fn separate_mount_and_portmap_listeners() {
         assert_eq!(parse(&recv(&mut s).expect("reply")).xid, 8);
     }
 }
+
+#[test]
+fn nfs_null_round_trip() {
+    let server = start("null", Limits::default());
+    let mut s = connect(server.local_addr());
+    send(&mut s, &call(11, NFS, 3, 0, &[]));
+    let reply = recv(&mut s).expect("reply");
+    let r = parse(&reply);
+    assert_eq!(
+        (r.xid, r.body),
+        (11, ReplyBody::Accepted(AcceptStat::Success))
+    );
+    assert!(r.results.is_empty());
+    // NFS v2 is not served.
+    send(&mut s, &call(12, NFS, 2, 0, &[]));
+    let reply = recv(&mut s).expect("reply");
+    assert!(matches!(
+        parse(&reply).body,
+        ReplyBody::Accepted(AcceptStat::ProgMismatch { .. })
+    ));
+    // Nor is procedure 99.
+    send(&mut s, &call(13, NFS, 3, 99, &[]));
+    let reply = recv(&mut s).expect("reply");
+    assert_eq!(
+        parse(&reply).body,
+        ReplyBody::Accepted(AcceptStat::ProcUnavail)
+    );
+    // Truncated GETATTR arguments.
+    send(&mut s, &call(14, NFS, 3, 1, &[0, 0, 0, 200]));
+    let reply = recv(&mut s).expect("reply");
+    assert_eq!(
+        parse(&reply).body,
+        ReplyBody::Accepted(AcceptStat::GarbageArgs)
+    );
+}
