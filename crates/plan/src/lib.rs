@@ -11,10 +11,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod docker;
+pub mod env;
 mod error;
 pub mod guest;
 pub mod host;
+pub mod oci;
 pub mod plan;
+pub mod render;
 pub mod spec;
 
 pub use error::PlanError;

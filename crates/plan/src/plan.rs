@@ -705,6 +705,10 @@ impl<'a> Builder<'a> {
         specs: &[VolumeSpec],
     ) -> Result<(), PlanError> {
         let (flags, data) = split_options(spec);
+        let data: Vec<String> = data
+            .iter()
+            .map(|d| self.resolve(spec, d, specs))
+            .collect::<Result<_, _>>()?;
         let nodata = |this: &Self| -> Result<(), PlanError> {
             match data.first() {
                 Some(o) => Err(PlanError::UnknownOption {
@@ -911,12 +915,8 @@ impl<'a> Builder<'a> {
             Kind::Derived { fstype, source } => {
                 mount.source = self.resolve(spec, source, specs)?;
                 mount.fstype = fstype.clone();
-                let resolved: Vec<String> = data
-                    .iter()
-                    .map(|d| self.resolve(spec, d, specs))
-                    .collect::<Result<_, _>>()?;
                 if spec.mkdir {
-                    for d in &resolved {
+                    for d in &data {
                         if let Some(dir) = d
                             .strip_prefix("upperdir=")
                             .or_else(|| d.strip_prefix("workdir="))
@@ -925,7 +925,6 @@ impl<'a> Builder<'a> {
                         }
                     }
                 }
-                mount.data = resolved.join(",");
                 self.mounts.push(PlannedMount {
                     mount,
                     nfs_export: None,
@@ -1002,20 +1001,7 @@ impl<'a> Builder<'a> {
         text: &str,
         specs: &[VolumeSpec],
     ) -> Result<String, PlanError> {
-        let mut out = String::new();
-        let mut rest = text;
-        while let Some(start) = rest.find("{{") {
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let Some(end) = after.find("}}") else {
-                return Err(PlanError::Syntax {
-                    volume: spec.name.clone(),
-                    reason: format!("unclosed '{{{{' in '{text}'; write {{{{ mount N }}}}"),
-                });
-            };
-            let expr = after[..end].trim();
-            let reference = format!("{{{{ {expr} }}}}");
-            let words: Vec<&str> = expr.split_whitespace().collect();
+        for_each_template(&spec.name, text, |reference, words| {
             let index = |w: &str| -> Result<usize, PlanError> {
                 let n: usize = w.parse().map_err(|_| PlanError::Syntax {
                     volume: spec.name.clone(),
@@ -1025,7 +1011,7 @@ impl<'a> Builder<'a> {
                     Some(_) => Ok(n),
                     None => Err(PlanError::BadReference {
                         volume: spec.name.clone(),
-                        reference: reference.clone(),
+                        reference: reference.to_string(),
                         index: n,
                         reason: if n < specs.len() {
                             "it comes later; a mount can only use mounts listed before it".into()
@@ -1035,29 +1021,59 @@ impl<'a> Builder<'a> {
                     }),
                 }
             };
-            match words.as_slice() {
-                ["mount", n] => out.push_str(&self.locations[index(n)?]),
-                ["overlay", a, b] => {
+            match words {
+                [_, n] => Ok(self.locations[index(n)?].clone()),
+                [_, a, b] => {
                     let (a, b) = (index(a)?, index(b)?);
                     let dirs: Vec<&str> = if a <= b {
                         (a..=b).map(|i| self.locations[i].as_str()).collect()
                     } else {
                         (b..=a).rev().map(|i| self.locations[i].as_str()).collect()
                     };
-                    out.push_str(&dirs.join(":"));
+                    Ok(dirs.join(":"))
                 }
-                _ => {
-                    return Err(PlanError::Syntax {
-                        volume: spec.name.clone(),
-                        reason: format!("unknown template '{reference}'; use {{{{ mount N }}}} or {{{{ overlay A B }}}}"),
-                    })
-                }
+                _ => Ok(String::new()),
             }
-            rest = &after[end + 2..];
-        }
-        out.push_str(rest);
-        Ok(out)
+        })
     }
+}
+
+/// Rewrites each `{{ ... }}` in `text` with `f(reference, words)`, after
+/// checking it is `{{ mount N }}` or `{{ overlay A B }}`.
+pub(crate) fn for_each_template(
+    name: &str,
+    text: &str,
+    mut f: impl FnMut(&str, &[&str]) -> Result<String, PlanError>,
+) -> Result<String, PlanError> {
+    let syntax = |reason: String| PlanError::Syntax {
+        volume: name.to_string(),
+        reason,
+    };
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            return Err(syntax(format!(
+                "unclosed '{{{{' in '{text}'; write {{{{ mount N }}}}"
+            )));
+        };
+        let expr = after[..end].trim();
+        let reference = format!("{{{{ {expr} }}}}");
+        let words: Vec<&str> = expr.split_whitespace().collect();
+        match words.as_slice() {
+            ["mount", _] | ["overlay", _, _] => out.push_str(&f(&reference, &words)?),
+            _ => {
+                return Err(syntax(format!(
+                    "unknown template '{reference}'; use {{{{ mount N }}}} or {{{{ overlay A B }}}}"
+                )))
+            }
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Splits a volume's options into generic mount flags and filesystem data.

@@ -1,0 +1,149 @@
+//! The `FILESYSTEM_*` front end, docker-vm-runner's variables.
+//!
+//! `FILESYSTEM_SOURCE`, `_TARGET`, `_DRIVER`, `_ACCESSMODE`, `_READONLY`
+//! describe the first share; `FILESYSTEM2_*`, `FILESYSTEM3_*`... the next
+//! ones, in number order. A relative `TARGET` is a tag, mounted at
+//! `/mnt/TAG` as docker-vm-runner's cloud-init does; an absolute one is the
+//! guest path and the tag is chosen by the planner. `DRIVER` defaults to
+//! `nfs`, the one transport every VMM has.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::spec::{normalize, AccessMode, Source, Transport, VolumeSpec};
+use crate::PlanError;
+
+const FIELDS: &[&str] = &["SOURCE", "TARGET", "DRIVER", "ACCESSMODE", "READONLY"];
+
+/// Reads the shares described by `FILESYSTEM*_*` variables among `vars`;
+/// other variables are ignored.
+pub fn parse_env<K, V>(vars: impl IntoIterator<Item = (K, V)>) -> Result<Vec<VolumeSpec>, PlanError>
+where
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    // group number -> field -> value; FILESYSTEM_ is group 1.
+    let mut groups: BTreeMap<u32, BTreeMap<String, String>> = BTreeMap::new();
+    for (k, v) in vars {
+        let (k, v) = (k.as_ref(), v.as_ref());
+        let Some(rest) = k.strip_prefix("FILESYSTEM") else {
+            continue;
+        };
+        let Some((number, field)) = rest.split_once('_') else {
+            continue;
+        };
+        let group = if number.is_empty() {
+            1
+        } else {
+            match number.parse::<u32>() {
+                Ok(n) if n >= 2 => n,
+                _ => continue,
+            }
+        };
+        if !FIELDS.contains(&field) {
+            return Err(PlanError::Env {
+                var: k.to_string(),
+                reason: "unknown variable; use _SOURCE, _TARGET, _DRIVER, _ACCESSMODE or _READONLY"
+                    .into(),
+            });
+        }
+        groups
+            .entry(group)
+            .or_default()
+            .insert(field.to_string(), v.to_string());
+    }
+    groups.iter().map(|(n, fields)| share(*n, fields)).collect()
+}
+
+fn share(n: u32, fields: &BTreeMap<String, String>) -> Result<VolumeSpec, PlanError> {
+    let prefix = if n == 1 {
+        "FILESYSTEM".to_string()
+    } else {
+        format!("FILESYSTEM{n}")
+    };
+    let var = |f: &str| format!("{prefix}_{f}");
+    let err = |f: &str, reason: String| PlanError::Env {
+        var: var(f),
+        reason,
+    };
+    let get = |f: &str| fields.get(f).map(String::as_str).filter(|v| !v.is_empty());
+    let source = get("SOURCE").ok_or_else(|| {
+        err(
+            "SOURCE",
+            "missing; set it to the host directory to share".into(),
+        )
+    })?;
+    if !source.starts_with('/') {
+        return Err(err(
+            "SOURCE",
+            format!("'{source}' is relative; give an absolute host path"),
+        ));
+    }
+    let target = get("TARGET").ok_or_else(|| {
+        err(
+            "TARGET",
+            "missing; set it to a tag or an absolute guest path".into(),
+        )
+    })?;
+    let access = match get("ACCESSMODE").unwrap_or("passthrough") {
+        "passthrough" => AccessMode::Passthrough,
+        "mapped" => AccessMode::Mapped,
+        "squash" => AccessMode::Squash,
+        other => {
+            return Err(err(
+                "ACCESSMODE",
+                format!("'{other}' is not passthrough, mapped or squash"),
+            ))
+        }
+    };
+    let transport = match get("DRIVER").unwrap_or("nfs") {
+        "9p" => Transport::NineP { access },
+        d @ ("virtiofs" | "nfs") => {
+            if access != AccessMode::Passthrough {
+                return Err(err("ACCESSMODE", format!("{d} only supports passthrough; use FILESYSTEM_DRIVER=9p for mapped or squash")));
+            }
+            if d == "nfs" {
+                Transport::Nfs
+            } else {
+                Transport::Virtiofs
+            }
+        }
+        other => {
+            return Err(err(
+                "DRIVER",
+                format!("'{other}' is not virtiofs, 9p or nfs"),
+            ))
+        }
+    };
+    let readonly = match get("READONLY").unwrap_or("0") {
+        "1" | "true" | "yes" | "on" => true,
+        "0" | "false" | "no" | "off" => false,
+        other => return Err(err("READONLY", format!("'{other}' is not 1 or 0"))),
+    };
+    let (guest, tag) = if target.starts_with('/') {
+        (target.to_string(), None)
+    } else {
+        (format!("/mnt/{target}"), Some(target.to_string()))
+    };
+    let tag = if transport == Transport::Nfs {
+        None
+    } else {
+        tag
+    };
+    let mut name = format!("{}={source} {}={target}", var("SOURCE"), var("TARGET"));
+    if let Some(d) = get("DRIVER") {
+        name.push_str(&format!(" {}={d}", var("DRIVER")));
+    }
+    Ok(VolumeSpec {
+        name,
+        source: Source::Host {
+            path: normalize(Path::new(source)),
+            transport,
+        },
+        target: Some(guest),
+        readonly,
+        options: Vec::new(),
+        mkdir: false,
+        tag,
+    })
+}

@@ -1,0 +1,125 @@
+//! Renderers: one [`Plan`] to each VMM's own configuration.
+//!
+//! Renderers only translate; every decision (device order, tags, packing)
+//! is already in the plan, so the three outputs always describe the same
+//! machine. What is not in the plan is the machine itself (kernel, memory,
+//! network device): [`RenderConfig`].
+
+mod cloud_hypervisor;
+mod firecracker;
+mod qemu;
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+use crate::plan::{Plan, Share, Vmm};
+use crate::PlanError;
+
+/// The machine around the volumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderConfig {
+    /// Guest kernel image.
+    pub kernel: PathBuf,
+    /// Initramfs (vmshare's init and the guest spec).
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// Network device; `None` for no network.
+    #[serde(default)]
+    pub net: Option<NetConfig>,
+    /// vsock guest CID; `None` for no vsock device.
+    #[serde(default)]
+    pub vsock_cid: Option<u32>,
+    /// Host directory for the run's sockets and config file.
+    pub runtime_dir: PathBuf,
+}
+
+/// The guest's network interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// Host tap device; `None` asks for QEMU's user-mode network (QEMU only).
+    #[serde(default)]
+    pub tap: Option<String>,
+    /// Guest MAC address.
+    pub mac: String,
+}
+
+/// A VMM invocation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rendered {
+    /// The program to run.
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// A configuration file the arguments refer to (Firecracker's
+    /// `--config-file`), with the path to write it to.
+    pub config_file: Option<ConfigFile>,
+    /// Helper processes to start first (virtiofsd), as argv.
+    pub helpers: Vec<Vec<String>>,
+}
+
+/// A file the runner writes before starting the VMM.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConfigFile {
+    /// Where to write it.
+    pub path: PathBuf,
+    /// Its JSON content.
+    pub content: serde_json::Value,
+}
+
+/// Renders `plan` for its VMM.
+pub fn render(plan: &Plan, machine: &RenderConfig) -> Result<Rendered, PlanError> {
+    match plan.vmm {
+        Vmm::Qemu => Ok(qemu::render(plan, machine)),
+        Vmm::Firecracker => firecracker::render(plan, machine),
+        Vmm::CloudHypervisor => cloud_hypervisor::render(plan, machine),
+    }
+}
+
+/// Where virtiofsd listens for `share`.
+fn virtiofsd_socket(machine: &RenderConfig, share: &Share) -> PathBuf {
+    machine
+        .runtime_dir
+        .join(format!("virtiofsd-{}.sock", share.tag))
+}
+
+/// The virtiofsd command serving `share`.
+fn virtiofsd(machine: &RenderConfig, share: &Share) -> Vec<String> {
+    let mut argv = vec![
+        "virtiofsd".to_string(),
+        format!(
+            "--socket-path={}",
+            virtiofsd_socket(machine, share).display()
+        ),
+        format!("--shared-dir={}", share.host_path.display()),
+    ];
+    if share.readonly {
+        argv.push("--readonly".into());
+    }
+    argv
+}
+
+/// Where the vsock device's host socket lives.
+fn vsock_socket(machine: &RenderConfig) -> PathBuf {
+    machine.runtime_dir.join("vsock.sock")
+}
+
+fn needs_tap(plan: &Plan, net: &NetConfig) -> Result<String, PlanError> {
+    net.tap.clone().ok_or_else(|| PlanError::Unsupported {
+        volume: "network".into(),
+        vmm: plan.vmm.to_string(),
+        what: "use QEMU's user-mode network".into(),
+        hint: "give it a tap device".into(),
+    })
+}
+
+/// The document `vmshare plan` prints: the plan and its rendering, under
+/// stable keys.
+pub fn document(plan: &Plan, rendered: &Rendered) -> serde_json::Value {
+    serde_json::json!({ "plan": plan, "render": rendered })
+}

@@ -1,0 +1,121 @@
+//! QEMU `microvm`: every device is virtio-mmio (`*-device` drivers), and
+//! virtio-fs needs guest memory shared with virtiofsd, hence the memfd
+//! memory backend.
+
+use super::{virtiofsd, virtiofsd_socket, RenderConfig, Rendered};
+use crate::plan::{Plan, ShareDriver};
+use crate::spec::AccessMode;
+
+/// 9p `security_model` for each access mode: `mapped-xattr` keeps guest
+/// ownership in xattrs so host files keep the user's owner.
+pub(super) fn security_model(access: AccessMode) -> &'static str {
+    match access {
+        AccessMode::Passthrough => "passthrough",
+        AccessMode::Mapped => "mapped-xattr",
+        AccessMode::Squash => "none",
+    }
+}
+
+pub(super) fn render(plan: &Plan, m: &RenderConfig) -> Rendered {
+    let mut args: Vec<String> = Vec::new();
+    let mut push = |a: &str, b: String| {
+        args.push(a.to_string());
+        args.push(b);
+    };
+    let virtiofs = plan
+        .shares
+        .iter()
+        .any(|s| s.driver == ShareDriver::Virtiofs);
+    let mut machine = "microvm,isa-serial=on,rtc=on".to_string();
+    if virtiofs {
+        machine.push_str(",memory-backend=mem");
+    }
+    push("-M", machine);
+    push("-m", format!("{}M", m.memory_mib));
+    push("-smp", m.vcpus.to_string());
+    let mut helpers = Vec::new();
+    let mut rest = vec![
+        "-nodefaults".to_string(),
+        "-no-user-config".into(),
+        "-nographic".into(),
+    ];
+    rest.extend(["-serial".into(), "stdio".into()]);
+    rest.extend(["-kernel".into(), m.kernel.display().to_string()]);
+    if let Some(i) = &m.initrd {
+        rest.extend(["-initrd".into(), i.display().to_string()]);
+    }
+    rest.extend(["-append".into(), plan.kernel_cmdline.clone()]);
+    if virtiofs {
+        rest.extend([
+            "-object".into(),
+            format!(
+                "memory-backend-memfd,id=mem,size={}M,share=on",
+                m.memory_mib
+            ),
+        ]);
+    }
+    for d in &plan.block_devices {
+        let ro = if d.readonly { ",readonly=on" } else { "" };
+        rest.extend([
+            "-drive".into(),
+            format!(
+                "id={},file={},format=raw,if=none,cache=writeback{ro}",
+                d.id,
+                d.image.display()
+            ),
+            "-device".into(),
+            format!("virtio-blk-device,drive={}", d.id),
+        ]);
+    }
+    for (i, s) in plan.shares.iter().enumerate() {
+        match s.driver {
+            ShareDriver::NineP => {
+                let ro = if s.readonly { ",readonly=on" } else { "" };
+                rest.extend([
+                    "-fsdev".into(),
+                    format!(
+                        "local,id=fs{i},path={},security_model={}{ro}",
+                        s.host_path.display(),
+                        security_model(s.access)
+                    ),
+                    "-device".into(),
+                    format!("virtio-9p-device,fsdev=fs{i},mount_tag={}", s.tag),
+                ]);
+            }
+            ShareDriver::Virtiofs => {
+                helpers.push(virtiofsd(m, s));
+                rest.extend([
+                    "-chardev".into(),
+                    format!("socket,id=fs{i},path={}", virtiofsd_socket(m, s).display()),
+                    "-device".into(),
+                    format!("vhost-user-fs-device,chardev=fs{i},tag={}", s.tag),
+                ]);
+            }
+        }
+    }
+    if let Some(net) = &m.net {
+        let backend = match &net.tap {
+            Some(tap) => format!("tap,id=net0,ifname={tap},script=no,downscript=no"),
+            None => "user,id=net0".to_string(),
+        };
+        rest.extend([
+            "-netdev".into(),
+            backend,
+            "-device".into(),
+            format!("virtio-net-device,netdev=net0,mac={}", net.mac),
+        ]);
+    }
+    if let Some(cid) = m.vsock_cid {
+        rest.extend([
+            "-device".into(),
+            format!("vhost-vsock-device,guest-cid={cid}"),
+        ]);
+    }
+    args.extend(rest);
+    Rendered {
+        program: "qemu-system-x86_64".into(),
+        args,
+        config_file: None,
+        helpers,
+    }
+}
