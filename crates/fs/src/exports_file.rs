@@ -1,0 +1,577 @@
+//! The exports file: the familiar exports(5) shape, one export a line.
+//!
+//! ```text
+//! # host path      [mount path]   clients
+//! /srv/data        /data          10.0.0.0/8(rw,no_root_squash) *(ro)
+//! "/srv/my files"                 192.168.1.7(rw,insecure)
+//! ```
+//!
+//! - The first field is the host directory (absolute; double quotes allow
+//!   spaces).
+//! - An optional second field that starts with `/` is the path clients
+//!   mount. Client specifications never start with `/`, so the two cannot be
+//!   confused. Without it, clients mount the host path.
+//! - Then one or more `CLIENT(options)`: CLIENT is `*`, an IPv4 or IPv6
+//!   address, or a network as `addr/prefix` or `addr/netmask`. Host names
+//!   and netgroups are not supported: resolving names at start-up would make
+//!   access depend on DNS. A client without `(options)` gets the defaults.
+//! - Options: `rw`/`ro` (default `ro`, as in exports(5)), `root_squash`
+//!   (default), `no_root_squash`, `all_squash`, `no_all_squash`,
+//!   `anonuid=N`, `anongid=N` (default 65534), `secure` (default; source
+//!   port below 1024) and `insecure`. `sync`, `async`, `subtree_check`,
+//!   `no_subtree_check`, `wdelay` and `no_wdelay` are accepted, so that
+//!   lines copied from /etc/exports work, and have no effect. When options
+//!   conflict the last one wins.
+//! - `#` starts a comment; a line ending in `\` continues on the next.
+//!
+//! Every problem is an error naming the file and line: a server that
+//! silently skipped a line would serve less, or more, than was asked for.
+//! `host (rw)` with a space, which exports(5) reads as "host with default
+//! options, and everyone read-write", is refused rather than guessed at.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use crate::export::{ClientMatch, ClientRule, ExportConfig, ExportOptions, Squash};
+
+/// Longest mount path a MOUNT client may send (RFC 1813 `MNTPATHLEN`).
+const MAX_MOUNT_PATH: usize = 1024;
+
+/// Why an exports file or an `--export` specification was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportsFileError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line is malformed.
+    #[error("{origin}:{line}: {message}")]
+    Line {
+        /// The file name (or `--export` for a command-line specification).
+        origin: String,
+        /// 1-based line number (of the first line, for continued lines).
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Reads and parses an exports file.
+pub fn parse_exports_file(path: &Path) -> Result<Vec<ExportConfig>, ExportsFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ExportsFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_exports(&text, &path.display().to_string())
+}
+
+/// Parses the text of an exports file; `origin` names it in errors.
+pub fn parse_exports(text: &str, origin: &str) -> Result<Vec<ExportConfig>, ExportsFileError> {
+    let mut exports: Vec<(usize, ExportConfig)> = Vec::new();
+    let mut pending = String::new();
+    let mut first_line = 0;
+    for (i, raw) in text.lines().enumerate() {
+        if pending.is_empty() {
+            first_line = i + 1;
+        }
+        let err = |message: String| ExportsFileError::Line {
+            origin: origin.to_string(),
+            line: first_line,
+            message,
+        };
+        if let Some(body) = raw.strip_suffix('\\') {
+            pending.push_str(body);
+            pending.push(' ');
+            continue;
+        }
+        pending.push_str(raw);
+        let line = std::mem::take(&mut pending);
+        let Some(export) = parse_line(&line, None).map_err(err)? else {
+            continue;
+        };
+        if let Some((prev, _)) = exports
+            .iter()
+            .find(|(_, e)| e.mount_path == export.mount_path)
+        {
+            return Err(err(format!(
+                "mount path {} is already exported on line {prev}",
+                export.mount_path
+            )));
+        }
+        exports.push((first_line, export));
+    }
+    if !pending.trim().is_empty() {
+        return Err(ExportsFileError::Line {
+            origin: origin.to_string(),
+            line: first_line,
+            message: "the file ends inside a continued line".into(),
+        });
+    }
+    Ok(exports.into_iter().map(|(_, e)| e).collect())
+}
+
+/// Parses one export given on the command line, in the exports-file line
+/// syntax; without clients it is exported read-write to everyone (with
+/// root squashing and the secure-port check), the way a docker volume is
+/// read-write unless asked otherwise.
+pub fn parse_export_spec(spec: &str) -> Result<ExportConfig, ExportsFileError> {
+    let default = ClientRule {
+        client: ClientMatch::Any,
+        options: ExportOptions {
+            writable: true,
+            ..file_defaults()
+        },
+    };
+    let err = |message: String| ExportsFileError::Line {
+        origin: "--export".into(),
+        line: 1,
+        message,
+    };
+    match parse_line(spec, Some(default)) {
+        Ok(Some(e)) => Ok(e),
+        Ok(None) => Err(err("empty export".into())),
+        Err(m) => Err(err(m)),
+    }
+}
+
+/// The options of a client written without any (exports(5) defaults).
+fn file_defaults() -> ExportOptions {
+    ExportOptions {
+        writable: false,
+        squash: Squash::Root,
+        anonuid: 65534,
+        anongid: 65534,
+        secure: true,
+    }
+}
+
+/// Splits a line into fields: whitespace-separated, `"..."` quoting,
+/// `#` at the start of a field comments out the rest.
+fn fields(line: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        match chars.peek() {
+            None | Some('#') => return Ok(out),
+            Some(_) => {}
+        }
+        let mut field = String::new();
+        let mut quoted = false;
+        for c in chars.by_ref() {
+            match c {
+                '"' => quoted = !quoted,
+                c if c.is_whitespace() && !quoted => break,
+                c => field.push(c),
+            }
+        }
+        if quoted {
+            return Err("unterminated double quote".into());
+        }
+        out.push(field);
+    }
+}
+
+/// Parses one logical line; `Ok(None)` for blank and comment lines.
+fn parse_line(
+    line: &str,
+    default_client: Option<ClientRule>,
+) -> Result<Option<ExportConfig>, String> {
+    let fields = fields(line)?;
+    let mut it = fields.iter().peekable();
+    let Some(host) = it.next() else {
+        return Ok(None);
+    };
+    if !host.starts_with('/') {
+        return Err(format!("the host path {host:?} is not absolute"));
+    }
+    let mount_path = match it.peek() {
+        Some(f) if f.starts_with('/') => {
+            let m = it.next().map(String::as_str).unwrap_or_default();
+            check_mount_path(m)?;
+            m.to_string()
+        }
+        _ => {
+            check_mount_path(host)?;
+            host.clone()
+        }
+    };
+    let mut clients = Vec::new();
+    for f in it {
+        clients.push(parse_client(f)?);
+    }
+    if clients.is_empty() {
+        match default_client {
+            Some(d) => clients.push(d),
+            None => {
+                return Err(format!(
+                    "{host} lists no clients (write `*(ro)` to export it to everyone)"
+                ))
+            }
+        }
+    }
+    Ok(Some(ExportConfig {
+        path: PathBuf::from(host),
+        mount_path,
+        clients,
+        single_file: None,
+    }))
+}
+
+fn check_mount_path(m: &str) -> Result<(), String> {
+    if !m.starts_with('/') {
+        return Err(format!("the mount path {m:?} is not absolute"));
+    }
+    if m.len() > MAX_MOUNT_PATH {
+        return Err(format!(
+            "the mount path is longer than {MAX_MOUNT_PATH} bytes"
+        ));
+    }
+    if m.split('/').any(|c| c == "." || c == "..") {
+        return Err(format!("the mount path {m:?} contains . or .."));
+    }
+    Ok(())
+}
+
+fn parse_client(f: &str) -> Result<ClientRule, String> {
+    if f.starts_with('(') {
+        return Err(format!(
+            "options {f} are not attached to a client; exports(5) would apply them to everyone \
+             (write `*{f}` for that, or remove the space after the client)"
+        ));
+    }
+    let (who, options) = match f.split_once('(') {
+        Some((who, rest)) => {
+            let Some(opts) = rest.strip_suffix(')') else {
+                return Err(format!("{f}: the options must end with `)`"));
+            };
+            (who, parse_options(opts)?)
+        }
+        None => (f, file_defaults()),
+    };
+    Ok(ClientRule {
+        client: parse_client_match(who)?,
+        options,
+    })
+}
+
+fn parse_client_match(who: &str) -> Result<ClientMatch, String> {
+    if who == "*" {
+        return Ok(ClientMatch::Any);
+    }
+    let (addr_s, prefix_s) = match who.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (who, None),
+    };
+    let addr: IpAddr = addr_s.parse().map_err(|_| {
+        format!("client {who:?} is not `*`, an IP address or a network (host names and netgroups are not supported)")
+    })?;
+    let full: u8 = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix_s {
+        None => full,
+        Some(p) => match p.parse::<u8>() {
+            Ok(n) if n <= full => n,
+            Ok(_) => return Err(format!("client {who:?}: prefix longer than {full} bits")),
+            Err(_) => netmask_prefix(p, addr.is_ipv4()).ok_or_else(|| {
+                format!("client {who:?}: {p:?} is neither a prefix length nor a netmask")
+            })?,
+        },
+    };
+    Ok(ClientMatch::Net {
+        addr: mask(addr, prefix),
+        prefix,
+    })
+}
+
+/// The prefix length of a contiguous IPv4 netmask such as `255.255.0.0`.
+fn netmask_prefix(mask: &str, v4: bool) -> Option<u8> {
+    if !v4 {
+        return None;
+    }
+    let m: std::net::Ipv4Addr = mask.parse().ok()?;
+    let bits = u32::from(m);
+    let ones = bits.leading_ones();
+    (bits.checked_shl(ones).unwrap_or(0) == 0)
+        .then(|| u8::try_from(ones).ok())
+        .flatten()
+}
+
+/// Clears the host bits, so that `10.1.2.3/8` means the network 10.0.0.0/8.
+fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4(std::net::Ipv4Addr::from(u32::from(a) & m))
+        }
+        IpAddr::V6(a) => {
+            let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a) & m))
+        }
+    }
+}
+
+fn parse_options(opts: &str) -> Result<ExportOptions, String> {
+    let mut o = file_defaults();
+    for opt in opts.split(',') {
+        let (name, value) = match opt.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (opt, None),
+        };
+        let id = |v: Option<&str>| -> Result<u32, String> {
+            let v = v.ok_or_else(|| format!("{name} needs a value, as in {name}=65534"))?;
+            v.parse()
+                .map_err(|_| format!("{name}={v}: not a number from 0 to 4294967295"))
+        };
+        let flag = |v: Option<&str>| match v {
+            None => Ok(()),
+            Some(_) => Err(format!("option {name} takes no value")),
+        };
+        match name {
+            "rw" => flag(value).map(|()| o.writable = true)?,
+            "ro" => flag(value).map(|()| o.writable = false)?,
+            "root_squash" => flag(value).map(|()| o.squash = Squash::Root)?,
+            "no_root_squash" => flag(value).map(|()| o.squash = Squash::None)?,
+            "all_squash" => flag(value).map(|()| o.squash = Squash::All)?,
+            "no_all_squash" => flag(value).map(|()| {
+                if o.squash == Squash::All {
+                    o.squash = Squash::Root;
+                }
+            })?,
+            "anonuid" => o.anonuid = id(value)?,
+            "anongid" => o.anongid = id(value)?,
+            "secure" => flag(value).map(|()| o.secure = true)?,
+            "insecure" => flag(value).map(|()| o.secure = false)?,
+            "sync" | "async" | "subtree_check" | "no_subtree_check" | "wdelay" | "no_wdelay" => {
+                flag(value)?
+            }
+            "" => return Err("empty option (a stray comma?)".into()),
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<ExportConfig>, String> {
+        parse_exports(text, "exports").map_err(|e| e.to_string())
+    }
+
+    fn net(addr: &str, prefix: u8) -> ClientMatch {
+        ClientMatch::Net {
+            addr: addr.parse().expect("addr"),
+            prefix,
+        }
+    }
+
+    #[test]
+    fn full_example() {
+        let text = "\
+# vmshare exports
+/srv/data   /data   10.0.0.0/8(rw,no_root_squash) *(ro)
+
+\"/srv/my files\" 192.168.1.7(rw,insecure,anonuid=1000,anongid=100) # trailing comment
+/srv/long \\
+    fe80::1(all_squash)
+";
+        let e = parse(text).expect("parses");
+        assert_eq!(e.len(), 3);
+        assert_eq!(e[0].path, PathBuf::from("/srv/data"));
+        assert_eq!(e[0].mount_path, "/data");
+        assert_eq!(e[0].clients.len(), 2);
+        assert_eq!(e[0].clients[0].client, net("10.0.0.0", 8));
+        assert_eq!(
+            e[0].clients[0].options,
+            ExportOptions {
+                writable: true,
+                squash: Squash::None,
+                ..file_defaults()
+            }
+        );
+        assert_eq!(e[0].clients[1].client, ClientMatch::Any);
+        assert_eq!(e[0].clients[1].options, file_defaults());
+        assert_eq!(e[1].path, PathBuf::from("/srv/my files"));
+        assert_eq!(e[1].mount_path, "/srv/my files");
+        assert_eq!(e[1].clients[0].client, net("192.168.1.7", 32));
+        assert_eq!(
+            e[1].clients[0].options,
+            ExportOptions {
+                writable: true,
+                secure: false,
+                anonuid: 1000,
+                anongid: 100,
+                squash: Squash::Root
+            }
+        );
+        assert_eq!(e[2].mount_path, "/srv/long");
+        assert_eq!(e[2].clients[0].client, net("fe80::1", 128));
+        assert_eq!(e[2].clients[0].options.squash, Squash::All);
+    }
+
+    #[test]
+    fn every_option() {
+        let cases: &[(&str, ExportOptions)] = &[
+            (
+                "rw",
+                ExportOptions {
+                    writable: true,
+                    ..file_defaults()
+                },
+            ),
+            ("ro", file_defaults()),
+            ("rw,ro", file_defaults()),
+            ("root_squash", file_defaults()),
+            (
+                "no_root_squash",
+                ExportOptions {
+                    squash: Squash::None,
+                    ..file_defaults()
+                },
+            ),
+            (
+                "all_squash",
+                ExportOptions {
+                    squash: Squash::All,
+                    ..file_defaults()
+                },
+            ),
+            ("all_squash,no_all_squash", file_defaults()),
+            (
+                "anonuid=0,anongid=4294967295",
+                ExportOptions {
+                    anonuid: 0,
+                    anongid: u32::MAX,
+                    ..file_defaults()
+                },
+            ),
+            ("secure", file_defaults()),
+            (
+                "insecure",
+                ExportOptions {
+                    secure: false,
+                    ..file_defaults()
+                },
+            ),
+            (
+                "sync,async,subtree_check,no_subtree_check,wdelay,no_wdelay",
+                file_defaults(),
+            ),
+        ];
+        for (opts, want) in cases {
+            let e = parse(&format!("/x *({opts})")).expect(opts);
+            assert_eq!(&e[0].clients[0].options, want, "{opts}");
+        }
+    }
+
+    #[test]
+    fn client_forms() {
+        let cases = [
+            ("*", ClientMatch::Any),
+            ("10.1.2.3", net("10.1.2.3", 32)),
+            ("10.1.2.3/8", net("10.0.0.0", 8)),
+            ("10.1.2.3/255.255.0.0", net("10.1.0.0", 16)),
+            ("0.0.0.0/0", net("0.0.0.0", 0)),
+            ("2001:db8::1/32", net("2001:db8::", 32)),
+            ("::1", net("::1", 128)),
+        ];
+        for (who, want) in cases {
+            let e = parse(&format!("/x {who}(rw)")).expect(who);
+            assert_eq!(e[0].clients[0].client, want, "{who}");
+        }
+    }
+
+    #[test]
+    fn errors_name_file_line_and_problem() {
+        let cases = [
+            ("\n\nsrv *(rw)", 3, "not absolute"),
+            ("/x", 1, "lists no clients"),
+            ("/x host(rw)", 1, "host names"),
+            ("/x *(rw", 1, "must end with `)`"),
+            ("/x 10.0.0.1 (rw)", 1, "not attached to a client"),
+            ("/x *(rw,bogus)", 1, "unknown option \"bogus\""),
+            ("/x *(rw,,ro)", 1, "empty option"),
+            ("/x *(anonuid=-1)", 1, "not a number"),
+            ("/x *(anonuid)", 1, "needs a value"),
+            ("/x *(rw=1)", 1, "takes no value"),
+            ("/x 10.0.0.0/33(rw)", 1, "prefix longer than 32"),
+            (
+                "/x 10.0.0.0/255.0.255.0(rw)",
+                1,
+                "neither a prefix length nor a netmask",
+            ),
+            ("/x ::1/129(rw)", 1, "prefix longer than 128"),
+            ("/x /a/../b *(rw)", 1, "contains . or .."),
+            ("\"/x *(rw)", 1, "unterminated double quote"),
+            (
+                "# c\n/x /m *(rw)\n/y /m *(ro)",
+                3,
+                "already exported on line 2",
+            ),
+            ("/x \\\n", 1, "ends inside a continued line"),
+            ("/a *(ro)\n/x \\\n *(rw,nope)", 2, "unknown option"),
+        ];
+        for (text, line, want) in cases {
+            let e = parse(text).expect_err(text);
+            assert!(
+                e.starts_with(&format!("exports:{line}: ")),
+                "{text:?} gave {e}"
+            );
+            assert!(e.contains(want), "{text:?} gave {e}");
+        }
+    }
+
+    #[test]
+    fn missing_file_is_an_error_naming_it() {
+        let e = parse_exports_file(Path::new("/nonexistent/vmshare-exports")).expect_err("missing");
+        assert!(
+            e.to_string().starts_with("/nonexistent/vmshare-exports: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn command_line_spec() {
+        let e = parse_export_spec("/srv/data").expect("spec");
+        assert_eq!(e.mount_path, "/srv/data");
+        assert_eq!(
+            e.clients,
+            vec![ClientRule {
+                client: ClientMatch::Any,
+                options: ExportOptions::default()
+            }]
+        );
+        let e = parse_export_spec("/srv/data /data 10.0.0.2(ro)").expect("spec");
+        assert_eq!(e.mount_path, "/data");
+        assert!(!e.clients[0].options.writable);
+        let err = parse_export_spec("data").expect_err("relative").to_string();
+        assert!(err.starts_with("--export:1: "), "{err}");
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        for text in [
+            "(",
+            ")",
+            "/x (",
+            "/x *()",
+            "/x */",
+            "/x /",
+            "\"",
+            "/x 1.2.3.4/",
+            "/x *(=)",
+            "\\",
+            "/x ::/ab",
+        ] {
+            let _ = parse(text);
+        }
+    }
+}
