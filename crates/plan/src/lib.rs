@@ -15,10 +15,12 @@ pub mod env;
 mod error;
 pub mod guest;
 pub mod host;
+pub mod image;
 pub mod oci;
 pub mod plan;
 pub mod render;
 pub mod spec;
+pub mod sync;
 
 pub use error::PlanError;
 pub use guest::{GuestMount, GuestNet, GuestProcess, GuestSpec};

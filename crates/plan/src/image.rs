@@ -1,0 +1,304 @@
+//! Building and reading back block-device images: the one module of this
+//! crate that runs programs (mkfs.ext4 and debugfs from e2fsprogs,
+//! mkfs.erofs from erofs-utils) and writes files. Planning never calls it;
+//! `vmshare image build` and the runner do.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::plan::ImageContent;
+use crate::ImageFormat;
+
+/// Why an image could not be built or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// A tool is not installed.
+    #[error("{tool} not found; install {package}")]
+    MissingTool {
+        /// Program name.
+        tool: &'static str,
+        /// Debian package that has it.
+        package: &'static str,
+    },
+    /// The source is not a directory.
+    #[error("{}: not a directory; give the directory to put in the image", .0.display())]
+    NotADirectory(PathBuf),
+    /// The output exists already.
+    #[error("{}: exists; remove it or choose another output", .0.display())]
+    OutputExists(PathBuf),
+    /// The requested size cannot hold the tree.
+    #[error("--size {size} bytes is smaller than the {needed} bytes the tree needs; give a larger --size")]
+    TooSmall {
+        /// Requested size.
+        size: u64,
+        /// Estimated need.
+        needed: u64,
+    },
+    /// A tool failed.
+    #[error("{tool} failed ({status}): {message}")]
+    Failed {
+        /// Program name.
+        tool: &'static str,
+        /// Exit status.
+        status: String,
+        /// Its last line of error output.
+        message: String,
+    },
+    /// A file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
+    let what = what.into();
+    move |source| ImageError::Io { what, source }
+}
+
+/// Progress of a build: bytes written to the image so far, of `total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes allocated in the image so far.
+    pub done: u64,
+    /// Bytes of file data in the tree.
+    pub total: u64,
+}
+
+/// Size and file count of a tree (not following symlinks).
+pub fn tree_size(dir: &Path) -> Result<(u64, u64), ImageError> {
+    let mut bytes = 0;
+    let mut files = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(io(format!("reading {}", d.display())))? {
+            let entry = entry.map_err(io(format!("reading {}", d.display())))?;
+            let meta = entry
+                .metadata()
+                .map_err(io(format!("stat {}", entry.path().display())))?;
+            files += 1;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                bytes += meta.len();
+            }
+        }
+    }
+    Ok((bytes, files))
+}
+
+/// An ext4 size that holds the tree with room for metadata, the journal and
+/// some growth: data plus half again, 4 KiB per inode, 32 MiB floor.
+pub fn ext4_size_for(bytes: u64, files: u64) -> u64 {
+    let raw = bytes + bytes / 2 + files * 4096 + (16 << 20);
+    raw.max(32 << 20).div_ceil(1 << 20) << 20
+}
+
+/// Finds a system tool in `PATH` or the sbin directories (not in a
+/// non-root user's `PATH` on Debian).
+pub fn find_tool(tool: &'static str, package: &'static str) -> Result<PathBuf, ImageError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+        .ok_or(ImageError::MissingTool { tool, package })
+}
+
+/// Builds `output` from `contents` (each host directory copied to its
+/// `subdir`, `""` for the root). Several contents are first gathered in a
+/// scratch directory beside the output. `size` applies to ext4 (erofs is
+/// exactly as large as it needs). `progress` is called while mkfs runs.
+pub fn build_image(
+    output: &Path,
+    format: ImageFormat,
+    contents: &[ImageContent],
+    size: Option<u64>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), ImageError> {
+    for c in contents {
+        if !c.host_path.is_dir() {
+            return Err(ImageError::NotADirectory(c.host_path.clone()));
+        }
+    }
+    if output.exists() {
+        return Err(ImageError::OutputExists(output.to_path_buf()));
+    }
+    let scratch;
+    let source = match contents {
+        [one] if one.subdir.is_empty() => one.host_path.clone(),
+        _ => {
+            scratch = Scratch(output.with_extension("contents.d"));
+            gather(&scratch.0, contents)?;
+            scratch.0.clone()
+        }
+    };
+    let (bytes, files) = tree_size(&source)?;
+    let mut cmd = match format {
+        ImageFormat::Ext4 => {
+            let needed = ext4_size_for(bytes, files);
+            let size = size.unwrap_or(needed);
+            if size < bytes + files * 4096 {
+                return Err(ImageError::TooSmall { size, needed });
+            }
+            let f = std::fs::File::create(output)
+                .map_err(io(format!("creating {}", output.display())))?;
+            f.set_len(size)
+                .map_err(io(format!("sizing {}", output.display())))?;
+            let mut c = Command::new(find_tool("mkfs.ext4", "e2fsprogs")?);
+            c.args(["-q", "-F", "-t", "ext4", "-d"])
+                .arg(&source)
+                .arg(output);
+            c
+        }
+        ImageFormat::Erofs => {
+            let mut c = Command::new(find_tool("mkfs.erofs", "erofs-utils")?);
+            c.arg("--quiet").arg(output).arg(&source);
+            c
+        }
+    };
+    let tool = if format == ImageFormat::Ext4 {
+        "mkfs.ext4"
+    } else {
+        "mkfs.erofs"
+    };
+    let result = run_watching(tool, &mut cmd, output, bytes, progress);
+    if result.is_err() {
+        let _ = std::fs::remove_file(output);
+    }
+    result
+}
+
+/// Runs `cmd`, reporting the output's allocated size as progress: ext4
+/// images are sparse until written, erofs images grow as written.
+fn run_watching(
+    tool: &'static str,
+    cmd: &mut Command,
+    output: &Path,
+    total: u64,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), ImageError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io(format!("starting {tool}")))?;
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(io(format!("waiting for {tool}")))?
+        {
+            break status;
+        }
+        let done = std::fs::metadata(output)
+            .map(|m| m.blocks() * 512)
+            .unwrap_or(0);
+        progress(Progress {
+            done: done.min(total),
+            total,
+        });
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    progress(Progress { done: total, total });
+    if status.success() {
+        return Ok(());
+    }
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    Err(ImageError::Failed {
+        tool,
+        status: status.to_string(),
+        message: stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_string(),
+    })
+}
+
+/// Copies each content into `dir/subdir` with `cp -a` (keeping owners,
+/// modes, links and times, as mkfs will read them).
+fn gather(dir: &Path, contents: &[ImageContent]) -> Result<(), ImageError> {
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    for c in contents {
+        let dest = dir.join(&c.subdir);
+        std::fs::create_dir_all(&dest).map_err(io(format!("creating {}", dest.display())))?;
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(c.host_path.join("."))
+            .arg(&dest)
+            .status()
+            .map_err(io("starting cp"))?;
+        if !status.success() {
+            return Err(ImageError::Failed {
+                tool: "cp",
+                status: status.to_string(),
+                message: format!("copying {} into {}", c.host_path.display(), dest.display()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Copies `subdir` of an ext4 image (`""` for all of it) out to `dest`,
+/// which must not exist, with debugfs: no mount, no root needed.
+pub fn extract_ext4(image: &Path, subdir: &str, dest: &Path) -> Result<(), ImageError> {
+    if dest.exists() {
+        return Err(ImageError::OutputExists(dest.to_path_buf()));
+    }
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    let staging = Scratch(parent.join(format!(
+        ".{}.rdump",
+        dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    )));
+    std::fs::create_dir_all(&staging.0).map_err(io(format!("creating {}", staging.0.display())))?;
+    let from = format!("/{}", subdir.trim_matches('/'));
+    let out = Command::new(find_tool("debugfs", "e2fsprogs")?)
+        .arg("-R")
+        .arg(format!("rdump \"{from}\" \"{}\"", staging.0.display()))
+        .arg(image)
+        .output()
+        .map_err(io("starting debugfs"))?;
+    // rdump puts the directory itself (or, for "/", its entries) in staging.
+    let dumped = if from == "/" {
+        staging.0.clone()
+    } else {
+        staging.0.join(from.rsplit('/').next().unwrap_or(""))
+    };
+    if !out.status.success() || !dumped.is_dir() {
+        return Err(ImageError::Failed {
+            tool: "debugfs",
+            status: out.status.to_string(),
+            message: String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+                .to_string(),
+        });
+    }
+    std::fs::rename(&dumped, dest).map_err(io(format!("moving to {}", dest.display())))?;
+    if from == "/" {
+        // The root was dumped into staging itself, now renamed away.
+        let _ = std::fs::remove_dir_all(dest.join("lost+found"));
+    }
+    Ok(())
+}
+
+/// A directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

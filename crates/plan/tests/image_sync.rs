@@ -1,0 +1,197 @@
+#![allow(clippy::unwrap_used)]
+//! Real images (mkfs.ext4, mkfs.erofs, debugfs) and sync-back on temp dirs.
+
+use std::fs;
+use std::path::Path;
+
+use vmshare_plan::image::{build_image, extract_ext4, ImageError};
+use vmshare_plan::plan::ImageContent;
+use vmshare_plan::sync::{sync_back, Snapshot, SyncError};
+use vmshare_plan::ImageFormat;
+
+fn tree(dir: &Path, files: &[(&str, &str)]) {
+    for (name, body) in files {
+        let p = dir.join(name);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, body).unwrap();
+    }
+}
+
+fn content(dir: &Path, subdir: &str) -> ImageContent {
+    ImageContent {
+        host_path: dir.to_path_buf(),
+        subdir: subdir.into(),
+    }
+}
+
+#[test]
+fn ext4_image_round_trips_through_debugfs() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    tree(&src, &[("a.txt", "alpha"), ("sub/b.txt", "beta")]);
+    let img = t.path().join("vol.ext4");
+    let mut calls = 0;
+    build_image(
+        &img,
+        ImageFormat::Ext4,
+        &[content(&src, "")],
+        None,
+        &mut |p| {
+            calls += 1;
+            assert!(p.done <= p.total);
+        },
+    )
+    .unwrap();
+    assert!(calls >= 1);
+    assert_eq!(fs::metadata(&img).unwrap().len(), 32 << 20);
+    let out = t.path().join("out");
+    extract_ext4(&img, "", &out).unwrap();
+    assert_eq!(fs::read_to_string(out.join("sub/b.txt")).unwrap(), "beta");
+    assert_eq!(fs::read_to_string(out.join("a.txt")).unwrap(), "alpha");
+    assert!(!out.join("lost+found").exists());
+}
+
+#[test]
+fn erofs_image_has_the_erofs_magic() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    tree(&src, &[("model.bin", "weights")]);
+    let img = t.path().join("vol.erofs");
+    build_image(
+        &img,
+        ImageFormat::Erofs,
+        &[content(&src, "")],
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    let bytes = fs::read(&img).unwrap();
+    assert_eq!(&bytes[1024..1028], &0xE0F5_E1E2u32.to_le_bytes());
+}
+
+#[test]
+fn packed_image_holds_each_volume_in_its_subdirectory() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    tree(&a, &[("x", "from a")]);
+    tree(&b, &[("x", "from b")]);
+    let img = t.path().join("packed.ext4");
+    build_image(
+        &img,
+        ImageFormat::Ext4,
+        &[content(&a, "v0"), content(&b, "v1")],
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(
+        !t.path().join("packed.contents.d").exists(),
+        "scratch left behind"
+    );
+    let out = t.path().join("v1");
+    extract_ext4(&img, "v1", &out).unwrap();
+    assert_eq!(fs::read_to_string(out.join("x")).unwrap(), "from b");
+}
+
+#[test]
+fn build_refusals() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    tree(&src, &[("f", &"x".repeat(100_000))]);
+    let img = t.path().join("small.ext4");
+    let e = build_image(
+        &img,
+        ImageFormat::Ext4,
+        &[content(&src, "")],
+        Some(4096),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(e, ImageError::TooSmall { .. }), "{e}");
+    fs::write(&img, "x").unwrap();
+    let e = build_image(
+        &img,
+        ImageFormat::Ext4,
+        &[content(&src, "")],
+        None,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .ends_with("exists; remove it or choose another output"),
+        "{e}"
+    );
+    let e = build_image(
+        &t.path().join("o.ext4"),
+        ImageFormat::Ext4,
+        &[content(&t.path().join("nope"), "")],
+        None,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(e, ImageError::NotADirectory(_)));
+}
+
+#[test]
+fn sync_back_applies_guest_changes() {
+    let t = tempfile::tempdir().unwrap();
+    let host = t.path().join("host");
+    tree(
+        &host,
+        &[
+            ("keep", "same"),
+            ("edit", "old"),
+            ("gone", "bye"),
+            ("d/old", "x"),
+        ],
+    );
+    let baseline = Snapshot::take(&host).unwrap();
+    let img = t.path().join("copy.ext4");
+    build_image(
+        &img,
+        ImageFormat::Ext4,
+        &[content(&host, "")],
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    // What the guest would have done, applied to the extracted image.
+    let guest = t.path().join("guest");
+    extract_ext4(&img, "", &guest).unwrap();
+    fs::write(guest.join("edit"), "new and longer").unwrap();
+    fs::remove_file(guest.join("gone")).unwrap();
+    fs::remove_dir_all(guest.join("d")).unwrap();
+    tree(&guest, &[("added/f", "hello")]);
+    let report = sync_back(&host, &guest, &baseline, &t.path().join("kept")).unwrap();
+    assert_eq!(
+        fs::read_to_string(host.join("edit")).unwrap(),
+        "new and longer"
+    );
+    assert_eq!(fs::read_to_string(host.join("added/f")).unwrap(), "hello");
+    assert_eq!(fs::read_to_string(host.join("keep")).unwrap(), "same");
+    assert!(!host.join("gone").exists() && !host.join("d").exists());
+    assert_eq!(report.written, 2, "{report:?}");
+    assert!(!t.path().join("kept").exists());
+}
+
+#[test]
+fn sync_back_refuses_when_host_changed_and_keeps_both() {
+    let t = tempfile::tempdir().unwrap();
+    let host = t.path().join("host");
+    tree(&host, &[("f", "v1")]);
+    let baseline = Snapshot::take(&host).unwrap();
+    let guest = t.path().join("guest");
+    tree(&guest, &[("f", "guest version")]);
+    fs::write(host.join("f"), "host edit").unwrap();
+    let kept = t.path().join("host.guest");
+    let e = sync_back(&host, &guest, &baseline, &kept).unwrap_err();
+    assert!(matches!(e, SyncError::HostChanged { .. }));
+    assert!(
+        e.to_string()
+            .contains("changed on the host while the VM ran (f)"),
+        "{e}"
+    );
+    assert_eq!(fs::read_to_string(host.join("f")).unwrap(), "host edit");
+    assert_eq!(fs::read_to_string(kept.join("f")).unwrap(), "guest version");
+}
