@@ -33,7 +33,13 @@ pub struct ExportOptions {
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        ExportOptions { writable: true, squash: Squash::Root, anonuid: 65534, anongid: 65534, secure: true }
+        ExportOptions {
+            writable: true,
+            squash: Squash::Root,
+            anonuid: 65534,
+            anongid: 65534,
+            secure: true,
+        }
     }
 }
 
@@ -72,4 +78,103 @@ pub struct ExportConfig {
     /// Serve only this one name in the export's root directory: the way a
     /// single host file is exported without its siblings.
     pub single_file: Option<std::ffi::OsString>,
+}
+
+impl ClientMatch {
+    /// Whether `ip` is covered. IPv4-mapped IPv6 addresses match IPv4 rules.
+    pub fn matches(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self, ip) {
+            (ClientMatch::Any, _) => true,
+            (
+                ClientMatch::Net {
+                    addr: IpAddr::V4(net),
+                    prefix,
+                },
+                IpAddr::V4(ip),
+            ) => {
+                let p = u32::from((*prefix).min(32));
+                let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+                u32::from(*net) & mask == u32::from(ip) & mask
+            }
+            (
+                ClientMatch::Net {
+                    addr: IpAddr::V6(net),
+                    prefix,
+                },
+                IpAddr::V6(ip),
+            ) => {
+                let p = u32::from((*prefix).min(128));
+                let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+                u128::from(*net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for ClientMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientMatch::Any => f.write_str("*"),
+            ClientMatch::Net { addr, prefix } => {
+                let full = if addr.is_ipv4() { 32 } else { 128 };
+                if *prefix == full {
+                    write!(f, "{addr}")
+                } else {
+                    write!(f, "{addr}/{prefix}")
+                }
+            }
+        }
+    }
+}
+
+impl ExportConfig {
+    /// An export of `path`, mounted as `mount_path`, for `clients`.
+    pub fn new(
+        path: impl Into<PathBuf>,
+        mount_path: impl Into<String>,
+        clients: Vec<ClientRule>,
+    ) -> Self {
+        ExportConfig {
+            path: path.into(),
+            mount_path: mount_path.into(),
+            clients,
+            single_file: None,
+        }
+    }
+
+    /// The options of the first rule that admits `ip`.
+    pub fn options_for(&self, ip: IpAddr) -> Option<ExportOptions> {
+        self.clients
+            .iter()
+            .find(|r| r.client.matches(ip))
+            .map(|r| r.options.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_matching() {
+        let net = ClientMatch::Net {
+            addr: "10.0.0.0".parse().expect("ip"),
+            prefix: 8,
+        };
+        assert!(net.matches("10.2.3.4".parse().expect("ip")));
+        assert!(!net.matches("11.0.0.1".parse().expect("ip")));
+        assert!(net.matches("::ffff:10.9.9.9".parse().expect("ip")));
+        let one = ClientMatch::Net {
+            addr: "127.0.0.1".parse().expect("ip"),
+            prefix: 32,
+        };
+        assert!(!one.matches("127.0.0.2".parse().expect("ip")));
+        assert_eq!(one.to_string(), "127.0.0.1");
+        assert!(ClientMatch::Any.matches("::1".parse().expect("ip")));
+    }
 }

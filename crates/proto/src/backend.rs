@@ -10,7 +10,8 @@ use vmshare_wire::rpc::Credential;
 
 use crate::mount::MountStat;
 use crate::nfs3::{
-    CreateHow, Fattr, FileHandle, MknodKind, NfsStat, NfsTime, PostOpAttr, Sattr, StableHow, Verifier, WccData,
+    CreateHow, Fattr, FileHandle, MknodKind, NfsStat, NfsTime, PostOpAttr, Sattr, StableHow,
+    Verifier, WccData,
 };
 
 /// Who is calling.
@@ -40,7 +41,10 @@ impl<T> Fail<T> {
 
 impl<T: Default> From<NfsStat> for Fail<T> {
     fn from(status: NfsStat) -> Self {
-        Fail { status, data: T::default() }
+        Fail {
+            status,
+            data: T::default(),
+        }
     }
 }
 
@@ -203,27 +207,123 @@ pub type NfsResult<T, F> = Result<T, Fail<F>>;
 #[allow(missing_docs)]
 pub trait Backend: Send + Sync {
     fn getattr(&self, c: &Caller<'_>, fh: &FileHandle) -> Result<Fattr, NfsStat>;
-    fn setattr(&self, c: &Caller<'_>, fh: &FileHandle, attrs: &Sattr, guard: Option<NfsTime>) -> NfsResult<WccData, WccData>;
-    fn lookup(&self, c: &Caller<'_>, dir: &FileHandle, name: &[u8]) -> NfsResult<LookupOk, PostOpAttr>;
+    fn setattr(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+        attrs: &Sattr,
+        guard: Option<NfsTime>,
+    ) -> NfsResult<WccData, WccData>;
+    fn lookup(
+        &self,
+        c: &Caller<'_>,
+        dir: &FileHandle,
+        name: &[u8],
+    ) -> NfsResult<LookupOk, PostOpAttr>;
     /// Returns the attributes and the subset of `mask` granted.
-    fn access(&self, c: &Caller<'_>, fh: &FileHandle, mask: u32) -> NfsResult<(PostOpAttr, u32), PostOpAttr>;
-    fn readlink(&self, c: &Caller<'_>, fh: &FileHandle) -> NfsResult<(PostOpAttr, Vec<u8>), PostOpAttr>;
+    fn access(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+        mask: u32,
+    ) -> NfsResult<(PostOpAttr, u32), PostOpAttr>;
+    fn readlink(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+    ) -> NfsResult<(PostOpAttr, Vec<u8>), PostOpAttr>;
     /// Reads up to `buf.len()` bytes at `offset` into `buf`.
-    fn read(&self, c: &Caller<'_>, fh: &FileHandle, offset: u64, buf: &mut [u8]) -> NfsResult<ReadOk, PostOpAttr>;
-    fn write(&self, c: &Caller<'_>, fh: &FileHandle, offset: u64, stable: StableHow, data: &[u8]) -> NfsResult<WriteOk, WccData>;
-    fn create(&self, c: &Caller<'_>, dir: &FileHandle, name: &[u8], how: &CreateHow) -> NfsResult<Created, WccData>;
-    fn mkdir(&self, c: &Caller<'_>, dir: &FileHandle, name: &[u8], attrs: &Sattr) -> NfsResult<Created, WccData>;
-    fn symlink(&self, c: &Caller<'_>, dir: &FileHandle, name: &[u8], attrs: &Sattr, target: &[u8]) -> NfsResult<Created, WccData>;
-    fn mknod(&self, c: &Caller<'_>, dir: &FileHandle, name: &[u8], kind: &MknodKind) -> NfsResult<Created, WccData>;
+    fn read(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> NfsResult<ReadOk, PostOpAttr>;
+    fn write(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+        offset: u64,
+        stable: StableHow,
+        data: &[u8],
+    ) -> NfsResult<WriteOk, WccData>;
+    fn create(
+        &self,
+        c: &Caller<'_>,
+        dir: &FileHandle,
+        name: &[u8],
+        how: &CreateHow,
+    ) -> NfsResult<Created, WccData>;
+    fn mkdir(
+        &self,
+        c: &Caller<'_>,
+        dir: &FileHandle,
+        name: &[u8],
+        attrs: &Sattr,
+    ) -> NfsResult<Created, WccData>;
+    fn symlink(
+        &self,
+        c: &Caller<'_>,
+        dir: &FileHandle,
+        name: &[u8],
+        attrs: &Sattr,
+        target: &[u8],
+    ) -> NfsResult<Created, WccData>;
+    fn mknod(
+        &self,
+        c: &Caller<'_>,
+        dir: &FileHandle,
+        name: &[u8],
+        kind: &MknodKind,
+    ) -> NfsResult<Created, WccData>;
     fn remove(&self, c: &Caller<'_>, dir: &FileHandle, name: &[u8]) -> NfsResult<WccData, WccData>;
     fn rmdir(&self, c: &Caller<'_>, dir: &FileHandle, name: &[u8]) -> NfsResult<WccData, WccData>;
-    fn rename(&self, c: &Caller<'_>, from_dir: &FileHandle, from: &[u8], to_dir: &FileHandle, to: &[u8]) -> NfsResult<RenameWcc, RenameWcc>;
-    fn link(&self, c: &Caller<'_>, fh: &FileHandle, dir: &FileHandle, name: &[u8]) -> NfsResult<LinkData, LinkData>;
-    fn readdir(&self, c: &Caller<'_>, dir: &FileHandle, cookie: u64, verf: Verifier, sink: &mut dyn DirSink) -> NfsResult<ReaddirOk, PostOpAttr>;
-    fn fsstat(&self, c: &Caller<'_>, fh: &FileHandle) -> NfsResult<(PostOpAttr, FsStat), PostOpAttr>;
-    fn fsinfo(&self, c: &Caller<'_>, fh: &FileHandle) -> NfsResult<(PostOpAttr, FsInfo), PostOpAttr>;
-    fn pathconf(&self, c: &Caller<'_>, fh: &FileHandle) -> NfsResult<(PostOpAttr, PathConf), PostOpAttr>;
-    fn commit(&self, c: &Caller<'_>, fh: &FileHandle, offset: u64, count: u32) -> NfsResult<(WccData, Verifier), WccData>;
+    fn rename(
+        &self,
+        c: &Caller<'_>,
+        from_dir: &FileHandle,
+        from: &[u8],
+        to_dir: &FileHandle,
+        to: &[u8],
+    ) -> NfsResult<RenameWcc, RenameWcc>;
+    fn link(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+        dir: &FileHandle,
+        name: &[u8],
+    ) -> NfsResult<LinkData, LinkData>;
+    fn readdir(
+        &self,
+        c: &Caller<'_>,
+        dir: &FileHandle,
+        cookie: u64,
+        verf: Verifier,
+        sink: &mut dyn DirSink,
+    ) -> NfsResult<ReaddirOk, PostOpAttr>;
+    fn fsstat(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+    ) -> NfsResult<(PostOpAttr, FsStat), PostOpAttr>;
+    fn fsinfo(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+    ) -> NfsResult<(PostOpAttr, FsInfo), PostOpAttr>;
+    fn pathconf(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+    ) -> NfsResult<(PostOpAttr, PathConf), PostOpAttr>;
+    fn commit(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+        offset: u64,
+        count: u32,
+    ) -> NfsResult<(WccData, Verifier), WccData>;
     /// MOUNT MNT: the root handle of the export clients mount at `path`.
     fn mount(&self, c: &Caller<'_>, path: &[u8]) -> Result<FileHandle, MountStat>;
     /// MOUNT EXPORT: the export list.

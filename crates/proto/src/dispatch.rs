@@ -9,7 +9,8 @@ use vmshare_wire::Encoder;
 use crate::backend::{Backend, Caller, DirEntry, DirSink, Fail};
 use crate::mount::{decode_mount, decode_portmap, MountCall, MountStat, PortmapCall};
 use crate::nfs3::{
-    decode_call, encode_post_op, encode_post_op_fh, encode_wcc, DecodeError, Nfs3Call, NfsStat, FATTR_SIZE,
+    decode_call, encode_post_op, encode_post_op_fh, encode_wcc, DecodeError, Nfs3Call, NfsStat,
+    FATTR_SIZE,
 };
 use crate::programs::{MOUNT, NFS, PORTMAP};
 
@@ -52,7 +53,11 @@ fn accept(out: &mut Encoder, xid: u32, stat: AcceptStat) {
 impl<B: Backend> Dispatcher<B> {
     /// A dispatcher for `backend`, advertising `ports` through GETPORT.
     pub fn new(backend: B, ports: Ports) -> Self {
-        Dispatcher { backend, ports, mounts: Mutex::new(Vec::new()) }
+        Dispatcher {
+            backend,
+            ports,
+            mounts: Mutex::new(Vec::new()),
+        }
     }
 
     /// The backend.
@@ -64,7 +69,10 @@ impl<B: Backend> Dispatcher<B> {
     /// results) to `out`. Every call gets a reply; garbage that is not even
     /// a call is filtered out earlier by `vmshare_wire::rpc::parse_call`.
     pub fn handle_call(&self, client: &Client, call: &CallHeader<'_>, out: &mut Encoder) {
-        let caller = Caller { addr: client.addr, cred: &call.cred };
+        let caller = Caller {
+            addr: client.addr,
+            cred: &call.cred,
+        };
         match call.prog {
             NFS if call.vers == 3 => match decode_call(call.proc_, call.args) {
                 Ok(c) => {
@@ -114,7 +122,11 @@ impl<B: Backend> Dispatcher<B> {
             }
             PortmapCall::Dump => {
                 for (prog, vers, port) in [(NFS, 3, self.ports.nfs), (MOUNT, 3, self.ports.mount)] {
-                    out.bool(true).u32(prog).u32(vers).u32(IPPROTO_TCP).u32(u32::from(port));
+                    out.bool(true)
+                        .u32(prog)
+                        .u32(vers)
+                        .u32(IPPROTO_TCP)
+                        .u32(u32::from(port));
                 }
                 out.bool(false);
             }
@@ -231,7 +243,12 @@ impl<B: Backend> Dispatcher<B> {
                 }
             },
             Nfs3Call::Read { fh, offset, count } => self.read(c, &fh, offset, count, out),
-            Nfs3Call::Write { fh, offset, stable, data } => match b.write(c, &fh, offset, stable, data) {
+            Nfs3Call::Write {
+                fh,
+                offset,
+                stable,
+                data,
+            } => match b.write(c, &fh, offset, stable, data) {
                 Ok(ok) => {
                     status(out, NfsStat::Ok);
                     encode_wcc(out, &ok.wcc);
@@ -244,7 +261,9 @@ impl<B: Backend> Dispatcher<B> {
             },
             Nfs3Call::Create { at, how } => created(out, b.create(c, &at.dir, at.name, &how)),
             Nfs3Call::Mkdir { at, attrs } => created(out, b.mkdir(c, &at.dir, at.name, &attrs)),
-            Nfs3Call::Symlink { at, attrs, target } => created(out, b.symlink(c, &at.dir, at.name, &attrs, target)),
+            Nfs3Call::Symlink { at, attrs, target } => {
+                created(out, b.symlink(c, &at.dir, at.name, &attrs, target))
+            }
             Nfs3Call::Mknod { at, kind } => created(out, b.mknod(c, &at.dir, at.name, &kind)),
             Nfs3Call::Remove(a) => {
                 let (s, w) = split(b.remove(c, &a.dir, a.name));
@@ -268,10 +287,19 @@ impl<B: Backend> Dispatcher<B> {
                 encode_post_op(out, &l.attr);
                 encode_wcc(out, &l.dir_wcc);
             }
-            Nfs3Call::Readdir { dir, cookie, verf, count } => {
-                self.readdir(c, &dir, cookie, verf, count, false, out)
-            }
-            Nfs3Call::Readdirplus { dir, cookie, verf, dircount: _, maxcount } => {
+            Nfs3Call::Readdir {
+                dir,
+                cookie,
+                verf,
+                count,
+            } => self.readdir(c, &dir, cookie, verf, count, false, out),
+            Nfs3Call::Readdirplus {
+                dir,
+                cookie,
+                verf,
+                dircount: _,
+                maxcount,
+            } => {
                 // dircount is only a hint (newer Linux sends maxcount in it);
                 // maxcount bounds the reply.
                 self.readdir(c, &dir, cookie, verf, maxcount, true, out)
@@ -280,7 +308,13 @@ impl<B: Backend> Dispatcher<B> {
                 Ok((a, s)) => {
                     status(out, NfsStat::Ok);
                     encode_post_op(out, &a);
-                    out.u64(s.tbytes).u64(s.fbytes).u64(s.abytes).u64(s.tfiles).u64(s.ffiles).u64(s.afiles).u32(s.invarsec);
+                    out.u64(s.tbytes)
+                        .u64(s.fbytes)
+                        .u64(s.abytes)
+                        .u64(s.tfiles)
+                        .u64(s.ffiles)
+                        .u64(s.afiles)
+                        .u32(s.invarsec);
                 }
                 Err(f) => {
                     status(out, f.status);
@@ -291,8 +325,16 @@ impl<B: Backend> Dispatcher<B> {
                 Ok((a, i)) => {
                     status(out, NfsStat::Ok);
                     encode_post_op(out, &a);
-                    out.u32(i.rtmax).u32(i.rtpref).u32(i.rtmult).u32(i.wtmax).u32(i.wtpref).u32(i.wtmult);
-                    out.u32(i.dtpref).u64(i.maxfilesize).u32(i.time_delta.seconds).u32(i.time_delta.nseconds);
+                    out.u32(i.rtmax)
+                        .u32(i.rtpref)
+                        .u32(i.rtmult)
+                        .u32(i.wtmax)
+                        .u32(i.wtpref)
+                        .u32(i.wtmult);
+                    out.u32(i.dtpref)
+                        .u64(i.maxfilesize)
+                        .u32(i.time_delta.seconds)
+                        .u32(i.time_delta.nseconds);
                     out.u32(i.properties);
                 }
                 Err(f) => {
@@ -304,7 +346,10 @@ impl<B: Backend> Dispatcher<B> {
                 Ok((a, p)) => {
                     status(out, NfsStat::Ok);
                     encode_post_op(out, &a);
-                    out.u32(p.linkmax).u32(p.name_max).bool(p.no_trunc).bool(p.chown_restricted);
+                    out.u32(p.linkmax)
+                        .u32(p.name_max)
+                        .bool(p.no_trunc)
+                        .bool(p.chown_restricted);
                     out.bool(p.case_insensitive).bool(p.case_preserving);
                 }
                 Err(f) => {
@@ -328,7 +373,14 @@ impl<B: Backend> Dispatcher<B> {
 
     /// READ writes the file data straight into the reply: the header before
     /// it has a fixed size because attributes are always sent.
-    fn read(&self, c: &Caller<'_>, fh: &crate::nfs3::FileHandle, offset: u64, count: u32, out: &mut Encoder) {
+    fn read(
+        &self,
+        c: &Caller<'_>,
+        fh: &crate::nfs3::FileHandle,
+        offset: u64,
+        count: u32,
+        out: &mut Encoder,
+    ) {
         let count = count.min(MAX_IO) as usize;
         let base = out.len();
         // status, attributes_follow, fattr3, count, eof
@@ -374,7 +426,12 @@ impl<B: Backend> Dispatcher<B> {
         // list terminator and eof.
         let fixed = 4 + 4 + FATTR_SIZE + 8 + 4 + 4;
         let budget = (limit.min(MAX_IO) as usize).saturating_sub(fixed);
-        let mut sink = EntrySink { enc: Encoder::with_capacity(budget.min(64 * 1024)), budget, plus, count: 0 };
+        let mut sink = EntrySink {
+            enc: Encoder::with_capacity(budget.min(64 * 1024)),
+            budget,
+            plus,
+            count: 0,
+        };
         match self.backend.readdir(c, dir, cookie, verf, &mut sink) {
             Ok(ok) if sink.count == 0 && !ok.eof => {
                 out.u32(NfsStat::TooSmall as u32);
@@ -411,7 +468,11 @@ impl DirSink for EntrySink {
 
     fn push(&mut self, e: &DirEntry<'_>) -> bool {
         let start = self.enc.len();
-        self.enc.bool(true).u64(e.fileid).string(e.name).u64(e.cookie);
+        self.enc
+            .bool(true)
+            .u64(e.fileid)
+            .string(e.name)
+            .u64(e.cookie);
         if self.plus {
             encode_post_op(&mut self.enc, &e.attr);
             encode_post_op_fh(&mut self.enc, &e.fh);
@@ -462,8 +523,17 @@ struct DebugCall<'a, 'b>(&'a Nfs3Call<'b>);
 impl std::fmt::Debug for DebugCall<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
-            Nfs3Call::Write { fh, offset, stable, data } => {
-                write!(f, "Write {{ fh: {fh:?}, offset: {offset}, stable: {stable:?}, len: {} }}", data.len())
+            Nfs3Call::Write {
+                fh,
+                offset,
+                stable,
+                data,
+            } => {
+                write!(
+                    f,
+                    "Write {{ fh: {fh:?}, offset: {offset}, stable: {stable:?}, len: {} }}",
+                    data.len()
+                )
             }
             other => write!(f, "{other:?}"),
         }

@@ -108,7 +108,10 @@ impl FileHandle {
         if bytes.len() > FHSIZE {
             return None;
         }
-        let mut fh = FileHandle { len: 0, bytes: [0; FHSIZE] };
+        let mut fh = FileHandle {
+            len: 0,
+            bytes: [0; FHSIZE],
+        };
         fh.bytes[..bytes.len()].copy_from_slice(bytes);
         fh.len = u8::try_from(bytes.len()).ok()?;
         Some(fh)
@@ -121,7 +124,10 @@ impl FileHandle {
 
     pub(crate) fn decode(d: &mut Decoder<'_>) -> Result<FileHandle, XdrError> {
         let b = d.opaque(FHSIZE as u32)?;
-        FileHandle::new(b).ok_or(XdrError::TooLong { len: b.len() as u32, max: FHSIZE as u32 })
+        FileHandle::new(b).ok_or(XdrError::TooLong {
+            len: b.len() as u32,
+            max: FHSIZE as u32,
+        })
     }
 
     pub(crate) fn encode(&self, e: &mut Encoder) {
@@ -140,7 +146,10 @@ pub struct NfsTime {
 
 impl NfsTime {
     fn decode(d: &mut Decoder<'_>) -> Result<NfsTime, XdrError> {
-        Ok(NfsTime { seconds: d.u32()?, nseconds: d.u32()? })
+        Ok(NfsTime {
+            seconds: d.u32()?,
+            nseconds: d.u32()?,
+        })
     }
     fn encode(&self, e: &mut Encoder) {
         e.u32(self.seconds).u32(self.nseconds);
@@ -173,8 +182,15 @@ pub const FATTR_SIZE: usize = 84;
 impl Fattr {
     /// Encodes the attributes.
     pub fn encode(&self, e: &mut Encoder) {
-        e.u32(self.ftype as u32).u32(self.mode).u32(self.nlink).u32(self.uid).u32(self.gid);
-        e.u64(self.size).u64(self.used).u32(self.rdev.0).u32(self.rdev.1);
+        e.u32(self.ftype as u32)
+            .u32(self.mode)
+            .u32(self.nlink)
+            .u32(self.uid)
+            .u32(self.gid);
+        e.u64(self.size)
+            .u64(self.used)
+            .u32(self.rdev.0)
+            .u32(self.rdev.1);
         e.u64(self.fsid).u64(self.fileid);
         self.atime.encode(e);
         self.mtime.encode(e);
@@ -202,7 +218,11 @@ impl Fattr {
 
     /// The subset kept as pre-operation attributes.
     pub fn wcc(&self) -> WccAttr {
-        WccAttr { size: self.size, mtime: self.mtime, ctime: self.ctime }
+        WccAttr {
+            size: self.size,
+            mtime: self.mtime,
+            ctime: self.ctime,
+        }
     }
 }
 
@@ -267,7 +287,14 @@ impl Sattr {
         };
         let atime = time(d)?;
         let mtime = time(d)?;
-        Ok(Sattr { mode, uid, gid, size, atime, mtime })
+        Ok(Sattr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+        })
     }
 
     /// Encodes (for clients and tests).
@@ -315,7 +342,10 @@ pub struct DirOpArgs<'a> {
 
 impl<'a> DirOpArgs<'a> {
     fn decode(d: &mut Decoder<'a>) -> Result<Self, XdrError> {
-        Ok(DirOpArgs { dir: FileHandle::decode(d)?, name: d.string(MAX_NAME_WIRE)? })
+        Ok(DirOpArgs {
+            dir: FileHandle::decode(d)?,
+            name: d.string(MAX_NAME_WIRE)?,
+        })
     }
 }
 
@@ -377,26 +407,76 @@ pub mod access {
 pub enum Nfs3Call<'a> {
     Null,
     Getattr(FileHandle),
-    Setattr { fh: FileHandle, attrs: Sattr, guard: Option<NfsTime> },
+    Setattr {
+        fh: FileHandle,
+        attrs: Sattr,
+        guard: Option<NfsTime>,
+    },
     Lookup(DirOpArgs<'a>),
-    Access { fh: FileHandle, access: u32 },
+    Access {
+        fh: FileHandle,
+        access: u32,
+    },
     Readlink(FileHandle),
-    Read { fh: FileHandle, offset: u64, count: u32 },
-    Write { fh: FileHandle, offset: u64, stable: StableHow, data: &'a [u8] },
-    Create { at: DirOpArgs<'a>, how: CreateHow },
-    Mkdir { at: DirOpArgs<'a>, attrs: Sattr },
-    Symlink { at: DirOpArgs<'a>, attrs: Sattr, target: &'a [u8] },
-    Mknod { at: DirOpArgs<'a>, kind: MknodKind },
+    Read {
+        fh: FileHandle,
+        offset: u64,
+        count: u32,
+    },
+    Write {
+        fh: FileHandle,
+        offset: u64,
+        stable: StableHow,
+        data: &'a [u8],
+    },
+    Create {
+        at: DirOpArgs<'a>,
+        how: CreateHow,
+    },
+    Mkdir {
+        at: DirOpArgs<'a>,
+        attrs: Sattr,
+    },
+    Symlink {
+        at: DirOpArgs<'a>,
+        attrs: Sattr,
+        target: &'a [u8],
+    },
+    Mknod {
+        at: DirOpArgs<'a>,
+        kind: MknodKind,
+    },
     Remove(DirOpArgs<'a>),
     Rmdir(DirOpArgs<'a>),
-    Rename { from: DirOpArgs<'a>, to: DirOpArgs<'a> },
-    Link { fh: FileHandle, at: DirOpArgs<'a> },
-    Readdir { dir: FileHandle, cookie: u64, verf: Verifier, count: u32 },
-    Readdirplus { dir: FileHandle, cookie: u64, verf: Verifier, dircount: u32, maxcount: u32 },
+    Rename {
+        from: DirOpArgs<'a>,
+        to: DirOpArgs<'a>,
+    },
+    Link {
+        fh: FileHandle,
+        at: DirOpArgs<'a>,
+    },
+    Readdir {
+        dir: FileHandle,
+        cookie: u64,
+        verf: Verifier,
+        count: u32,
+    },
+    Readdirplus {
+        dir: FileHandle,
+        cookie: u64,
+        verf: Verifier,
+        dircount: u32,
+        maxcount: u32,
+    },
     Fsstat(FileHandle),
     Fsinfo(FileHandle),
     Pathconf(FileHandle),
-    Commit { fh: FileHandle, offset: u64, count: u32 },
+    Commit {
+        fh: FileHandle,
+        offset: u64,
+        count: u32,
+    },
 }
 
 /// Why arguments could not be decoded.
@@ -428,9 +508,16 @@ pub fn decode_call(proc_: u32, args: &[u8]) -> Result<Nfs3Call<'_>, DecodeError>
             guard: d.optional(NfsTime::decode)?,
         },
         3 => Nfs3Call::Lookup(DirOpArgs::decode(d)?),
-        4 => Nfs3Call::Access { fh: fh(d)?, access: d.u32()? },
+        4 => Nfs3Call::Access {
+            fh: fh(d)?,
+            access: d.u32()?,
+        },
         5 => Nfs3Call::Readlink(fh(d)?),
-        6 => Nfs3Call::Read { fh: fh(d)?, offset: d.u64()?, count: d.u32()? },
+        6 => Nfs3Call::Read {
+            fh: fh(d)?,
+            offset: d.u64()?,
+            count: d.u32()?,
+        },
         7 => {
             let fh = fh(d)?;
             let offset = d.u64()?;
@@ -447,7 +534,12 @@ pub fn decode_call(proc_: u32, args: &[u8]) -> Result<Nfs3Call<'_>, DecodeError>
             if data.len() != count as usize {
                 return Err(XdrError::BadDiscriminant(count).into());
             }
-            Nfs3Call::Write { fh, offset, stable, data }
+            Nfs3Call::Write {
+                fh,
+                offset,
+                stable,
+                data,
+            }
         }
         8 => {
             let at = DirOpArgs::decode(d)?;
@@ -459,7 +551,10 @@ pub fn decode_call(proc_: u32, args: &[u8]) -> Result<Nfs3Call<'_>, DecodeError>
             };
             Nfs3Call::Create { at, how }
         }
-        9 => Nfs3Call::Mkdir { at: DirOpArgs::decode(d)?, attrs: Sattr::decode(d)? },
+        9 => Nfs3Call::Mkdir {
+            at: DirOpArgs::decode(d)?,
+            attrs: Sattr::decode(d)?,
+        },
         10 => Nfs3Call::Symlink {
             at: DirOpArgs::decode(d)?,
             attrs: Sattr::decode(d)?,
@@ -479,8 +574,14 @@ pub fn decode_call(proc_: u32, args: &[u8]) -> Result<Nfs3Call<'_>, DecodeError>
         }
         12 => Nfs3Call::Remove(DirOpArgs::decode(d)?),
         13 => Nfs3Call::Rmdir(DirOpArgs::decode(d)?),
-        14 => Nfs3Call::Rename { from: DirOpArgs::decode(d)?, to: DirOpArgs::decode(d)? },
-        15 => Nfs3Call::Link { fh: fh(d)?, at: DirOpArgs::decode(d)? },
+        14 => Nfs3Call::Rename {
+            from: DirOpArgs::decode(d)?,
+            to: DirOpArgs::decode(d)?,
+        },
+        15 => Nfs3Call::Link {
+            fh: fh(d)?,
+            at: DirOpArgs::decode(d)?,
+        },
         16 => Nfs3Call::Readdir {
             dir: fh(d)?,
             cookie: d.u64()?,
@@ -497,7 +598,11 @@ pub fn decode_call(proc_: u32, args: &[u8]) -> Result<Nfs3Call<'_>, DecodeError>
         18 => Nfs3Call::Fsstat(fh(d)?),
         19 => Nfs3Call::Fsinfo(fh(d)?),
         20 => Nfs3Call::Pathconf(fh(d)?),
-        21 => Nfs3Call::Commit { fh: fh(d)?, offset: d.u64()?, count: d.u32()? },
+        21 => Nfs3Call::Commit {
+            fh: fh(d)?,
+            offset: d.u64()?,
+            count: d.u32()?,
+        },
         p => return Err(DecodeError::NoSuchProcedure(p)),
     })
 }
@@ -551,7 +656,11 @@ pub fn encode_call(e: &mut Encoder, call: &Nfs3Call<'_>) {
     };
     match call {
         Nfs3Call::Null => {}
-        Nfs3Call::Getattr(fh) | Nfs3Call::Readlink(fh) | Nfs3Call::Fsstat(fh) | Nfs3Call::Fsinfo(fh) | Nfs3Call::Pathconf(fh) => fh.encode(e),
+        Nfs3Call::Getattr(fh)
+        | Nfs3Call::Readlink(fh)
+        | Nfs3Call::Fsstat(fh)
+        | Nfs3Call::Fsinfo(fh)
+        | Nfs3Call::Pathconf(fh) => fh.encode(e),
         Nfs3Call::Setattr { fh, attrs, guard } => {
             fh.encode(e);
             attrs.encode(e);
@@ -574,9 +683,17 @@ pub fn encode_call(e: &mut Encoder, call: &Nfs3Call<'_>) {
             fh.encode(e);
             e.u64(*offset).u32(*count);
         }
-        Nfs3Call::Write { fh, offset, stable, data } => {
+        Nfs3Call::Write {
+            fh,
+            offset,
+            stable,
+            data,
+        } => {
             fh.encode(e);
-            e.u64(*offset).u32(u32::try_from(data.len()).unwrap_or(u32::MAX)).u32(*stable as u32).opaque(data);
+            e.u64(*offset)
+                .u32(u32::try_from(data.len()).unwrap_or(u32::MAX))
+                .u32(*stable as u32)
+                .opaque(data);
         }
         Nfs3Call::Create { at, how } => {
             dirop(e, at);
@@ -637,11 +754,22 @@ pub fn encode_call(e: &mut Encoder, call: &Nfs3Call<'_>) {
             fh.encode(e);
             dirop(e, at);
         }
-        Nfs3Call::Readdir { dir, cookie, verf, count } => {
+        Nfs3Call::Readdir {
+            dir,
+            cookie,
+            verf,
+            count,
+        } => {
             dir.encode(e);
             e.u64(*cookie).fixed(verf).u32(*count);
         }
-        Nfs3Call::Readdirplus { dir, cookie, verf, dircount, maxcount } => {
+        Nfs3Call::Readdirplus {
+            dir,
+            cookie,
+            verf,
+            dircount,
+            maxcount,
+        } => {
             dir.encode(e);
             e.u64(*cookie).fixed(verf).u32(*dircount).u32(*maxcount);
         }

@@ -9,42 +9,110 @@ fn fh(b: u8) -> FileHandle {
 }
 
 fn samples() -> Vec<Nfs3Call<'static>> {
-    let at = DirOpArgs { dir: fh(1), name: b"name" };
+    let at = DirOpArgs {
+        dir: fh(1),
+        name: b"name",
+    };
     let attrs = Sattr {
         mode: Some(0o644),
         uid: None,
         gid: Some(5),
         size: Some(1 << 40),
         atime: SetTime::ServerTime,
-        mtime: SetTime::ClientTime(NfsTime { seconds: 5, nseconds: 6 }),
+        mtime: SetTime::ClientTime(NfsTime {
+            seconds: 5,
+            nseconds: 6,
+        }),
     };
     vec![
         Nfs3Call::Null,
         Nfs3Call::Getattr(fh(2)),
-        Nfs3Call::Setattr { fh: fh(3), attrs, guard: Some(NfsTime { seconds: 1, nseconds: 2 }) },
+        Nfs3Call::Setattr {
+            fh: fh(3),
+            attrs,
+            guard: Some(NfsTime {
+                seconds: 1,
+                nseconds: 2,
+            }),
+        },
         Nfs3Call::Lookup(at),
-        Nfs3Call::Access { fh: fh(4), access: 0x3f },
+        Nfs3Call::Access {
+            fh: fh(4),
+            access: 0x3f,
+        },
         Nfs3Call::Readlink(fh(5)),
-        Nfs3Call::Read { fh: fh(6), offset: 1 << 33, count: 4096 },
-        Nfs3Call::Write { fh: fh(7), offset: 9, stable: StableHow::DataSync, data: b"hello" },
-        Nfs3Call::Create { at, how: CreateHow::Unchecked(attrs) },
-        Nfs3Call::Create { at, how: CreateHow::Guarded(Sattr::default()) },
-        Nfs3Call::Create { at, how: CreateHow::Exclusive(*b"12345678") },
+        Nfs3Call::Read {
+            fh: fh(6),
+            offset: 1 << 33,
+            count: 4096,
+        },
+        Nfs3Call::Write {
+            fh: fh(7),
+            offset: 9,
+            stable: StableHow::DataSync,
+            data: b"hello",
+        },
+        Nfs3Call::Create {
+            at,
+            how: CreateHow::Unchecked(attrs),
+        },
+        Nfs3Call::Create {
+            at,
+            how: CreateHow::Guarded(Sattr::default()),
+        },
+        Nfs3Call::Create {
+            at,
+            how: CreateHow::Exclusive(*b"12345678"),
+        },
         Nfs3Call::Mkdir { at, attrs },
-        Nfs3Call::Symlink { at, attrs, target: b"../x" },
-        Nfs3Call::Mknod { at, kind: MknodKind::Chr(attrs, (1, 3)) },
-        Nfs3Call::Mknod { at, kind: MknodKind::Fifo(attrs) },
-        Nfs3Call::Mknod { at, kind: MknodKind::Other(FileType::Reg) },
+        Nfs3Call::Symlink {
+            at,
+            attrs,
+            target: b"../x",
+        },
+        Nfs3Call::Mknod {
+            at,
+            kind: MknodKind::Chr(attrs, (1, 3)),
+        },
+        Nfs3Call::Mknod {
+            at,
+            kind: MknodKind::Fifo(attrs),
+        },
+        Nfs3Call::Mknod {
+            at,
+            kind: MknodKind::Other(FileType::Reg),
+        },
         Nfs3Call::Remove(at),
         Nfs3Call::Rmdir(at),
-        Nfs3Call::Rename { from: at, to: DirOpArgs { dir: fh(9), name: b"other" } },
+        Nfs3Call::Rename {
+            from: at,
+            to: DirOpArgs {
+                dir: fh(9),
+                name: b"other",
+            },
+        },
         Nfs3Call::Link { fh: fh(8), at },
-        Nfs3Call::Readdir { dir: fh(1), cookie: 77, verf: *b"abcdefgh", count: 4096 },
-        Nfs3Call::Readdirplus { dir: fh(1), cookie: 0, verf: [0; 8], dircount: 512, maxcount: 32768 },
+        Nfs3Call::Readdir {
+            dir: fh(1),
+            cookie: 77,
+            verf: *b"abcdefgh",
+            count: 4096,
+        },
+        Nfs3Call::Readdirplus {
+            dir: fh(1),
+            cookie: 0,
+            verf: [0; 8],
+            dircount: 512,
+            maxcount: 32768,
+        },
         Nfs3Call::Fsstat(fh(1)),
         Nfs3Call::Fsinfo(fh(1)),
         Nfs3Call::Pathconf(fh(1)),
-        Nfs3Call::Commit { fh: fh(1), offset: 0, count: 0 },
+        Nfs3Call::Commit {
+            fh: fh(1),
+            offset: 0,
+            count: 0,
+        },
     ]
 }
 
@@ -60,7 +128,10 @@ fn every_procedure_round_trips() {
         // panic or succeed with made-up values.
         let bytes = e.as_slice();
         for cut in 0..bytes.len() {
-            assert!(decode_call(p, &bytes[..cut]).is_err(), "{call:?} cut at {cut}");
+            assert!(
+                decode_call(p, &bytes[..cut]).is_err(),
+                "{call:?} cut at {cut}"
+            );
         }
     }
 }
@@ -71,7 +142,8 @@ fn oversized_handle_and_name_are_garbage() {
     e.opaque(&[0u8; 65]);
     assert!(decode_call(1, e.as_slice()).is_err());
     let mut e = Encoder::default();
-    e.opaque(&[0u8; 8]).opaque(&vec![b'a'; MAX_NAME_WIRE as usize + 1]);
+    e.opaque(&[0u8; 8])
+        .opaque(&vec![b'a'; MAX_NAME_WIRE as usize + 1]);
     assert!(decode_call(3, e.as_slice()).is_err());
 }
 

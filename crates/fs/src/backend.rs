@@ -1,0 +1,1449 @@
+//! [`FsBackend`]: NFSv3 procedures on the host filesystem.
+//!
+//! Confinement rests on three rules, in the manner of virtiofsd's
+//! passthrough filesystem:
+//! 1. Every object is reached from a file descriptor, never a path: a
+//!    handle is turned into an `O_PATH` descriptor, and a name is resolved
+//!    one component at a time relative to its directory's descriptor with
+//!    `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`
+//!    and `O_NOFOLLOW`. No symlink is ever followed on the server; the guest
+//!    follows its own links.
+//! 2. Names are checked before use: no `/`, no NUL, not empty, at most 255
+//!    bytes; `.` and `..` only where they mean something (LOOKUP), and `..`
+//!    of an export's root is the root itself.
+//! 3. Handles are signed ([`crate::handle`]): the only handles accepted are
+//!    ones this server gave out for objects it found inside the export.
+//!
+//! Operations run as the mapped caller ([`crate::cred`]), so the kernel's
+//! permission checks decide what a guest user may do.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use rustix::fs::{
+    AtFlags, Mode, OFlags, ResolveFlags, Stat, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT,
+};
+use vmshare_proto::backend::*;
+use vmshare_proto::mount::MountStat;
+use vmshare_proto::nfs3::*;
+use vmshare_proto::{NfsStat, MAX_IO};
+
+use crate::attr::{fattr, status, status_rx};
+use crate::cred::{CredGuard, Identity};
+use crate::export::{ExportConfig, ExportOptions};
+use crate::handle::HandleCodec;
+use crate::sys;
+use crate::FsError;
+
+/// Most `O_PATH` descriptors kept for handles already seen.
+const PATH_CACHE_MAX: usize = 16_384;
+/// Most descriptors kept open for I/O (per handle, identity and mode).
+const IO_CACHE_MAX: usize = 128;
+/// Buffer for one `getdents64` call.
+const DIRENT_BUF: usize = 32 * 1024;
+
+/// One export, opened.
+#[derive(Debug)]
+struct Export {
+    cfg: ExportConfig,
+    id: u32,
+    root: Arc<OwnedFd>,
+    root_dev: u64,
+    root_ino: u64,
+    fsid: u64,
+    /// A descriptor on each filesystem met inside the export, by
+    /// compressed device number: `open_by_handle_at` needs one to decode a
+    /// handle of that filesystem.
+    mounts: RwLock<HashMap<u32, Arc<OwnedFd>>>,
+}
+
+/// An object reached from a handle.
+#[derive(Debug, Clone)]
+struct Node {
+    export: Arc<Export>,
+    fd: Arc<OwnedFd>,
+    opts: ExportOptions,
+    /// Attributes when the handle was resolved, just before the operation.
+    st: Stat,
+}
+
+type IoKey = (FileHandle, u32, u32, bool);
+
+/// The backend serving a set of exports from the host filesystem.
+#[derive(Debug)]
+pub struct FsBackend {
+    exports: Vec<Arc<Export>>,
+    codec: HandleCodec,
+    /// Whether this process can act as other users (it is root).
+    switch_ids: bool,
+    paths: Mutex<HashMap<FileHandle, Arc<OwnedFd>>>,
+    io: Mutex<HashMap<IoKey, Arc<File>>>,
+    /// `/proc/self/fd`, to reopen `O_PATH` descriptors for I/O under the
+    /// caller's identity (a permission check by the kernel).
+    proc_fd: OwnedFd,
+    write_verf: AtomicU64,
+}
+
+fn compress_dev(dev: u64) -> u32 {
+    let (maj, min) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+    (maj << 20) ^ min
+}
+
+fn export_id(mount_path: &str) -> u32 {
+    let h = blake3::hash(mount_path.as_bytes());
+    let b = h.as_bytes();
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Checks a name for creating or looking up one entry.
+fn check_name(name: &[u8]) -> Result<&OsStr, NfsStat> {
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        return Err(NfsStat::Acces);
+    }
+    if name.len() > 255 {
+        return Err(NfsStat::NameTooLong);
+    }
+    Ok(OsStr::from_bytes(name))
+}
+
+/// Like [`check_name`], and also refuses `.` and `..`, which cannot be
+/// created, removed or renamed.
+fn check_new_name(name: &[u8]) -> Result<&OsStr, NfsStat> {
+    let n = check_name(name)?;
+    if name == b"." || name == b".." {
+        return Err(NfsStat::Exist);
+    }
+    Ok(n)
+}
+
+fn beneath() -> ResolveFlags {
+    ResolveFlags::BENEATH
+        | ResolveFlags::NO_SYMLINKS
+        | ResolveFlags::NO_MAGICLINKS
+        | ResolveFlags::NO_XDEV
+}
+
+/// Opens one name in a directory without following anything.
+fn open_child(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat2(dir, name, flags, Mode::empty(), beneath()) {
+        // A mount point inside the export: RESOLVE_NO_XDEV refused to cross
+        // it; cross it deliberately (still one component, still no links).
+        Err(rustix::io::Errno::XDEV) => {
+            let r = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            Ok(rustix::fs::openat2(dir, name, flags, Mode::empty(), r)?)
+        }
+        r => Ok(r?),
+    }
+}
+
+fn stat(fd: &OwnedFd) -> Result<Stat, NfsStat> {
+    rustix::fs::fstat(fd).map_err(status_rx)
+}
+
+fn timespec(t: &SetTime) -> Timespec {
+    match t {
+        SetTime::DontChange => Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        SetTime::ServerTime => Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_NOW,
+        },
+        SetTime::ClientTime(t) => Timespec {
+            tv_sec: i64::from(t.seconds),
+            tv_nsec: i64::from(t.nseconds.min(999_999_999)),
+        },
+    }
+}
+
+fn is_reg(st: &Stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFREG
+}
+
+fn is_dir(st: &Stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+impl FsBackend {
+    /// Opens every export and loads (or creates) the handle key in
+    /// `state_dir`.
+    pub fn new(exports: Vec<ExportConfig>, state_dir: &Path) -> Result<FsBackend, FsError> {
+        sys::raise_nofile_limit();
+        let codec = HandleCodec::load_or_create(state_dir).map_err(|source| FsError::State {
+            path: state_dir.display().to_string(),
+            source,
+        })?;
+        let mut opened = Vec::with_capacity(exports.len());
+        for cfg in exports {
+            let err = |source: io::Error| FsError::Export {
+                path: cfg.path.display().to_string(),
+                source,
+            };
+            let root = rustix::fs::open(
+                &cfg.path,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| err(e.into()))?;
+            let st = rustix::fs::fstat(&root).map_err(|e| err(e.into()))?;
+            let id = export_id(&cfg.mount_path);
+            if opened.iter().any(|e: &Arc<Export>| e.id == id) {
+                return Err(FsError::Duplicate {
+                    mount_path: cfg.mount_path.clone(),
+                });
+            }
+            // open_by_handle_at wants a real descriptor on the filesystem,
+            // not an O_PATH one.
+            let mount_fd = rustix::fs::open(
+                &cfg.path,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| err(e.into()))?;
+            let root = Arc::new(root);
+            let mut mounts = HashMap::new();
+            mounts.insert(compress_dev(st.st_dev), Arc::new(mount_fd));
+            let fsid = codec.digest64(cfg.mount_path.as_bytes());
+            opened.push(Arc::new(Export {
+                cfg,
+                id,
+                root,
+                root_dev: st.st_dev,
+                root_ino: st.st_ino,
+                fsid,
+                mounts: RwLock::new(mounts),
+            }));
+        }
+        let proc_fd = rustix::fs::open(
+            "/proc/self/fd",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| FsError::State {
+            path: "/proc/self/fd".into(),
+            source: e.into(),
+        })?;
+        // Modes come from the client; the process umask must not alter them.
+        rustix::process::umask(Mode::empty());
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).map_err(|e| FsError::State {
+            path: "random".into(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        Ok(FsBackend {
+            exports: opened,
+            codec,
+            switch_ids: rustix::process::geteuid().is_root(),
+            paths: Mutex::new(HashMap::new()),
+            io: Mutex::new(HashMap::new()),
+            proc_fd,
+            write_verf: AtomicU64::new(u64::from_ne_bytes(seed)),
+        })
+    }
+
+    /// The exports served.
+    pub fn exports(&self) -> impl Iterator<Item = &ExportConfig> {
+        self.exports.iter().map(|e| &e.cfg)
+    }
+
+    /// Whether operations run as the mapped caller. False when the server
+    /// is not root: then every operation runs as the server's user.
+    pub fn switches_identity(&self) -> bool {
+        self.switch_ids
+    }
+
+    /// The options that apply to `addr` in `export`, if any rule admits it.
+    fn options_for(&self, export: &Export, c: &Caller<'_>) -> Result<ExportOptions, NfsStat> {
+        let opts = export.cfg.options_for(c.addr.ip()).ok_or(NfsStat::Acces)?;
+        if opts.secure && c.addr.port() >= 1024 {
+            return Err(NfsStat::Perm);
+        }
+        Ok(opts)
+    }
+
+    fn fileid(&self, export: &Export, st: &Stat) -> u64 {
+        if st.st_dev == export.root_dev {
+            st.st_ino
+        } else {
+            // Another filesystem mounted inside the export: keep its inode
+            // numbers from colliding with the export's own.
+            st.st_ino ^ (u64::from(compress_dev(st.st_dev)) << 40)
+        }
+    }
+
+    fn attrs(&self, export: &Export, st: &Stat) -> Fattr {
+        fattr(st, self.fileid(export, st), export.fsid)
+    }
+
+    fn post_op(&self, n: &Node) -> PostOpAttr {
+        rustix::fs::fstat(&*n.fd)
+            .ok()
+            .map(|st| self.attrs(&n.export, &st))
+    }
+
+    fn pre_op(&self, n: &Node) -> Option<WccAttr> {
+        self.post_op(n).map(|a| a.wcc())
+    }
+
+    /// Resolves a handle to an object, checking the caller's access to its
+    /// export. Runs with the server's own identity (before any switch).
+    fn node(&self, c: &Caller<'_>, fh: &FileHandle) -> Result<Node, NfsStat> {
+        let d = self.codec.decode(fh)?;
+        let export = self
+            .exports
+            .iter()
+            .find(|e| e.id == d.export_id)
+            .ok_or(NfsStat::Stale)?;
+        let opts = self.options_for(export, c)?;
+        let cached = self.paths.lock().ok().and_then(|m| m.get(fh).cloned());
+        let fd = match cached {
+            Some(fd) => fd,
+            None => {
+                let mount = self.mount_fd(export, d.dev)?;
+                let fd =
+                    sys::open_by_handle(mount.as_fd(), &d.kernel, libc::O_PATH | libc::O_NOFOLLOW)
+                        .map_err(|e| {
+                            match e.raw_os_error() {
+                                // Deleted, or a handle this kernel cannot decode.
+                                Some(libc::ESTALE) | Some(libc::ENOENT) | Some(libc::EINVAL) => {
+                                    NfsStat::Stale
+                                }
+                                _ => status(&e),
+                            }
+                        })?;
+                let fd = Arc::new(fd);
+                self.remember(*fh, fd.clone());
+                fd
+            }
+        };
+        let st = stat(&fd)?;
+        if st.st_nlink == 0 {
+            // Deleted (on the host, or by another client) while a cached
+            // descriptor kept the inode alive: the object is gone.
+            if let Ok(mut m) = self.paths.lock() {
+                m.remove(fh);
+            }
+            return Err(NfsStat::Stale);
+        }
+        Ok(Node {
+            export: export.clone(),
+            fd,
+            opts,
+            st,
+        })
+    }
+
+    fn mount_fd(&self, export: &Export, dev: u32) -> Result<Arc<OwnedFd>, NfsStat> {
+        if let Some(fd) = export.mounts.read().ok().and_then(|m| m.get(&dev).cloned()) {
+            return Ok(fd);
+        }
+        // A filesystem mounted inside the export that this process has not
+        // met since it started: find it in the mount table.
+        self.scan_mounts(export);
+        export
+            .mounts
+            .read()
+            .ok()
+            .and_then(|m| m.get(&dev).cloned())
+            .ok_or(NfsStat::Stale)
+    }
+
+    fn scan_mounts(&self, export: &Export) {
+        let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return;
+        };
+        let root = export.cfg.path.as_os_str().as_bytes();
+        for line in table.lines() {
+            let Some(point) = line.split(' ').nth(4) else {
+                continue;
+            };
+            let point = unescape_mountinfo(point);
+            if !point.starts_with(root) || point.get(root.len()) != Some(&b'/') {
+                continue;
+            }
+            let path = Path::new(OsStr::from_bytes(&point));
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+            let Ok(fd) = rustix::fs::open(path, flags, Mode::empty()) else {
+                continue;
+            };
+            if let (Ok(st), Ok(mut m)) = (rustix::fs::fstat(&fd), export.mounts.write()) {
+                m.entry(compress_dev(st.st_dev))
+                    .or_insert_with(|| Arc::new(fd));
+            }
+        }
+    }
+
+    fn remember(&self, fh: FileHandle, fd: Arc<OwnedFd>) {
+        if let Ok(mut m) = self.paths.lock() {
+            if m.len() >= PATH_CACHE_MAX {
+                // Handles are rebuilt from their bytes on a miss, so
+                // dropping entries costs a syscall, not correctness.
+                let drop_keys: Vec<FileHandle> =
+                    m.keys().take(PATH_CACHE_MAX / 8).copied().collect();
+                for k in drop_keys {
+                    m.remove(&k);
+                }
+            }
+            m.insert(fh, fd);
+        }
+    }
+
+    /// The handle of an object just reached from `parent`'s export.
+    fn handle_for(&self, export: &Export, fd: &OwnedFd, st: &Stat) -> Result<FileHandle, NfsStat> {
+        let k = sys::handle_of(fd.as_fd()).map_err(|e| status(&e))?;
+        let dev = compress_dev(st.st_dev);
+        let known = export
+            .mounts
+            .read()
+            .map(|m| m.contains_key(&dev))
+            .unwrap_or(true);
+        if !known && is_dir(st) {
+            // The first object met on a filesystem mounted inside the
+            // export: keep a descriptor to decode its handles later.
+            if let Ok(f) = self.reopen(fd, OFlags::RDONLY | OFlags::DIRECTORY) {
+                if let Ok(mut m) = export.mounts.write() {
+                    m.entry(dev).or_insert_with(|| Arc::new(OwnedFd::from(f)));
+                }
+            }
+        }
+        self.codec
+            .encode(export.id, dev, &k)
+            .ok_or(NfsStat::NotSupp)
+    }
+
+    fn identity(&self, c: &Caller<'_>, n: &Node) -> Identity {
+        Identity::map(c.cred, &n.opts)
+    }
+
+    fn become_(&self, c: &Caller<'_>, n: &Node) -> Result<CredGuard, NfsStat> {
+        CredGuard::become_(&self.identity(c, n), self.switch_ids).map_err(|e| status(&e))
+    }
+
+    fn is_root(&self, n: &Node) -> bool {
+        rustix::fs::fstat(&*n.fd)
+            .map(|st| st.st_dev == n.export.root_dev && st.st_ino == n.export.root_ino)
+            .unwrap_or(false)
+    }
+
+    /// In a single-file export, the root directory shows one name only and
+    /// cannot be changed.
+    fn visible(&self, dir: &Node, name: &[u8]) -> bool {
+        match &dir.export.cfg.single_file {
+            Some(only) if self.is_root(dir) => {
+                name == only.as_bytes() || name == b"." || name == b".."
+            }
+            _ => true,
+        }
+    }
+
+    fn writable_dir(&self, dir: &Node) -> Result<(), NfsStat> {
+        if !dir.opts.writable {
+            return Err(NfsStat::RoFs);
+        }
+        if dir.export.cfg.single_file.is_some() && self.is_root(dir) {
+            return Err(NfsStat::Acces);
+        }
+        Ok(())
+    }
+
+    /// Reopens an `O_PATH` descriptor for I/O as the current (switched)
+    /// identity, which makes the kernel check the caller's permission.
+    fn reopen(&self, fd: &OwnedFd, flags: OFlags) -> Result<File, NfsStat> {
+        let name = fd.as_raw_fd().to_string();
+        let f = rustix::fs::openat(
+            &self.proc_fd,
+            name.as_str(),
+            flags | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+        )
+        .map_err(status_rx)?;
+        Ok(File::from(f))
+    }
+
+    fn io_file(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+        n: &Node,
+        write: bool,
+    ) -> Result<Arc<File>, NfsStat> {
+        let id = self.identity(c, n);
+        let key = (
+            *fh,
+            id.uid,
+            id.gid ^ (id.groups.len() as u32).rotate_left(16),
+            write,
+        );
+        if let Some(f) = self.io.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(f);
+        }
+        let f = Arc::new(self.reopen(&n.fd, if write { OFlags::RDWR } else { OFlags::RDONLY })?);
+        if let Ok(mut m) = self.io.lock() {
+            if m.len() >= IO_CACHE_MAX {
+                m.clear();
+            }
+            m.insert(key, f.clone());
+        }
+        Ok(f)
+    }
+
+    /// Forgets I/O descriptors of `fh` after its permissions changed, so
+    /// that the next access is checked again.
+    fn forget_io(&self, fh: &FileHandle) {
+        if let Ok(mut m) = self.io.lock() {
+            m.retain(|k, _| k.0 != *fh);
+        }
+    }
+
+    fn verifier(&self) -> Verifier {
+        self.write_verf.load(Ordering::Relaxed).to_be_bytes()
+    }
+
+    /// Data the client was told is written may be lost: a new verifier
+    /// makes it send its uncommitted pages again.
+    fn bump_verifier(&self) {
+        self.write_verf
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    }
+
+    fn cookie_verf(&self, n: &Node) -> Verifier {
+        let st = rustix::fs::fstat(&*n.fd).ok();
+        let (dev, ino) = st.map(|s| (s.st_dev, s.st_ino)).unwrap_or((0, 0));
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&dev.to_be_bytes());
+        b[8..].copy_from_slice(&ino.to_be_bytes());
+        self.codec.digest64(&b).to_be_bytes()
+    }
+
+    /// Looks up one name in `dir` (already validated) and builds its handle.
+    fn child(&self, dir: &Node, name: &[u8]) -> Result<(FileHandle, Arc<OwnedFd>, Stat), NfsStat> {
+        let fd = if name == b"." || (name == b".." && self.is_root(dir)) {
+            dir.fd.clone()
+        } else if name == b".." {
+            let fd = rustix::fs::openat(
+                &*dir.fd,
+                "..",
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(status_rx)?;
+            Arc::new(fd)
+        } else {
+            Arc::new(open_child(dir.fd.as_fd(), OsStr::from_bytes(name)).map_err(|e| status(&e))?)
+        };
+        let st = stat(&fd)?;
+        let fh = self.handle_for(&dir.export, &fd, &st)?;
+        self.remember(fh, fd.clone());
+        Ok((fh, fd, st))
+    }
+
+    /// Common tail of CREATE, MKDIR, SYMLINK, MKNOD: the new object's
+    /// handle and attributes, and the directory's WCC data.
+    fn created(&self, dir: &Node, name: &OsStr, before: Option<WccAttr>) -> Created {
+        let after = self.post_op(dir);
+        let dir_wcc = WccData { before, after };
+        match self.child(dir, name.as_bytes()) {
+            Ok((fh, _, st)) => Created {
+                fh: Some(fh),
+                attr: Some(self.attrs(&dir.export, &st)),
+                dir_wcc,
+            },
+            Err(_) => Created {
+                fh: None,
+                attr: None,
+                dir_wcc,
+            },
+        }
+    }
+
+    fn apply_sattr(&self, fd: &OwnedFd, a: &Sattr) -> Result<(), NfsStat> {
+        if a.uid.is_some() || a.gid.is_some() {
+            let uid = a.uid.map(|u| rustix::fs::Uid::from_raw(u));
+            let gid = a.gid.map(|g| rustix::fs::Gid::from_raw(g));
+            rustix::fs::chownat(
+                fd,
+                "",
+                uid,
+                gid,
+                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(status_rx)?;
+        }
+        let name = fd.as_raw_fd().to_string();
+        if let Some(mode) = a.mode {
+            let st = stat(fd)?;
+            if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+                // Linux has no symlink permissions; nothing to change.
+            } else {
+                rustix::fs::chmodat(
+                    &self.proc_fd,
+                    name.as_str(),
+                    Mode::from_raw_mode(mode & 0o7777),
+                    AtFlags::empty(),
+                )
+                .map_err(status_rx)?;
+            }
+        }
+        if let Some(size) = a.size {
+            let st = stat(fd)?;
+            if is_dir(&st) {
+                return Err(NfsStat::IsDir);
+            }
+            if !is_reg(&st) {
+                return Err(NfsStat::Inval);
+            }
+            let f = self.reopen(fd, OFlags::WRONLY)?;
+            rustix::fs::ftruncate(&f, size).map_err(status_rx)?;
+        }
+        if a.atime != SetTime::DontChange || a.mtime != SetTime::DontChange {
+            let ts = Timestamps {
+                last_access: timespec(&a.atime),
+                last_modification: timespec(&a.mtime),
+            };
+            rustix::fs::utimensat(&self.proc_fd, name.as_str(), &ts, AtFlags::empty())
+                .map_err(status_rx)?;
+        }
+        Ok(())
+    }
+
+    fn dir_op<T>(
+        &self,
+        c: &Caller<'_>,
+        dirfh: &FileHandle,
+        name: &[u8],
+        f: impl FnOnce(&Node, &OsStr) -> Result<T, NfsStat>,
+    ) -> Result<(Node, Option<WccAttr>, T), Fail<WccData>> {
+        let dir = self.node(c, dirfh).map_err(Fail::from)?;
+        let name = check_new_name(name).map_err(|s| {
+            Fail::new(
+                s,
+                WccData {
+                    before: None,
+                    after: self.post_op(&dir),
+                },
+            )
+        })?;
+        let before = self.pre_op(&dir);
+        let r = self.writable_dir(&dir).and_then(|()| {
+            let _g = self.become_(c, &dir)?;
+            f(&dir, name)
+        });
+        match r {
+            Ok(v) => Ok((dir, before, v)),
+            Err(s) => Err(Fail::new(
+                s,
+                WccData {
+                    before,
+                    after: self.post_op(&dir),
+                },
+            )),
+        }
+    }
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
+fn unescape_mountinfo(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|d| (b'0'..=b'7').contains(d))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+impl Backend for FsBackend {
+    fn getattr(&self, c: &Caller<'_>, fh: &FileHandle) -> Result<Fattr, NfsStat> {
+        let n = self.node(c, fh)?;
+        Ok(self.attrs(&n.export, &n.st))
+    }
+
+    fn setattr(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+        attrs: &Sattr,
+        guard: Option<NfsTime>,
+    ) -> NfsResult<WccData, WccData> {
+        let n = self.node(c, fh).map_err(Fail::from)?;
+        let before_attr = self.post_op(&n);
+        let before = before_attr.map(|a| a.wcc());
+        let fail = |s: NfsStat| {
+            Fail::new(
+                s,
+                WccData {
+                    before,
+                    after: self.post_op(&n),
+                },
+            )
+        };
+        if !n.opts.writable {
+            return Err(fail(NfsStat::RoFs));
+        }
+        if let (Some(g), Some(a)) = (guard, before_attr) {
+            if g != a.ctime {
+                return Err(fail(NfsStat::NotSync));
+            }
+        }
+        {
+            let _g = self.become_(c, &n).map_err(fail)?;
+            self.apply_sattr(&n.fd, attrs).map_err(fail)?;
+        }
+        if attrs.mode.is_some() || attrs.uid.is_some() || attrs.gid.is_some() {
+            self.forget_io(fh);
+        }
+        Ok(WccData {
+            before,
+            after: self.post_op(&n),
+        })
+    }
+
+    fn lookup(
+        &self,
+        c: &Caller<'_>,
+        dir: &FileHandle,
+        name: &[u8],
+    ) -> NfsResult<LookupOk, PostOpAttr> {
+        let d = self.node(c, dir).map_err(Fail::from)?;
+        let fail = |s: NfsStat| Fail::new(s, self.post_op(&d));
+        let name_ok = check_name(name).map_err(fail)?;
+        if !self.visible(&d, name) {
+            return Err(fail(NfsStat::NoEnt));
+        }
+        let st = stat(&d.fd).map_err(fail)?;
+        if !is_dir(&st) {
+            return Err(fail(NfsStat::NotDir));
+        }
+        let (fh, _fd, st) = {
+            let _g = self.become_(c, &d).map_err(fail)?;
+            // Search permission on the directory, as the caller.
+            rustix::fs::accessat(
+                &self.proc_fd,
+                d.fd.as_raw_fd().to_string().as_str(),
+                rustix::fs::Access::EXEC_OK,
+                AtFlags::EACCESS,
+            )
+            .map_err(|e| fail(status_rx(e)))?;
+            self.child(&d, name_ok.as_bytes()).map_err(fail)?
+        };
+        Ok(LookupOk {
+            fh,
+            attr: Some(self.attrs(&d.export, &st)),
+            dir_attr: self.post_op(&d),
+        })
+    }
+
+    fn access(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+        mask: u32,
+    ) -> NfsResult<(PostOpAttr, u32), PostOpAttr> {
+        use rustix::fs::Access;
+        let n = self.node(c, fh).map_err(Fail::from)?;
+        let a = self.post_op(&n);
+        let dir = a.map(|a| a.ftype == FileType::Dir).unwrap_or(false);
+        let name = n.fd.as_raw_fd().to_string();
+        let _g = self.become_(c, &n).map_err(|s| Fail::new(s, a))?;
+        let can = |m: Access| {
+            rustix::fs::accessat(&self.proc_fd, name.as_str(), m, AtFlags::EACCESS).is_ok()
+        };
+        let mut granted = 0;
+        if mask & access::READ != 0 && can(Access::READ_OK) {
+            granted |= access::READ;
+        }
+        if mask & (access::MODIFY | access::EXTEND | access::DELETE) != 0
+            && n.opts.writable
+            && can(Access::WRITE_OK)
+        {
+            granted |=
+                mask & (access::MODIFY | access::EXTEND | if dir { access::DELETE } else { 0 });
+        }
+        if mask & (access::LOOKUP | access::EXECUTE) != 0 && can(Access::EXEC_OK) {
+            granted |= mask & if dir { access::LOOKUP } else { access::EXECUTE };
+        }
+        Ok((a, granted))
+    }
+
+    fn readlink(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+    ) -> NfsResult<(PostOpAttr, Vec<u8>), PostOpAttr> {
+        let n = self.node(c, fh).map_err(Fail::from)?;
+        let a = self.post_op(&n);
+        if a.map(|a| a.ftype) != Some(FileType::Lnk) {
+            return Err(Fail::new(NfsStat::Inval, a));
+        }
+        let target = rustix::fs::readlinkat(&*n.fd, "", Vec::new())
+            .map_err(|e| Fail::new(status_rx(e), a))?;
+        Ok((a, target.into_bytes()))
+    }
+
+    fn read(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> NfsResult<ReadOk, PostOpAttr> {
+        let n = self.node(c, fh).map_err(Fail::from)?;
+        let st = n.st;
+        let fail = |s: NfsStat| Fail::new(s, Some(self.attrs(&n.export, &st)));
+        if is_dir(&st) {
+            return Err(fail(NfsStat::IsDir));
+        }
+        if !is_reg(&st) {
+            return Err(fail(NfsStat::Inval));
+        }
+        let f = {
+            let _g = self.become_(c, &n).map_err(fail)?;
+            self.io_file(c, fh, &n, false).map_err(fail)?
+        };
+        let mut done = 0;
+        while done < buf.len() {
+            match f.read_at(&mut buf[done..], offset.saturating_add(done as u64)) {
+                Ok(0) => break,
+                Ok(k) => done += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(fail(status(&e))),
+            }
+        }
+        let st = rustix::fs::fstat(&*f).unwrap_or(st);
+        let size = u64::try_from(st.st_size).unwrap_or(0);
+        let eof = offset.saturating_add(done as u64) >= size;
+        Ok(ReadOk {
+            attr: self.attrs(&n.export, &st),
+            count: u32::try_from(done).unwrap_or(0),
+            eof,
+        })
+    }
+
+    fn write(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+        offset: u64,
+        stable: StableHow,
+        data: &[u8],
+    ) -> NfsResult<WriteOk, WccData> {
+        let n = self.node(c, fh).map_err(Fail::from)?;
+        let st = n.st;
+        let before = Some(self.attrs(&n.export, &st).wcc());
+        let fail = |s: NfsStat| {
+            Fail::new(
+                s,
+                WccData {
+                    before,
+                    after: self.post_op(&n),
+                },
+            )
+        };
+        if !n.opts.writable {
+            return Err(fail(NfsStat::RoFs));
+        }
+        if is_dir(&st) {
+            return Err(fail(NfsStat::IsDir));
+        }
+        if !is_reg(&st) {
+            return Err(fail(NfsStat::Inval));
+        }
+        if data.len() > MAX_IO as usize {
+            return Err(fail(NfsStat::Inval));
+        }
+        let f = {
+            let _g = self.become_(c, &n).map_err(fail)?;
+            self.io_file(c, fh, &n, true).map_err(fail)?
+        };
+        f.write_all_at(data, offset).map_err(|e| fail(status(&e)))?;
+        let committed = match stable {
+            StableHow::Unstable => StableHow::Unstable,
+            StableHow::DataSync => {
+                if let Err(e) = rustix::fs::fdatasync(&*f) {
+                    self.bump_verifier();
+                    return Err(fail(status_rx(e)));
+                }
+                StableHow::DataSync
+            }
+            StableHow::FileSync => {
+                if let Err(e) = rustix::fs::fsync(&*f) {
+                    self.bump_verifier();
+                    return Err(fail(status_rx(e)));
+                }
+                StableHow::FileSync
+            }
+        };
+        let after = rustix::fs::fstat(&*f)
+            .ok()
+            .map(|s| self.attrs(&n.export, &s));
+        Ok(WriteOk {
+            wcc: WccData { before, after },
+            count: u32::try_from(data.len()).unwrap_or(0),
+            committed,
+            verf: self.verifier(),
+        })
+    }
+
+    fn create(
+        &self,
+        c: &Caller<'_>,
+        dir: &FileHandle,
+        name: &[u8],
+        how: &CreateHow,
+    ) -> NfsResult<Created, WccData> {
+        let (d, before, ()) = self.dir_op(c, dir, name, |d, name| {
+            let base = OFlags::CREATE
+                | OFlags::RDWR
+                | OFlags::NOFOLLOW
+                | OFlags::CLOEXEC
+                | OFlags::NONBLOCK;
+            let (flags, attrs) = match how {
+                CreateHow::Unchecked(a) => (base, *a),
+                CreateHow::Guarded(a) => (base | OFlags::EXCL, *a),
+                CreateHow::Exclusive(_) => (base | OFlags::EXCL, Sattr::default()),
+            };
+            let mode = Mode::from_raw_mode(attrs.mode.unwrap_or(0o644) & 0o7777);
+            match rustix::fs::openat2(&*d.fd, name, flags, mode, beneath()) {
+                Ok(fd) => {
+                    let mut rest = attrs;
+                    rest.mode = None;
+                    if let CreateHow::Exclusive(v) = how {
+                        // Keep the verifier in the times, as nfsd does, so a
+                        // retransmission can recognise its own file.
+                        let (a, m) = verifier_times(v);
+                        rest.atime = SetTime::ClientTime(a);
+                        rest.mtime = SetTime::ClientTime(m);
+                    }
+                    if rest != Sattr::default() {
+                        self.apply_sattr(&fd, &rest)?;
+                    }
+                    Ok(())
+                }
+                Err(rustix::io::Errno::EXIST) => {
+                    let CreateHow::Exclusive(v) = how else {
+                        return Err(NfsStat::Exist);
+                    };
+                    let st = rustix::fs::statat(&*d.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(status_rx)?;
+                    let (a, m) = verifier_times(v);
+                    let ours = is_reg(&st)
+                        && st.st_size == 0
+                        && i64::from(a.seconds) == st.st_atime
+                        && i64::from(m.seconds) == st.st_mtime;
+                    if ours {
+                        Ok(())
+                    } else {
+                        Err(NfsStat::Exist)
+                    }
+                }
+                Err(e) => Err(status_rx(e)),
+            }
+        })?;
+        Ok(self.created(&d, OsStr::from_bytes(name), before))
+    }
+
+    fn mkdir(
+        &self,
+        c: &Caller<'_>,
+        dir: &FileHandle,
+        name: &[u8],
+        attrs: &Sattr,
+    ) -> NfsResult<Created, WccData> {
+        let (d, before, ()) = self.dir_op(c, dir, name, |d, name| {
+            let mode = Mode::from_raw_mode(attrs.mode.unwrap_or(0o755) & 0o7777);
+            rustix::fs::mkdirat(&*d.fd, name, mode).map_err(status_rx)?;
+            let mut rest = *attrs;
+            rest.mode = None;
+            if rest != Sattr::default() {
+                let fd = open_child(d.fd.as_fd(), name).map_err(|e| status(&e))?;
+                self.apply_sattr(&fd, &rest)?;
+            }
+            Ok(())
+        })?;
+        Ok(self.created(&d, OsStr::from_bytes(name), before))
+    }
+
+    fn symlink(
+        &self,
+        c: &Caller<'_>,
+        dir: &FileHandle,
+        name: &[u8],
+        attrs: &Sattr,
+        target: &[u8],
+    ) -> NfsResult<Created, WccData> {
+        let (d, before, ()) = self.dir_op(c, dir, name, |d, name| {
+            if target.is_empty() || target.contains(&0) {
+                return Err(NfsStat::Inval);
+            }
+            // The target is stored as text and never followed here.
+            rustix::fs::symlinkat(OsStr::from_bytes(target), &*d.fd, name).map_err(status_rx)?;
+            let mut rest = *attrs;
+            rest.mode = None;
+            if rest.uid.is_some() || rest.gid.is_some() {
+                let fd = open_child(d.fd.as_fd(), name).map_err(|e| status(&e))?;
+                self.apply_sattr(
+                    &fd,
+                    &Sattr {
+                        uid: rest.uid,
+                        gid: rest.gid,
+                        ..Sattr::default()
+                    },
+                )?;
+            }
+            Ok(())
+        })?;
+        Ok(self.created(&d, OsStr::from_bytes(name), before))
+    }
+
+    fn mknod(
+        &self,
+        c: &Caller<'_>,
+        dir: &FileHandle,
+        name: &[u8],
+        kind: &MknodKind,
+    ) -> NfsResult<Created, WccData> {
+        use rustix::fs::FileType as T;
+        let (d, before, ()) = self.dir_op(c, dir, name, |d, name| {
+            let (t, a, dev) = match kind {
+                MknodKind::Chr(a, (ma, mi)) => {
+                    (T::CharacterDevice, a, rustix::fs::makedev(*ma, *mi))
+                }
+                MknodKind::Blk(a, (ma, mi)) => (T::BlockDevice, a, rustix::fs::makedev(*ma, *mi)),
+                MknodKind::Sock(a) => (T::Socket, a, 0),
+                MknodKind::Fifo(a) => (T::Fifo, a, 0),
+                MknodKind::Other(_) => return Err(NfsStat::BadType),
+            };
+            let mode = Mode::from_raw_mode(a.mode.unwrap_or(0o644) & 0o7777);
+            rustix::fs::mknodat(&*d.fd, name, t, mode, dev).map_err(status_rx)?;
+            Ok(())
+        })?;
+        Ok(self.created(&d, OsStr::from_bytes(name), before))
+    }
+
+    fn remove(&self, c: &Caller<'_>, dir: &FileHandle, name: &[u8]) -> NfsResult<WccData, WccData> {
+        let (d, before, ()) = self.dir_op(c, dir, name, |d, name| {
+            rustix::fs::unlinkat(&*d.fd, name, AtFlags::empty()).map_err(status_rx)
+        })?;
+        Ok(WccData {
+            before,
+            after: self.post_op(&d),
+        })
+    }
+
+    fn rmdir(&self, c: &Caller<'_>, dir: &FileHandle, name: &[u8]) -> NfsResult<WccData, WccData> {
+        if name == b"." {
+            let d = self.node(c, dir).map_err(Fail::from)?;
+            return Err(Fail::new(
+                NfsStat::Inval,
+                WccData {
+                    before: None,
+                    after: self.post_op(&d),
+                },
+            ));
+        }
+        if name == b".." {
+            let d = self.node(c, dir).map_err(Fail::from)?;
+            return Err(Fail::new(
+                NfsStat::NotEmpty,
+                WccData {
+                    before: None,
+                    after: self.post_op(&d),
+                },
+            ));
+        }
+        let (d, before, ()) = self.dir_op(c, dir, name, |d, name| {
+            rustix::fs::unlinkat(&*d.fd, name, AtFlags::REMOVEDIR).map_err(status_rx)
+        })?;
+        Ok(WccData {
+            before,
+            after: self.post_op(&d),
+        })
+    }
+
+    fn rename(
+        &self,
+        c: &Caller<'_>,
+        from_dir: &FileHandle,
+        from: &[u8],
+        to_dir: &FileHandle,
+        to: &[u8],
+    ) -> NfsResult<RenameWcc, RenameWcc> {
+        let fd = self.node(c, from_dir).map_err(Fail::from)?;
+        let td = self.node(c, to_dir).map_err(Fail::from)?;
+        let fb = self.pre_op(&fd);
+        let tb = self.pre_op(&td);
+        let wcc = |this: &Self| RenameWcc {
+            from: WccData {
+                before: fb,
+                after: this.post_op(&fd),
+            },
+            to: WccData {
+                before: tb,
+                after: this.post_op(&td),
+            },
+        };
+        let r = (|| {
+            if fd.export.id != td.export.id {
+                return Err(NfsStat::XDev);
+            }
+            let from = check_new_name(from)?;
+            let to = check_new_name(to)?;
+            self.writable_dir(&fd)?;
+            self.writable_dir(&td)?;
+            let _g = self.become_(c, &fd)?;
+            rustix::fs::renameat(&*fd.fd, from, &*td.fd, to).map_err(status_rx)
+        })();
+        match r {
+            Ok(()) => Ok(wcc(self)),
+            Err(s) => Err(Fail::new(s, wcc(self))),
+        }
+    }
+
+    fn link(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+        dir: &FileHandle,
+        name: &[u8],
+    ) -> NfsResult<LinkData, LinkData> {
+        let n = self.node(c, fh).map_err(Fail::from)?;
+        let d = self.node(c, dir).map_err(Fail::from)?;
+        let before = self.pre_op(&d);
+        let data = |this: &Self| LinkData {
+            attr: this.post_op(&n),
+            dir_wcc: WccData {
+                before,
+                after: this.post_op(&d),
+            },
+        };
+        let r = (|| {
+            if n.export.id != d.export.id {
+                return Err(NfsStat::XDev);
+            }
+            let name = check_new_name(name)?;
+            self.writable_dir(&d)?;
+            let _g = self.become_(c, &d)?;
+            // Linking through /proc/self/fd needs no CAP_DAC_READ_SEARCH,
+            // unlike AT_EMPTY_PATH, so the caller's identity suffices.
+            let src = n.fd.as_raw_fd().to_string();
+            rustix::fs::linkat(
+                &self.proc_fd,
+                src.as_str(),
+                &*d.fd,
+                name,
+                AtFlags::SYMLINK_FOLLOW,
+            )
+            .map_err(status_rx)
+        })();
+        match r {
+            Ok(()) => Ok(data(self)),
+            Err(s) => Err(Fail::new(s, data(self))),
+        }
+    }
+
+    fn readdir(
+        &self,
+        c: &Caller<'_>,
+        dir: &FileHandle,
+        cookie: u64,
+        verf: Verifier,
+        sink: &mut dyn DirSink,
+    ) -> NfsResult<ReaddirOk, PostOpAttr> {
+        let d = self.node(c, dir).map_err(Fail::from)?;
+        let dir_attr = self.post_op(&d);
+        let fail = |s: NfsStat| Fail::new(s, dir_attr);
+        if dir_attr.map(|a| a.ftype) != Some(FileType::Dir) {
+            return Err(fail(NfsStat::NotDir));
+        }
+        let my_verf = self.cookie_verf(&d);
+        if cookie != 0 && verf != my_verf && verf != [0; 8] {
+            return Err(fail(NfsStat::BadCookie));
+        }
+        let root_fileid = self.fileid(&d.export, &stat(&d.export.root).map_err(fail)?);
+        let at_root = self.is_root(&d);
+        let _g = self.become_(c, &d).map_err(fail)?;
+        let f = self
+            .reopen(&d.fd, OFlags::RDONLY | OFlags::DIRECTORY)
+            .map_err(fail)?;
+        rustix::fs::seek(&f, rustix::fs::SeekFrom::Start(cookie))
+            .map_err(|e| fail(status_rx(e)))?;
+        let mut buf = vec![0u8; DIRENT_BUF];
+        let plus = sink.plus();
+        loop {
+            let n = sys::getdents(f.as_fd(), &mut buf).map_err(|e| fail(status(&e)))?;
+            if n == 0 {
+                return Ok(ReaddirOk {
+                    dir_attr,
+                    verf: my_verf,
+                    eof: true,
+                });
+            }
+            for e in sys::parse_dirents(&buf[..n]) {
+                if !self.visible(&d, e.name) {
+                    continue;
+                }
+                let dots = e.name == b"." || e.name == b"..";
+                let fileid = if at_root && e.name == b".." {
+                    root_fileid
+                } else {
+                    e.ino
+                };
+                let (attr, fh, fileid) = if plus && !dots {
+                    match self.child(&d, e.name) {
+                        Ok((fh, _, st)) => (
+                            Some(self.attrs(&d.export, &st)),
+                            Some(fh),
+                            self.fileid(&d.export, &st),
+                        ),
+                        Err(_) => (None, None, fileid),
+                    }
+                } else {
+                    (None, None, fileid)
+                };
+                let entry = DirEntry {
+                    fileid,
+                    name: e.name,
+                    cookie: e.off,
+                    attr,
+                    fh,
+                };
+                if !sink.push(&entry) {
+                    return Ok(ReaddirOk {
+                        dir_attr,
+                        verf: my_verf,
+                        eof: false,
+                    });
+                }
+            }
+        }
+    }
+
+    fn fsstat(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+    ) -> NfsResult<(PostOpAttr, FsStat), PostOpAttr> {
+        let n = self.node(c, fh).map_err(Fail::from)?;
+        let a = self.post_op(&n);
+        let s = rustix::fs::fstatvfs(&*n.fd).map_err(|e| Fail::new(status_rx(e), a))?;
+        let bs = s.f_frsize.max(1);
+        Ok((
+            a,
+            FsStat {
+                tbytes: s.f_blocks.saturating_mul(bs),
+                fbytes: s.f_bfree.saturating_mul(bs),
+                abytes: s.f_bavail.saturating_mul(bs),
+                tfiles: s.f_files,
+                ffiles: s.f_ffree,
+                afiles: s.f_favail,
+                invarsec: 0,
+            },
+        ))
+    }
+
+    fn fsinfo(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+    ) -> NfsResult<(PostOpAttr, FsInfo), PostOpAttr> {
+        let n = self.node(c, fh).map_err(Fail::from)?;
+        Ok((
+            self.post_op(&n),
+            FsInfo {
+                rtmax: MAX_IO,
+                rtpref: MAX_IO,
+                rtmult: 4096,
+                wtmax: MAX_IO,
+                wtpref: MAX_IO,
+                wtmult: 4096,
+                dtpref: 64 * 1024,
+                maxfilesize: i64::MAX as u64,
+                time_delta: NfsTime {
+                    seconds: 0,
+                    nseconds: 1,
+                },
+                // LINK | SYMLINK | HOMOGENEOUS | CANSETTIME
+                properties: 0x1b,
+            },
+        ))
+    }
+
+    fn pathconf(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+    ) -> NfsResult<(PostOpAttr, PathConf), PostOpAttr> {
+        let n = self.node(c, fh).map_err(Fail::from)?;
+        let a = self.post_op(&n);
+        let s = rustix::fs::fstatvfs(&*n.fd).map_err(|e| Fail::new(status_rx(e), a))?;
+        Ok((
+            a,
+            PathConf {
+                linkmax: 32_000,
+                name_max: u32::try_from(s.f_namemax).unwrap_or(255).min(255),
+                no_trunc: true,
+                chown_restricted: true,
+                case_insensitive: false,
+                case_preserving: true,
+            },
+        ))
+    }
+
+    fn commit(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+        _offset: u64,
+        _count: u32,
+    ) -> NfsResult<(WccData, Verifier), WccData> {
+        let n = self.node(c, fh).map_err(Fail::from)?;
+        let before = self.pre_op(&n);
+        let fail = |s: NfsStat| {
+            Fail::new(
+                s,
+                WccData {
+                    before,
+                    after: self.post_op(&n),
+                },
+            )
+        };
+        let st = stat(&n.fd).map_err(fail)?;
+        if !is_reg(&st) {
+            return Err(fail(if is_dir(&st) {
+                NfsStat::IsDir
+            } else {
+                NfsStat::Inval
+            }));
+        }
+        // fsync needs no particular access mode; the server's own
+        // descriptor avoids refusing a commit for a file the caller may
+        // write but not read.
+        let f = self.reopen(&n.fd, OFlags::RDONLY).map_err(fail)?;
+        if let Err(e) = rustix::fs::fsync(&f) {
+            self.bump_verifier();
+            return Err(fail(status_rx(e)));
+        }
+        Ok((
+            WccData {
+                before,
+                after: self.post_op(&n),
+            },
+            self.verifier(),
+        ))
+    }
+
+    fn mount(&self, c: &Caller<'_>, path: &[u8]) -> Result<FileHandle, MountStat> {
+        let path = std::str::from_utf8(path).map_err(|_| MountStat::NoEnt)?;
+        let trimmed = if path.len() > 1 {
+            path.trim_end_matches('/')
+        } else {
+            path
+        };
+        // The longest export whose mount path (or host path) is a prefix at
+        // a component boundary; the rest is resolved beneath it.
+        let mut best: Option<(&Arc<Export>, &str)> = None;
+        for e in &self.exports {
+            for prefix in [e.cfg.mount_path.as_str(), e.cfg.path.to_str().unwrap_or("")] {
+                if prefix.is_empty() {
+                    continue;
+                }
+                let rest = if trimmed == prefix {
+                    Some("")
+                } else {
+                    trimmed
+                        .strip_prefix(prefix)
+                        .filter(|r| r.starts_with('/') || prefix == "/")
+                };
+                if let Some(rest) = rest {
+                    if best.map(|(_, r)| rest.len() < r.len()).unwrap_or(true) {
+                        best = Some((e, rest));
+                    }
+                }
+            }
+        }
+        let (export, rest) = best.ok_or(MountStat::NoEnt)?;
+        let opts = export
+            .cfg
+            .options_for(c.addr.ip())
+            .ok_or(MountStat::Acces)?;
+        if opts.secure && c.addr.port() >= 1024 {
+            return Err(MountStat::Perm);
+        }
+        let rest = rest.trim_start_matches('/');
+        let fd = if rest.is_empty() {
+            export.root.clone()
+        } else if export.cfg.single_file.is_some() {
+            return Err(MountStat::NoEnt);
+        } else {
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            let r = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            Arc::new(
+                rustix::fs::openat2(&*export.root, rest, flags, Mode::empty(), r).map_err(|e| {
+                    match e {
+                        rustix::io::Errno::NOTDIR => MountStat::NotDir,
+                        rustix::io::Errno::ACCESS => MountStat::Acces,
+                        _ => MountStat::NoEnt,
+                    }
+                })?,
+            )
+        };
+        let st = rustix::fs::fstat(&*fd).map_err(|_| MountStat::Io)?;
+        let fh = self
+            .handle_for(export, &fd, &st)
+            .map_err(|_| MountStat::ServerFault)?;
+        self.remember(fh, fd);
+        Ok(fh)
+    }
+
+    fn export_list(&self) -> Vec<ExportEntry> {
+        self.exports
+            .iter()
+            .map(|e| ExportEntry {
+                dir: e.cfg.mount_path.clone().into_bytes(),
+                groups: e
+                    .cfg
+                    .clients
+                    .iter()
+                    .map(|r| r.client.to_string().into_bytes())
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+/// Splits an exclusive-create verifier into the access and modification
+/// times that store it.
+fn verifier_times(v: &Verifier) -> (NfsTime, NfsTime) {
+    let a = u32::from_be_bytes([v[0], v[1], v[2], v[3]]) & 0x7fff_ffff;
+    let m = u32::from_be_bytes([v[4], v[5], v[6], v[7]]) & 0x7fff_ffff;
+    (
+        NfsTime {
+            seconds: a,
+            nseconds: 0,
+        },
+        NfsTime {
+            seconds: m,
+            nseconds: 0,
+        },
+    )
+}

@@ -1,0 +1,213 @@
+//! File handles: stable, tied to one export, and unforgeable.
+//!
+//! Layout (at most 64 bytes, NFSv3's limit):
+//!
+//! ```text
+//! version(1) export_id(4) dev(4) kernel_type(1) kernel_len(1) kernel_handle(≤40) mac(12)
+//! ```
+//!
+//! The kernel handle (from `name_to_handle_at`) names the inode and its
+//! generation, so it survives a server restart and goes stale when the
+//! file is deleted — exactly NFS's semantics. The MAC, keyed by a secret
+//! kept in the state directory, binds it to the export: a guest cannot
+//! make up a handle for a file it never looked up, nor move a handle from
+//! one export to another (the export id is under the MAC). `open_by_handle_at`
+//! could otherwise open any inode on the filesystem, outside the export.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use vmshare_proto::nfs3::{FileHandle, FHSIZE};
+use vmshare_proto::NfsStat;
+
+use crate::sys::{KernelHandle, MAX_KERNEL_HANDLE};
+
+const VERSION: u8 = 1;
+const MAC_LEN: usize = 12;
+const HEADER: usize = 1 + 4 + 4 + 1 + 1;
+const KEY_FILE: &str = "handle-key";
+
+/// A decoded, authenticated handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoded {
+    /// Which export it belongs to.
+    pub export_id: u32,
+    /// Which filesystem inside the export (compressed `st_dev`).
+    pub dev: u32,
+    /// The kernel's handle.
+    pub kernel: KernelHandle,
+}
+
+/// Signs and checks handles.
+pub struct HandleCodec {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for HandleCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandleCodec { key: <secret> }")
+    }
+}
+
+impl HandleCodec {
+    /// A codec with an explicit key (tests).
+    pub fn with_key(key: [u8; 32]) -> Self {
+        HandleCodec { key }
+    }
+
+    /// Loads the key from `state_dir`, creating it (0600, in a 0700
+    /// directory) on first use. Keeping it is what lets handles survive a
+    /// restart; deleting it invalidates every handle ever given out.
+    pub fn load_or_create(state_dir: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)?;
+        let path = state_dir.join(KEY_FILE);
+        let mut key = [0u8; 32];
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
+                f.write_all(&key)?;
+                f.sync_all()?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                std::fs::File::open(&path)?.read_exact(&mut key)?;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(HandleCodec { key })
+    }
+
+    fn mac(&self, body: &[u8]) -> [u8; MAC_LEN] {
+        let h = blake3::keyed_hash(&self.key, body);
+        let mut out = [0u8; MAC_LEN];
+        out.copy_from_slice(&h.as_bytes()[..MAC_LEN]);
+        out
+    }
+
+    /// A keyed 64-bit digest of `data`, for values that must be stable and
+    /// not guessable (cookie verifiers, fsids).
+    pub fn digest64(&self, data: &[u8]) -> u64 {
+        let h = blake3::keyed_hash(&self.key, data);
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h.as_bytes()[..8]);
+        u64::from_be_bytes(b)
+    }
+
+    /// Builds the handle for a kernel handle in an export.
+    pub fn encode(&self, export_id: u32, dev: u32, k: &KernelHandle) -> Option<FileHandle> {
+        let kind = u8::try_from(k.kind).ok()?;
+        let klen = u8::try_from(k.len).ok()?;
+        if k.len > MAX_KERNEL_HANDLE || HEADER + k.len + MAC_LEN > FHSIZE {
+            return None;
+        }
+        let mut buf = [0u8; FHSIZE];
+        buf[0] = VERSION;
+        buf[1..5].copy_from_slice(&export_id.to_be_bytes());
+        buf[5..9].copy_from_slice(&dev.to_be_bytes());
+        buf[9] = kind;
+        buf[10] = klen;
+        buf[HEADER..HEADER + k.len].copy_from_slice(&k.bytes[..k.len]);
+        let body = HEADER + k.len;
+        let mac = self.mac(&buf[..body]);
+        buf[body..body + MAC_LEN].copy_from_slice(&mac);
+        FileHandle::new(&buf[..body + MAC_LEN])
+    }
+
+    /// Checks and decodes a handle sent by a client. Anything malformed or
+    /// not signed by this key is BADHANDLE.
+    pub fn decode(&self, fh: &FileHandle) -> Result<Decoded, NfsStat> {
+        let b = fh.as_bytes();
+        if b.len() < HEADER + MAC_LEN || b[0] != VERSION {
+            return Err(NfsStat::BadHandle);
+        }
+        let klen = usize::from(b[10]);
+        if klen > MAX_KERNEL_HANDLE || b.len() != HEADER + klen + MAC_LEN {
+            return Err(NfsStat::BadHandle);
+        }
+        let body = HEADER + klen;
+        let want = self.mac(&b[..body]);
+        // Constant-time comparison: no early exit that would time-leak how
+        // many MAC bytes a forgery got right.
+        let diff = want
+            .iter()
+            .zip(&b[body..])
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        if diff != 0 {
+            return Err(NfsStat::BadHandle);
+        }
+        let export_id = u32::from_be_bytes([b[1], b[2], b[3], b[4]]);
+        let dev = u32::from_be_bytes([b[5], b[6], b[7], b[8]]);
+        let mut bytes = [0u8; MAX_KERNEL_HANDLE];
+        bytes[..klen].copy_from_slice(&b[HEADER..body]);
+        Ok(Decoded {
+            export_id,
+            dev,
+            kernel: KernelHandle {
+                kind: i32::from(b[9]),
+                len: klen,
+                bytes,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kh() -> KernelHandle {
+        let mut bytes = [0u8; MAX_KERNEL_HANDLE];
+        bytes[..8].copy_from_slice(b"inodegen");
+        KernelHandle {
+            kind: 1,
+            len: 8,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_tamper() {
+        let c = HandleCodec::with_key([7; 32]);
+        let fh = c.encode(42, 9, &kh()).expect("fits");
+        let d = c.decode(&fh).expect("authentic");
+        assert_eq!((d.export_id, d.dev, d.kernel), (42, 9, kh()));
+        // Flip each byte in turn: every change must be refused.
+        for i in 0..fh.as_bytes().len() {
+            let mut b = fh.as_bytes().to_vec();
+            b[i] ^= 1;
+            let forged = FileHandle::new(&b).expect("same length");
+            assert!(c.decode(&forged).is_err(), "byte {i}");
+        }
+        // Another key (another server's state) refuses it too.
+        assert_eq!(
+            HandleCodec::with_key([8; 32]).decode(&fh),
+            Err(NfsStat::BadHandle)
+        );
+    }
+
+    #[test]
+    fn short_and_empty_handles_are_bad() {
+        let c = HandleCodec::with_key([7; 32]);
+        for len in 0..20 {
+            let fh = FileHandle::new(&vec![1u8; len]).expect("fits");
+            assert_eq!(c.decode(&fh), Err(NfsStat::BadHandle));
+        }
+    }
+
+    #[test]
+    fn key_persists() {
+        let dir = std::env::temp_dir().join(format!("vmshare-key-{}", std::process::id()));
+        let a = HandleCodec::load_or_create(&dir).expect("create");
+        let b = HandleCodec::load_or_create(&dir).expect("load");
+        assert_eq!(a.key, b.key);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

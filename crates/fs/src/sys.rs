@@ -1,0 +1,208 @@
+//! The few syscalls that neither std nor rustix wrap in the form needed.
+//! This module owns most of the crate's `unsafe`; each call says why it is
+//! sound.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// Largest kernel file handle we accept; NFSv3's 64-byte handle must hold
+/// it plus our header and MAC.
+pub const MAX_KERNEL_HANDLE: usize = 40;
+
+/// A kernel file handle (`struct file_handle` payload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelHandle {
+    /// `handle_type`.
+    pub kind: i32,
+    /// Length of `bytes` in use.
+    pub len: usize,
+    /// `f_handle`.
+    pub bytes: [u8; MAX_KERNEL_HANDLE],
+}
+
+#[repr(C)]
+struct RawHandle {
+    handle_bytes: libc::c_uint,
+    handle_type: libc::c_int,
+    f_handle: [u8; 128],
+}
+
+/// `name_to_handle_at(fd, "", AT_EMPTY_PATH)`: the kernel handle of the
+/// object `fd` refers to (an `O_PATH` fd is fine; symlinks are not
+/// followed).
+pub fn handle_of(fd: BorrowedFd<'_>) -> io::Result<KernelHandle> {
+    let mut raw = RawHandle {
+        handle_bytes: 128,
+        handle_type: 0,
+        f_handle: [0; 128],
+    };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: the path is a valid NUL-terminated empty string, `raw` is a
+    // properly sized and aligned `struct file_handle` whose `handle_bytes`
+    // says how much room `f_handle` has, and `mount_id` is a valid out
+    // pointer; the kernel writes only within those.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            &mut raw as *mut RawHandle,
+            &mut mount_id as *mut libc::c_int,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let len = raw.handle_bytes as usize;
+    if len > MAX_KERNEL_HANDLE {
+        return Err(io::Error::from_raw_os_error(libc::EOVERFLOW));
+    }
+    let mut bytes = [0u8; MAX_KERNEL_HANDLE];
+    bytes[..len].copy_from_slice(&raw.f_handle[..len]);
+    Ok(KernelHandle {
+        kind: raw.handle_type,
+        len,
+        bytes,
+    })
+}
+
+/// `open_by_handle_at(mount_fd, handle, flags)`. Needs
+/// `CAP_DAC_READ_SEARCH`, so it must run with the server's own
+/// credentials, not a caller's.
+pub fn open_by_handle(
+    mount: BorrowedFd<'_>,
+    h: &KernelHandle,
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
+    let mut raw = RawHandle {
+        handle_bytes: 0,
+        handle_type: h.kind,
+        f_handle: [0; 128],
+    };
+    let len = h.len.min(MAX_KERNEL_HANDLE);
+    raw.f_handle[..len].copy_from_slice(&h.bytes[..len]);
+    raw.handle_bytes = len as libc::c_uint;
+    // SAFETY: `raw` is a valid `struct file_handle` with `handle_bytes`
+    // within `f_handle`; the kernel only reads it. The returned fd, if
+    // any, is new and owned by nobody else.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount.as_raw_fd(),
+            &raw as *const RawHandle,
+            flags | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: `fd` was just returned by the kernel and is owned only here.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Per-thread filesystem identity. glibc's `setgroups` changes every
+/// thread of the process (it broadcasts, as POSIX requires), so the raw
+/// syscalls are used: each worker thread serves a different caller.
+pub fn set_thread_fs_ids(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
+    // SAFETY: setfsgid/setfsuid take plain integers and only change this
+    // thread's credentials; they cannot fail in a way that corrupts memory.
+    unsafe {
+        libc::syscall(libc::SYS_setfsgid, gid);
+    }
+    // SAFETY: `groups` is a valid slice of `gid_t` for its whole length.
+    let r = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::syscall(libc::SYS_setfsuid, uid);
+    }
+    // setfsuid reports no errors; reading the value back (an invalid id
+    // leaves it unchanged and returns the current one) is the only check.
+    // SAFETY: -1 (as u32::MAX) is never a valid id, so this only queries.
+    let now_uid = unsafe { libc::syscall(libc::SYS_setfsuid, u32::MAX) };
+    // SAFETY: as above.
+    let now_gid = unsafe { libc::syscall(libc::SYS_setfsgid, u32::MAX) };
+    if now_uid != i64::from(uid) || now_gid != i64::from(gid) {
+        return Err(io::Error::from_raw_os_error(libc::EPERM));
+    }
+    Ok(())
+}
+
+/// One `getdents64` call into `buf`; returns the bytes filled (0 at end).
+pub fn getdents(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes, which is what
+    // the kernel is told; it writes whole records only.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getdents64,
+            fd.as_raw_fd(),
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    usize::try_from(r).map_err(|_| io::Error::from_raw_os_error(libc::EIO))
+}
+
+/// One parsed `linux_dirent64` record.
+#[derive(Debug)]
+pub struct RawDirent<'a> {
+    /// Inode number.
+    pub ino: u64,
+    /// Offset of the next entry (the telldir cookie after this one).
+    pub off: u64,
+    /// Name without the NUL.
+    pub name: &'a [u8],
+}
+
+/// Parses the records `getdents64` wrote, checking every length against
+/// the buffer (the kernel's data, but a parser that trusts nothing is
+/// cheap).
+pub fn parse_dirents(buf: &[u8]) -> impl Iterator<Item = RawDirent<'_>> {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        let hdr = buf.get(pos..pos + 19)?;
+        let ino = u64::from_ne_bytes(hdr[0..8].try_into().ok()?);
+        let off = u64::from_ne_bytes(hdr[8..16].try_into().ok()?);
+        let reclen = usize::from(u16::from_ne_bytes(hdr[16..18].try_into().ok()?));
+        if reclen < 19 {
+            return None;
+        }
+        let rec = buf.get(pos..pos + reclen)?;
+        let name_area = &rec[19..];
+        let nul = name_area
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(name_area.len());
+        pos += reclen;
+        Some(RawDirent {
+            ino,
+            off,
+            name: &name_area[..nul],
+        })
+    })
+}
+
+/// Raises the soft open-file limit to the hard limit: the handle cache
+/// keeps many `O_PATH` descriptors open.
+pub fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid out pointer for `getrlimit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 && lim.rlim_cur < lim.rlim_max
+    {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: `lim` is a valid, initialised `rlimit`.
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

@@ -1,0 +1,613 @@
+//! The backend against a real directory tree: confinement, handles,
+//! credentials, exclusive create and directory cookies. Runs as root in CI
+//! (identity switching and open_by_handle_at need it).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use vmshare_fs::{ClientMatch, ClientRule, ExportConfig, ExportOptions, FsBackend, Squash};
+use vmshare_proto::backend::*;
+use vmshare_proto::nfs3::*;
+use vmshare_proto::NfsStat;
+use vmshare_wire::rpc::{AuthSys, Credential};
+
+struct Tree {
+    top: PathBuf,
+}
+
+impl Tree {
+    fn new(tag: &str) -> Tree {
+        let top = std::env::temp_dir().join(format!("vmshare-fs-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&top);
+        std::fs::create_dir_all(top.join("export/sub")).expect("mkdir");
+        std::fs::create_dir_all(top.join("other")).expect("mkdir");
+        std::fs::create_dir_all(top.join("state")).expect("mkdir");
+        std::fs::write(top.join("secret"), "outside").expect("write");
+        std::fs::write(top.join("export/file"), "inside").expect("write");
+        Tree { top }
+    }
+    fn p(&self, rel: &str) -> PathBuf {
+        self.top.join(rel)
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.top);
+    }
+}
+
+fn rule(opts: ExportOptions) -> Vec<ClientRule> {
+    vec![ClientRule {
+        client: ClientMatch::Any,
+        options: opts,
+    }]
+}
+
+fn opts() -> ExportOptions {
+    ExportOptions {
+        secure: false,
+        squash: Squash::None,
+        ..ExportOptions::default()
+    }
+}
+
+fn backend(t: &Tree, o: ExportOptions) -> FsBackend {
+    let exports = vec![
+        ExportConfig::new(t.p("export"), "/data", rule(o.clone())),
+        ExportConfig::new(t.p("other"), "/other", rule(o)),
+    ];
+    FsBackend::new(exports, &t.p("state")).expect("backend")
+}
+
+fn addr() -> SocketAddr {
+    "127.0.0.1:700".parse().expect("addr")
+}
+
+fn root_cred() -> Credential {
+    Credential::Sys(AuthSys {
+        stamp: 0,
+        machine_name: b"t".to_vec(),
+        uid: 0,
+        gid: 0,
+        gids: vec![],
+    })
+}
+
+fn user_cred(uid: u32) -> Credential {
+    Credential::Sys(AuthSys {
+        stamp: 0,
+        machine_name: b"t".to_vec(),
+        uid,
+        gid: uid,
+        gids: vec![],
+    })
+}
+
+fn root_fh(b: &FsBackend, c: &Caller<'_>, path: &str) -> FileHandle {
+    b.mount(c, path.as_bytes()).expect("mount")
+}
+
+fn exists(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+#[test]
+fn names_cannot_escape_the_export() {
+    let t = Tree::new("names");
+    let b = backend(&t, opts());
+    let cred = root_cred();
+    let c = Caller {
+        addr: addr(),
+        cred: &cred,
+    };
+    let root = root_fh(&b, &c, "/data");
+    let how = CreateHow::Unchecked(Sattr {
+        mode: Some(0o644),
+        ..Sattr::default()
+    });
+    let abs = format!("/tmp/vmshare-escape-{}", std::process::id());
+    for bad in [
+        &b"../x"[..],
+        abs.as_bytes(),
+        b"a/b",
+        b"",
+        b"x\0y",
+        b".",
+        b"..",
+    ] {
+        assert!(
+            b.create(&c, &root, bad, &how).is_err(),
+            "create {:?}",
+            String::from_utf8_lossy(bad)
+        );
+        assert!(b.mkdir(&c, &root, bad, &Sattr::default()).is_err());
+        assert!(b.symlink(&c, &root, bad, &Sattr::default(), b"t").is_err());
+    }
+    assert!(!exists(&t.p("x")) && !exists(Path::new(&abs)));
+    // Long names: NAMETOOLONG, not a crash or truncation.
+    let long = vec![b'a'; 256];
+    assert_eq!(
+        b.create(&c, &root, &long, &how).err().map(|f| f.status),
+        Some(NfsStat::NameTooLong)
+    );
+    // `..` of the export root is the root itself.
+    let up = b.lookup(&c, &root, b"..").expect("lookup ..");
+    assert_eq!(up.fh, root);
+    // Rename can't move anything out either.
+    assert!(b.rename(&c, &root, b"file", &root, b"../moved").is_err());
+    assert!(exists(&t.p("export/file")));
+}
+
+#[test]
+fn guest_symlinks_are_never_followed() {
+    let t = Tree::new("links");
+    let b = backend(&t, opts());
+    let cred = root_cred();
+    let c = Caller {
+        addr: addr(),
+        cred: &cred,
+    };
+    let root = root_fh(&b, &c, "/data");
+    let made = b
+        .symlink(&c, &root, b"etc", &Sattr::default(), b"/etc")
+        .expect("symlink");
+    let up = b
+        .symlink(
+            &c,
+            &root,
+            b"up",
+            &Sattr::default(),
+            t.p("").to_str().expect("utf8").as_bytes(),
+        )
+        .expect("symlink");
+    let link = made.fh.expect("handle");
+    // The link itself is an object: READLINK works, READ and LOOKUP through it don't.
+    assert_eq!(b.readlink(&c, &link).expect("readlink").1, b"/etc");
+    let mut buf = [0u8; 64];
+    assert!(b.read(&c, &link, 0, &mut buf).is_err());
+    assert_eq!(
+        b.lookup(&c, &link, b"passwd").err().map(|f| f.status),
+        Some(NfsStat::NotDir)
+    );
+    assert!(b
+        .create(&c, &link, b"pwned", &CreateHow::Guarded(Sattr::default()))
+        .is_err());
+    assert!(b.lookup(&c, &up.fh.expect("fh"), b"secret").is_err());
+    // Writing "through" a symlink by name replaces nothing outside.
+    assert!(b
+        .create(&c, &root, b"etc", &CreateHow::Unchecked(Sattr::default()))
+        .is_err());
+    assert_eq!(
+        std::fs::read_to_string(t.p("secret")).expect("read"),
+        "outside"
+    );
+    // A host-made symlink inside the export pointing out is not followed either.
+    std::os::unix::fs::symlink(t.p("secret"), t.p("export/host-link")).expect("symlink");
+    let l = b.lookup(&c, &root, b"host-link").expect("lookup");
+    assert_eq!(l.attr.map(|a| a.ftype), Some(FileType::Lnk));
+    assert!(b.read(&c, &l.fh, 0, &mut buf).is_err());
+    let w = b.write(&c, &l.fh, 0, StableHow::FileSync, b"pwned");
+    assert!(w.is_err());
+    assert_eq!(
+        std::fs::read_to_string(t.p("secret")).expect("read"),
+        "outside"
+    );
+}
+
+#[test]
+fn handles_are_bound_to_their_export_and_survive_restart() {
+    let t = Tree::new("handles");
+    let cred = root_cred();
+    let c = Caller {
+        addr: addr(),
+        cred: &cred,
+    };
+    let file = {
+        let b = backend(&t, opts());
+        let root = root_fh(&b, &c, "/data");
+        let other = root_fh(&b, &c, "/other");
+        let f = b.lookup(&c, &root, b"file").expect("lookup").fh;
+        // Forged: every single-bit change is refused.
+        let mut bytes = f.as_bytes().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x80;
+        assert_eq!(
+            b.getattr(&c, &FileHandle::new(&bytes).expect("fh")).err(),
+            Some(NfsStat::BadHandle)
+        );
+        // Made up from nothing.
+        assert!(b
+            .getattr(&c, &FileHandle::new(&[0u8; 32]).expect("fh"))
+            .is_err());
+        // A valid handle is never usable as a directory of another export.
+        assert_eq!(
+            b.rename(&c, &root, b"file", &other, b"stolen")
+                .err()
+                .map(|f| f.status),
+            Some(NfsStat::XDev)
+        );
+        assert_eq!(
+            b.link(&c, &f, &other, b"stolen").err().map(|f| f.status),
+            Some(NfsStat::XDev)
+        );
+        assert!(!exists(&t.p("other/stolen")));
+        f
+    };
+    // A new server instance with the same state directory decodes it.
+    let b = backend(&t, opts());
+    let a = b.getattr(&c, &file).expect("handle survives restart");
+    assert_eq!(a.size, 6);
+    // Deleted: STALE.
+    std::fs::remove_file(t.p("export/file")).expect("rm");
+    assert_eq!(b.getattr(&c, &file).err(), Some(NfsStat::Stale));
+    // A server with another key refuses it.
+    std::fs::remove_file(t.p("state/handle-key")).expect("rm key");
+    let b = backend(&t, opts());
+    assert_eq!(b.getattr(&c, &file).err(), Some(NfsStat::BadHandle));
+}
+
+#[test]
+fn readonly_exports_refuse_every_change() {
+    let t = Tree::new("ro");
+    let b = backend(
+        &t,
+        ExportOptions {
+            writable: false,
+            ..opts()
+        },
+    );
+    let cred = root_cred();
+    let c = Caller {
+        addr: addr(),
+        cred: &cred,
+    };
+    let root = root_fh(&b, &c, "/data");
+    let file = b.lookup(&c, &root, b"file").expect("lookup").fh;
+    let rofs = Some(NfsStat::RoFs);
+    assert_eq!(
+        b.write(&c, &file, 0, StableHow::FileSync, b"x")
+            .err()
+            .map(|f| f.status),
+        rofs
+    );
+    assert_eq!(
+        b.create(&c, &root, b"n", &CreateHow::Guarded(Sattr::default()))
+            .err()
+            .map(|f| f.status),
+        rofs
+    );
+    assert_eq!(
+        b.mkdir(&c, &root, b"n", &Sattr::default())
+            .err()
+            .map(|f| f.status),
+        rofs
+    );
+    assert_eq!(b.remove(&c, &root, b"file").err().map(|f| f.status), rofs);
+    assert_eq!(
+        b.setattr(
+            &c,
+            &file,
+            &Sattr {
+                size: Some(0),
+                ..Sattr::default()
+            },
+            None
+        )
+        .err()
+        .map(|f| f.status),
+        rofs
+    );
+    assert_eq!(
+        b.rename(&c, &root, b"file", &root, b"g")
+            .err()
+            .map(|f| f.status),
+        rofs
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.p("export/file")).expect("read"),
+        "inside"
+    );
+    let mut buf = [0u8; 16];
+    assert_eq!(b.read(&c, &file, 0, &mut buf).expect("read").count, 6);
+}
+
+#[test]
+fn callers_act_as_their_mapped_identity() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to switch identities");
+        return;
+    }
+    let t = Tree::new("cred");
+    let b = backend(
+        &t,
+        ExportOptions {
+            anonuid: 4321,
+            anongid: 4321,
+            ..ExportOptions {
+                squash: Squash::Root,
+                ..opts()
+            }
+        },
+    );
+    let rootc = root_cred();
+    let c = Caller {
+        addr: addr(),
+        cred: &rootc,
+    };
+    let root = root_fh(&b, &c, "/data");
+    // Root is squashed: the file belongs to the anonymous ids, and the
+    // export root (root-owned, 0755) is not writable for it.
+    std::fs::set_permissions(
+        t.p("export"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let made = b
+        .create(
+            &c,
+            &root,
+            b"by-root",
+            &CreateHow::Guarded(Sattr {
+                mode: Some(0o600),
+                ..Sattr::default()
+            }),
+        )
+        .expect("create");
+    assert!(made.fh.is_some());
+    let md = std::fs::metadata(t.p("export/by-root")).expect("stat");
+    assert_eq!((md.uid(), md.gid()), (4321, 4321));
+    let user = user_cred(1000);
+    let cu = Caller {
+        addr: addr(),
+        cred: &user,
+    };
+    b.create(
+        &cu,
+        &root,
+        b"by-user",
+        &CreateHow::Guarded(Sattr {
+            mode: Some(0o600),
+            ..Sattr::default()
+        }),
+    )
+    .expect("create");
+    let md = std::fs::metadata(t.p("export/by-user")).expect("stat");
+    assert_eq!((md.uid(), md.gid()), (1000, 1000));
+    // The user can't read the squashed root's 0600 file: the kernel checks.
+    let f = b.lookup(&cu, &root, b"by-root").expect("lookup").fh;
+    let mut buf = [0u8; 4];
+    assert_eq!(
+        b.read(&cu, &f, 0, &mut buf).err().map(|f| f.status),
+        Some(NfsStat::Acces)
+    );
+    // AUTH_NONE is anonymous, never root.
+    let none = Credential::None;
+    let cn = Caller {
+        addr: addr(),
+        cred: &none,
+    };
+    b.mkdir(&cn, &root, b"anon", &Sattr::default())
+        .expect("mkdir");
+    assert_eq!(
+        std::fs::metadata(t.p("export/anon")).expect("stat").uid(),
+        4321
+    );
+}
+
+#[test]
+fn exclusive_create_is_idempotent_for_its_verifier() {
+    let t = Tree::new("excl");
+    let b = backend(&t, opts());
+    let cred = root_cred();
+    let c = Caller {
+        addr: addr(),
+        cred: &cred,
+    };
+    let root = root_fh(&b, &c, "/data");
+    let v = *b"\x01\x02\x03\x04\x05\x06\x07\x08";
+    let first = b
+        .create(&c, &root, b"lock", &CreateHow::Exclusive(v))
+        .expect("create");
+    let again = b
+        .create(&c, &root, b"lock", &CreateHow::Exclusive(v))
+        .expect("retransmission succeeds");
+    assert_eq!(first.fh, again.fh);
+    let other = b.create(&c, &root, b"lock", &CreateHow::Exclusive(*b"zzzzzzzz"));
+    assert_eq!(other.err().map(|f| f.status), Some(NfsStat::Exist));
+    assert_eq!(
+        b.create(&c, &root, b"lock", &CreateHow::Guarded(Sattr::default()))
+            .err()
+            .map(|f| f.status),
+        Some(NfsStat::Exist)
+    );
+}
+
+struct Collect {
+    plus: bool,
+    max: usize,
+    entries: Vec<(Vec<u8>, u64, bool)>,
+}
+
+impl DirSink for Collect {
+    fn plus(&self) -> bool {
+        self.plus
+    }
+    fn push(&mut self, e: &DirEntry<'_>) -> bool {
+        if self.entries.len() >= self.max {
+            return false;
+        }
+        self.entries
+            .push((e.name.to_vec(), e.cookie, e.fh.is_some()));
+        true
+    }
+}
+
+fn list_all(
+    b: &FsBackend,
+    c: &Caller<'_>,
+    dir: &FileHandle,
+    page: usize,
+    plus: bool,
+    mut between: impl FnMut(usize),
+) -> Vec<Vec<u8>> {
+    let mut names = Vec::new();
+    let (mut cookie, mut verf) = (0u64, [0u8; 8]);
+    for round in 0.. {
+        let mut s = Collect {
+            plus,
+            max: page,
+            entries: Vec::new(),
+        };
+        let ok = b.readdir(c, dir, cookie, verf, &mut s).expect("readdir");
+        verf = ok.verf;
+        for (n, ck, has_fh) in &s.entries {
+            assert_ne!(*ck, 0, "cookie 0 is reserved");
+            assert!(*ck < 1 << 63, "cookie must stay below 2^63");
+            if plus && n != b"." && n != b".." {
+                assert!(has_fh, "READDIRPLUS gives handles");
+            }
+            names.push(n.clone());
+        }
+        if ok.eof {
+            break;
+        }
+        assert!(!s.entries.is_empty(), "no empty pages without eof");
+        cookie = s.entries.last().map(|e| e.1).unwrap_or(0);
+        between(round);
+    }
+    names
+}
+
+#[test]
+fn readdir_cookies_survive_changes() {
+    let t = Tree::new("readdir");
+    let b = backend(&t, opts());
+    let cred = root_cred();
+    let c = Caller {
+        addr: addr(),
+        cred: &cred,
+    };
+    let root = root_fh(&b, &c, "/data");
+    let dir = t.p("export/big");
+    std::fs::create_dir(&dir).expect("mkdir");
+    for i in 0..3000 {
+        std::fs::write(dir.join(format!("f{i:05}")), "").expect("write");
+    }
+    let big = b.lookup(&c, &root, b"big").expect("lookup").fh;
+    let names = list_all(&b, &c, &big, 100, true, |_| {});
+    let set: HashSet<_> = names.iter().cloned().collect();
+    assert_eq!(names.len(), set.len(), "no entry twice");
+    assert_eq!(names.len(), 3002);
+    // Delete and add entries between pages: every entry that exists
+    // throughout is listed exactly once.
+    let mut k = 0;
+    let names = list_all(&b, &c, &big, 100, false, |_| {
+        for _ in 0..20 {
+            let _ = std::fs::remove_file(dir.join(format!("f{:05}", 2999 - k)));
+            std::fs::write(dir.join(format!("new{k}")), "").expect("write");
+            k += 1;
+        }
+    });
+    let seen: HashSet<_> = names.iter().cloned().collect();
+    assert_eq!(names.len(), seen.len(), "no entry listed twice");
+    for i in 0..(3000 - k) {
+        assert!(
+            seen.contains(format!("f{i:05}").as_bytes()),
+            "f{i:05} skipped"
+        );
+    }
+    // A cookie with a verifier for another directory is refused.
+    let mut s = Collect {
+        plus: false,
+        max: 10,
+        entries: Vec::new(),
+    };
+    assert_eq!(
+        b.readdir(&c, &big, 12345, *b"bogusvrf", &mut s)
+            .err()
+            .map(|f| f.status),
+        Some(NfsStat::BadCookie)
+    );
+}
+
+#[test]
+fn single_file_export_hides_siblings() {
+    let t = Tree::new("single");
+    std::fs::write(t.p("export/secret-sibling"), "no").expect("write");
+    let mut e = ExportConfig::new(t.p("export"), "/f", rule(opts()));
+    e.single_file = Some("file".into());
+    let b = FsBackend::new(vec![e], &t.p("state")).expect("backend");
+    let cred = root_cred();
+    let c = Caller {
+        addr: addr(),
+        cred: &cred,
+    };
+    let root = root_fh(&b, &c, "/f");
+    assert!(b.lookup(&c, &root, b"file").is_ok());
+    assert_eq!(
+        b.lookup(&c, &root, b"secret-sibling")
+            .err()
+            .map(|f| f.status),
+        Some(NfsStat::NoEnt)
+    );
+    assert!(b.lookup(&c, &root, b"sub").is_err());
+    let names = list_all(&b, &c, &root, 100, true, |_| {});
+    let mut names: Vec<_> = names
+        .into_iter()
+        .filter(|n| n != b"." && n != b"..")
+        .collect();
+    names.sort();
+    assert_eq!(names, vec![b"file".to_vec()]);
+    assert!(b
+        .create(&c, &root, b"new", &CreateHow::Unchecked(Sattr::default()))
+        .is_err());
+    assert!(b.remove(&c, &root, b"file").is_err());
+    assert!(b.mount(&c, b"/f/sub").is_err());
+}
+
+#[test]
+fn client_rules_and_secure_ports() {
+    let t = Tree::new("rules");
+    let rules = vec![ClientRule {
+        client: ClientMatch::Net {
+            addr: "10.0.0.0".parse().expect("ip"),
+            prefix: 8,
+        },
+        options: ExportOptions {
+            secure: true,
+            ..opts()
+        },
+    }];
+    let b = FsBackend::new(
+        vec![ExportConfig::new(t.p("export"), "/data", rules)],
+        &t.p("state"),
+    )
+    .expect("backend");
+    let cred = root_cred();
+    let outsider = Caller {
+        addr: "192.0.2.1:700".parse().expect("addr"),
+        cred: &cred,
+    };
+    assert!(b.mount(&outsider, b"/data").is_err());
+    let insecure = Caller {
+        addr: "10.1.1.1:40000".parse().expect("addr"),
+        cred: &cred,
+    };
+    assert!(b.mount(&insecure, b"/data").is_err());
+    let ok = Caller {
+        addr: "10.1.1.1:800".parse().expect("addr"),
+        cred: &cred,
+    };
+    let root = b.mount(&ok, b"/data").expect("mount");
+    // A handle obtained legitimately is still refused to an outsider.
+    assert_eq!(b.getattr(&outsider, &root).err(), Some(NfsStat::Acces));
+    // Mounting by host path works too; subdirectories resolve beneath.
+    assert!(b
+        .mount(&ok, t.p("export").to_str().expect("utf8").as_bytes())
+        .is_ok());
+    assert!(b.mount(&ok, b"/data/sub").is_ok());
+    assert!(b.mount(&ok, b"/data/../secret").is_err());
+}
