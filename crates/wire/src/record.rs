@@ -65,7 +65,10 @@ impl RecordAssembler {
         let len = raw & !LAST_FRAGMENT;
         let total = self.total + u64::from(len);
         if total > u64::from(self.max) {
-            return Err(RecordError::TooLarge { size: total, max: self.max });
+            return Err(RecordError::TooLarge {
+                size: total,
+                max: self.max,
+            });
         }
         if last {
             self.total = 0;
@@ -123,14 +126,20 @@ mod tests {
         stream.extend_from_slice(b"de");
         let mut asm = RecordAssembler::new(100);
         let mut input = &stream[..];
-        assert_eq!(next_record(&mut asm, &mut input), Ok(Some(b"abcde".to_vec())));
+        assert_eq!(
+            next_record(&mut asm, &mut input),
+            Ok(Some(b"abcde".to_vec()))
+        );
         assert!(input.is_empty());
     }
 
     #[test]
     fn huge_mark_is_refused_before_reading() {
         let mut asm = RecordAssembler::new(1 << 20);
-        assert!(matches!(asm.fragment(0xffff_fff0u32.to_be_bytes()), Err(RecordError::TooLarge { .. })));
+        assert!(matches!(
+            asm.fragment(0xffff_fff0u32.to_be_bytes()),
+            Err(RecordError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -156,7 +156,13 @@ fn parse_auth_sys(body: &[u8]) -> Result<AuthSys, XdrError> {
     for _ in 0..n {
         gids.push(d.u32()?);
     }
-    Ok(AuthSys { stamp, machine_name, uid, gid, gids })
+    Ok(AuthSys {
+        stamp,
+        machine_name,
+        uid,
+        gid,
+        gids,
+    })
 }
 
 /// Parses the header of an RPC call record.
@@ -167,10 +173,16 @@ pub fn parse_call(record: &[u8]) -> Result<CallHeader<'_>, CallError> {
     if mtype != CALL {
         return Err(CallError::Unanswerable(XdrError::BadDiscriminant(mtype)));
     }
-    let deny_badcred = CallError::Deny { xid, reply: RejectReply::AuthError(AuthStat::BadCred) };
+    let deny_badcred = CallError::Deny {
+        xid,
+        reply: RejectReply::AuthError(AuthStat::BadCred),
+    };
     let rpcvers = d.u32().map_err(CallError::Unanswerable)?;
     if rpcvers != RPC_VERSION {
-        return Err(CallError::Deny { xid, reply: RejectReply::RpcMismatch });
+        return Err(CallError::Deny {
+            xid,
+            reply: RejectReply::RpcMismatch,
+        });
     }
     let (prog, vers, proc_) = match (d.u32(), d.u32(), d.u32()) {
         (Ok(a), Ok(b), Ok(c)) => (a, b, c),
@@ -181,7 +193,12 @@ pub fn parse_call(record: &[u8]) -> Result<CallHeader<'_>, CallError> {
     let cred = match flavor {
         0 => Credential::None,
         1 => Credential::Sys(parse_auth_sys(body).map_err(|_| deny_badcred.clone())?),
-        _ => return Err(CallError::Deny { xid, reply: RejectReply::AuthError(AuthStat::TooWeak) }),
+        _ => {
+            return Err(CallError::Deny {
+                xid,
+                reply: RejectReply::AuthError(AuthStat::TooWeak),
+            })
+        }
     };
     // The verifier must be well-formed; its content is not used by the
     // flavors supported here.
@@ -190,7 +207,14 @@ pub fn parse_call(record: &[u8]) -> Result<CallHeader<'_>, CallError> {
         xid,
         reply: RejectReply::AuthError(AuthStat::BadVerf),
     })?;
-    Ok(CallHeader { xid, prog, vers, proc_, cred, args: d.rest() })
+    Ok(CallHeader {
+        xid,
+        prog,
+        vers,
+        proc_,
+        cred,
+        args: d.rest(),
+    })
 }
 
 /// Writes a reply header; for `Accepted(Success)` the caller appends the
@@ -223,14 +247,22 @@ pub fn encode_reply_header(e: &mut Encoder, xid: u32, body: ReplyBody) {
 
 /// Encodes a call header (for clients and tests).
 pub fn encode_call(e: &mut Encoder, xid: u32, prog: u32, vers: u32, proc_: u32, cred: &Credential) {
-    e.u32(xid).u32(CALL).u32(RPC_VERSION).u32(prog).u32(vers).u32(proc_);
+    e.u32(xid)
+        .u32(CALL)
+        .u32(RPC_VERSION)
+        .u32(prog)
+        .u32(vers)
+        .u32(proc_);
     match cred {
         Credential::None => {
             e.u32(0).u32(0);
         }
         Credential::Sys(a) => {
             let mut body = Encoder::default();
-            body.u32(a.stamp).string(&a.machine_name).u32(a.uid).u32(a.gid);
+            body.u32(a.stamp)
+                .string(&a.machine_name)
+                .u32(a.uid)
+                .u32(a.gid);
             body.u32(u32::try_from(a.gids.len()).unwrap_or(0));
             for g in &a.gids {
                 body.u32(*g);
@@ -267,7 +299,10 @@ pub fn parse_reply(record: &[u8]) -> Result<ParsedReply<'_>, XdrError> {
             ReplyBody::Accepted(match d.u32()? {
                 0 => AcceptStat::Success,
                 1 => AcceptStat::ProgUnavail,
-                2 => AcceptStat::ProgMismatch { low: d.u32()?, high: d.u32()? },
+                2 => AcceptStat::ProgMismatch {
+                    low: d.u32()?,
+                    high: d.u32()?,
+                },
                 3 => AcceptStat::ProcUnavail,
                 4 => AcceptStat::GarbageArgs,
                 5 => AcceptStat::SystemErr,
@@ -292,7 +327,11 @@ pub fn parse_reply(record: &[u8]) -> Result<ParsedReply<'_>, XdrError> {
         }),
         v => return Err(XdrError::BadDiscriminant(v)),
     };
-    Ok(ParsedReply { xid, body, results: d.rest() })
+    Ok(ParsedReply {
+        xid,
+        body,
+        results: d.rest(),
+    })
 }
 
 #[cfg(test)]
@@ -328,10 +367,22 @@ mod tests {
             body.u32(g);
         }
         let mut e = Encoder::default();
-        e.u32(9).u32(0).u32(2).u32(100003).u32(3).u32(0).u32(1).opaque(body.as_slice()).u32(0).u32(0);
+        e.u32(9)
+            .u32(0)
+            .u32(2)
+            .u32(100003)
+            .u32(3)
+            .u32(0)
+            .u32(1)
+            .opaque(body.as_slice())
+            .u32(0)
+            .u32(0);
         assert_eq!(
             parse_call(e.as_slice()).err(),
-            Some(CallError::Deny { xid: 9, reply: RejectReply::AuthError(AuthStat::BadCred) })
+            Some(CallError::Deny {
+                xid: 9,
+                reply: RejectReply::AuthError(AuthStat::BadCred)
+            })
         );
     }
 
@@ -341,7 +392,10 @@ mod tests {
         e.u32(5).u32(0).u32(3);
         assert_eq!(
             parse_call(e.as_slice()).err(),
-            Some(CallError::Deny { xid: 5, reply: RejectReply::RpcMismatch })
+            Some(CallError::Deny {
+                xid: 5,
+                reply: RejectReply::RpcMismatch
+            })
         );
     }
 

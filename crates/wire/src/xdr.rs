@@ -71,7 +71,10 @@ impl<'a> Decoder<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], XdrError> {
         let remaining = self.remaining();
         if n > remaining {
-            return Err(XdrError::Truncated { needed: n, remaining });
+            return Err(XdrError::Truncated {
+                needed: n,
+                remaining,
+            });
         }
         let out = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -144,7 +147,10 @@ impl<'a> Decoder<'a> {
         }
         let need = (len as usize).saturating_mul(min_elem_size.max(1));
         if need > self.remaining() {
-            return Err(XdrError::Truncated { needed: need, remaining: self.remaining() });
+            return Err(XdrError::Truncated {
+                needed: need,
+                remaining: self.remaining(),
+            });
         }
         Ok(len)
     }
@@ -175,7 +181,9 @@ pub struct Encoder {
 impl Encoder {
     /// An encoder with room for `cap` bytes before it reallocates.
     pub fn with_capacity(cap: usize) -> Self {
-        Encoder { buf: Vec::with_capacity(cap) }
+        Encoder {
+            buf: Vec::with_capacity(cap),
+        }
     }
 
     /// Continues writing after the bytes already in `buf` (used to reuse
@@ -312,9 +320,15 @@ mod tests {
     fn opaque_is_padded_and_bounded() {
         let mut e = Encoder::default();
         e.opaque(b"abcde");
-        assert_eq!(e.as_slice(), &[0, 0, 0, 5, b'a', b'b', b'c', b'd', b'e', 0, 0, 0]);
+        assert_eq!(
+            e.as_slice(),
+            &[0, 0, 0, 5, b'a', b'b', b'c', b'd', b'e', 0, 0, 0]
+        );
         let mut d = Decoder::new(e.as_slice());
-        assert_eq!(d.clone().opaque(4), Err(XdrError::TooLong { len: 5, max: 4 }));
+        assert_eq!(
+            d.clone().opaque(4),
+            Err(XdrError::TooLong { len: 5, max: 4 })
+        );
         assert_eq!(d.opaque(5).ok(), Some(&b"abcde"[..]));
         assert_eq!(d.remaining(), 0);
     }
@@ -323,9 +337,15 @@ mod tests {
     fn huge_length_is_truncation_not_allocation() {
         let buf = [0xff, 0xff, 0xff, 0xfc];
         let mut d = Decoder::new(&buf);
-        assert!(matches!(d.opaque(u32::MAX), Err(XdrError::Truncated { .. })));
+        assert!(matches!(
+            d.opaque(u32::MAX),
+            Err(XdrError::Truncated { .. })
+        ));
         let mut d = Decoder::new(&buf);
-        assert!(matches!(d.array_len(u32::MAX, 4), Err(XdrError::Truncated { .. })));
+        assert!(matches!(
+            d.array_len(u32::MAX, 4),
+            Err(XdrError::Truncated { .. })
+        ));
     }
 
     #[test]
