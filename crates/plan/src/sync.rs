@@ -157,10 +157,8 @@ pub fn sync_back(
             n.kind == entry.kind && n.size == entry.size && n.mtime.0 == entry.mtime.0
         });
         match entry.kind {
-            0o040000 => {
-                if !to.is_dir() {
-                    std::fs::create_dir(&to).map_err(io(format!("creating {}", to.display())))?;
-                }
+            0o040000 if !to.is_dir() => {
+                std::fs::create_dir(&to).map_err(io(format!("creating {}", to.display())))?;
             }
             0o120000 if !same => {
                 let target =

@@ -1,0 +1,175 @@
+#![allow(clippy::unwrap_used)]
+//! The errors the issue lists, each one line that says what to do.
+
+use vmshare_plan::host::ImagesAreFiles;
+use vmshare_plan::plan::{plan, PlanConfig, Vmm};
+use vmshare_plan::{env, oci, PlanError};
+
+fn oci_error(mounts: &str) -> String {
+    let json = format!("{{\"mounts\": [{mounts}]}}");
+    let result = oci::parse_config(&json).and_then(|o| {
+        plan(
+            &o.volumes,
+            &PlanConfig::new(Vmm::Qemu, "/vols", "/state"),
+            &ImagesAreFiles,
+        )
+        .map(|_| ())
+    });
+    let e = result.unwrap_err().to_string();
+    assert!(!e.contains('\n'), "{e}");
+    e
+}
+
+#[test]
+fn oci_errors() {
+    let e = oci_error(r#"{"type": "bind", "source": "data", "destination": "/d"}"#);
+    assert!(
+        e.ends_with("source 'data' is relative; give an absolute host path"),
+        "{e}"
+    );
+    let e =
+        oci_error(r#"{"type": "bind", "source": "/h", "destination": "/d", "options": ["frob"]}"#);
+    assert!(
+        e.contains("unknown option 'frob'; bind mounts take ro, rw"),
+        "{e}"
+    );
+    let e = oci_error(
+        r#"{"type": "erofs", "source": "/l.erofs"},
+           {"type": "format/overlay", "destination": "/m", "options": ["lowerdir={{ mount 0 }}:{{ mount 5 }}"]}"#,
+    );
+    assert!(
+        e.ends_with(
+            "'{{ mount 5 }}' refers to mount 5, but there are only 2 mounts (counting from 0)"
+        ),
+        "{e}"
+    );
+    let e = oci_error(
+        r#"{"type": "format/overlay", "destination": "/m", "options": ["lowerdir={{ mount 1 }}"]},
+           {"type": "erofs", "source": "/l.erofs"}"#,
+    );
+    assert!(e.contains("it comes later"), "{e}");
+    let e = oci_error(
+        r#"{"type": "overlay", "destination": "/m", "options": ["lowerdir={{ mount 0 }}"]}"#,
+    );
+    assert!(
+        e.contains("without the format/ prefix; write type format/overlay"),
+        "{e}"
+    );
+    let e = oci_error(
+        r#"{"type": "tmpfs", "source": "tmpfs", "destination": "/a"},
+           {"type": "bind", "source": "/h", "destination": "/a/"}"#,
+    );
+    assert!(e.starts_with("two mounts on /a"), "{e}");
+    let e = oci_error(r#"{"type": "nfs", "source": "/h", "destination": "/a"}"#);
+    assert!(e.contains("unsupported type 'nfs'"), "{e}");
+    let e = oci_error(r#"{"type": "bind", "source": "/h", "destination": "/d", "colour": 1}"#);
+    assert!(e.contains("unknown field `colour`"), "{e}");
+}
+
+#[test]
+fn oci_templates_count_the_spec_indexes_even_after_skipping_system_mounts() {
+    let json = r#"{"mounts": [
+        {"type": "proc", "source": "proc", "destination": "/proc"},
+        {"type": "erofs", "source": "/l0.erofs"},
+        {"type": "format/overlay", "destination": "/m", "options": ["lowerdir={{ mount 1 }}"]}
+    ]}"#;
+    let o = oci::parse_config(json).unwrap();
+    assert_eq!(o.volumes.len(), 2);
+    assert_eq!(o.notes.len(), 1);
+    let p = plan(
+        &o.volumes,
+        &PlanConfig::new(Vmm::Qemu, "/v", "/s"),
+        &ImagesAreFiles,
+    )
+    .unwrap();
+    assert_eq!(p.mounts[1].mount.data, "lowerdir=/run/vmshare/m0");
+    let e = oci::parse_config(&json.replace("mount 1", "mount 0")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("system mount the guest init provides"),
+        "{e}"
+    );
+}
+
+#[test]
+fn env_errors() {
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (
+            &[("FILESYSTEM_SOURCE", "share"), ("FILESYSTEM_TARGET", "t")],
+            "FILESYSTEM_SOURCE: 'share' is relative",
+        ),
+        (&[("FILESYSTEM_SOURCE", "/s")], "FILESYSTEM_TARGET: missing"),
+        (
+            &[
+                ("FILESYSTEM_SOURCE", "/s"),
+                ("FILESYSTEM_TARGET", "t"),
+                ("FILESYSTEM_DRIVER", "virtiofs"),
+                ("FILESYSTEM_ACCESSMODE", "mapped"),
+            ],
+            "virtiofs only supports passthrough; use FILESYSTEM_DRIVER=9p",
+        ),
+        (
+            &[
+                ("FILESYSTEM2_SOURCE", "/s"),
+                ("FILESYSTEM2_TARGET", "t"),
+                ("FILESYSTEM2_DRIVER", "smb"),
+            ],
+            "FILESYSTEM2_DRIVER: 'smb' is not",
+        ),
+        (
+            &[
+                ("FILESYSTEM_SOURCE", "/s"),
+                ("FILESYSTEM_TARGET", "t"),
+                ("FILESYSTEM_READONLY", "maybe"),
+            ],
+            "FILESYSTEM_READONLY",
+        ),
+        (
+            &[("FILESYSTEM_MODE", "x")],
+            "FILESYSTEM_MODE: unknown variable",
+        ),
+    ];
+    for (vars, want) in cases {
+        let e = env::parse_env(vars.iter().copied())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    assert!(env::parse_env([("PATH", "/bin"), ("FILESYSTEMS", "x")])
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn long_or_duplicate_tags_are_refused() {
+    let long = "t".repeat(37);
+    let specs = env::parse_env([
+        ("FILESYSTEM_SOURCE", "/a"),
+        ("FILESYSTEM_TARGET", long.as_str()),
+        ("FILESYSTEM_DRIVER", "9p"),
+    ])
+    .unwrap();
+    let e = plan(
+        &specs,
+        &PlanConfig::new(Vmm::Qemu, "/v", "/s"),
+        &ImagesAreFiles,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, PlanError::BadTag { .. }) && e.to_string().contains("1 to 36 bytes"),
+        "{e}"
+    );
+    let t36 = "t".repeat(36);
+    let specs = env::parse_env([
+        ("FILESYSTEM_SOURCE", "/a"),
+        ("FILESYSTEM_TARGET", t36.as_str()),
+        ("FILESYSTEM_DRIVER", "9p"),
+    ])
+    .unwrap();
+    assert!(plan(
+        &specs,
+        &PlanConfig::new(Vmm::Qemu, "/v", "/s"),
+        &ImagesAreFiles
+    )
+    .is_ok());
+}
