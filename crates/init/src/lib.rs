@@ -1,7 +1,197 @@
-//! The guest init (in progress).
+//! The guest init: the static `vmshare` binary as PID 1 of a microVM.
+//!
+//! It does, in order: mount the kernel filesystems, load the modules the
+//! host listed, bring up the network, mount the volumes, run CMD, forward
+//! its exit status, and power off. Everything it needs comes from two JSON
+//! files the host packs into the initramfs ([`vmshare_plan::guest`] and
+//! [`protocol::ConsoleSpec`]), so a guest image needs no tools of its own:
+//! no `mount.nfs`, libtirpc, `/etc/netconfig` or `/etc/services`.
+//!
+//! It never panics on purpose and never returns: every failure becomes an
+//! `error` line on the control port and an exit status, then a power-off,
+//! because a PID 1 that exits panics the kernel and hides the reason.
 #![deny(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
-/// Runs as PID 1.
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::FAILURE
+mod mounts;
+mod net;
+mod ports;
+mod process;
+pub mod protocol;
+mod sys;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use protocol::{ConsoleSpec, Message};
+use vmshare_plan::guest::{GuestSpec, GUEST_SPEC_PATH};
+
+/// Exit status when init itself failed before or around CMD (docker uses
+/// 125 for "the runtime failed").
+pub const EXIT_INIT_FAILED: i32 = 125;
+/// Exit status when CMD exists but cannot be executed.
+pub const EXIT_NOT_EXECUTABLE: i32 = 126;
+/// Exit status when CMD is not found.
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// Error of the guest init. Each message names the thing that failed so the
+/// user can act on it from the host.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// A system call needed to set up the guest failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The spec in the initramfs is missing or unreadable.
+    #[error("reading {path}: {reason} (was this initramfs built by vmshare?)")]
+    Spec {
+        /// Which file.
+        path: &'static str,
+        /// Why it could not be used.
+        reason: String,
+    },
+    /// A volume could not be mounted.
+    #[error("{0}")]
+    Mount(String),
+    /// CMD could not be started.
+    #[error("{message}")]
+    Exec {
+        /// What went wrong, with the command name.
+        message: String,
+        /// The docker-style exit status to report.
+        status: i32,
+    },
+}
+
+impl InitError {
+    fn sys(what: impl Into<String>, source: std::io::Error) -> Self {
+        InitError::Sys {
+            what: what.into(),
+            source,
+        }
+    }
+
+    fn status(&self) -> i32 {
+        match self {
+            InitError::Exec { status, .. } => *status,
+            _ => EXIT_INIT_FAILED,
+        }
+    }
+}
+
+/// Runs as PID 1: sets up the guest, runs CMD, powers off. Returns only
+/// when not PID 1 (it refuses to reboot a host by accident).
+pub fn main() -> ExitCode {
+    if !rustix::process::getpid().is_init() {
+        eprintln!("vmshare init: runs only as PID 1 inside a vmshare guest");
+        return ExitCode::from(2);
+    }
+    let mut init = Init {
+        start: Instant::now(),
+        control: None,
+        verbose: false,
+    };
+    let status = match init.run() {
+        Ok(status) => status,
+        Err(e) => {
+            init.send(Message::Error(e.to_string()));
+            e.status()
+        }
+    };
+    init.finish(status)
+}
+
+/// State shared by the steps: where to report to.
+struct Init {
+    start: Instant,
+    control: Option<ports::Control>,
+    verbose: bool,
+}
+
+impl Init {
+    fn run(&mut self) -> Result<i32, InitError> {
+        sys::mount_kernel_filesystems()?;
+        let spec: GuestSpec = read_json(GUEST_SPEC_PATH)?;
+        let console: ConsoleSpec = read_json(protocol::CONSOLE_SPEC_PATH)?;
+        self.verbose = spec.verbose;
+        // virtio_console must be loaded before the ports can be found; the
+        // rest of the modules follow once errors can be reported.
+        sys::load_modules(&spec.modules)?;
+        let ports = ports::Ports::open(&console)?;
+        self.control = Some(ports.control);
+        self.event("modules loaded, ports open");
+        if !spec.hostname.is_empty() {
+            sys::set_hostname(&spec.hostname)?;
+        }
+        if let Some(network) = &spec.network {
+            net::configure(network)?;
+            self.event(&format!(
+                "network {} {}",
+                network.interface, network.address
+            ));
+        }
+        for m in &spec.mounts {
+            let took = mounts::mount(m)?;
+            self.event(&format!(
+                "mounted {} on {} ({} ms)",
+                m.source,
+                m.target,
+                took.as_millis()
+            ));
+        }
+        let control = self.control.as_ref().and_then(|c| c.try_clone());
+        let child = process::spawn(&spec, ports.stdio)?;
+        self.send(Message::Started);
+        self.event(&format!("started {:?}", spec.process.args));
+        let status = process::wait(child, control)?;
+        self.event(&format!("command exited with {status}"));
+        Ok(status)
+    }
+
+    /// Timeline entries go to the host always (it shows them with
+    /// `--verbose`, and keeps them for error reports); with `verbose` they
+    /// also go to the kernel log.
+    fn event(&mut self, text: &str) {
+        let ms = self.start.elapsed().as_millis();
+        if self.verbose {
+            sys::kmsg(&format!("<5>vmshare-init: +{ms}ms {text}"));
+        }
+        self.send(Message::Event(format!("guest +{ms}ms: {text}")));
+    }
+
+    fn send(&mut self, message: Message) {
+        if let Message::Error(text) = &message {
+            sys::kmsg(&format!("<3>vmshare-init: {text}"));
+        }
+        match &mut self.control {
+            Some(c) => c.send(&message),
+            // Without a control port, the console log is the only witness.
+            None => sys::kmsg(&format!("<3>vmshare-init: {}", message.encode())),
+        }
+    }
+
+    fn finish(mut self, status: i32) -> ! {
+        process::kill_all();
+        mounts::unmount_all();
+        rustix::fs::sync();
+        self.event("synced, powering off");
+        self.send(Message::Exit(status));
+        sys::power_off()
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &'static str) -> Result<T, InitError> {
+    let text = std::fs::read(path).map_err(|e| InitError::Spec {
+        path,
+        reason: e.to_string(),
+    })?;
+    serde_json::from_slice(&text).map_err(|e| InitError::Spec {
+        path,
+        reason: e.to_string(),
+    })
 }

@@ -1,0 +1,145 @@
+//! Shared harness of vmshare's end-to-end tests: boot a real QEMU microVM
+//! with the real kernel, busybox and the `vmshare` binary under test as the
+//! guest's init, run a command, look at what it did.
+//!
+//! Use from a test file (`crates/cli/tests/<name>.rs`):
+//!
+//! ```ignore
+//! mod common;
+//!
+//! #[test]
+//! fn script_runs() {
+//!     let Some(h) = common::Harness::new() else { return };   // skipped (not in CI) when QEMU is missing
+//!     let out = h.run(h.guest(["sh", "/test.sh"]).file("/test.sh", 0o755, "echo hi\n"));
+//!     assert_eq!((out.status, out.stdout_str().as_str()), (0, "hi\n"));
+//! }
+//! ```
+//!
+//! [`Harness::guest`] returns a [`vmshare_vmm::GuestRun`] already pointed at
+//! the binary under test and a state directory shared by all tests (so the
+//! initramfs is built once); chain more settings on it:
+//! - `.file(path, mode, bytes)`: put a file (a script) into the guest;
+//! - `.network(GuestNetwork::User)`: eth0 = 10.0.2.15, the host's 127.0.0.1
+//!   is 10.0.2.2 (bind a server on 127.0.0.1:0 and mount from 10.0.2.2);
+//! - `.spec_mut().mounts.push(GuestMount { .. })`: mounts done by the guest
+//!   init before the command (NFS: `fstype: "nfs"`, `source:
+//!   "10.0.2.2:/v0"`, `data: common::nfs_options(port)`, `retry: true`);
+//! - `.stdin(StdinSource::Bytes(..))`, `.timeout(..)`, `.memory_mib(..)`.
+//!
+//! [`Harness::run`] returns the [`vmshare_vmm::GuestOutput`] (status,
+//! stdout, stderr, init errors, console log, timeline) and panics with the
+//! console tail when the VM fails to boot, hangs or panics.
+#![allow(dead_code)] // Each test file uses its own subset.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+#[allow(unused_imports)]
+pub use vmshare_plan::guest::{GuestMount, GuestSpec};
+#[allow(unused_imports)]
+pub use vmshare_vmm::{GuestNetwork, GuestOutput, GuestRun, StateDir, StdinSource};
+
+/// Everything a VM test needs, found once.
+pub struct Harness {
+    /// The `vmshare` binary under test (static; becomes the guest's init).
+    pub vmshare: PathBuf,
+    /// State directory shared by the tests (asset cache, run dirs).
+    pub state: StateDir,
+}
+
+impl Harness {
+    /// `None` (with a message) when QEMU or a kernel is missing and we are
+    /// not in CI; in CI (`CI` set) a missing tool fails the test instead.
+    pub fn new() -> Option<Harness> {
+        let missing = missing_tools();
+        if !missing.is_empty() {
+            let msg = format!("VM test needs: {}", missing.join(", "));
+            if std::env::var_os("CI").is_some() {
+                panic!("{msg} (CI must install them)");
+            }
+            eprintln!("SKIPPED: {msg}");
+            return None;
+        }
+        let state = StateDir::at(state_path()).expect("test state directory");
+        Some(Harness {
+            vmshare: PathBuf::from(env!("CARGO_BIN_EXE_vmshare")),
+            state,
+        })
+    }
+
+    /// A guest run of `args`, with this harness's binary and state dir
+    /// and generous time limits (CI runs QEMU under TCG on shared cores).
+    pub fn guest<I, S>(&self, args: I) -> GuestRun
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        GuestRun::command(args)
+            .init_binary(&self.vmshare)
+            .state_dir(self.state.clone())
+            .boot_timeout(Duration::from_secs(180))
+            .timeout(Duration::from_secs(300))
+    }
+
+    /// Runs it; panics with the guest console tail if the VM did not
+    /// report an exit status.
+    pub fn run(&self, run: GuestRun) -> GuestOutput {
+        match run.run() {
+            Ok(out) => out,
+            Err(e) => panic!("guest run failed: {e}"),
+        }
+    }
+
+    /// Runs `vmshare <args>` as a process, with this harness's state dir.
+    pub fn vmshare_cmd(&self) -> Command {
+        let mut c = Command::new(&self.vmshare);
+        c.env("VMSHARE_STATE_DIR", self.state.path());
+        c
+    }
+}
+
+/// NFSv3 mount options for the guest's in-kernel client talking to a
+/// vmshare server on `port` at the host (10.0.2.2 with user networking).
+pub fn nfs_options(addr: &str, port: u16) -> String {
+    format!("vers=3,proto=tcp,port={port},mountport={port},mountproto=tcp,nolock,addr={addr}")
+}
+
+/// A fresh directory for a test's host files, under cargo's per-target
+/// temp dir (removed and recreated).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("scratch")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+fn state_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vmshare-state")
+}
+
+fn missing_tools() -> Vec<String> {
+    let mut missing = Vec::new();
+    if Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        missing.push("qemu-system-x86_64 (apt-get install qemu-system-x86)".to_string());
+    }
+    if !std::path::Path::new("/bin/busybox").exists() {
+        missing.push("/bin/busybox (apt-get install busybox-static)".to_string());
+    }
+    let has_kernel = std::fs::read_dir("/boot")
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .unwrap_or(false);
+    if !has_kernel {
+        missing.push("/boot/vmlinuz-* (apt-get install linux-image-amd64)".to_string());
+    }
+    missing
+}

@@ -1,0 +1,213 @@
+//! Static IPv4 set-up with the classic socket ioctls: a handful of calls,
+//! no netlink code and no `ip` binary in the guest.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use vmshare_plan::guest::GuestNet;
+
+use crate::InitError;
+
+const INTERFACE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Brings up `lo` and the interface with the address (and default route)
+/// given.
+pub(crate) fn configure(net: &GuestNet) -> Result<(), InitError> {
+    let (addr, prefix) = parse_cidr(&net.address).ok_or_else(|| {
+        InitError::sys(
+            format!("network address {:?} (expected a.b.c.d/len)", net.address),
+            std::io::ErrorKind::InvalidInput.into(),
+        )
+    })?;
+    let sock = Socket::new()?;
+    sock.up("lo")?;
+    wait_for_interface(&net.interface)?;
+    sock.set_addr(&net.interface, libc::SIOCSIFADDR, addr)?;
+    sock.set_addr(&net.interface, libc::SIOCSIFNETMASK, netmask(prefix))?;
+    sock.up(&net.interface)?;
+    if let Some(gw) = &net.gateway {
+        let gw: Ipv4Addr = gw.parse().map_err(|_| {
+            InitError::sys(
+                format!("gateway {gw:?}"),
+                std::io::ErrorKind::InvalidInput.into(),
+            )
+        })?;
+        sock.default_route(gw)?;
+    }
+    Ok(())
+}
+
+fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (a, p) = s.split_once('/').unwrap_or((s, "32"));
+    let prefix: u8 = p.parse().ok()?;
+    (prefix <= 32).then_some(())?;
+    Some((a.parse().ok()?, prefix))
+}
+
+fn netmask(prefix: u8) -> Ipv4Addr {
+    let bits = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    Ipv4Addr::from(bits)
+}
+
+fn wait_for_interface(name: &str) -> Result<(), InitError> {
+    let deadline = Instant::now() + INTERFACE_TIMEOUT;
+    while !std::path::Path::new("/sys/class/net").join(name).exists() {
+        if Instant::now() > deadline {
+            return Err(InitError::sys(
+                format!("waiting for network interface {name} (is virtio_net loaded?)"),
+                std::io::ErrorKind::TimedOut.into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        // AF_INET is 2: it fits every sa_family_t.
+        #[allow(clippy::cast_possible_truncation)]
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(addr).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size (16 bytes) and
+    // sockaddr is plain old data; this is how the ioctl interface is meant
+    // to be used.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+/// glibc's `struct rtentry` (not in the libc crate for glibc targets).
+#[repr(C)]
+struct RtEntry {
+    rt_pad1: libc::c_ulong,
+    rt_dst: libc::sockaddr,
+    rt_gateway: libc::sockaddr,
+    rt_genmask: libc::sockaddr,
+    rt_flags: libc::c_ushort,
+    rt_pad2: libc::c_short,
+    rt_pad3: libc::c_ulong,
+    rt_pad4: *mut libc::c_void,
+    rt_metric: libc::c_short,
+    rt_dev: *mut libc::c_char,
+    rt_mtu: libc::c_ulong,
+    rt_window: libc::c_ulong,
+    rt_irtt: libc::c_ushort,
+}
+
+struct Socket(std::os::fd::OwnedFd);
+
+impl Socket {
+    fn new() -> Result<Socket, InitError> {
+        // SAFETY: socket() takes no pointers; the result is checked.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(InitError::sys(
+                "socket(AF_INET)",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: fd is a freshly created descriptor owned by nobody else.
+        Ok(Socket(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }))
+    }
+
+    fn ifreq(name: &str) -> Result<libc::ifreq, InitError> {
+        // SAFETY: ifreq is plain old data; all-zero is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        if name.len() >= req.ifr_name.len() {
+            return Err(InitError::sys(
+                format!("interface name {name:?}"),
+                std::io::ErrorKind::InvalidInput.into(),
+            ));
+        }
+        for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+            *dst = src as libc::c_char;
+        }
+        Ok(req)
+    }
+
+    fn ioctl<T>(&self, what: &str, request: libc::c_ulong, arg: &mut T) -> Result<(), InitError> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: each caller passes the structure type the request expects
+        // (ifreq or rtentry), borrowed mutably for the duration of the call.
+        let r = unsafe { libc::ioctl(self.0.as_raw_fd(), request, arg as *mut T) };
+        if r < 0 {
+            return Err(InitError::sys(
+                what.to_string(),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn set_addr(
+        &self,
+        name: &str,
+        request: libc::c_ulong,
+        addr: Ipv4Addr,
+    ) -> Result<(), InitError> {
+        let mut req = Socket::ifreq(name)?;
+        req.ifr_ifru.ifru_addr = sockaddr_in(addr);
+        self.ioctl(&format!("setting {addr} on {name}"), request, &mut req)
+    }
+
+    fn up(&self, name: &str) -> Result<(), InitError> {
+        let mut req = Socket::ifreq(name)?;
+        self.ioctl(
+            &format!("reading flags of {name}"),
+            libc::SIOCGIFFLAGS,
+            &mut req,
+        )?;
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        let flags = unsafe { req.ifr_ifru.ifru_flags };
+        // IFF_UP is 1: it fits the short the ioctl uses.
+        #[allow(clippy::cast_possible_truncation)]
+        let up = libc::IFF_UP as libc::c_short;
+        req.ifr_ifru.ifru_flags = flags | up;
+        self.ioctl(&format!("bringing up {name}"), libc::SIOCSIFFLAGS, &mut req)
+    }
+
+    fn default_route(&self, gw: Ipv4Addr) -> Result<(), InitError> {
+        let mut rt = RtEntry {
+            rt_pad1: 0,
+            rt_dst: sockaddr_in(Ipv4Addr::UNSPECIFIED),
+            rt_gateway: sockaddr_in(gw),
+            rt_genmask: sockaddr_in(Ipv4Addr::UNSPECIFIED),
+            rt_flags: (libc::RTF_UP | libc::RTF_GATEWAY),
+            rt_pad2: 0,
+            rt_pad3: 0,
+            rt_pad4: std::ptr::null_mut(),
+            rt_metric: 0,
+            rt_dev: std::ptr::null_mut(),
+            rt_mtu: 0,
+            rt_window: 0,
+            rt_irtt: 0,
+        };
+        self.ioctl(
+            &format!("adding default route via {gw}"),
+            libc::SIOCADDRT,
+            &mut rt,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_and_netmask() {
+        assert_eq!(
+            parse_cidr("10.0.2.15/24"),
+            Some((Ipv4Addr::new(10, 0, 2, 15), 24))
+        );
+        assert_eq!(parse_cidr("10.0.2.15/33"), None);
+        assert_eq!(netmask(24), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(netmask(30), Ipv4Addr::new(255, 255, 255, 252));
+        assert_eq!(netmask(0), Ipv4Addr::new(0, 0, 0, 0));
+        assert_eq!(netmask(32), Ipv4Addr::new(255, 255, 255, 255));
+    }
+}

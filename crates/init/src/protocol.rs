@@ -1,0 +1,109 @@
+//! The wire between the host (`vmshare run`, the test harness) and the guest
+//! init, besides the [`GuestSpec`](vmshare_plan::GuestSpec).
+//!
+//! CMD's stdout and stderr each get their own virtio-serial port, so that
+//! they stay apart and kernel messages (which go to the serial console)
+//! never mix into them. A third port carries short text lines both ways:
+//! init's timeline and errors and the exit status to the host, signals to
+//! forward to the guest. An exit status on its own port cannot be faked or
+//! garbled by whatever CMD prints, unlike a marker in the output.
+
+use serde::{Deserialize, Serialize};
+
+/// Where the host puts the [`ConsoleSpec`] in the guest's initramfs.
+pub const CONSOLE_SPEC_PATH: &str = "/vmshare/console.json";
+
+/// virtio-serial port name of CMD's stdout.
+pub const PORT_STDOUT: &str = "vmshare.stdout";
+/// virtio-serial port name of CMD's stderr.
+pub const PORT_STDERR: &str = "vmshare.stderr";
+/// virtio-serial port name of CMD's stdin (present with `-i` only).
+pub const PORT_STDIN: &str = "vmshare.stdin";
+/// virtio-serial port name of the control channel.
+pub const PORT_CONTROL: &str = "vmshare.control";
+
+/// Which ports the host wired up; the guest waits for exactly these, since
+/// virtio-serial announces ports one by one and never says "that was all".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ConsoleSpec {
+    /// A [`PORT_STDIN`] port exists and is CMD's stdin; otherwise CMD reads
+    /// `/dev/null`, as under `docker run` without `-i`.
+    #[serde(default)]
+    pub stdin: bool,
+}
+
+/// One line on the control port, either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Guest to host: a step of init's timeline (sent when the spec asks
+    /// for `verbose`).
+    Event(String),
+    /// Guest to host: CMD has been started (the guest booted and every
+    /// volume is mounted). Ends the host's boot timeout.
+    Started,
+    /// Guest to host: init could not do what the spec asked; CMD did not
+    /// run (or its result is unusable). The text is meant for the user.
+    Error(String),
+    /// Guest to host: CMD's exit status, docker style (128+N for signal N).
+    /// The last message init sends.
+    Exit(i32),
+    /// Host to guest: deliver this signal to CMD.
+    Signal(i32),
+}
+
+impl Message {
+    /// The line to send, newline included. Newlines inside a text become
+    /// spaces so that one message is always one line.
+    pub fn encode(&self) -> String {
+        let flat = |s: &str| s.replace(['\n', '\r'], " ");
+        match self {
+            Message::Event(t) => format!("event {}\n", flat(t)),
+            Message::Error(t) => format!("error {}\n", flat(t)),
+            Message::Started => "started\n".to_string(),
+            Message::Exit(c) => format!("exit {c}\n"),
+            Message::Signal(s) => format!("signal {s}\n"),
+        }
+    }
+
+    /// Parses one line (without its newline); `None` for anything else, so
+    /// that a newer peer's extra messages are ignored rather than fatal.
+    pub fn decode(line: &str) -> Option<Message> {
+        let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match kind {
+            "event" => Some(Message::Event(rest.to_string())),
+            "error" => Some(Message::Error(rest.to_string())),
+            "started" => Some(Message::Started),
+            "exit" => rest.trim().parse().ok().map(Message::Exit),
+            "signal" => rest.trim().parse().ok().map(Message::Signal),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_stay_on_one_line() {
+        for m in [
+            Message::Event("mounted /data".into()),
+            Message::Error("two\nlines".into()),
+            Message::Exit(-1),
+            Message::Started,
+            Message::Exit(137),
+            Message::Signal(15),
+        ] {
+            let line = m.encode();
+            assert_eq!(line.matches('\n').count(), 1);
+            let back = Message::decode(line.trim_end_matches('\n'));
+            let expected = match m {
+                Message::Error(_) => Message::Error("two lines".into()),
+                other => other,
+            };
+            assert_eq!(back, Some(expected));
+        }
+        assert_eq!(Message::decode("exit notanumber"), None);
+        assert_eq!(Message::decode("hello"), None);
+    }
+}

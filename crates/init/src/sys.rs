@@ -1,0 +1,104 @@
+//! The kernel-facing chores of PID 1: pseudo filesystems, modules, host
+//! name, kernel log, power-off.
+
+use std::ffi::CString;
+use std::io::Write;
+
+use rustix::mount::MountFlags;
+
+use crate::InitError;
+
+/// Mounts what every program expects to find. `/dev` is devtmpfs so that
+/// device nodes (virtio ports, disks) appear without udev.
+pub(crate) fn mount_kernel_filesystems() -> Result<(), InitError> {
+    let nosuid_nodev_noexec = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    let table: [(&str, &str, MountFlags, &str); 6] = [
+        ("/proc", "proc", nosuid_nodev_noexec, ""),
+        ("/sys", "sysfs", nosuid_nodev_noexec, ""),
+        ("/dev", "devtmpfs", MountFlags::NOSUID, "mode=0755"),
+        (
+            "/dev/pts",
+            "devpts",
+            MountFlags::NOSUID | MountFlags::NOEXEC,
+            "mode=0620,ptmxmode=0666",
+        ),
+        (
+            "/dev/shm",
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            "mode=1777",
+        ),
+        (
+            "/run",
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            "mode=0755",
+        ),
+    ];
+    for (target, fstype, flags, data) in table {
+        std::fs::create_dir_all(target)
+            .map_err(|e| InitError::sys(format!("creating {target}"), e))?;
+        let data = CString::new(data).map_err(|e| InitError::sys("mount data", e.into()))?;
+        match rustix::mount::mount(fstype, target, fstype, flags, data.as_c_str()) {
+            // devtmpfs may already be mounted by the kernel (DEVTMPFS_MOUNT).
+            Ok(()) | Err(rustix::io::Errno::BUSY) => {}
+            Err(e) => {
+                return Err(InitError::sys(
+                    format!("mounting {fstype} on {target}"),
+                    e.into(),
+                ))
+            }
+        }
+    }
+    // Programs look for these; they are cheap to provide.
+    for (link, to) in [
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
+        let _ = std::os::unix::fs::symlink(to, link);
+    }
+    Ok(())
+}
+
+/// Loads each module file in the order given (the host put dependencies
+/// first). A module already present (built in, or loaded twice) is fine.
+pub(crate) fn load_modules(modules: &[String]) -> Result<(), InitError> {
+    for path in modules {
+        let file = std::fs::File::open(path)
+            .map_err(|e| InitError::sys(format!("opening module {path}"), e))?;
+        match rustix::system::finit_module(&file, c"", 0) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(InitError::sys(format!("loading module {path}"), e.into())),
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn set_hostname(name: &str) -> Result<(), InitError> {
+    rustix::system::sethostname(name.as_bytes())
+        .map_err(|e| InitError::sys(format!("setting host name {name:?}"), e.into()))?;
+    let _ = std::fs::write("/etc/hostname", format!("{name}\n"));
+    Ok(())
+}
+
+/// Writes a line to the kernel log, which ends up in the host's console
+/// log: the last resort when the control port is not there (yet).
+pub(crate) fn kmsg(line: &str) {
+    if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ = f.write_all(line.trim_end().as_bytes());
+    }
+}
+
+/// Stops the VM. The host starts QEMU with `-no-reboot` and the kernel
+/// with `reboot=t`, so a restart request ends QEMU at once, on every
+/// machine type, without depending on ACPI power-off support.
+pub(crate) fn power_off() -> ! {
+    rustix::fs::sync();
+    loop {
+        let _ = rustix::system::reboot(rustix::system::RebootCommand::Restart);
+        let _ = rustix::system::reboot(rustix::system::RebootCommand::PowerOff);
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,697 @@
+//! [`GuestRun`]: boot a microVM, run one command in it, get its result.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vmshare_init::protocol::{self, ConsoleSpec, Message};
+use vmshare_plan::guest::{GuestNet, GuestProcess, GuestSpec};
+
+use crate::assets::{self, Assets};
+use crate::channels::{self, AcceptError, Listeners};
+pub use crate::channels::{Sink, StdinSource};
+use crate::kvm::Accel;
+use crate::netns::TapNetwork;
+use crate::qemu::{self, QemuConfig, QemuNet};
+use crate::{StateDir, VmmError};
+
+/// Lines of console shown in errors.
+const CONSOLE_TAIL_LINES: usize = 40;
+/// How long a signalled guest gets before QEMU is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// A file to put into the guest's root filesystem (e.g. a test script).
+#[derive(Debug, Clone)]
+pub struct GuestFile {
+    /// Absolute path in the guest; missing parent directories are made.
+    pub path: String,
+    /// Permission bits (`0o755` for a script).
+    pub mode: u32,
+    /// Contents.
+    pub contents: Vec<u8>,
+}
+
+/// How the guest is networked. The guest is always `eth0`.
+#[derive(Debug, Clone)]
+pub enum GuestNetwork {
+    /// QEMU user networking: no root needed; the guest is 10.0.2.15/24 and
+    /// reaches the host's 127.0.0.1 as 10.0.2.2 (connections arrive at the
+    /// host from 127.0.0.1 with unprivileged source ports).
+    User,
+    /// A TAP device in a network namespace (see [`TapNetwork`]); QEMU runs
+    /// in the namespace; the guest is [`crate::netns::TAP_GUEST_ADDR`].
+    Tap(Arc<TapNetwork>),
+}
+
+/// Guest address with user networking.
+pub const USER_NET_GUEST: &str = "10.0.2.15/24";
+/// The host as the guest sees it with user networking.
+pub const USER_NET_HOST: &str = "10.0.2.2";
+
+/// One step of the timeline, host side or guest side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Time since [`GuestRun::run`] was called.
+    pub at: Duration,
+    /// What happened.
+    pub text: String,
+}
+
+/// What a finished run returns.
+#[derive(Debug, Clone)]
+pub struct GuestOutput {
+    /// CMD's exit status, docker style: 0-255, 128+N for signal N, 125 when
+    /// the guest init failed (see `errors`), 126/127 when CMD could not be
+    /// executed or found.
+    pub status: i32,
+    /// CMD's stdout (empty with [`Sink::Inherit`]).
+    pub stdout: Vec<u8>,
+    /// CMD's stderr (empty with [`Sink::Inherit`]).
+    pub stderr: Vec<u8>,
+    /// Errors reported by the guest init (a volume that did not mount...).
+    pub errors: Vec<String>,
+    /// The kernel console (serial) log.
+    pub console: String,
+    /// Timeline of the run.
+    pub timeline: Vec<Event>,
+    /// The accelerator used.
+    pub accel: Accel,
+}
+
+impl GuestOutput {
+    /// stdout as text (lossy).
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// stderr as text (lossy).
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+type EventHook = Box<dyn FnMut(&Event) + Send>;
+
+/// Boots a QEMU microVM with the vmshare init, runs one command, returns
+/// its status and output. Built with chained setters; [`run`](Self::run)
+/// consumes it.
+///
+/// Defaults: the newest `/boot/vmlinuz-*`, `/proc/self/exe` as the guest
+/// init (tests must pass the static `vmshare` binary with
+/// [`init_binary`](Self::init_binary)), no network, 512 MiB, 1 vCPU, 120 s
+/// to boot (from start until CMD runs), no overall limit, stdout and
+/// stderr captured, stdin `/dev/null`.
+///
+/// `spec.modules` is filled in from the mounts' filesystem types and the
+/// network; `spec.network` from [`network`](Self::network) unless already
+/// set.
+pub struct GuestRun {
+    spec: GuestSpec,
+    files: Vec<GuestFile>,
+    init_binary: Option<PathBuf>,
+    busybox: PathBuf,
+    kernel: Option<PathBuf>,
+    qemu: PathBuf,
+    state: Option<StateDir>,
+    network: Option<GuestNetwork>,
+    memory_mib: u32,
+    cpus: u32,
+    boot_timeout: Duration,
+    timeout: Option<Duration>,
+    stdin: StdinSource,
+    stdout: Sink,
+    stderr: Sink,
+    on_event: Option<EventHook>,
+    interrupt: Option<Arc<AtomicI32>>,
+    accel: Option<Accel>,
+}
+
+impl std::fmt::Debug for GuestRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestRun")
+            .field("spec", &self.spec)
+            .field("network", &self.network)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GuestRun {
+    /// A run of `spec`.
+    pub fn new(spec: GuestSpec) -> GuestRun {
+        GuestRun {
+            spec,
+            files: Vec::new(),
+            init_binary: None,
+            busybox: PathBuf::from(assets::DEFAULT_BUSYBOX),
+            kernel: None,
+            qemu: PathBuf::from(qemu::DEFAULT_QEMU),
+            state: None,
+            network: None,
+            memory_mib: 512,
+            cpus: 1,
+            boot_timeout: Duration::from_secs(120),
+            timeout: None,
+            stdin: StdinSource::Null,
+            stdout: Sink::Capture,
+            stderr: Sink::Capture,
+            on_event: None,
+            interrupt: None,
+            accel: None,
+        }
+    }
+
+    /// A run of `args` as root in `/`, nothing mounted.
+    pub fn command<I, S>(args: I) -> GuestRun
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let process = GuestProcess {
+            args: args.into_iter().map(Into::into).collect(),
+            ..GuestProcess::default()
+        };
+        GuestRun::new(GuestSpec {
+            hostname: "vmshare".into(),
+            process,
+            ..GuestSpec::default()
+        })
+    }
+
+    /// The spec, to adjust (mounts, env, user...).
+    pub fn spec_mut(&mut self) -> &mut GuestSpec {
+        &mut self.spec
+    }
+
+    /// Puts a file into the guest.
+    pub fn file(
+        mut self,
+        path: impl Into<String>,
+        mode: u32,
+        contents: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.files.push(GuestFile {
+            path: path.into(),
+            mode,
+            contents: contents.into(),
+        });
+        self
+    }
+
+    /// The static vmshare binary that becomes the guest's `/init`.
+    pub fn init_binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.init_binary = Some(path.into());
+        self
+    }
+
+    /// A kernel other than the newest `/boot/vmlinuz-*`.
+    pub fn kernel(mut self, path: impl Into<PathBuf>) -> Self {
+        self.kernel = Some(path.into());
+        self
+    }
+
+    /// A static busybox other than `/bin/busybox`.
+    pub fn busybox(mut self, path: impl Into<PathBuf>) -> Self {
+        self.busybox = path.into();
+        self
+    }
+
+    /// A QEMU binary other than `qemu-system-x86_64` from `PATH`.
+    pub fn qemu(mut self, path: impl Into<PathBuf>) -> Self {
+        self.qemu = path.into();
+        self
+    }
+
+    /// The state directory (cache and run directories); default
+    /// [`StateDir::resolve`]`(None)`.
+    pub fn state_dir(mut self, state: StateDir) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// Gives the guest a network interface.
+    pub fn network(mut self, network: GuestNetwork) -> Self {
+        self.network = Some(network);
+        self
+    }
+
+    /// Guest memory in MiB.
+    pub fn memory_mib(mut self, mib: u32) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
+    /// vCPUs.
+    pub fn cpus(mut self, cpus: u32) -> Self {
+        self.cpus = cpus.max(1);
+        self
+    }
+
+    /// Longest time from start until the guest runs CMD.
+    pub fn boot_timeout(mut self, t: Duration) -> Self {
+        self.boot_timeout = t;
+        self
+    }
+
+    /// Longest time for the whole run; the VM is killed after it.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+
+    /// CMD's stdin.
+    pub fn stdin(mut self, s: StdinSource) -> Self {
+        self.stdin = s;
+        self
+    }
+
+    /// Where CMD's stdout goes.
+    pub fn stdout(mut self, s: Sink) -> Self {
+        self.stdout = s;
+        self
+    }
+
+    /// Where CMD's stderr goes.
+    pub fn stderr(mut self, s: Sink) -> Self {
+        self.stderr = s;
+        self
+    }
+
+    /// Called for each timeline event as it happens (`--verbose`).
+    pub fn on_event(mut self, hook: impl FnMut(&Event) + Send + 'static) -> Self {
+        self.on_event = Some(Box::new(hook));
+        self
+    }
+
+    /// When the value becomes non-zero, that signal is forwarded to CMD;
+    /// if the guest has not stopped [`STOP_GRACE`] later, QEMU is killed.
+    /// For Ctrl-C handling.
+    pub fn interrupt(mut self, flag: Arc<AtomicI32>) -> Self {
+        self.interrupt = Some(flag);
+        self
+    }
+
+    /// Forces an accelerator instead of probing (see [`detect_accel`]).
+    pub fn accel(mut self, accel: Accel) -> Self {
+        self.accel = Some(accel);
+        self
+    }
+
+    /// Boots, runs, waits. `Ok` whenever the guest init reported an exit
+    /// status (check [`GuestOutput::errors`] when it is 125); `Err` when
+    /// the VM could not be started, hung, or stopped without a status.
+    pub fn run(mut self) -> Result<GuestOutput, VmmError> {
+        let t0 = Instant::now();
+        let mut timeline = Timeline {
+            t0,
+            events: Vec::new(),
+            hook: self.on_event.take(),
+        };
+        let state = match self.state.take() {
+            Some(s) => s,
+            None => StateDir::resolve(None)?,
+        };
+        let run = state.new_run()?;
+        let init_binary = match self.init_binary.take() {
+            Some(p) => p,
+            None => std::fs::read_link("/proc/self/exe")
+                .map_err(|e| VmmError::io("finding /proc/self/exe", e))?,
+        };
+        let accel = match self.accel.take() {
+            Some(a) => a,
+            None => detect_accel(&state, &init_binary, self.kernel.as_deref(), &self.busybox),
+        };
+        match &accel {
+            Accel::Kvm => timeline.push("accelerator: KVM".into()),
+            Accel::Tcg { reason } => {
+                timeline.push(format!("accelerator: TCG (KVM not usable: {reason})"))
+            }
+        }
+        let assets = Assets::prepare(&state, self.kernel.as_deref(), &init_binary, &self.busybox)?;
+        timeline.push(format!("assets ready (kernel {})", assets.kernel.version));
+
+        self.fill_spec(&assets)?;
+        let console_spec = ConsoleSpec {
+            stdin: !matches!(self.stdin, StdinSource::Null),
+        };
+        let initrd = run.path().join("initrd.cpio");
+        assets.write_run_initramfs(&initrd, &self.spec, &console_spec, &self.files)?;
+
+        let mut names = vec![
+            protocol::PORT_STDOUT,
+            protocol::PORT_STDERR,
+            protocol::PORT_CONTROL,
+        ];
+        if console_spec.stdin {
+            names.push(protocol::PORT_STDIN);
+        }
+        let listeners = Listeners::bind(run.path(), &names)?;
+        let console_log = run.path().join("console.log");
+        let config = QemuConfig {
+            binary: self.qemu.clone(),
+            accel: accel.clone(),
+            kernel: assets.kernel.image.clone(),
+            initrd,
+            cmdline: qemu::kernel_cmdline(&accel),
+            memory_mib: self.memory_mib,
+            cpus: self.cpus,
+            console_log: console_log.clone(),
+            ports: listeners.qemu_ports(),
+            net: match &self.network {
+                None => None,
+                Some(GuestNetwork::User) => Some(QemuNet::User),
+                Some(GuestNetwork::Tap(_)) => Some(QemuNet::Tap {
+                    ifname: crate::netns::TAP_NAME.into(),
+                }),
+            },
+        };
+        let qemu_stderr = run.path().join("qemu.stderr");
+        let netns = match &self.network {
+            Some(GuestNetwork::Tap(t)) => Some(t.ns_fd()),
+            _ => None,
+        };
+        let mut child = config.spawn(&qemu_stderr, netns)?;
+        run.record("qemu.pid", &child.id().to_string())?;
+        timeline.push("QEMU started".into());
+
+        let qemu_failed = |child: &mut std::process::Child, message: &str| {
+            let _ = child.kill();
+            let _ = child.wait();
+            VmmError::Qemu {
+                message: message.to_string(),
+                stderr: std::fs::read_to_string(&qemu_stderr).unwrap_or_default(),
+            }
+        };
+        let streams = match listeners.accept(&mut child, Duration::from_secs(30)) {
+            Ok(s) => s,
+            Err(AcceptError::Io(e)) => {
+                let _ = qemu_failed(&mut child, "");
+                return Err(e);
+            }
+            Err(AcceptError::QemuExited) => {
+                return Err(qemu_failed(&mut child, "QEMU exited while starting"))
+            }
+            Err(AcceptError::Timeout) => {
+                return Err(qemu_failed(
+                    &mut child,
+                    "QEMU did not connect the guest's serial ports within 30 s",
+                ))
+            }
+        };
+
+        let (tx, rx) = mpsc::channel();
+        let (out_buf, err_buf) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(Mutex::new(Vec::new())),
+        );
+        let mut pumps = Vec::new();
+        let mut control_tx = None;
+        for (name, stream) in streams {
+            match name.as_str() {
+                protocol::PORT_STDOUT => pumps.push(channels::pump_output(
+                    stream,
+                    self.stdout.clone(),
+                    false,
+                    out_buf.clone(),
+                )),
+                protocol::PORT_STDERR => pumps.push(channels::pump_output(
+                    stream,
+                    self.stderr.clone(),
+                    true,
+                    err_buf.clone(),
+                )),
+                protocol::PORT_STDIN => channels::pump_stdin(stream, self.stdin.clone()),
+                _ => {
+                    control_tx = stream.try_clone().ok();
+                    pumps.push(channels::pump_control(stream, tx.clone()));
+                }
+            }
+        }
+        drop(tx);
+
+        // The main loop: control messages, QEMU's exit, deadlines, Ctrl-C.
+        let boot_deadline = t0 + self.boot_timeout;
+        let deadline = self.timeout.map(|t| t0 + t);
+        let (mut started, mut status, mut errors) = (false, None, Vec::new());
+        let mut signalled_at: Option<Instant> = None;
+        let mut failure: Option<String> = None;
+        let mut handle = |m: Message, timeline: &mut Timeline, started: &mut bool| match m {
+            Message::Event(text) => timeline.push(text),
+            Message::Started => {
+                *started = true;
+                timeline.push("command started".into());
+            }
+            Message::Error(text) => {
+                timeline.push(format!("guest error: {text}"));
+                errors.push(text);
+            }
+            Message::Exit(code) => status = Some(code),
+            Message::Signal(_) => {}
+        };
+        loop {
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(m) => {
+                    handle(m, &mut timeline, &mut started);
+                    continue;
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            let now = Instant::now();
+            if !started && now > boot_deadline {
+                failure = Some(format!(
+                    "the guest did not start the command within {} s (boot hung? see the console)",
+                    self.boot_timeout.as_secs()
+                ));
+            } else if deadline.is_some_and(|d| now > d) {
+                failure = Some(format!(
+                    "the run took longer than {} s",
+                    self.timeout.unwrap_or_default().as_secs()
+                ));
+            } else if signalled_at.is_some_and(|s| now > s + STOP_GRACE) {
+                failure = Some("the guest did not stop after the signal; QEMU was killed".into());
+            }
+            if failure.is_some() {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            if let (None, Some(flag)) = (signalled_at, &self.interrupt) {
+                let sig = flag.load(Ordering::SeqCst);
+                if sig != 0 {
+                    signalled_at = Some(now);
+                    timeline.push(format!("forwarding signal {sig} to the command"));
+                    if let Some(c) = control_tx.as_mut() {
+                        use std::io::Write;
+                        let _ = c.write_all(Message::Signal(sig).encode().as_bytes());
+                    }
+                    if !started {
+                        let _ = child.kill();
+                    }
+                }
+            }
+        }
+        let qemu_status = child.wait().ok();
+        for p in pumps {
+            let _ = p.join();
+        }
+        for m in rx.try_iter() {
+            handle(m, &mut timeline, &mut started);
+        }
+        timeline.push("VM stopped".into());
+
+        let console = std::fs::read_to_string(&console_log).unwrap_or_default();
+        let take = |b: Arc<Mutex<Vec<u8>>>| {
+            b.lock()
+                .map(|mut v| std::mem::take(&mut *v))
+                .unwrap_or_default()
+        };
+        match (status, failure) {
+            (Some(status), None) => Ok(GuestOutput {
+                status,
+                stdout: take(out_buf),
+                stderr: take(err_buf),
+                errors,
+                console,
+                timeline: timeline.events,
+                accel,
+            }),
+            (_, failure) => {
+                let message = failure.unwrap_or_else(|| {
+                    let how = qemu_status.map(|s| s.to_string()).unwrap_or_default();
+                    let mut m = format!(
+                        "the VM stopped before the command finished (QEMU {how}; kernel panic?)"
+                    );
+                    if !errors.is_empty() {
+                        m.push_str(&format!("; guest init said: {}", errors.join("; ")));
+                    }
+                    let qemu_said = std::fs::read_to_string(&qemu_stderr).unwrap_or_default();
+                    if !qemu_said.trim().is_empty() {
+                        m.push_str(&format!("\n--- QEMU stderr ---\n{}", tail(&qemu_said, 10)));
+                    }
+                    m
+                });
+                let log = keep_console(&state, &console_log);
+                Err(VmmError::Guest {
+                    message,
+                    log,
+                    tail: tail(&console, CONSOLE_TAIL_LINES),
+                })
+            }
+        }
+    }
+
+    fn fill_spec(&mut self, assets: &Assets) -> Result<(), VmmError> {
+        let mut names: Vec<&str> = assets::MODULES_BASE.to_vec();
+        if let Some(net) = &self.network {
+            names.extend_from_slice(assets::MODULES_NET);
+            if self.spec.network.is_none() {
+                self.spec.network = Some(match net {
+                    GuestNetwork::User => GuestNet {
+                        interface: "eth0".into(),
+                        address: USER_NET_GUEST.into(),
+                        gateway: Some(USER_NET_HOST.into()),
+                    },
+                    GuestNetwork::Tap(_) => GuestNet {
+                        interface: "eth0".into(),
+                        address: format!(
+                            "{}/{}",
+                            crate::netns::TAP_GUEST_ADDR,
+                            crate::netns::TAP_PREFIX
+                        ),
+                        gateway: None,
+                    },
+                });
+            }
+        }
+        for m in &self.spec.mounts {
+            let group: &[&str] = match m.fstype.as_str() {
+                "nfs" => assets::MODULES_NFS,
+                "ext4" | "erofs" => assets::MODULES_BLOCK,
+                "overlay" => assets::MODULES_OVERLAY,
+                "9p" | "virtiofs" => assets::MODULES_SHARES,
+                _ => &[],
+            };
+            names.extend_from_slice(group);
+        }
+        // Mount points inside read-only filesystems are made with overlay.
+        if self
+            .spec
+            .mounts
+            .iter()
+            .any(|m| m.readonly || m.fstype != "tmpfs")
+        {
+            names.extend_from_slice(assets::MODULES_OVERLAY);
+        }
+        self.spec.modules = assets.module_load_order(&names)?;
+        Ok(())
+    }
+}
+
+/// Environment variable forcing the accelerator (`kvm` or `tcg`).
+pub const ACCEL_ENV: &str = "VMSHARE_ACCEL";
+
+/// KVM when it really runs a guest here, else TCG with the reason.
+///
+/// The ioctl probe ([`crate::kvm::probe`]) is not enough: without nested
+/// virtualisation some hosts create VMs and vCPUs fine and then QEMU
+/// aborts setting MSRs or the guest hangs. So when the ioctls pass, a
+/// tiny guest is booted under KVM once per host boot (keyed by the boot
+/// id) and the verdict is cached in the state directory.
+/// `VMSHARE_ACCEL=kvm|tcg` skips all of it.
+pub fn detect_accel(
+    state: &StateDir,
+    init_binary: &Path,
+    kernel: Option<&Path>,
+    busybox: &Path,
+) -> Accel {
+    match std::env::var(ACCEL_ENV).as_deref() {
+        Ok("kvm") => return Accel::Kvm,
+        Ok("tcg") => {
+            return Accel::Tcg {
+                reason: format!("{ACCEL_ENV}=tcg"),
+            }
+        }
+        _ => {}
+    }
+    if let Accel::Tcg { reason } = Accel::detect() {
+        return Accel::Tcg { reason };
+    }
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let cache = state
+        .cache_dir()
+        .join(format!("kvm-probe-{}", boot_id.trim()));
+    if let Ok(verdict) = std::fs::read_to_string(&cache) {
+        return match verdict.strip_prefix("broken: ") {
+            Some(reason) => Accel::Tcg {
+                reason: reason.to_string(),
+            },
+            None => Accel::Kvm,
+        };
+    }
+    let mut probe = GuestRun::command(["true"])
+        .init_binary(init_binary)
+        .busybox(busybox)
+        .state_dir(state.clone())
+        .accel(Accel::Kvm)
+        .memory_mib(128)
+        .boot_timeout(Duration::from_secs(20));
+    if let Some(k) = kernel {
+        probe = probe.kernel(k);
+    }
+    let verdict = match probe.run() {
+        Ok(out) if out.status == 0 => Accel::Kvm,
+        Ok(out) => Accel::Tcg {
+            reason: format!("a KVM test guest exited with {}", out.status),
+        },
+        Err(e) => {
+            let first = e.to_string().lines().next().unwrap_or_default().to_string();
+            Accel::Tcg {
+                reason: format!("a KVM test guest failed ({first})"),
+            }
+        }
+    };
+    let text = match &verdict {
+        Accel::Kvm => "ok".to_string(),
+        Accel::Tcg { reason } => format!("broken: {reason}"),
+    };
+    let _ = std::fs::write(&cache, text);
+    verdict
+}
+
+struct Timeline {
+    t0: Instant,
+    events: Vec<Event>,
+    hook: Option<EventHook>,
+}
+
+impl Timeline {
+    fn push(&mut self, text: String) {
+        let e = Event {
+            at: self.t0.elapsed(),
+            text,
+        };
+        if let Some(h) = self.hook.as_mut() {
+            h(&e);
+        }
+        self.events.push(e);
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The run directory goes away with the run; a failed run's console is
+/// copied next to the state directory's cache for a post-mortem.
+fn keep_console(state: &StateDir, log: &Path) -> PathBuf {
+    let kept = state.path().join("last-failed-console.log");
+    match std::fs::copy(log, &kept) {
+        Ok(_) => kept,
+        Err(_) => log.to_path_buf(),
+    }
+}

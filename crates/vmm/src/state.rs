@@ -1,0 +1,216 @@
+//! vmshare's state directory: cached guest assets, named volumes, and one
+//! directory per running VM.
+//!
+//! A run directory records who owns it (pid and process start time) and
+//! what it started (QEMU's pid, a network namespace). If vmshare is killed
+//! with SIGKILL nothing in-process can clean up, so every new run first
+//! sweeps the directories whose owner is gone: kills their QEMU, deletes
+//! their namespace, removes the files.
+
+use std::path::{Path, PathBuf};
+
+use crate::VmmError;
+
+/// Environment variable naming the state directory.
+pub const STATE_DIR_ENV: &str = "VMSHARE_STATE_DIR";
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// `explicit` (`--state-dir`), else `$VMSHARE_STATE_DIR`, else
+    /// `/var/lib/vmshare` for root and `$XDG_STATE_HOME/vmshare` (or
+    /// `~/.local/state/vmshare`) for others. Created if missing.
+    pub fn resolve(explicit: Option<&Path>) -> Result<StateDir, VmmError> {
+        let root = match (explicit, std::env::var_os(STATE_DIR_ENV)) {
+            (Some(p), _) => p.to_path_buf(),
+            (None, Some(p)) if !p.is_empty() => PathBuf::from(p),
+            _ if rustix::process::geteuid().is_root() => PathBuf::from("/var/lib/vmshare"),
+            _ => match (std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME")) {
+                (Some(x), _) if !x.is_empty() => PathBuf::from(x).join("vmshare"),
+                (_, Some(h)) => PathBuf::from(h).join(".local/state/vmshare"),
+                _ => {
+                    return Err(VmmError::io(
+                        "finding a state directory (set VMSHARE_STATE_DIR or HOME)",
+                        std::io::ErrorKind::NotFound.into(),
+                    ))
+                }
+            },
+        };
+        Self::at(root)
+    }
+
+    /// A state directory at exactly `root` (created if missing).
+    pub fn at(root: impl Into<PathBuf>) -> Result<StateDir, VmmError> {
+        let root = root.into();
+        for sub in ["cache", "runs", "volumes"] {
+            let dir = root.join(sub);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| VmmError::io(format!("creating {}", dir.display()), e))?;
+        }
+        Ok(StateDir { root })
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where built assets are cached, keyed by a hash of their inputs.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
+    /// Where named volumes live (`-v NAME:/path`), one directory each.
+    pub fn volumes_dir(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
+
+    /// Sweeps runs whose vmshare died, then makes a directory for a new
+    /// run owned by this process.
+    pub fn new_run(&self) -> Result<RunDir, VmmError> {
+        self.clean_stale_runs();
+        let pid = std::process::id();
+        let mut rnd = [0u8; 4];
+        getrandom::fill(&mut rnd)
+            .map_err(|e| VmmError::io("random run id", std::io::Error::other(e.to_string())))?;
+        let id = format!("{pid}-{:08x}", u32::from_le_bytes(rnd));
+        let path = self.root.join("runs").join(&id);
+        std::fs::create_dir(&path)
+            .map_err(|e| VmmError::io(format!("creating {}", path.display()), e))?;
+        let run = RunDir { path, id };
+        run.record(
+            "owner",
+            &format!("{pid} {}", start_time(pid).unwrap_or_default()),
+        )?;
+        Ok(run)
+    }
+
+    /// Cleans up after every run whose owner is no longer alive. Returns
+    /// what was cleaned, for `--verbose`.
+    pub fn clean_stale_runs(&self) -> Vec<String> {
+        let mut cleaned = Vec::new();
+        let Ok(entries) = std::fs::read_dir(self.root.join("runs")) else {
+            return cleaned;
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let owner = std::fs::read_to_string(dir.join("owner")).unwrap_or_default();
+            let mut parts = owner.split_whitespace();
+            let pid: Option<u32> = parts.next().and_then(|p| p.parse().ok());
+            let started: Option<u64> = parts.next().and_then(|s| s.parse().ok());
+            if let Some(pid) = pid {
+                if start_time(pid).is_some() && start_time(pid) == started {
+                    continue; // Still running.
+                }
+            } else if recently_modified(&dir) {
+                continue; // Being created right now.
+            }
+            kill_recorded_qemu(&dir);
+            if let Ok(ns) = std::fs::read_to_string(dir.join("netns")) {
+                crate::netns::delete_stale(ns.trim());
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            cleaned.push(dir.display().to_string());
+        }
+        cleaned
+    }
+}
+
+fn recently_modified(dir: &Path) -> bool {
+    std::fs::metadata(dir)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age.as_secs() < 10)
+}
+
+/// Kills the QEMU a dead run left, after checking that the pid still is
+/// that QEMU (its command line names the run directory).
+fn kill_recorded_qemu(dir: &Path) {
+    let Some(pid) = std::fs::read_to_string(dir.join("qemu.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let needle = dir.as_os_str().as_encoded_bytes();
+    if cmdline.windows(needle.len()).any(|w| w == needle) {
+        // SAFETY: kill has no memory effects; the pid was checked above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// A process's start time in clock ticks since boot, which tells a live
+/// owner from a recycled pid.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; fields after it
+    // are plain. starttime is field 22, the 20th after the name.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The directory of one run; removed when dropped.
+#[derive(Debug)]
+pub struct RunDir {
+    path: PathBuf,
+    id: String,
+}
+
+impl RunDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A short unique id (`<pid>-<random>`), used to name per-run kernel
+    /// objects such as network namespaces.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Writes `value` to the file `key`, so that a later sweep knows what
+    /// to clean (`qemu.pid`, `netns`).
+    pub fn record(&self, key: &str, value: &str) -> Result<(), VmmError> {
+        let path = self.path.join(key);
+        std::fs::write(&path, value)
+            .map_err(|e| VmmError::io(format!("writing {}", path.display()), e))
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_runs_are_swept_and_live_ones_kept() {
+        let tmp = std::env::temp_dir().join(format!("vmshare-state-test-{}", std::process::id()));
+        let state = StateDir::at(&tmp).unwrap();
+        let live = state.new_run().unwrap();
+        // A run whose owner pid does not exist (pid_max is below 2^22).
+        let dead = tmp.join("runs/4194999-deadbeef");
+        std::fs::create_dir_all(&dead).unwrap();
+        std::fs::write(dead.join("owner"), "4194999 12345").unwrap();
+        std::fs::write(dead.join("scratch"), "x").unwrap();
+
+        let cleaned = state.clean_stale_runs();
+        assert_eq!(cleaned, [dead.display().to_string()]);
+        assert!(!dead.exists());
+        assert!(live.path().exists());
+        let live_path = live.path().to_path_buf();
+        drop(live);
+        assert!(!live_path.exists());
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+}
