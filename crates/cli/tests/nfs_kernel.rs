@@ -1,0 +1,153 @@
+//! The Linux kernel NFS client is the judge: a QEMU microVM (Debian's
+//! kernel, TCG here) mounts exports of an in-process vmshare server and
+//! runs the operations a real workload does; the host then checks what
+//! landed on disk.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use common::{GuestMount, GuestNetwork};
+use vmshare_server::{ClientMatch, ClientRule, ExportConfig, ExportOptions, Server, ServerConfig, Squash};
+
+fn export(path: &Path, mount: &str, opts: ExportOptions) -> ExportConfig {
+    ExportConfig::new(path, mount, vec![ClientRule { client: ClientMatch::Any, options: opts }])
+}
+
+fn nfs_mount(name: &str, export: &str, target: &str, port: u16) -> GuestMount {
+    GuestMount {
+        name: name.into(),
+        source: format!("10.0.2.2:{export}"),
+        target: target.into(),
+        fstype: "nfs".into(),
+        data: common::nfs_options("10.0.2.2", port),
+        readonly: false,
+        flags: vec![],
+        file: false,
+        retry: true,
+    }
+}
+
+const SCRIPT: &str = r#"
+set -e
+cd /mnt/rw
+# write / read / append with checksums
+dd if=/dev/urandom of=rand.bin bs=65536 count=48 2>/dev/null
+md5sum rand.bin | cut -d' ' -f1 > rand.md5
+echo first > app.txt
+echo second >> app.txt
+cat app.txt | md5sum | cut -d' ' -f1 > app.md5
+# create, rename across directories and over an existing file, remove
+mkdir -p d1/d2 gone
+echo a > d1/a; echo b > d1/d2/b; echo old > target
+mv d1/a d1/d2/a-moved
+mv d1/d2/b target
+rm d1/d2/a-moved
+rmdir gone
+# hard link, symlink, readlink
+echo linked > orig; ln orig hard; ln -s orig soft
+test "$(readlink soft)" = orig
+test "$(cat soft)" = linked
+# a symlink to /etc made in the guest: followed by the guest only
+ln -s /etc etc
+mkdir -p /etc; echo guest > /etc/vmshare-marker
+test "$(cat /mnt/rw/etc/vmshare-marker)" = guest
+# chmod / chown / utimes / truncate
+echo perms > perms; chmod 640 perms
+echo own > own; chown 1234:2345 own
+echo t > times; touch -d '2001-02-03 04:05:06' times
+dd if=/dev/zero of=trunc bs=1000 count=5 2>/dev/null; truncate -s 1234 trunc
+# a sparse file with data past 4 GiB
+dd if=/dev/urandom of=chunk bs=4096 count=1 2>/dev/null
+dd if=chunk of=sparse bs=4096 seek=1310720 2>/dev/null
+md5sum chunk | cut -d' ' -f1 > chunk.md5
+dd if=sparse of=back bs=4096 skip=1310720 count=1 2>/dev/null
+cmp chunk back
+# the host-made directory of 10000 entries, listed completely
+echo "big=$(ls /mnt/rw/big | wc -l)"
+# the read-only export refuses writes with EROFS
+cat /mnt/ro/ro.txt
+if (echo x > /mnt/ro/new) 2> /tmp/ro.err; then echo "ro-write-succeeded"; fi
+cat /tmp/ro.err
+grep -q "Read-only file system" /tmp/ro.err && echo "ro=EROFS"
+# root is squashed on the squashing export
+echo sq > /mnt/sq/by-root
+sync
+echo done
+"#;
+
+#[test]
+fn kernel_client_workload() {
+    let Some(h) = common::Harness::new() else { return };
+    let top = common::scratch_dir("nfs_kernel");
+    let (rw, ro, sq) = (top.join("rw"), top.join("ro"), top.join("sq"));
+    for d in [&rw, &ro, &sq] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    std::fs::create_dir(rw.join("big")).expect("mkdir");
+    for i in 0..10_000 {
+        std::fs::write(rw.join("big").join(format!("entry-{i:05}")), "").expect("write");
+    }
+    std::fs::write(ro.join("ro.txt"), "read-only content\n").expect("write");
+    std::fs::set_permissions(&sq, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+
+    let open = ExportOptions { secure: false, squash: Squash::None, ..ExportOptions::default() };
+    let exports = vec![
+        export(&rw, "/rw", open.clone()),
+        export(&ro, "/ro", ExportOptions { writable: false, ..open.clone() }),
+        export(&sq, "/sq", ExportOptions { squash: Squash::Root, anonuid: 4321, anongid: 4321, ..open }),
+    ];
+    let server = Server::bind(ServerConfig::new(exports, "127.0.0.1:0".parse().expect("addr"), top.join("state"))).expect("bind");
+    let port = server.local_addr().port();
+    let running = server.spawn().expect("spawn");
+
+    let mut run = h.guest(["sh", "-c", SCRIPT]).network(GuestNetwork::User);
+    run.spec_mut().mounts.extend([
+        nfs_mount("rw", "/rw", "/mnt/rw", port),
+        nfs_mount("ro", "/ro", "/mnt/ro", port),
+        nfs_mount("sq", "/sq", "/mnt/sq", port),
+    ]);
+    let out = h.run(run);
+    running.shutdown();
+    let stdout = out.stdout_str();
+    assert_eq!(out.status, 0, "stdout:\n{stdout}\nstderr:\n{}\nerrors: {:?}", out.stderr_str(), out.errors);
+
+    // Data written in the guest is on the host, bit for bit.
+    let md5 = |p: &Path| {
+        let o = std::process::Command::new("md5sum").arg(p).output().expect("md5sum");
+        String::from_utf8_lossy(&o.stdout).split(' ').next().unwrap_or("").to_string()
+    };
+    let read = |p: &str| std::fs::read_to_string(rw.join(p)).expect(p).trim().to_string();
+    assert_eq!(md5(&rw.join("rand.bin")), read("rand.md5"));
+    assert_eq!(std::fs::metadata(rw.join("rand.bin")).expect("stat").len(), 48 * 65536);
+    assert_eq!(std::fs::read_to_string(rw.join("app.txt")).expect("read"), "first\nsecond\n");
+    // Renames and removes.
+    assert_eq!(read("target"), "b");
+    assert!(!rw.join("d1/d2/a-moved").exists() && !rw.join("gone").exists() && !rw.join("d1/d2/b").exists());
+    // Links.
+    assert_eq!(std::fs::metadata(rw.join("orig")).expect("stat").ino(), std::fs::metadata(rw.join("hard")).expect("stat").ino());
+    assert_eq!(std::fs::read_link(rw.join("soft")).expect("readlink"), Path::new("orig"));
+    // The guest's /etc symlink is stored as a link, never followed here.
+    assert_eq!(std::fs::read_link(rw.join("etc")).expect("readlink"), Path::new("/etc"));
+    assert!(!Path::new("/etc/vmshare-marker").exists());
+    // Attributes.
+    assert_eq!(std::fs::metadata(rw.join("perms")).expect("stat").mode() & 0o7777, 0o640);
+    let own = std::fs::metadata(rw.join("own")).expect("stat");
+    assert_eq!((own.uid(), own.gid()), (1234, 2345));
+    assert_eq!(std::fs::metadata(rw.join("times")).expect("stat").mtime(), 981_173_106);
+    assert_eq!(std::fs::metadata(rw.join("trunc")).expect("stat").len(), 1234);
+    // Sparse past 4 GiB: right size, few blocks, right data at the end.
+    let sp = std::fs::metadata(rw.join("sparse")).expect("stat");
+    assert_eq!(sp.len(), 1_310_721 * 4096);
+    assert!(sp.blocks() < 1024, "sparse file was filled: {} blocks", sp.blocks());
+    assert_eq!(md5(&rw.join("chunk")), read("chunk.md5"));
+    // Listing, read-only, squashing.
+    assert!(stdout.contains("big=10000"), "{stdout}");
+    assert!(stdout.contains("read-only content"), "{stdout}");
+    assert!(stdout.contains("ro=EROFS") && !stdout.contains("ro-write-succeeded"), "{stdout}");
+    assert!(!ro.join("new").exists());
+    let sqf = std::fs::metadata(sq.join("by-root")).expect("stat");
+    assert_eq!((sqf.uid(), sqf.gid()), (4321, 4321));
+    assert!(stdout.contains("done"));
+}
