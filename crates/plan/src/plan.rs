@@ -308,8 +308,17 @@ pub struct PlannedMount {
 
 /// The NFS mount data for a server at `addr:port`, where one port carries
 /// both NFS and MOUNT (no portmapper round trip, no lock manager).
+///
+/// `actimeo=1` and `lookupcache=positive`: a volume is shared live with the
+/// host, so a change made on the host must show in the guest within about a
+/// second, not after the client's default 3-60 s attribute cache; and a
+/// file created on the host must not hide behind a cached "no such file".
+/// The price is one GETATTR per open file per second, which the server
+/// answers from an fstat.
 pub fn nfs_mount_data(addr: IpAddr, port: u16) -> String {
-    format!("vers=3,proto=tcp,port={port},mountport={port},mountproto=tcp,nolock,addr={addr}")
+    format!(
+        "vers=3,proto=tcp,port={port},mountport={port},mountproto=tcp,nolock,actimeo=1,lookupcache=positive,addr={addr}"
+    )
 }
 
 impl Plan {
@@ -1164,7 +1173,7 @@ mod tests {
         );
         assert_eq!(
             mounts[0].data,
-            "vers=3,proto=tcp,port=2049,mountport=2049,mountproto=tcp,nolock,addr=10.0.2.2"
+            "vers=3,proto=tcp,port=2049,mountport=2049,mountproto=tcp,nolock,actimeo=1,lookupcache=positive,addr=10.0.2.2"
         );
         assert!(mounts[0].retry && !mounts[0].file);
         assert!(mounts[3].file && !mounts[3].retry && mounts[3].data.is_empty());

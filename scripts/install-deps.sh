@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what vmshare needs on a Debian 12 host, from Debian's packages:
+#   qemu-system-x86   the default VMM (QEMU -M microvm; KVM when it works, TCG otherwise)
+#   linux-image-amd64 the default guest kernel and its modules
+#   busybox-static    the default guest rootfs
+#   e2fsprogs erofs-utils  block-device volume images (vmshare image build)
+#   iproute2          --net tap (network namespaces, TAP devices)
+#   libnfs-utils      a second, user-space NFS client used by the tests
+# With --bench it also installs the peers the benchmarks compare against.
+set -euo pipefail
+pkgs=(qemu-system-x86 linux-image-amd64 busybox-static e2fsprogs erofs-utils iproute2 libnfs-utils ca-certificates)
+if [[ "${1:-}" == "--bench" ]]; then
+  pkgs+=(nfs-ganesha nfs-ganesha-vfs rpcbind)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
