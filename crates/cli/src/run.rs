@@ -1,12 +1,425 @@
-//! `vmshare run` (in progress).
+//! `vmshare run`: `docker run -v` for a microVM. Parses docker-style
+//! volume options with the planner, serves the planned NFS exports from an
+//! in-process server bound only where this VM reaches it, boots the VM with
+//! [`vmshare_vmm::GuestRun`], and exits with the command's status.
 
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use vmshare_plan::plan::{plan, Plan, PlanConfig, Vmm};
+use vmshare_plan::{docker, GuestProcess, Source, SystemHost};
+use vmshare_server::{
+    ClientMatch, ClientRule, ExportConfig, ExportOptions, Server, ServerConfig, Squash,
+};
+use vmshare_vmm::netns::{TapNetwork, TAP_GUEST_ADDR, TAP_HOST_ADDR};
+use vmshare_vmm::{GuestNetwork, GuestRun, Sink, StateDir, StdinSource};
 
 /// Arguments of `vmshare run`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Bind a host path or a named volume: HOST:GUEST[:ro|rw] or NAME:GUEST.
+    #[arg(short = 'v', long = "volume", value_name = "SRC:GUEST[:OPTS]")]
+    volumes: Vec<String>,
+    /// docker --mount: type=bind|volume|tmpfs,source=..,target=..[,readonly].
+    #[arg(long = "mount", value_name = "KEY=VALUE,...")]
+    mounts: Vec<String>,
+    /// A tmpfs at GUEST[:OPTS].
+    #[arg(long = "tmpfs", value_name = "GUEST[:OPTS]")]
+    tmpfs: Vec<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy the host's).
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines).
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_files: Vec<PathBuf>,
+    /// Working directory in the guest (created if missing).
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    workdir: Option<String>,
+    /// Run as UID[:GID] (numeric; `root` is 0).
+    #[arg(short = 'u', long = "user", value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// Keep stdin open: the command reads this process's stdin.
+    #[arg(short = 'i', long = "interactive")]
+    interactive: bool,
+    /// Accepted for docker compatibility; the guest has no terminal yet.
+    #[arg(short = 't', long = "tty")]
+    tty: bool,
+    /// Name of the VM (its host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Guest memory: bytes or with a unit b, k, m, g (default 512m).
+    #[arg(short = 'm', long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// vCPUs (fractions round up).
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
+    /// Guest kernel (default: the newest /boot/vmlinuz-*).
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// Root filesystem directory or image (default: a busybox initramfs).
+    #[arg(long, value_name = "DIR|IMAGE")]
+    rootfs: Option<PathBuf>,
+    /// Hypervisor: qemu (firecracker and cloud-hypervisor: see `vmshare plan`).
+    #[arg(long, default_value = "qemu")]
+    vmm: String,
+    /// Guest network: user (QEMU user mode, no root) or tap (a network
+    /// namespace with a TAP device; root).
+    #[arg(long, default_value = "user", value_parser = ["user", "tap"])]
+    net: String,
+    /// Who owns what the guest's root writes on a volume when -u is not
+    /// given: `dir` (the host directory's owner) or `root`.
+    #[arg(long, default_value = "dir", value_parser = ["dir", "root"])]
+    volume_owner: String,
+    /// State directory (cache, named volumes, run directories).
+    #[arg(long, env = "VMSHARE_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Print a timeline of the run on stderr.
+    #[arg(long)]
+    verbose: bool,
+    /// The command and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "CMD"
+    )]
+    command: Vec<String>,
+}
+
+/// The signal that interrupted vmshare (0: none), set by the handler.
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    INTERRUPTED.store(sig, Ordering::SeqCst);
+}
 
 /// Runs the subcommand.
-pub fn main(_args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    Err("not implemented yet".into())
+pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let t0 = Instant::now();
+    let verbose = args.verbose;
+    let say = move |text: &str| {
+        if verbose {
+            eprintln!("[{:>8.3}s] {text}", t0.elapsed().as_secs_f64());
+        }
+    };
+    if args.vmm != "qemu" {
+        return Err(format!(
+            "--vmm {}: vmshare run boots QEMU only for now; `vmshare plan --vmm {}` prints that VMM's configuration",
+            args.vmm, args.vmm
+        )
+        .into());
+    }
+    if let Some(r) = &args.rootfs {
+        return Err(format!(
+            "--rootfs {}: not supported yet; the guest root is vmshare's busybox initramfs",
+            r.display()
+        )
+        .into());
+    }
+    if args.tty {
+        eprintln!("vmshare: -t: the guest has no terminal yet; running without one");
+    }
+
+    let state = StateDir::resolve(args.state_dir.as_deref())?;
+    for dir in state.clean_stale_runs() {
+        say(&format!("cleaned up after a killed run: {dir}"));
+    }
+    let cwd = std::env::current_dir()?;
+    let specs = docker::parse_args(&args.volumes, &args.mounts, &args.tmpfs, &cwd)?;
+    create_missing_sources(&specs, &say)?;
+    let run_scratch = state.path().join("runs");
+    let config = PlanConfig::new(Vmm::Qemu, state.volumes_dir(), &run_scratch);
+    let plan = plan(&specs, &config, &SystemHost)?;
+    check_supported(&plan)?;
+    say(&format!(
+        "plan: {} NFS export(s), {} guest mount(s)",
+        plan.nfs_exports.len(),
+        plan.mounts.len()
+    ));
+
+    let (uid, gid) = parse_user(args.user.as_deref())?;
+    let tap = if args.net == "tap" {
+        Some(Arc::new(TapNetwork::create(&state.new_run()?)?))
+    } else {
+        None
+    };
+    if let Some(t) = &tap {
+        say(&format!("network namespace {} with a TAP device", t.name()));
+    }
+
+    // The NFS server: exactly this VM's exports, reachable only from it.
+    let (server, server_ip) = if plan.nfs_exports.is_empty() {
+        (None, IpAddr::V4(Ipv4Addr::LOCALHOST))
+    } else {
+        let (client, guest_sees) = match &tap {
+            Some(_) => (IpAddr::V4(TAP_GUEST_ADDR), IpAddr::V4(TAP_HOST_ADDR)),
+            None => (
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                vmshare_vmm::USER_NET_HOST.parse()?,
+            ),
+        };
+        let exports = exports(&plan, client, args.user.is_some(), &args.volume_owner)?;
+        let cfg = ServerConfig::new(
+            exports,
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            state.path().join("server"),
+        );
+        let bound = match &tap {
+            Some(t) => Server::from_listener(t.bind_tcp(0)?, cfg)?,
+            None => Server::bind(cfg)?,
+        };
+        let addr = bound.local_addr();
+        say(&format!("NFS server up on {addr}"));
+        (Some((bound.spawn()?, addr.port())), guest_sees)
+    };
+    let port = server.as_ref().map(|(_, p)| *p).unwrap_or(0);
+
+    let mut env = Vec::new();
+    for f in &args.env_files {
+        env.extend(read_env_file(f)?);
+    }
+    env.extend(args.env.iter().filter_map(|e| expand_env(e)));
+    let mut run = GuestRun::command(args.command.clone())
+        .stdout(Sink::Inherit)
+        .stderr(Sink::Inherit)
+        .stdin(if args.interactive {
+            StdinSource::Inherit
+        } else {
+            StdinSource::Null
+        })
+        .state_dir(state.clone())
+        .memory_mib(parse_memory(args.memory.as_deref())?)
+        .cpus(args.cpus.map(cpus).unwrap_or(1))
+        .interrupt(&INTERRUPTED);
+    if let Some(k) = &args.kernel {
+        run = run.kernel(k);
+    }
+    if server.is_some() || tap.is_some() {
+        run = run.network(match &tap {
+            Some(t) => GuestNetwork::Tap(t.clone()),
+            None => GuestNetwork::User,
+        });
+    }
+    if verbose {
+        let offset = t0.elapsed();
+        run = run
+            .on_event(move |e| eprintln!("[{:>8.3}s] {}", (offset + e.at).as_secs_f64(), e.text));
+    }
+    let spec = run.spec_mut();
+    spec.hostname = args.name.clone().unwrap_or_else(|| "vmshare".into());
+    spec.mounts = plan.guest_mounts(server_ip, port);
+    spec.verbose = verbose;
+    spec.process = GuestProcess {
+        args: args.command.clone(),
+        env,
+        cwd: args.workdir.clone(),
+        uid,
+        gid,
+        ..GuestProcess::default()
+    };
+
+    install_signal_handlers();
+    let result = run.run();
+    if let Some((s, _)) = server {
+        s.shutdown();
+        say("NFS server stopped");
+    }
+    drop(tap);
+    let out = result?;
+    for e in &out.errors {
+        eprintln!("vmshare: {e}");
+    }
+    say(&format!("exit status {}", out.status));
+    Ok(ExitCode::from(u8::try_from(out.status).unwrap_or(255)))
+}
+
+/// docker creates a missing bind source as a directory; so does vmshare.
+fn create_missing_sources(
+    specs: &[vmshare_plan::VolumeSpec],
+    say: &dyn Fn(&str),
+) -> Result<(), String> {
+    for s in specs {
+        if let Source::Host { path, .. } = &s.source {
+            if std::fs::symlink_metadata(path).is_err() {
+                std::fs::create_dir_all(path).map_err(|e| {
+                    format!(
+                        "volume {}: creating missing host directory {}: {e}",
+                        s.name,
+                        path.display()
+                    )
+                })?;
+                say(&format!(
+                    "created missing host directory {} (as docker does)",
+                    path.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_supported(plan: &Plan) -> Result<(), String> {
+    if !plan.block_devices.is_empty() || !plan.shares.is_empty() || !plan.images.is_empty() {
+        return Err("this volume set needs disk images or virtio-fs/9p shares, which vmshare run does not attach yet; use host paths, named volumes or tmpfs".into());
+    }
+    Ok(())
+}
+
+/// One export per planned NFS export, for this VM's address only.
+/// Identity: with -u, guest ids pass through (root still squashed); without,
+/// the guest's root becomes the owner of the host directory unless
+/// `--volume-owner root`.
+fn exports(
+    plan: &Plan,
+    client: IpAddr,
+    user_given: bool,
+    owner: &str,
+) -> Result<Vec<ExportConfig>, String> {
+    let mut out = Vec::new();
+    for e in &plan.nfs_exports {
+        if e.create {
+            std::fs::create_dir_all(&e.host_path).map_err(|err| {
+                format!(
+                    "volume {}: creating {}: {err}",
+                    e.volume,
+                    e.host_path.display()
+                )
+            })?;
+        }
+        let meta = std::fs::metadata(&e.host_path)
+            .map_err(|err| format!("volume {}: {}: {err}", e.volume, e.host_path.display()))?;
+        let squash = if owner == "root" && !user_given {
+            Squash::None
+        } else {
+            Squash::Root
+        };
+        let options = ExportOptions {
+            writable: !e.readonly,
+            squash,
+            anonuid: meta.uid(),
+            anongid: meta.gid(),
+            // QEMU user networking connects from unprivileged ports.
+            secure: false,
+        };
+        let prefix = if client.is_ipv4() { 32 } else { 128 };
+        out.push(ExportConfig {
+            path: e.host_path.clone(),
+            mount_path: e.export_path.clone(),
+            clients: vec![ClientRule {
+                client: ClientMatch::Net {
+                    addr: client,
+                    prefix,
+                },
+                options,
+            }],
+            single_file: e.single_file.as_ref().map(OsString::from),
+        });
+    }
+    Ok(out)
+}
+
+fn parse_user(user: Option<&str>) -> Result<(u32, u32), String> {
+    let Some(user) = user else { return Ok((0, 0)) };
+    let id = |s: &str| match s {
+        "root" => Ok(0),
+        _ => s.parse::<u32>().map_err(|_| {
+            format!("-u {user}: give numeric UID[:GID] (the guest has no user database)")
+        }),
+    };
+    match user.split_once(':') {
+        Some((u, g)) => Ok((id(u)?, id(g)?)),
+        // docker: a uid with no passwd entry gets gid 0.
+        None => Ok((id(user)?, 0)),
+    }
+}
+
+fn parse_memory(text: Option<&str>) -> Result<u32, String> {
+    let Some(text) = text else { return Ok(512) };
+    let t = text.trim().to_ascii_lowercase();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("--memory {text}: expected e.g. 512m or 1g"))?;
+    let bytes = match unit.trim_end_matches('b') {
+        "" if unit.is_empty() => n,
+        "" => n,
+        "k" => n << 10,
+        "m" => n << 20,
+        "g" => n << 30,
+        _ => return Err(format!("--memory {text}: unit must be b, k, m or g")),
+    };
+    let mib = u32::try_from(bytes >> 20).map_err(|_| format!("--memory {text}: too large"))?;
+    if mib < 128 {
+        return Err(format!(
+            "--memory {text}: at least 128m (the kernel and initramfs need it)"
+        ));
+    }
+    Ok(mib)
+}
+
+fn cpus(n: f64) -> u32 {
+    let n = n.ceil().clamp(1.0, 64.0);
+    // Clamped to 1..=64 just above, so the conversion is exact.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let n = n as u32;
+    n
+}
+
+/// `KEY=VALUE` as is; `KEY` alone takes the host's value (dropped if unset),
+/// as docker does.
+fn expand_env(item: &str) -> Option<String> {
+    if item.contains('=') {
+        return Some(item.to_string());
+    }
+    std::env::var(item).ok().map(|v| format!("{item}={v}"))
+}
+
+fn read_env_file(path: &Path) -> Result<Vec<String>, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("--env-file {}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(expand_env)
+        .collect())
+}
+
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: on_signal only stores to an atomic, which is
+        // async-signal-safe; the handler stays valid for the whole process.
+        unsafe {
+            libc::signal(
+                sig,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_memory_and_cpus() {
+        assert_eq!(parse_user(Some("1000:1000")), Ok((1000, 1000)));
+        assert_eq!(parse_user(Some("1000")), Ok((1000, 0)));
+        assert_eq!(parse_user(Some("root")), Ok((0, 0)));
+        assert!(parse_user(Some("alice")).is_err());
+        assert_eq!(parse_memory(Some("1g")), Ok(1024));
+        assert_eq!(parse_memory(Some("256m")), Ok(256));
+        assert_eq!(parse_memory(Some("268435456")), Ok(256));
+        assert!(parse_memory(Some("64m")).is_err());
+        assert!(parse_memory(Some("1x")).is_err());
+        assert_eq!(cpus(1.5), 2);
+        assert_eq!(cpus(0.1), 1);
+    }
 }

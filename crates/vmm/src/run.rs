@@ -124,7 +124,7 @@ pub struct GuestRun {
     stdout: Sink,
     stderr: Sink,
     on_event: Option<EventHook>,
-    interrupt: Option<Arc<AtomicI32>>,
+    interrupt: Option<&'static AtomicI32>,
     accel: Option<Accel>,
 }
 
@@ -287,7 +287,7 @@ impl GuestRun {
     /// When the value becomes non-zero, that signal is forwarded to CMD;
     /// if the guest has not stopped [`STOP_GRACE`] later, QEMU is killed.
     /// For Ctrl-C handling.
-    pub fn interrupt(mut self, flag: Arc<AtomicI32>) -> Self {
+    pub fn interrupt(mut self, flag: &'static AtomicI32) -> Self {
         self.interrupt = Some(flag);
         self
     }
