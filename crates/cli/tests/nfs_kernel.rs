@@ -9,10 +9,19 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::{GuestMount, GuestNetwork};
-use vmshare_server::{ClientMatch, ClientRule, ExportConfig, ExportOptions, Server, ServerConfig, Squash};
+use vmshare_server::{
+    ClientMatch, ClientRule, ExportConfig, ExportOptions, Server, ServerConfig, Squash,
+};
 
 fn export(path: &Path, mount: &str, opts: ExportOptions) -> ExportConfig {
-    ExportConfig::new(path, mount, vec![ClientRule { client: ClientMatch::Any, options: opts }])
+    ExportConfig::new(
+        path,
+        mount,
+        vec![ClientRule {
+            client: ClientMatch::Any,
+            options: opts,
+        }],
+    )
 }
 
 fn nfs_mount(name: &str, export: &str, target: &str, port: u16) -> GuestMount {
@@ -79,7 +88,9 @@ echo done
 
 #[test]
 fn kernel_client_workload() {
-    let Some(h) = common::Harness::new() else { return };
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
     let top = common::scratch_dir("nfs_kernel");
     let (rw, ro, sq) = (top.join("rw"), top.join("ro"), top.join("sq"));
     for d in [&rw, &ro, &sq] {
@@ -90,15 +101,41 @@ fn kernel_client_workload() {
         std::fs::write(rw.join("big").join(format!("entry-{i:05}")), "").expect("write");
     }
     std::fs::write(ro.join("ro.txt"), "read-only content\n").expect("write");
-    std::fs::set_permissions(&sq, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    std::fs::set_permissions(&sq, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
 
-    let open = ExportOptions { secure: false, squash: Squash::None, ..ExportOptions::default() };
+    let open = ExportOptions {
+        secure: false,
+        squash: Squash::None,
+        ..ExportOptions::default()
+    };
     let exports = vec![
         export(&rw, "/rw", open.clone()),
-        export(&ro, "/ro", ExportOptions { writable: false, ..open.clone() }),
-        export(&sq, "/sq", ExportOptions { squash: Squash::Root, anonuid: 4321, anongid: 4321, ..open }),
+        export(
+            &ro,
+            "/ro",
+            ExportOptions {
+                writable: false,
+                ..open.clone()
+            },
+        ),
+        export(
+            &sq,
+            "/sq",
+            ExportOptions {
+                squash: Squash::Root,
+                anonuid: 4321,
+                anongid: 4321,
+                ..open
+            },
+        ),
     ];
-    let server = Server::bind(ServerConfig::new(exports, "127.0.0.1:0".parse().expect("addr"), top.join("state"))).expect("bind");
+    let server = Server::bind(ServerConfig::new(
+        exports,
+        "127.0.0.1:0".parse().expect("addr"),
+        top.join("state"),
+    ))
+    .expect("bind");
     let port = server.local_addr().port();
     let running = server.spawn().expect("spawn");
 
@@ -111,43 +148,182 @@ fn kernel_client_workload() {
     let out = h.run(run);
     running.shutdown();
     let stdout = out.stdout_str();
-    assert_eq!(out.status, 0, "stdout:\n{stdout}\nstderr:\n{}\nerrors: {:?}", out.stderr_str(), out.errors);
+    assert_eq!(
+        out.status,
+        0,
+        "stdout:\n{stdout}\nstderr:\n{}\nerrors: {:?}",
+        out.stderr_str(),
+        out.errors
+    );
 
     // Data written in the guest is on the host, bit for bit.
     let md5 = |p: &Path| {
-        let o = std::process::Command::new("md5sum").arg(p).output().expect("md5sum");
-        String::from_utf8_lossy(&o.stdout).split(' ').next().unwrap_or("").to_string()
+        let o = std::process::Command::new("md5sum")
+            .arg(p)
+            .output()
+            .expect("md5sum");
+        String::from_utf8_lossy(&o.stdout)
+            .split(' ')
+            .next()
+            .unwrap_or("")
+            .to_string()
     };
-    let read = |p: &str| std::fs::read_to_string(rw.join(p)).expect(p).trim().to_string();
+    let read = |p: &str| {
+        std::fs::read_to_string(rw.join(p))
+            .expect(p)
+            .trim()
+            .to_string()
+    };
     assert_eq!(md5(&rw.join("rand.bin")), read("rand.md5"));
-    assert_eq!(std::fs::metadata(rw.join("rand.bin")).expect("stat").len(), 48 * 65536);
-    assert_eq!(std::fs::read_to_string(rw.join("app.txt")).expect("read"), "first\nsecond\n");
+    assert_eq!(
+        std::fs::metadata(rw.join("rand.bin")).expect("stat").len(),
+        48 * 65536
+    );
+    assert_eq!(
+        std::fs::read_to_string(rw.join("app.txt")).expect("read"),
+        "first\nsecond\n"
+    );
     // Renames and removes.
     assert_eq!(read("target"), "b");
-    assert!(!rw.join("d1/d2/a-moved").exists() && !rw.join("gone").exists() && !rw.join("d1/d2/b").exists());
+    assert!(
+        !rw.join("d1/d2/a-moved").exists()
+            && !rw.join("gone").exists()
+            && !rw.join("d1/d2/b").exists()
+    );
     // Links.
-    assert_eq!(std::fs::metadata(rw.join("orig")).expect("stat").ino(), std::fs::metadata(rw.join("hard")).expect("stat").ino());
-    assert_eq!(std::fs::read_link(rw.join("soft")).expect("readlink"), Path::new("orig"));
+    assert_eq!(
+        std::fs::metadata(rw.join("orig")).expect("stat").ino(),
+        std::fs::metadata(rw.join("hard")).expect("stat").ino()
+    );
+    assert_eq!(
+        std::fs::read_link(rw.join("soft")).expect("readlink"),
+        Path::new("orig")
+    );
     // The guest's /etc symlink is stored as a link, never followed here.
-    assert_eq!(std::fs::read_link(rw.join("etc")).expect("readlink"), Path::new("/etc"));
+    assert_eq!(
+        std::fs::read_link(rw.join("etc")).expect("readlink"),
+        Path::new("/etc")
+    );
     assert!(!Path::new("/etc/vmshare-marker").exists());
     // Attributes.
-    assert_eq!(std::fs::metadata(rw.join("perms")).expect("stat").mode() & 0o7777, 0o640);
+    assert_eq!(
+        std::fs::metadata(rw.join("perms")).expect("stat").mode() & 0o7777,
+        0o640
+    );
     let own = std::fs::metadata(rw.join("own")).expect("stat");
     assert_eq!((own.uid(), own.gid()), (1234, 2345));
-    assert_eq!(std::fs::metadata(rw.join("times")).expect("stat").mtime(), 981_173_106);
-    assert_eq!(std::fs::metadata(rw.join("trunc")).expect("stat").len(), 1234);
+    assert_eq!(
+        std::fs::metadata(rw.join("times")).expect("stat").mtime(),
+        981_173_106
+    );
+    assert_eq!(
+        std::fs::metadata(rw.join("trunc")).expect("stat").len(),
+        1234
+    );
     // Sparse past 4 GiB: right size, few blocks, right data at the end.
     let sp = std::fs::metadata(rw.join("sparse")).expect("stat");
     assert_eq!(sp.len(), 1_310_721 * 4096);
-    assert!(sp.blocks() < 1024, "sparse file was filled: {} blocks", sp.blocks());
+    assert!(
+        sp.blocks() < 1024,
+        "sparse file was filled: {} blocks",
+        sp.blocks()
+    );
     assert_eq!(md5(&rw.join("chunk")), read("chunk.md5"));
     // Listing, read-only, squashing.
     assert!(stdout.contains("big=10000"), "{stdout}");
     assert!(stdout.contains("read-only content"), "{stdout}");
-    assert!(stdout.contains("ro=EROFS") && !stdout.contains("ro-write-succeeded"), "{stdout}");
+    assert!(
+        stdout.contains("ro=EROFS") && !stdout.contains("ro-write-succeeded"),
+        "{stdout}"
+    );
     assert!(!ro.join("new").exists());
     let sqf = std::fs::metadata(sq.join("by-root")).expect("stat");
     assert_eq!((sqf.uid(), sqf.gid()), (4321, 4321));
     assert!(stdout.contains("done"));
+}
+
+/// A guest with a hard mount carries on after the server is restarted: same
+/// port, same state directory (handle key), new process state. The guest
+/// holds a file open and a directory handle across the restart.
+#[test]
+fn hard_mount_survives_server_restart() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let top = common::scratch_dir("nfs_restart");
+    let data = top.join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let open = ExportOptions {
+        secure: false,
+        squash: Squash::None,
+        ..ExportOptions::default()
+    };
+    let cfg = |port: u16| {
+        ServerConfig::new(
+            vec![export(&data, "/data", open.clone())],
+            format!("127.0.0.1:{port}").parse().expect("addr"),
+            top.join("state"),
+        )
+    };
+    let server = Server::bind(cfg(0)).expect("bind");
+    let port = server.local_addr().port();
+    let first = server.spawn().expect("spawn");
+
+    // The guest writes, announces itself, waits for the host's "go" (which
+    // only exists after the restart), then uses the file it kept open.
+    let script = r#"
+set -e
+cd /mnt/data
+mkdir dir
+exec 3> dir/kept.txt
+echo before >&3
+echo ready > ready
+i=0
+while [ ! -e go ]; do sleep 0.2; i=$((i+1)); [ $i -lt 600 ] || exit 9; done
+echo after >&3
+exec 3>&-
+echo more > dir/new.txt
+cat dir/kept.txt
+"#;
+    let mut run = h.guest(["sh", "-c", script]).network(GuestNetwork::User);
+    let mut m = nfs_mount("data", "/data", "/mnt/data", port);
+    // Reconnect quickly: the default timeo=600 (60 s) only delays the test.
+    m.data.push_str(",hard,timeo=20,retrans=3");
+    run.spec_mut().mounts.push(m);
+    let guest = std::thread::spawn(move || h.run(run));
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !data.join("ready").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "guest never got ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    first.shutdown();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let second = Server::bind(cfg(port))
+        .expect("rebind the same port")
+        .spawn()
+        .expect("spawn");
+    std::fs::write(data.join("go"), "").expect("write");
+    let out = guest.join().expect("guest thread");
+    second.shutdown();
+    assert_eq!(
+        out.status,
+        0,
+        "stdout:\n{}\nstderr:\n{}\nerrors: {:?}",
+        out.stdout_str(),
+        out.stderr_str(),
+        out.errors
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("dir/kept.txt")).expect("read"),
+        "before\nafter\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("dir/new.txt")).expect("read"),
+        "more\n"
+    );
+    assert!(out.stdout_str().contains("before\nafter"));
 }

@@ -1,0 +1,150 @@
+//! A second, independent NFS client: libnfs's `nfs-cp`/`nfs-ls` (a user-space
+//! implementation sharing no code with the kernel's) against `vmshare serve`
+//! started as a process, the way users run it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn serve(exports: &[&str], state: &Path) -> (Serve, u16) {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmshare"));
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--state-dir",
+    ])
+    .arg(state);
+    for e in exports {
+        cmd.args(["--export", e]);
+    }
+    let mut child = cmd
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    // Wait for the "listening" log line rather than sleeping.
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("listening") => break,
+            Some(Ok(_)) => {}
+            _ => panic!("vmshare serve exited before listening"),
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (Serve(child), port)
+}
+
+fn have(tool: &str) -> bool {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} missing: CI must install libnfs-utils"
+        );
+        eprintln!("SKIPPED: {tool} not installed (apt-get install libnfs-utils)");
+    }
+    ok
+}
+
+fn url(port: u16, path: &str) -> String {
+    format!("nfs://127.0.0.1{path}?nfsport={port}&mountport={port}")
+}
+
+#[test]
+fn libnfs_copies_and_lists() {
+    if !have("nfs-cp") || !have("nfs-ls") {
+        return;
+    }
+    let top = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libnfs");
+    let _ = std::fs::remove_dir_all(&top);
+    let (data, ro) = (top.join("data"), top.join("ro"));
+    std::fs::create_dir_all(data.join("sub")).expect("mkdir");
+    std::fs::create_dir_all(&ro).expect("mkdir");
+    std::fs::write(data.join("hello.txt"), "hello from the host\n").expect("write");
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 17)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(top.join("big.src"), &big).expect("write");
+    let e1 = format!("{} /data *(rw,insecure,no_root_squash)", data.display());
+    let e2 = format!("{} /ro *(ro,insecure)", ro.display());
+    let (_server, port) = serve(&[&e1, &e2], &top.join("state"));
+
+    let ls = Command::new("nfs-ls")
+        .arg(url(port, "/data"))
+        .output()
+        .expect("nfs-ls");
+    let listing = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        ls.status.success(),
+        "nfs-ls failed: {}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    assert!(
+        listing.contains("hello.txt") && listing.contains("sub"),
+        "{listing}"
+    );
+
+    // Write through NFS (multi-MiB, unaligned length), read back through NFS.
+    let up = Command::new("nfs-cp")
+        .arg(top.join("big.src"))
+        .arg(url(port, "/data/big.bin"))
+        .output()
+        .expect("nfs-cp");
+    assert!(
+        up.status.success(),
+        "upload: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert_eq!(std::fs::read(data.join("big.bin")).expect("read"), big);
+    let down = Command::new("nfs-cp")
+        .arg(url(port, "/data/big.bin"))
+        .arg(top.join("big.back"))
+        .output()
+        .expect("nfs-cp");
+    assert!(
+        down.status.success(),
+        "download: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(std::fs::read(top.join("big.back")).expect("read"), big);
+
+    // The read-only export refuses the same upload and keeps nothing.
+    let denied = Command::new("nfs-cp")
+        .arg(top.join("big.src"))
+        .arg(url(port, "/ro/x"))
+        .output()
+        .expect("nfs-cp");
+    assert!(!denied.status.success());
+    assert!(!ro.join("x").exists());
+    // An export that does not exist is refused at MOUNT.
+    let none = Command::new("nfs-ls")
+        .arg(url(port, "/nope"))
+        .output()
+        .expect("nfs-ls");
+    assert!(!none.status.success());
+}
