@@ -32,7 +32,7 @@
 #![allow(dead_code)] // Each test file uses its own subset.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 #[allow(unused_imports)]
@@ -91,12 +91,66 @@ impl Harness {
         }
     }
 
-    /// Runs `vmshare <args>` as a process, with this harness's state dir.
+    /// `vmshare` as a process, with this harness's state dir.
     pub fn vmshare_cmd(&self) -> Command {
         let mut c = Command::new(&self.vmshare);
         c.env("VMSHARE_STATE_DIR", self.state.path());
         c
     }
+
+    /// Runs `vmshare <args>` to completion (killed after 300 s) and returns
+    /// its status and output.
+    pub fn vmshare(&self, args: &[&str]) -> Output {
+        let child = self
+            .vmshare_cmd()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning vmshare");
+        wait_with_watchdog(child, Duration::from_secs(300))
+    }
+}
+
+/// Waits for `child`, killing it if it runs longer than `limit`.
+pub fn wait_with_watchdog(child: Child, limit: Duration) -> Output {
+    let pid = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+    });
+    let out = child.wait_with_output().expect("waiting for vmshare");
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    out
+}
+
+/// Text of an output stream.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Panics with everything vmshare printed unless it exited with `code`.
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "vmshare exited with {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }
 
 /// NFSv3 mount options for the guest's in-kernel client talking to a

@@ -1,0 +1,241 @@
+//! `vmshare run -v`: the issue's volume cases end to end, through the real
+//! binary, a real QEMU guest and the in-process NFS server.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{assert_exit, scratch_dir, text};
+
+fn write(path: &Path, contents: &str) {
+    std::fs::write(path, contents).unwrap();
+}
+
+fn vol(host: &Path, guest: &str) -> String {
+    format!("{}:{guest}", host.display())
+}
+
+/// The seeds' failing case: append from the VM, both lines on the host.
+#[test]
+fn seed_case_append_from_the_vm() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let dir = scratch_dir("seed");
+    write(&dir.join("data.txt"), "initial\n");
+    let out = h.vmshare(&[
+        "run",
+        "-v",
+        &vol(&dir, "/data"),
+        "--",
+        "sh",
+        "-c",
+        "echo \"modified from the VM\" >> /data/data.txt",
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("data.txt")).unwrap(),
+        "initial\nmodified from the VM\n"
+    );
+    assert_eq!(text(&out.stdout), "", "only CMD's output by default");
+    assert_eq!(text(&out.stderr), "");
+}
+
+/// BM-001: a read-only bind is readable.
+#[test]
+fn bm001_read_only_bind_is_readable() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let dir = scratch_dir("bm001");
+    write(&dir.join("hello.txt"), "hello from the host\n");
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    write(&dir.join("sub/deep.txt"), "deep\n");
+    let out = h.vmshare(&[
+        "run",
+        "-v",
+        &format!("{}:ro", vol(&dir, "/data")),
+        "--",
+        "sh",
+        "-c",
+        "cat /data/hello.txt /data/sub/deep.txt",
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(text(&out.stdout), "hello from the host\ndeep\n");
+}
+
+/// BM-003: a write to a `:ro` volume fails with EROFS and the host file is
+/// unchanged.
+#[test]
+fn bm003_read_only_refuses_writes_with_erofs() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let dir = scratch_dir("bm003");
+    write(&dir.join("keep.txt"), "original\n");
+    let script = "echo changed > /data/keep.txt; echo rc=$?; touch /data/new; echo rc=$?";
+    let out = h.vmshare(&[
+        "run",
+        "-v",
+        &format!("{}:ro", vol(&dir, "/data")),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(text(&out.stdout), "rc=1\nrc=1\n");
+    assert!(
+        text(&out.stderr).contains("Read-only file system"),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("keep.txt")).unwrap(),
+        "original\n"
+    );
+    assert!(!dir.join("new").exists());
+}
+
+/// BM-002: a read-write volume is live both ways while the VM runs.
+#[test]
+fn bm002_read_write_live_both_ways() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let dir = scratch_dir("bm002");
+    // The guest announces itself, then waits (up to 120 s) for the host's
+    // answer to show up through NFS, and prints it.
+    let script = "echo from-guest > /data/guest.txt; \
+                  i=0; while [ ! -s /data/host.txt ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; \
+                  cat /data/host.txt";
+    let child = h
+        .vmshare_cmd()
+        .args(["run", "-v", &vol(&dir, "/data"), "--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !dir.join("guest.txt").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "guest never wrote guest.txt"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Seen on the host while the VM still runs.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("guest.txt")).unwrap(),
+        "from-guest\n"
+    );
+    let seen_at = Instant::now();
+    write(&dir.join("host.tmp"), "from-host\n");
+    std::fs::rename(dir.join("host.tmp"), dir.join("host.txt")).unwrap();
+    let out = common::wait_with_watchdog(child, Duration::from_secs(300));
+    assert_exit(&out, 0);
+    assert_eq!(text(&out.stdout), "from-host\n");
+    eprintln!(
+        "host change seen by the guest within {:?}",
+        seen_at.elapsed()
+    );
+}
+
+/// BM-004: three volumes at once, each its own content, one read-only.
+#[test]
+fn bm004_three_volumes_at_once() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let dirs: Vec<_> = (0..3).map(|i| scratch_dir(&format!("bm004-{i}"))).collect();
+    for (i, d) in dirs.iter().enumerate() {
+        write(&d.join("id"), &format!("volume {i}\n"));
+    }
+    let script = "cat /a/id /b/id /c/id && echo written > /b/out";
+    let out = h.vmshare(&[
+        "run",
+        "-v",
+        &vol(&dirs[0], "/a"),
+        "-v",
+        &vol(&dirs[1], "/b"),
+        "-v",
+        &format!("{}:ro", vol(&dirs[2], "/c")),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(text(&out.stdout), "volume 0\nvolume 1\nvolume 2\n");
+    assert_eq!(
+        std::fs::read_to_string(dirs[1].join("out")).unwrap(),
+        "written\n"
+    );
+}
+
+/// A single file as a volume exposes only that file, not its siblings.
+#[test]
+fn single_file_volume_hides_its_siblings() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let dir = scratch_dir("single-file");
+    write(&dir.join("app.yaml"), "key: value\n");
+    write(&dir.join("secret.txt"), "TOP SECRET\n");
+    let script = "cat /etc/app.yaml; \
+                  grep -rs 'TOP SECRET' / --exclude-dir=proc --exclude-dir=sys && echo LEAKED; \
+                  ls -a /run/vmshare/* 2>/dev/null; true";
+    let out = h.vmshare(&[
+        "run",
+        "-v",
+        &vol(&dir.join("app.yaml"), "/etc/app.yaml"),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_exit(&out, 0);
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("key: value\n"), "stdout: {stdout}");
+    assert!(
+        !stdout.contains("LEAKED"),
+        "the sibling was readable: {stdout}"
+    );
+    assert!(
+        !stdout.contains("secret.txt"),
+        "the sibling was listed: {stdout}"
+    );
+}
+
+/// A named volume is created on first use and keeps its content for the
+/// next run.
+#[test]
+fn named_volume_survives_to_a_second_run() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let name = format!("e2e-named-{}", std::process::id());
+    let volume = format!("{name}:/store");
+    let first = h.vmshare(&[
+        "run",
+        "-v",
+        &volume,
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /store/f",
+    ]);
+    assert_exit(&first, 0);
+    let second = h.vmshare(&["run", "-v", &volume, "--", "cat", "/store/f"]);
+    assert_exit(&second, 0);
+    assert_eq!(text(&second.stdout), "kept\n");
+    let on_host = h.state.volumes_dir().join(&name);
+    assert_eq!(
+        std::fs::read_to_string(on_host.join("f")).unwrap(),
+        "kept\n"
+    );
+    std::fs::remove_dir_all(on_host).unwrap();
+}
