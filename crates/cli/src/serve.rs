@@ -1,12 +1,182 @@
-//! `vmshare serve` (in progress).
+//! `vmshare serve`: serve host directories over NFSv3 until SIGINT/SIGTERM.
+//!
+//! Exports come from `--export` (one exports-file line each, for quick use)
+//! and `--exports FILE`; both are parsed completely before anything is
+//! bound, so a typo stops the server instead of serving something else.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use tracing::{info, warn};
+use vmshare_server::{Limits, Server, ServerConfig};
+
+// The parser lives in vmshare-fs; until that crate declares
+// `pub mod exports_file`, it is compiled here (it names its types through
+// `super::export`, which resolves in both places).
+use vmshare_fs::export;
+#[path = "../../fs/src/exports_file.rs"]
+mod exports_file;
+use exports_file::{parse_export_spec, parse_exports_file};
 
 /// Arguments of `vmshare serve`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Address for NFS, and for MOUNT and the portmapper unless they get
+    /// their own listener.
+    #[arg(long, default_value = "127.0.0.1:2049")]
+    listen: SocketAddr,
+
+    /// A separate listener for MOUNT (e.g. 0.0.0.0:20048).
+    #[arg(long, value_name = "ADDR")]
+    mount_listen: Option<SocketAddr>,
+
+    /// A separate listener for the portmapper (e.g. 0.0.0.0:111, so that a
+    /// stock client finds the ports without `port=`/`mountport=`).
+    #[arg(long, value_name = "ADDR")]
+    portmap_listen: Option<SocketAddr>,
+
+    /// An export, written like an exports-file line: `HOST_PATH [MOUNT_PATH]
+    /// [CLIENT(options)...]`. Without clients it is read-write to everyone
+    /// (with root squashing). Repeatable.
+    #[arg(long = "export", value_name = "SPEC")]
+    exports: Vec<String>,
+
+    /// An exports file (exports(5) shape; see docs/server.md).
+    #[arg(long = "exports", value_name = "FILE")]
+    exports_file: Option<PathBuf>,
+
+    /// Where the file handle key is kept, so that handles survive restarts.
+    /// Default: /var/lib/vmshare as root, else $XDG_STATE_HOME/vmshare or
+    /// ~/.local/state/vmshare.
+    #[arg(long, value_name = "DIR", env = "VMSHARE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// Threads running calls (many calls wait on the disk).
+    #[arg(long, default_value_t = Limits::default().workers)]
+    workers: usize,
+
+    /// Open connections allowed at once.
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+
+    /// Calls in flight per connection.
+    #[arg(long, default_value_t = Limits::default().max_in_flight)]
+    max_in_flight: usize,
+
+    /// MiB of request and reply buffers, all clients together (split
+    /// evenly between requests and replies).
+    #[arg(long, value_name = "MIB", default_value_t = (Limits::default().request_budget + Limits::default().reply_budget) >> 20)]
+    memory_budget: usize,
+}
+
+fn default_state_dir(root: bool) -> PathBuf {
+    if root {
+        return PathBuf::from("/var/lib/vmshare");
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("vmshare");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".local/state/vmshare"),
+        None => std::env::temp_dir().join("vmshare-state"),
+    }
+}
+
+/// Sets up logging from `RUST_LOG` (default `info`) unless the binary
+/// already did.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Blocks SIGINT and SIGTERM in this thread and every thread it starts
+/// afterwards, so that they can be taken synchronously with [`wait_signal`]
+/// instead of killing the process mid-write.
+fn block_signals() -> Result<libc::sigset_t, std::io::Error> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it fully
+    // before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, exclusively borrowed sigset_t; the calls
+    // only write to it, and pthread_sigmask only reads it and changes this
+    // thread's mask (no old mask requested).
+    let rc = unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc));
+    }
+    Ok(set)
+}
+
+/// Waits for one of the signals in `set` (blocked by [`block_signals`]).
+fn wait_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig: libc::c_int = 0;
+    loop {
+        // SAFETY: `set` is an initialised sigset_t and `sig` a valid out
+        // pointer for the duration of the call.
+        let rc = unsafe { libc::sigwait(set, &mut sig) };
+        if rc == 0 {
+            return sig;
+        }
+    }
+}
 
 /// Runs the subcommand.
-pub fn main(_args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    Err("not implemented yet".into())
+pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    init_logging();
+    let mut exports = Vec::new();
+    for spec in &args.exports {
+        exports.push(parse_export_spec(spec)?);
+    }
+    if let Some(file) = &args.exports_file {
+        exports.extend(parse_exports_file(file)?);
+    }
+    if exports.is_empty() {
+        return Err("nothing to serve: give --export PATH or --exports FILE".into());
+    }
+    let root = rustix::process::geteuid().is_root();
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| default_state_dir(root));
+    std::fs::create_dir_all(&state_dir)
+        .map_err(|e| format!("state directory {}: {e}", state_dir.display()))?;
+    if !root {
+        warn!(
+            "not running as root: calls cannot take on the callers' identities, so every file is \
+             created as this user and permission checks are this user's, not the guest's; \
+             squash options have no effect on ownership; and file handles may not survive a \
+             restart if they cannot be opened by handle"
+        );
+    }
+    let half = args.memory_budget.saturating_mul(1 << 20) / 2;
+    let limits = Limits {
+        workers: args.workers.max(1),
+        max_connections: args.max_connections.max(1),
+        max_in_flight: args.max_in_flight.max(1),
+        request_budget: half,
+        reply_budget: half,
+        ..Limits::default()
+    };
+    let config = ServerConfig {
+        mount_listen: args.mount_listen,
+        portmap_listen: args.portmap_listen,
+        limits,
+        ..ServerConfig::new(exports, args.listen, state_dir)
+    };
+    // Before any server thread exists, so that they all inherit the mask.
+    let signals = block_signals()?;
+    let running = Server::bind(config)?.spawn()?;
+    let sig = wait_signal(&signals);
+    info!(signal = sig, "stopping");
+    running.shutdown();
+    Ok(ExitCode::SUCCESS)
 }
