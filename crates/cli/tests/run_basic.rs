@@ -1,6 +1,8 @@
 //! The smallest end-to-end run: boot, run a shell command, get its output
 //! and exit status back unchanged.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 #[test]

@@ -1,6 +1,8 @@
 //! `vmshare run -v`: the volume cases end to end, through the real
 //! binary, a real QEMU guest and the in-process NFS server.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

@@ -142,9 +142,20 @@ pub(crate) fn pump_output(
     })
 }
 
-/// Feeds CMD's stdin; closing the socket is the guest's end of file.
-pub(crate) fn pump_stdin(mut to: UnixStream, source: StdinSource) {
+/// Feeds CMD's stdin once `go` fires; closing the socket is the guest's
+/// end of file. Waiting matters: the guest kernel discards whatever
+/// reaches a virtio-serial port before the guest opens it, so input must
+/// not flow before init has opened the port (it says so by reporting that
+/// CMD started).
+pub(crate) fn pump_stdin(
+    mut to: UnixStream,
+    source: StdinSource,
+    go: std::sync::mpsc::Receiver<()>,
+) {
     std::thread::spawn(move || {
+        if go.recv().is_err() {
+            return;
+        }
         match source {
             StdinSource::Null => {}
             StdinSource::Bytes(b) => {

@@ -407,6 +407,7 @@ impl GuestRun {
         );
         let mut pumps = Vec::new();
         let mut control_tx = None;
+        let mut stdin_go: Option<mpsc::Sender<()>> = None;
         for (name, stream) in streams {
             match name.as_str() {
                 protocol::PORT_STDOUT => pumps.push(channels::pump_output(
@@ -421,7 +422,11 @@ impl GuestRun {
                     true,
                     err_buf.clone(),
                 )),
-                protocol::PORT_STDIN => channels::pump_stdin(stream, self.stdin.clone()),
+                protocol::PORT_STDIN => {
+                    let (go, wait) = mpsc::channel();
+                    stdin_go = Some(go);
+                    channels::pump_stdin(stream, self.stdin.clone(), wait)
+                }
                 _ => {
                     control_tx = stream.try_clone().ok();
                     pumps.push(channels::pump_control(stream, tx.clone()));
@@ -440,6 +445,9 @@ impl GuestRun {
             Message::Event(text) => timeline.push(text),
             Message::Started => {
                 *started = true;
+                if let Some(go) = stdin_go.take() {
+                    let _ = go.send(());
+                }
                 timeline.push("command started".into());
             }
             Message::Error(text) => {

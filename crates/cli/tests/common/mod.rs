@@ -30,6 +30,7 @@
 //! stdout, stderr, init errors, console log, timeline) and panics with the
 //! console tail when the VM fails to boot, hangs or panics.
 #![allow(dead_code)] // Each test file uses its own subset.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};

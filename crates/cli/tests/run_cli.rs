@@ -1,0 +1,217 @@
+//! `vmshare run` as a command: exit status, ownership, refusals,
+//! concurrency.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{assert_exit, scratch_dir, text};
+
+fn vol(host: &Path, guest: &str) -> String {
+    format!("{}:{guest}", host.display())
+}
+
+#[test]
+fn exit_status_passes_through() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let out = h.vmshare(&["run", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_exit(&out, 7);
+    assert_eq!(text(&out.stdout), "out\n");
+    assert_eq!(text(&out.stderr), "err\n");
+}
+
+#[test]
+fn env_workdir_and_missing_command() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let env_file = scratch_dir("envfile").join("env");
+    std::fs::write(&env_file, "# comment\nFROM_FILE=yes\n").unwrap();
+    let out = h.vmshare(&[
+        "run",
+        "-e",
+        "GREETING=hello world",
+        "--env-file",
+        env_file.to_str().unwrap(),
+        "-w",
+        "/work/dir",
+        "--name",
+        "box1",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$GREETING|$FROM_FILE|$(pwd)|$(hostname)\"",
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(text(&out.stdout), "hello world|yes|/work/dir|box1\n");
+    let missing = h.vmshare(&["run", "--", "no-such-command"]);
+    assert_exit(&missing, 127);
+    assert!(
+        text(&missing.stderr).contains("no-such-command"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
+
+/// With -u the process has those ids and its files belong to them on the
+/// host; without, the guest's root writes as the directory's owner.
+#[test]
+fn user_ids_and_default_owner_on_volumes() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: ownership test needs root to chown its directories");
+        return;
+    }
+    let as_user = scratch_dir("owner-u");
+    std::fs::set_permissions(&as_user, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = h.vmshare(&[
+        "run",
+        "-u",
+        "1000:1000",
+        "-v",
+        &vol(&as_user, "/data"),
+        "--",
+        "sh",
+        "-c",
+        "id -u; id -g; touch /data/mine",
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(text(&out.stdout), "1000\n1000\n");
+    let m = std::fs::metadata(as_user.join("mine")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (1000, 1000));
+
+    let owned = scratch_dir("owner-default");
+    std::os::unix::fs::chown(&owned, Some(4321), Some(4322)).unwrap();
+    let out = h.vmshare(&[
+        "run",
+        "-v",
+        &vol(&owned, "/data"),
+        "--",
+        "sh",
+        "-c",
+        "id -u; touch /data/byroot",
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(text(&out.stdout), "0\n");
+    let m = std::fs::metadata(owned.join("byroot")).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid()),
+        (4321, 4322),
+        "root in the guest must not be root on the host"
+    );
+}
+
+/// Refusals happen before anything boots, with a message naming the
+/// problem, and exit status 125.
+#[test]
+fn bad_volumes_are_refused_clearly() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let dir = scratch_dir("refusals");
+    let cases: [(&[&str], &str); 4] = [
+        (&["-v", &vol(&dir, "/proc")], "/proc"),
+        (&["-v", &vol(&dir, "/dev/shm")], "/dev/shm"),
+        (&["-v", &vol(&dir, "relative")], "relative"),
+        (&["-v", &vol(&dir, "/same"), "--tmpfs", "/same"], "/same"),
+    ];
+    for (volume_args, needle) in cases {
+        let mut args = vec!["run"];
+        args.extend_from_slice(volume_args);
+        args.extend_from_slice(&["--", "true"]);
+        let out = h.vmshare(&args);
+        assert_exit(&out, 125);
+        let err = text(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // A missing host directory is created, as docker does.
+    let missing = dir.join("created/by/vmshare");
+    let out = h.vmshare(&[
+        "run",
+        "-v",
+        &vol(&missing, "/data"),
+        "--",
+        "sh",
+        "-c",
+        "echo x > /data/f",
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(std::fs::read_to_string(missing.join("f")).unwrap(), "x\n");
+}
+
+/// Two runs at once each get their own server port and VM and do not see
+/// each other's volumes.
+#[test]
+fn two_runs_at_once() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let dirs: Vec<_> = (0..2)
+        .map(|i| scratch_dir(&format!("concurrent-{i}")))
+        .collect();
+    let children: Vec<_> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            h.vmshare_cmd()
+                .args([
+                    "run",
+                    "-v",
+                    &vol(d, "/data"),
+                    "--",
+                    "sh",
+                    "-c",
+                    &format!("echo run{i} > /data/who; ls /data"),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = common::wait_with_watchdog(child, Duration::from_secs(300));
+        assert_exit(&out, 0);
+        assert_eq!(text(&out.stdout), "who\n");
+        assert_eq!(
+            std::fs::read_to_string(dirs[i].join("who")).unwrap(),
+            format!("run{i}\n")
+        );
+    }
+}
+
+/// stdin reaches the command with -i and ends with end of file.
+#[test]
+fn interactive_stdin() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let mut child = h
+        .vmshare_cmd()
+        .args(["run", "-i", "--", "sh", "-c", "tr a-z A-Z; echo done"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped text\n")
+        .unwrap();
+    let out = common::wait_with_watchdog(child, Duration::from_secs(300));
+    assert_exit(&out, 0);
+    assert_eq!(text(&out.stdout), "PIPED TEXT\ndone\n");
+}
