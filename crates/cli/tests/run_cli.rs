@@ -6,15 +6,10 @@
 mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{assert_exit, scratch_dir, text};
-
-fn vol(host: &Path, guest: &str) -> String {
-    format!("{}:{guest}", host.display())
-}
+use common::{assert_exit, scratch_dir, text, vol};
 
 #[test]
 fn exit_status_passes_through() {
@@ -162,8 +157,8 @@ fn two_runs_at_once() {
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            h.vmshare_cmd()
-                .args([
+            h.spawn_vmshare(
+                &[
                     "run",
                     "-v",
                     &vol(d, "/data"),
@@ -171,12 +166,9 @@ fn two_runs_at_once() {
                     "sh",
                     "-c",
                     &format!("echo run{i} > /data/who; ls /data"),
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+                ],
+                Stdio::null(),
+            )
         })
         .collect();
     for (i, child) in children.into_iter().enumerate() {
@@ -196,14 +188,10 @@ fn interactive_stdin() {
     let Some(h) = common::Harness::new() else {
         return;
     };
-    let mut child = h
-        .vmshare_cmd()
-        .args(["run", "-i", "--", "sh", "-c", "tr a-z A-Z; echo done"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = h.spawn_vmshare(
+        &["run", "-i", "--", "sh", "-c", "tr a-z A-Z; echo done"],
+        Stdio::piped(),
+    );
     use std::io::Write;
     child
         .stdin

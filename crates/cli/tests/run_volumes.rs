@@ -9,14 +9,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{assert_exit, scratch_dir, text};
+use common::{assert_exit, scratch_dir, text, vol};
 
 fn write(path: &Path, contents: &str) {
     std::fs::write(path, contents).unwrap();
-}
-
-fn vol(host: &Path, guest: &str) -> String {
-    format!("{}:{guest}", host.display())
 }
 
 /// The seeds' failing case: append from the VM, both lines on the host.
@@ -113,14 +109,10 @@ fn bm002_read_write_live_both_ways() {
     let script = "echo from-guest > /data/guest.txt; \
                   i=0; while [ ! -s /data/host.txt ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; \
                   cat /data/host.txt";
-    let child = h
-        .vmshare_cmd()
-        .args(["run", "-v", &vol(&dir, "/data"), "--", "sh", "-c", script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = h.spawn_vmshare(
+        &["run", "-v", &vol(&dir, "/data"), "--", "sh", "-c", script],
+        Stdio::null(),
+    );
     let start = Instant::now();
     while !dir.join("guest.txt").exists() {
         assert!(

@@ -99,19 +99,30 @@ impl Harness {
         c
     }
 
-    /// Runs `vmshare <args>` to completion (killed after 300 s) and returns
-    /// its status and output.
-    pub fn vmshare(&self, args: &[&str]) -> Output {
-        let child = self
-            .vmshare_cmd()
+    /// Starts `vmshare <args>` with stdout and stderr piped.
+    pub fn spawn_vmshare(&self, args: &[&str], stdin: Stdio) -> Child {
+        self.vmshare_cmd()
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawning vmshare");
-        wait_with_watchdog(child, Duration::from_secs(300))
+            .expect("spawning vmshare")
     }
+
+    /// Runs `vmshare <args>` to completion (killed after 300 s) and returns
+    /// its status and output.
+    pub fn vmshare(&self, args: &[&str]) -> Output {
+        wait_with_watchdog(
+            self.spawn_vmshare(args, Stdio::null()),
+            Duration::from_secs(300),
+        )
+    }
+}
+
+/// `HOST:GUEST`, the `-v` argument.
+pub fn vol(host: &std::path::Path, guest: &str) -> String {
+    format!("{}:{guest}", host.display())
 }
 
 /// Waits for `child`, killing it if it runs longer than `limit`.
