@@ -1,0 +1,582 @@
+//! `vmshare-bench`: vmshare's NFSv3 server and nfs-ganesha side by side.
+//!
+//! One run starts both servers on 127.0.0.1, drives each with the same
+//! client (this crate's, built on vmshare's own XDR and NFSv3 codecs), and
+//! prints a markdown table. It is a benchmark, not a test: it asserts
+//! nothing about time, and it stops by itself (a watchdog ends it after
+//! `--time-limit` seconds).
+//!
+//! What is measured, per server, in this order:
+//!
+//! * **Sequential write**: one file, `--size-mib` MiB in 1 MiB UNSTABLE
+//!   WRITEs with `--io-depth` in flight, then one COMMIT; MB/s (10⁶
+//!   bytes/s) over the whole, COMMIT included, so the data is on disk.
+//! * **Sequential read**: the same file read back in 1 MiB READs, same
+//!   depth. The file was just written, so both servers read it from the
+//!   host page cache: this measures the server's data path, not the disk.
+//! * **Small files**, with 1 and then 4 clients (a client is one TCP
+//!   connection on its own thread, each in its own directory of
+//!   `--files` files, `--meta-depth` calls in flight): CREATE; WRITE 4 KiB
+//!   UNSTABLE + COMMIT per file (rate in files/s, two calls each);
+//!   GETATTR; LOOKUP; READ 4 KiB; READDIRPLUS over the whole directory
+//!   (`--passes` times, rate in entries/s); REMOVE. Rates are total work
+//!   over the time from the first client's start to the last one's end.
+//! * **Server CPU seconds** (utime + stime of the server process, all
+//!   threads, from /proc/PID/stat) per group of workloads, and **peak
+//!   RSS** (VmHWM from /proc/PID/status at the end, and the largest VmRSS
+//!   sampled every 10 ms during the run).
+//!
+//! Raw loopback TCP throughput is measured first, for context.
+
+mod client;
+mod servers;
+mod workload;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use client::{Conn, Result};
+use servers::Server;
+use workload::{SeqResult, SmallParams, SmallResult, PHASES};
+
+const USAGE: &str = "\
+vmshare-bench: vmshare's NFSv3 server and nfs-ganesha side by side on 127.0.0.1
+
+Usage: vmshare-bench [OPTIONS]
+
+Options:
+  --vmshare PATH      vmshare binary (default: `vmshare` next to this binary)
+  --ganesha PATH      ganesha.nfsd binary (default: ganesha.nfsd from PATH)
+  --only NAME         run only `vmshare` or only `ganesha`
+  --dir DIR           where the exports and logs go (default: /var/tmp)
+  --size-mib N        sequential file size in MiB (default: 1024)
+  --io-depth N        1 MiB READs/WRITEs in flight (default: 16)
+  --files N           small files per client (default: 2000)
+  --clients LIST      client counts, comma-separated (default: 1,4)
+  --meta-depth N      small-file calls in flight per client (default: 1)
+  --passes N          READDIRPLUS passes over each directory (default: 5)
+  --time-limit SECS   stop everything after this long (default: 540)
+  --keep              keep the exported directories and logs
+";
+
+#[derive(Debug, Clone)]
+struct Opts {
+    vmshare: PathBuf,
+    ganesha: PathBuf,
+    only: Option<String>,
+    dir: PathBuf,
+    size_mib: usize,
+    io_depth: usize,
+    files: usize,
+    clients: Vec<usize>,
+    meta_depth: usize,
+    passes: usize,
+    time_limit: u64,
+    keep: bool,
+}
+
+fn parse_opts() -> Result<Opts> {
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let mut o = Opts {
+        vmshare: exe_dir.join("vmshare"),
+        ganesha: PathBuf::from("ganesha.nfsd"),
+        only: None,
+        dir: PathBuf::from("/var/tmp"),
+        size_mib: 1024,
+        io_depth: 16,
+        files: 2000,
+        clients: vec![1, 4],
+        meta_depth: 1,
+        passes: 5,
+        time_limit: 540,
+        keep: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
+        let num = |v: String| {
+            v.parse::<usize>()
+                .map_err(|_| format!("{a}: not a number: {v}"))
+        };
+        match a.as_str() {
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--vmshare" => o.vmshare = val()?.into(),
+            "--ganesha" => o.ganesha = val()?.into(),
+            "--only" => {
+                let v = val()?;
+                if v != "vmshare" && v != "ganesha" {
+                    return Err(format!("--only: vmshare or ganesha, not {v}"));
+                }
+                o.only = Some(v);
+            }
+            "--dir" => o.dir = val()?.into(),
+            "--size-mib" => o.size_mib = num(val()?)?.max(1),
+            "--io-depth" => o.io_depth = num(val()?)?.max(1),
+            "--files" => o.files = num(val()?)?.max(1),
+            "--clients" => {
+                o.clients = val()?
+                    .split(',')
+                    .map(|s| num(s.trim().to_string()).map(|n| n.max(1)))
+                    .collect::<Result<_>>()?;
+            }
+            "--meta-depth" => o.meta_depth = num(val()?)?.max(1),
+            "--passes" => o.passes = num(val()?)?.max(1),
+            "--time-limit" => o.time_limit = num(val()?)? as u64,
+            "--keep" => o.keep = true,
+            other => return Err(format!("unknown argument {other}\n\n{USAGE}")),
+        }
+    }
+    Ok(o)
+}
+
+/// Raw loopback TCP: one connection, 1 MiB writes, 2 GiB; MB/s.
+fn loopback_mbps() -> Result<f64> {
+    const TOTAL: usize = 2 << 30;
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = l.local_addr().map_err(|e| e.to_string())?;
+    let rx = std::thread::spawn(move || -> Result<usize> {
+        let (mut s, _) = l.accept().map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return Ok(n),
+                Ok(k) => n += k,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    });
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let buf = vec![0x5au8; 1 << 20];
+    let t = Instant::now();
+    for _ in 0..TOTAL / buf.len() {
+        s.write_all(&buf).map_err(|e| e.to_string())?;
+    }
+    drop(s);
+    let got = rx.join().map_err(|_| "receiver panicked".to_string())??;
+    let secs = t.elapsed().as_secs_f64();
+    if got != TOTAL {
+        return Err(format!("loopback: received {got} of {TOTAL} bytes"));
+    }
+    Ok(got as f64 / secs / 1e6)
+}
+
+/// Everything measured for one server.
+#[derive(Debug, Clone)]
+struct Measured {
+    seq: SeqResult,
+    small: Vec<(usize, SmallResult)>,
+    cpu_seq_write: f64,
+    cpu_seq_read: f64,
+    cpu_small: Vec<f64>,
+    cpu_total: f64,
+    rss_start_kib: u64,
+    rss_peak_kib: u64,
+    hwm_kib: u64,
+}
+
+fn measure(server: &mut Server, o: &Opts) -> Result<Measured> {
+    let root = server.wait_ready(Duration::from_secs(30))?;
+    let pid = server.pid();
+    let rss_start_kib = servers::status_kib(pid, "VmRSS:").unwrap_or(0);
+    let sampler = servers::RssSampler::start(pid);
+    let cpu0 = servers::cpu_seconds(pid);
+
+    let mut conn = Conn::connect(server.nfs, 2)?;
+    let info = client::fsinfo_res(&conn.nfs(&vmshare_proto::nfs3::Nfs3Call::Fsinfo(root))?)?;
+    let chunk = (1usize << 20)
+        .min(info.rtmax as usize)
+        .min(info.wtmax as usize);
+    if chunk < (1 << 20) {
+        eprintln!(
+            "  note: {} allows only {chunk}-byte READ/WRITE (rtmax {}, wtmax {})",
+            server.name, info.rtmax, info.wtmax
+        );
+    }
+    let size = o.size_mib << 20;
+    eprintln!("  sequential write and read of {} MiB", o.size_mib);
+    let t_cpu = servers::cpu_seconds(pid);
+    let mut cpu_mid = 0.0;
+    let seq = workload::sequential(&mut conn, root, "seqfile", size, chunk, o.io_depth, || {
+        cpu_mid = servers::cpu_seconds(pid)
+    })?;
+    let t_cpu2 = servers::cpu_seconds(pid);
+    drop(conn);
+
+    let mut small = Vec::new();
+    let mut cpu_small = Vec::new();
+    for &n in &o.clients {
+        eprintln!("  small files: {n} client(s) x {} files", o.files);
+        let c0 = servers::cpu_seconds(pid);
+        let r = workload::small_files(
+            server.nfs,
+            root,
+            &format!("small{n}"),
+            n,
+            SmallParams {
+                files: o.files,
+                depth: o.meta_depth,
+                passes: o.passes,
+            },
+        )?;
+        cpu_small.push(servers::cpu_seconds(pid) - c0);
+        small.push((n, r));
+    }
+    let cpu_total = servers::cpu_seconds(pid) - cpu0;
+    let rss_peak_kib = sampler.finish();
+    let hwm_kib = servers::status_kib(pid, "VmHWM:").unwrap_or(0);
+    Ok(Measured {
+        seq,
+        small,
+        cpu_seq_write: cpu_mid - t_cpu,
+        cpu_seq_read: t_cpu2 - cpu_mid,
+        cpu_small,
+        cpu_total,
+        rss_start_kib,
+        rss_peak_kib,
+        hwm_kib,
+    })
+}
+
+fn run_server(name: &str, o: &Opts, base: &Path) -> Result<(Measured, Option<servers::Rpcbind>)> {
+    let export = base.join(format!("{name}-export"));
+    std::fs::create_dir_all(&export).map_err(|e| format!("{}: {e}", export.display()))?;
+    eprintln!("{name}: starting");
+    let (mut server, rpcbind) = if name == "vmshare" {
+        (servers::start_vmshare(&o.vmshare, base, &export)?, None)
+    } else {
+        let rb = servers::ensure_rpcbind()?;
+        (servers::start_ganesha(&o.ganesha, base, &export)?, Some(rb))
+    };
+    let r = measure(&mut server, o);
+    server.stop();
+    match r {
+        Ok(m) => Ok((m, rpcbind)),
+        Err(e) => Err(format!(
+            "{name}: {e} (server log: {})",
+            server.log.display()
+        )),
+    }
+}
+
+/// 12345.6 → "12,346".
+fn grouped(v: f64) -> String {
+    if !v.is_finite() {
+        return "–".into();
+    }
+    let s = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    if v < 0.0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+/// A table row: values for vmshare and ganesha, and the target ratio.
+struct Row {
+    label: String,
+    unit: &'static str,
+    v: Option<f64>,
+    g: Option<f64>,
+    /// (minimum vmshare/ganesha ratio, or an absolute ceiling for vmshare).
+    target: Target,
+    decimals: usize,
+}
+
+enum Target {
+    None,
+    AtLeast(f64),
+    Below(f64),
+}
+
+fn fmt_val(v: Option<f64>, decimals: usize) -> String {
+    match v {
+        Some(x) if decimals == 0 => grouped(x),
+        Some(x) => format!("{x:.decimals$}"),
+        None => "–".into(),
+    }
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut s = String::new();
+    s.push_str("| workload | unit | vmshare | ganesha | vmshare / ganesha | target |\n");
+    s.push_str("| --- | --- | ---: | ---: | ---: | --- |\n");
+    for r in rows {
+        let ratio = match (r.v, r.g) {
+            (Some(v), Some(g)) if g > 0.0 => Some(v / g),
+            _ => None,
+        };
+        let target = match r.target {
+            Target::None => String::new(),
+            Target::AtLeast(t) => match ratio {
+                Some(x) if x >= t => format!("≥ {t}x ✅"),
+                Some(_) => format!("≥ {t}x ❌"),
+                None => format!("≥ {t}x"),
+            },
+            Target::Below(lim) => match r.v {
+                Some(v) if v < lim => format!("< {lim} ✅"),
+                Some(_) => format!("< {lim} ❌"),
+                None => format!("< {lim}"),
+            },
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r.label,
+            r.unit,
+            fmt_val(r.v, r.decimals),
+            fmt_val(r.g, r.decimals),
+            ratio
+                .map(|x| format!("{x:.2}x"))
+                .unwrap_or_else(|| "–".into()),
+            target
+        ));
+    }
+    s
+}
+
+fn rows(o: &Opts, v: Option<&Measured>, g: Option<&Measured>) -> Vec<Row> {
+    let size = (o.size_mib as f64) * 1048576.0;
+    let mbps = |m: Option<&Measured>, f: fn(&SeqResult) -> Duration| {
+        m.map(|m| size / f(&m.seq).as_secs_f64() / 1e6)
+    };
+    let gib = if o.size_mib & 1023 == 0 {
+        format!("{} GiB", o.size_mib / 1024)
+    } else {
+        format!("{} MiB", o.size_mib)
+    };
+    let mut rows = vec![
+        Row {
+            label: format!(
+                "sequential write {gib} (1 MiB UNSTABLE x{} + COMMIT)",
+                o.io_depth
+            ),
+            unit: "MB/s",
+            v: mbps(v, |s| s.write),
+            g: mbps(g, |s| s.write),
+            target: Target::None,
+            decimals: 0,
+        },
+        Row {
+            label: format!(
+                "sequential read {gib} (1 MiB READ x{}, page cache)",
+                o.io_depth
+            ),
+            unit: "MB/s",
+            v: mbps(v, |s| s.read),
+            g: mbps(g, |s| s.read),
+            target: Target::AtLeast(1.5),
+            decimals: 0,
+        },
+    ];
+    for (ci, &n) in o.clients.iter().enumerate() {
+        for phase in PHASES {
+            let rate = |m: Option<&Measured>| {
+                m.and_then(|m| m.small.get(ci))
+                    .and_then(|(_, r)| r.rates.iter().find(|(p, _)| *p == phase))
+                    .map(|(_, x)| *x)
+            };
+            let target = match n {
+                1 => Target::AtLeast(1.0),
+                4 => Target::AtLeast(1.5),
+                _ => Target::None,
+            };
+            let clients = if n == 1 {
+                "1 client".to_string()
+            } else {
+                format!("{n} clients")
+            };
+            rows.push(Row {
+                label: format!("{}, {clients}", phase.label()),
+                unit: phase.unit(),
+                v: rate(v),
+                g: rate(g),
+                target,
+                decimals: 0,
+            });
+        }
+    }
+    // Resource rows: (label, unit, value of one server, target, decimals).
+    let mib = |k: u64| k as f64 / 1024.0;
+    type Get<'a> = Box<dyn Fn(&Measured) -> f64 + 'a>;
+    let mut res: Vec<(String, &'static str, Get, Target, usize)> = vec![
+        (
+            "server CPU, sequential write".into(),
+            "s",
+            Box::new(|m| m.cpu_seq_write),
+            Target::None,
+            2,
+        ),
+        (
+            "server CPU, sequential read".into(),
+            "s",
+            Box::new(|m| m.cpu_seq_read),
+            Target::None,
+            2,
+        ),
+    ];
+    for (ci, &n) in o.clients.iter().enumerate() {
+        res.push((
+            format!("server CPU, small files, {n} client(s)"),
+            "s",
+            Box::new(move |m| m.cpu_small.get(ci).copied().unwrap_or(f64::NAN)),
+            Target::None,
+            2,
+        ));
+    }
+    res.push((
+        "server CPU, whole run".into(),
+        "s",
+        Box::new(|m| m.cpu_total),
+        Target::None,
+        2,
+    ));
+    res.push((
+        "RSS after start (VmRSS)".into(),
+        "MiB",
+        Box::new(move |m| mib(m.rss_start_kib)),
+        Target::None,
+        1,
+    ));
+    res.push((
+        "peak RSS while serving (VmRSS sampled every 10 ms)".into(),
+        "MiB",
+        Box::new(move |m| mib(m.rss_peak_kib)),
+        Target::Below(32.0),
+        1,
+    ));
+    res.push((
+        "peak RSS (VmHWM at the end)".into(),
+        "MiB",
+        Box::new(move |m| mib(m.hwm_kib)),
+        Target::Below(32.0),
+        1,
+    ));
+    for (label, unit, get, target, decimals) in res {
+        rows.push(Row {
+            label,
+            unit,
+            v: v.map(&get),
+            g: g.map(&get),
+            target,
+            decimals,
+        });
+    }
+    rows
+}
+
+fn main() -> ExitCode {
+    let o = match parse_opts() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("vmshare-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // The watchdog: whatever happens, the benchmark ends.
+    let limit = o.time_limit;
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(limit));
+        eprintln!("vmshare-bench: time limit of {limit} s reached; stopping the servers");
+        if let Ok(pids) = servers::CHILDREN.lock() {
+            for &p in pids.iter() {
+                servers::signal(p, libc::SIGKILL);
+            }
+        }
+        std::process::exit(3);
+    });
+    let started = Instant::now();
+    let base = o.dir.join(format!("vmshare-bench-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&base) {
+        eprintln!("vmshare-bench: {}: {e}", base.display());
+        return ExitCode::FAILURE;
+    }
+    eprintln!("vmshare-bench: working in {}", base.display());
+    eprintln!("loopback TCP: 2 GiB over one connection");
+    let loopback = match loopback_mbps() {
+        Ok(x) => Some(x),
+        Err(e) => {
+            eprintln!("loopback: {e}");
+            None
+        }
+    };
+
+    let mut results: [Option<Measured>; 2] = [None, None];
+    let mut failed = false;
+    let mut keep_rpcbind = Vec::new();
+    for (i, name) in ["vmshare", "ganesha"].into_iter().enumerate() {
+        if o.only.as_deref().is_some_and(|x| x != name) {
+            continue;
+        }
+        match run_server(name, &o, &base) {
+            Ok((m, rb)) => {
+                results[i] = Some(m);
+                keep_rpcbind.extend(rb);
+            }
+            Err(e) => {
+                eprintln!("vmshare-bench: {e}");
+                failed = true;
+            }
+        }
+    }
+    drop(keep_rpcbind);
+
+    let [v, g] = &results;
+    println!();
+    println!(
+        "vmshare-bench: {} files per client, {} small-file call(s) in flight per client, \
+         {} READDIRPLUS passes; {} CPUs; total time {:.0} s",
+        o.files,
+        o.meta_depth,
+        o.passes,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(lb) = loopback {
+        println!(
+            "loopback TCP (one connection, 1 MiB writes): {} MB/s",
+            grouped(lb)
+        );
+    }
+    println!();
+    print!("{}", table(&rows(&o, v.as_ref(), g.as_ref())));
+    for (name, m) in [("vmshare", v), ("ganesha", g)] {
+        if let Some(m) = m {
+            let mism: usize = m.small.iter().map(|(_, r)| r.handle_mismatches).sum();
+            if mism > 0 {
+                println!(
+                    "\nnote: {name}: {mism} LOOKUP replies carried a different handle than CREATE's"
+                );
+            }
+        }
+    }
+    if !o.keep && !failed {
+        if let Err(e) = std::fs::remove_dir_all(&base) {
+            eprintln!("vmshare-bench: cleaning {}: {e}", base.display());
+        }
+    } else {
+        eprintln!("vmshare-bench: kept {} (logs, exports)", base.display());
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
