@@ -144,10 +144,12 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     ));
 
     let (uid, gid) = parse_user(args.user.as_deref())?;
-    let tap = if args.net == "tap" {
-        Some(Arc::new(TapNetwork::create(&state.new_run()?)?))
-    } else {
-        None
+    // The namespace is recorded in a run directory of its own, kept until
+    // the end, so that a killed vmshare's namespace is found and deleted.
+    let tap_run = if args.net == "tap" { Some(state.new_run()?) } else { None };
+    let tap = match &tap_run {
+        Some(r) => Some(Arc::new(TapNetwork::create(r)?)),
+        None => None,
     };
     if let Some(t) = &tap {
         say(&format!("network namespace {} with a TAP device", t.name()));
@@ -231,6 +233,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         say("NFS server stopped");
     }
     drop(tap);
+    drop(tap_run);
     let out = result?;
     for e in &out.errors {
         eprintln!("vmshare: {e}");
