@@ -16,3 +16,44 @@ fn stdout_stderr_and_exit_status_pass_through() {
     assert_eq!(out.status, 7);
     assert!(out.errors.is_empty(), "{:?}", out.errors);
 }
+
+/// A volume that cannot be mounted stops the run before CMD with an error
+/// naming the volume, the server address and port, and the errno.
+#[test]
+fn unmountable_volume_names_server_port_and_errno() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    // A port nobody listens on: bind, note it, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut run = h
+        .guest(["echo", "must not run"])
+        .network(common::GuestNetwork::User);
+    run.spec_mut().mounts.push(common::GuestMount {
+        name: "/srv/data:/data".into(),
+        source: "10.0.2.2:/v0".into(),
+        target: "/data".into(),
+        fstype: "nfs".into(),
+        data: common::nfs_options("10.0.2.2", port),
+        readonly: false,
+        flags: vec![],
+        file: false,
+        retry: false,
+    });
+    let out = h.run(run);
+    assert_eq!(out.status, 125);
+    assert_eq!(out.stdout_str(), "");
+    let error = out.errors.join("\n");
+    for needle in [
+        "/srv/data:/data",
+        "10.0.2.2",
+        &format!("port {port}"),
+        "ECONNREFUSED",
+    ] {
+        assert!(error.contains(needle), "{needle:?} missing from: {error}");
+    }
+}
