@@ -58,6 +58,8 @@ Options:
   --clients LIST      client counts, comma-separated (default: 1,4)
   --meta-depth N      small-file calls in flight per client (default: 1)
   --passes N          READDIRPLUS passes over each directory (default: 5)
+  --rounds N          rounds, each starting both servers afresh; the table
+                      shows medians (default: 3)
   --time-limit SECS   stop everything after this long (default: 540)
   --keep              keep the exported directories and logs
 ";
@@ -74,6 +76,7 @@ struct Opts {
     clients: Vec<usize>,
     meta_depth: usize,
     passes: usize,
+    rounds: usize,
     time_limit: u64,
     keep: bool,
 }
@@ -94,6 +97,7 @@ fn parse_opts() -> Result<Opts> {
         clients: vec![1, 4],
         meta_depth: 1,
         passes: 5,
+        rounds: 3,
         time_limit: 540,
         keep: false,
     };
@@ -130,6 +134,7 @@ fn parse_opts() -> Result<Opts> {
             }
             "--meta-depth" => o.meta_depth = num(val()?)?.max(1),
             "--passes" => o.passes = num(val()?)?.max(1),
+            "--rounds" => o.rounds = num(val()?)?.max(1),
             "--time-limit" => o.time_limit = num(val()?)? as u64,
             "--keep" => o.keep = true,
             other => return Err(format!("unknown argument {other}\n\n{USAGE}")),
@@ -170,6 +175,31 @@ fn loopback_mbps() -> Result<f64> {
     Ok(got as f64 / secs / 1e6)
 }
 
+/// The host filesystem's own create (O_CREAT|O_EXCL, close) and unlink
+/// rates in one directory under the benchmark's base directory: what both
+/// servers sit on, without NFS.
+fn local_fs(base: &Path, files: usize) -> Result<(f64, f64)> {
+    let dir = base.join("local-baseline");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let names: Vec<PathBuf> = (0..files).map(|i| dir.join(format!("f{i:06}"))).collect();
+    let t = Instant::now();
+    for n in &names {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(n)
+            .map_err(|e| format!("{}: {e}", n.display()))?;
+    }
+    let create = files as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for n in &names {
+        std::fs::remove_file(n).map_err(|e| format!("{}: {e}", n.display()))?;
+    }
+    let remove = files as f64 / t.elapsed().as_secs_f64();
+    std::fs::remove_dir(&dir).map_err(|e| e.to_string())?;
+    Ok((create, remove))
+}
+
 /// Everything measured for one server.
 #[derive(Debug, Clone)]
 struct Measured {
@@ -180,6 +210,7 @@ struct Measured {
     cpu_small: Vec<f64>,
     cpu_total: f64,
     rss_start_kib: u64,
+    rss_seq_kib: u64,
     rss_peak_kib: u64,
     hwm_kib: u64,
 }
@@ -210,6 +241,7 @@ fn measure(server: &mut Server, o: &Opts) -> Result<Measured> {
         cpu_mid = servers::cpu_seconds(pid)
     })?;
     let t_cpu2 = servers::cpu_seconds(pid);
+    let rss_seq_kib = sampler.peak();
     drop(conn);
 
     let mut small = Vec::new();
@@ -242,30 +274,122 @@ fn measure(server: &mut Server, o: &Opts) -> Result<Measured> {
         cpu_small,
         cpu_total,
         rss_start_kib,
+        rss_seq_kib,
         rss_peak_kib,
         hwm_kib,
     })
 }
 
-fn run_server(name: &str, o: &Opts, base: &Path) -> Result<(Measured, Option<servers::Rpcbind>)> {
-    let export = base.join(format!("{name}-export"));
+fn run_server(name: &str, o: &Opts, base: &Path, round: usize) -> Result<Measured> {
+    let export = base.join(format!("{name}-export-{round}"));
     std::fs::create_dir_all(&export).map_err(|e| format!("{}: {e}", export.display()))?;
-    eprintln!("{name}: starting");
-    let (mut server, rpcbind) = if name == "vmshare" {
-        (servers::start_vmshare(&o.vmshare, base, &export)?, None)
+    eprintln!("{name} (round {}): starting", round + 1);
+    let mut server = if name == "vmshare" {
+        servers::start_vmshare(&o.vmshare, base, &export)?
     } else {
-        let rb = servers::ensure_rpcbind()?;
-        (servers::start_ganesha(&o.ganesha, base, &export)?, Some(rb))
+        servers::start_ganesha(&o.ganesha, base, &export)?
     };
     let r = measure(&mut server, o);
     server.stop();
-    match r {
-        Ok(m) => Ok((m, rpcbind)),
-        Err(e) => Err(format!(
-            "{name}: {e} (server log: {})",
-            server.log.display()
-        )),
+    if let Ok(m) = &r {
+        let size = (o.size_mib as f64) * 1048576.0 / 1e6;
+        let rate = |i: usize, p: usize| {
+            m.small
+                .get(i)
+                .and_then(|(_, r)| r.rates.get(p))
+                .map_or(0.0, |(_, x)| *x)
+        };
+        eprintln!(
+            "  {name} round {}: write {:.0} MB/s, read {:.0} MB/s, create {:.0}/s, \
+             getattr {:.0}/s (1 client), peak RSS {:.1} MiB",
+            round + 1,
+            size / m.seq.write.as_secs_f64(),
+            size / m.seq.read.as_secs_f64(),
+            rate(0, 0),
+            rate(0, 2),
+            m.rss_peak_kib as f64 / 1024.0
+        );
     }
+    r.map_err(|e| format!("{name}: {e} (server log: {})", server.log.display()))
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.retain(|x| x.is_finite());
+    xs.sort_by(f64::total_cmp);
+    match xs.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => xs[n / 2],
+        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+    }
+}
+
+/// Combines rounds: the median of every rate, time and CPU figure, and
+/// the largest of every memory figure.
+fn combine(rounds: &[Measured]) -> Option<Measured> {
+    let first = rounds.first()?;
+    let med = |f: &dyn Fn(&Measured) -> f64| median(rounds.iter().map(f).collect());
+    let dur = |f: &dyn Fn(&SeqResult) -> Duration| {
+        Duration::from_secs_f64(med(&|m| f(&m.seq).as_secs_f64()))
+    };
+    let small = first
+        .small
+        .iter()
+        .enumerate()
+        .map(|(ci, (n, r0))| {
+            let rates = r0
+                .rates
+                .iter()
+                .enumerate()
+                .map(|(pi, (phase, _))| {
+                    let x = med(&|m| {
+                        m.small
+                            .get(ci)
+                            .and_then(|(_, r)| r.rates.get(pi))
+                            .map_or(f64::NAN, |(_, x)| *x)
+                    });
+                    (*phase, x)
+                })
+                .collect();
+            let handle_mismatches = rounds
+                .iter()
+                .filter_map(|m| m.small.get(ci))
+                .map(|(_, r)| r.handle_mismatches)
+                .max()
+                .unwrap_or(0);
+            let entries_per_reply = med(&|m| {
+                m.small
+                    .get(ci)
+                    .map_or(f64::NAN, |(_, r)| r.entries_per_reply)
+            });
+            (
+                *n,
+                SmallResult {
+                    rates,
+                    handle_mismatches,
+                    entries_per_reply,
+                },
+            )
+        })
+        .collect();
+    let max_kib = |f: &dyn Fn(&Measured) -> u64| rounds.iter().map(f).max().unwrap_or(0);
+    Some(Measured {
+        seq: SeqResult {
+            write: dur(&|s| s.write),
+            commit: dur(&|s| s.commit),
+            read: dur(&|s| s.read),
+        },
+        small,
+        cpu_seq_write: med(&|m| m.cpu_seq_write),
+        cpu_seq_read: med(&|m| m.cpu_seq_read),
+        cpu_small: (0..first.cpu_small.len())
+            .map(|i| med(&|m| m.cpu_small.get(i).copied().unwrap_or(f64::NAN)))
+            .collect(),
+        cpu_total: med(&|m| m.cpu_total),
+        rss_start_kib: max_kib(&|m| m.rss_start_kib),
+        rss_seq_kib: max_kib(&|m| m.rss_seq_kib),
+        rss_peak_kib: max_kib(&|m| m.rss_peak_kib),
+        hwm_kib: max_kib(&|m| m.hwm_kib),
+    })
 }
 
 /// 12345.6 → "12,346".
@@ -373,6 +497,14 @@ fn rows(o: &Opts, v: Option<&Measured>, g: Option<&Measured>) -> Vec<Row> {
             decimals: 0,
         },
         Row {
+            label: "… of which the final COMMIT".into(),
+            unit: "s",
+            v: v.map(|m| m.seq.commit.as_secs_f64()),
+            g: g.map(|m| m.seq.commit.as_secs_f64()),
+            target: Target::None,
+            decimals: 2,
+        },
+        Row {
             label: format!(
                 "sequential read {gib} (1 MiB READ x{}, page cache)",
                 o.io_depth
@@ -454,6 +586,13 @@ fn rows(o: &Opts, v: Option<&Measured>, g: Option<&Measured>) -> Vec<Row> {
         1,
     ));
     res.push((
+        "peak RSS during the sequential part (VmRSS sampled)".into(),
+        "MiB",
+        Box::new(move |m| mib(m.rss_seq_kib)),
+        Target::None,
+        1,
+    ));
+    res.push((
         "peak RSS while serving (VmRSS sampled every 10 ms)".into(),
         "MiB",
         Box::new(move |m| mib(m.rss_peak_kib)),
@@ -516,31 +655,58 @@ fn main() -> ExitCode {
         }
     };
 
-    let mut results: [Option<Measured>; 2] = [None, None];
+    let local = local_fs(&base, o.files);
+    let names: Vec<&str> = ["vmshare", "ganesha"]
+        .into_iter()
+        .filter(|n| !matches!(o.only.as_deref(), Some(x) if x != *n))
+        .collect();
     let mut failed = false;
-    let mut keep_rpcbind = Vec::new();
-    for (i, name) in ["vmshare", "ganesha"].into_iter().enumerate() {
-        if o.only.as_deref().is_some_and(|x| x != name) {
-            continue;
-        }
-        match run_server(name, &o, &base) {
-            Ok((m, rb)) => {
-                results[i] = Some(m);
-                keep_rpcbind.extend(rb);
-            }
+    // ganesha will not start unless it can register with an rpcbind.
+    let rpcbind = if names.contains(&"ganesha") {
+        match servers::ensure_rpcbind() {
+            Ok(rb) => Some(rb),
             Err(e) => {
                 eprintln!("vmshare-bench: {e}");
                 failed = true;
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut rounds: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
+    'rounds: for round in 0..o.rounds {
+        // Alternate which server goes first, so neither always gets the
+        // quieter half of the round.
+        let order: Vec<&str> = if round % 2 == 0 {
+            names.clone()
+        } else {
+            names.iter().rev().copied().collect()
+        };
+        for name in order {
+            if name == "ganesha" && rpcbind.is_none() {
+                continue;
+            }
+            match run_server(name, &o, &base, round) {
+                Ok(m) => rounds[usize::from(name == "ganesha")].push(m),
+                Err(e) => {
+                    eprintln!("vmshare-bench: {e}");
+                    failed = true;
+                    break 'rounds;
+                }
             }
         }
     }
-    drop(keep_rpcbind);
+    drop(rpcbind);
+    let results = [combine(&rounds[0]), combine(&rounds[1])];
 
     let [v, g] = &results;
     println!();
     println!(
-        "vmshare-bench: {} files per client, {} small-file call(s) in flight per client, \
-         {} READDIRPLUS passes; {} CPUs; total time {:.0} s",
+        "vmshare-bench: median of {} round(s) (memory: largest); {} files per client, \
+         {} small-file call(s) in flight per client, {} READDIRPLUS passes; {} CPUs; \
+         total time {:.0} s",
+        o.rounds,
         o.files,
         o.meta_depth,
         o.passes,
@@ -555,14 +721,34 @@ fn main() -> ExitCode {
             grouped(lb)
         );
     }
+    match local {
+        Ok((c, r)) => println!(
+            "host filesystem under {}, no NFS, one thread, {} files: create {}/s, remove {}/s",
+            o.dir.display(),
+            o.files,
+            grouped(c),
+            grouped(r)
+        ),
+        Err(e) => println!("host filesystem baseline failed: {e}"),
+    }
     println!();
     print!("{}", table(&rows(&o, v.as_ref(), g.as_ref())));
+    println!();
     for (name, m) in [("vmshare", v), ("ganesha", g)] {
         if let Some(m) = m {
+            let per_reply: Vec<String> = m
+                .small
+                .iter()
+                .map(|(_, r)| format!("{:.0}", r.entries_per_reply))
+                .collect();
+            println!(
+                "- {name}: READDIRPLUS entries per 64 KiB reply: {}",
+                per_reply.join(" / ")
+            );
             let mism: usize = m.small.iter().map(|(_, r)| r.handle_mismatches).sum();
             if mism > 0 {
                 println!(
-                    "\nnote: {name}: {mism} LOOKUP replies carried a different handle than CREATE's"
+                    "- {name}: {mism} LOOKUP replies carried a different handle than CREATE's"
                 );
             }
         }

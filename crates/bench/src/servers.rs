@@ -343,6 +343,11 @@ impl RssSampler {
         }
     }
 
+    /// The largest VmRSS seen so far, in KiB.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+
     /// Stops sampling; returns the largest VmRSS seen, in KiB.
     pub fn finish(mut self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);

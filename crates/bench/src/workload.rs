@@ -168,6 +168,8 @@ impl Work for SeqIo {
 pub struct SeqResult {
     /// Time for all WRITEs and the final COMMIT.
     pub write: Duration,
+    /// Of which the COMMIT.
+    pub commit: Duration,
     /// Time for all READs.
     pub read: Duration,
 }
@@ -204,7 +206,9 @@ pub fn sequential(
     };
     let t = Instant::now();
     conn.pipeline(&mut w, items, 1, depth)?;
+    let tc = Instant::now();
     commit(conn, fh)?;
+    let commit = tc.elapsed();
     let write = t.elapsed();
     between();
     w.write = false;
@@ -212,7 +216,11 @@ pub fn sequential(
     conn.pipeline(&mut w, items, 1, depth)?;
     let read = t.elapsed();
     remove(conn, root, name, false)?;
-    Ok(SeqResult { write, read })
+    Ok(SeqResult {
+        write,
+        commit,
+        read,
+    })
 }
 
 /// The small-file phases, in the order they run.
@@ -278,6 +286,8 @@ struct Files {
     phase: Phase,
     /// LOOKUPs that returned a different handle from CREATE's.
     handle_mismatches: usize,
+    /// READDIRPLUS calls made.
+    readdir_calls: usize,
 }
 
 impl Files {
@@ -385,7 +395,12 @@ impl Work for Files {
 
 /// Lists `dir` completely with READDIRPLUS `passes` times; returns the
 /// number of entries seen (including `.` and `..`).
-fn list_dir(conn: &mut Conn, dir: FileHandle, passes: usize) -> Result<usize> {
+fn list_dir(
+    conn: &mut Conn,
+    dir: FileHandle,
+    passes: usize,
+    calls_out: &mut usize,
+) -> Result<usize> {
     let mut total = 0;
     for _ in 0..passes {
         let mut cookie = 0u64;
@@ -404,6 +419,7 @@ fn list_dir(conn: &mut Conn, dir: FileHandle, passes: usize) -> Result<usize> {
             let page = client::readdirplus_res(&res, cookie)?;
             total += page.entries;
             calls += 1;
+            *calls_out += 1;
             if page.eof {
                 break;
             }
@@ -431,6 +447,8 @@ pub struct SmallResult {
     /// LOOKUP replies whose handle differed from CREATE's (a note, not an
     /// error: handles need not be byte-identical).
     pub handle_mismatches: usize,
+    /// Directory entries per READDIRPLUS reply (64 KiB maxcount).
+    pub entries_per_reply: f64,
 }
 
 /// Parameters of the small-file run.
@@ -465,7 +483,7 @@ pub fn small_files(
     for (c, dir) in dirs.iter().copied().enumerate() {
         let barrier = barrier.clone();
         handles.push(std::thread::spawn(
-            move || -> (Result<ClientTimes>, usize) {
+            move || -> (Result<ClientTimes>, usize, usize) {
                 let mut files = Files {
                     dir,
                     names: (0..p.files)
@@ -475,6 +493,7 @@ pub fn small_files(
                     data: (0..SMALL).map(|i| (i * 7 + c).to_le_bytes()[0]).collect(),
                     phase: Phase::Create,
                     handle_mismatches: 0,
+                    readdir_calls: 0,
                 };
                 let mut conn = match Conn::connect(addr, 100 + u32::try_from(c).unwrap_or(0)) {
                     Ok(c) => Some(c),
@@ -482,7 +501,7 @@ pub fn small_files(
                         for _ in PHASES {
                             barrier.wait();
                         }
-                        return (Err(e), 0);
+                        return (Err(e), 0, 0);
                     }
                 };
                 let mut times = Vec::new();
@@ -495,7 +514,9 @@ pub fn small_files(
                     };
                     let t0 = Instant::now();
                     let r = match phase {
-                        Phase::Readdirplus => list_dir(conn, dir, p.passes),
+                        Phase::Readdirplus => {
+                            list_dir(conn, dir, p.passes, &mut files.readdir_calls)
+                        }
                         Phase::WriteCommit => conn
                             .pipeline(&mut files, p.files, 2, p.depth)
                             .map(|_| p.files),
@@ -510,19 +531,26 @@ pub fn small_files(
                 }
                 drop(conn.take());
                 match err {
-                    Some(e) => (Err(e), files.handle_mismatches),
-                    None => (Ok(times), files.handle_mismatches),
+                    Some(e) => (Err(e), 0, 0),
+                    None => (Ok(times), files.handle_mismatches, files.readdir_calls),
                 }
             },
         ));
     }
     let mut all = Vec::new();
     let mut mismatches = 0;
+    let mut readdir_calls = 0;
     for h in handles {
-        let (r, m) = h.join().map_err(|_| "client thread panicked".to_string())?;
+        let (r, m, calls) = h.join().map_err(|_| "client thread panicked".to_string())?;
         all.push(r?);
         mismatches += m;
+        readdir_calls += calls;
     }
+    let rd = PHASES
+        .iter()
+        .position(|p| *p == Phase::Readdirplus)
+        .unwrap_or(0);
+    let entries: usize = all.iter().map(|t| t[rd].2).sum();
     for c in 0..clients {
         remove(&mut setup, root, &format!("{tag}-c{c}"), true)?;
     }
@@ -539,5 +567,6 @@ pub fn small_files(
     Ok(SmallResult {
         rates,
         handle_mismatches: mismatches,
+        entries_per_reply: entries as f64 / readdir_calls.max(1) as f64,
     })
 }
