@@ -37,7 +37,7 @@ use vmshare_proto::nfs3::*;
 use vmshare_proto::{NfsStat, MAX_IO};
 
 use crate::attr::{fattr, status, status_rx};
-use crate::cred::{CredGuard, Identity};
+use crate::cred::{as_server, CredGuard, Identity};
 use crate::export::{ExportConfig, ExportOptions};
 use crate::handle::HandleCodec;
 use crate::sys;
@@ -309,6 +309,9 @@ impl FsBackend {
         let fd = match cached {
             Some(fd) => fd,
             None => {
+                // open_by_handle_at needs CAP_DAC_READ_SEARCH, which a
+                // thread acting as a guest user does not have.
+                as_server(self.switch_ids);
                 let mount = self.mount_fd(export, d.dev)?;
                 let fd =
                     sys::open_by_handle(mount.as_fd(), &d.kernel, libc::O_PATH | libc::O_NOFOLLOW)
@@ -545,6 +548,28 @@ impl FsBackend {
         let fh = self.handle_for(&dir.export, &fd, &st)?;
         self.remember(fh, fd.clone());
         Ok((fh, fd, st))
+    }
+
+    /// A READDIRPLUS entry's handle and attributes from two syscalls by
+    /// name, without opening it. A name that leads onto another filesystem
+    /// (a mount point) takes the full [`Self::child`] path, which registers
+    /// that filesystem for decoding its handles later.
+    fn entry_plus(
+        &self,
+        dir: &Node,
+        name: &[u8],
+    ) -> Result<(FileHandle, Arc<OwnedFd>, Stat), NfsStat> {
+        let st = rustix::fs::statat(&*dir.fd, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(status_rx)?;
+        if st.st_dev != dir.st.st_dev {
+            return self.child(dir, name);
+        }
+        let k = sys::handle_of_name(dir.fd.as_fd(), name).map_err(|e| status(&e))?;
+        let fh = self
+            .codec
+            .encode(dir.export.id, compress_dev(st.st_dev), &k)
+            .ok_or(NfsStat::NotSupp)?;
+        Ok((fh, dir.fd.clone(), st))
     }
 
     /// Common tail of CREATE, MKDIR, SYMLINK, MKNOD: the new object's
@@ -829,7 +854,8 @@ impl Backend for FsBackend {
                 Err(e) => return Err(fail(status(&e))),
             }
         }
-        let st = rustix::fs::fstat(&*f).unwrap_or(st);
+        // The attributes taken just before the read stand for after it: a
+        // read changes nothing the client checks (atime aside).
         let size = u64::try_from(st.st_size).unwrap_or(0);
         let eof = offset.saturating_add(done as u64) >= size;
         Ok(ReadOk {
@@ -1209,7 +1235,7 @@ impl Backend for FsBackend {
                     e.ino
                 };
                 let (attr, fh, fileid) = if plus && !dots {
-                    match self.child(&d, e.name) {
+                    match self.entry_plus(&d, e.name) {
                         Ok((fh, _, st)) => (
                             Some(self.attrs(&d.export, &st)),
                             Some(fh),
@@ -1338,6 +1364,7 @@ impl Backend for FsBackend {
         // fsync needs no particular access mode; the server's own
         // descriptor avoids refusing a commit for a file the caller may
         // write but not read.
+        as_server(self.switch_ids);
         let f = self.reopen(&n.fd, OFlags::RDONLY).map_err(fail)?;
         if let Err(e) = rustix::fs::fsync(&f) {
             self.bump_verifier();
@@ -1382,6 +1409,9 @@ impl Backend for FsBackend {
             }
         }
         let (export, rest) = best.ok_or(MountStat::NoEnt)?;
+        // MNT resolves the path as the server (the export's admin chose it),
+        // not as whichever caller this thread served last.
+        as_server(self.switch_ids);
         let opts = export
             .cfg
             .options_for(c.addr.ip())

@@ -67,19 +67,24 @@ fn groups_key(groups: &[u32]) -> u64 {
     })
 }
 
-/// Switches this thread to `id` until the guard drops. When the server is
-/// not root (`enabled` false) nothing changes: every operation runs as the
-/// server's user.
+/// Proof that this thread now runs as a caller's identity. When the server
+/// is not root (`enabled` false) nothing changes: every operation runs as
+/// the server's user.
+///
+/// The identity is not switched back when the guard drops: a worker's next
+/// call usually comes from the same caller, and restoring costs five
+/// syscalls per call. The one operation that needs the server's own
+/// privilege, `open_by_handle_at`, calls [`as_server`] first.
 #[derive(Debug)]
 pub struct CredGuard {
-    active: bool,
+    _private: (),
 }
 
 impl CredGuard {
     /// Becomes `id` on this thread.
     pub fn become_(id: &Identity, enabled: bool) -> std::io::Result<CredGuard> {
         if !enabled {
-            return Ok(CredGuard { active: false });
+            return Ok(CredGuard { _private: () });
         }
         let key = (id.uid, id.gid, groups_key(&id.groups));
         if CURRENT.with(|c| c.get()) != Some(key) {
@@ -89,7 +94,15 @@ impl CredGuard {
             }
             CURRENT.with(|c| c.set(Some(key)));
         }
-        Ok(CredGuard { active: true })
+        Ok(CredGuard { _private: () })
+    }
+}
+
+/// Makes this thread act as the server itself again (if it switched), for
+/// operations that need the server's privileges.
+pub fn as_server(enabled: bool) {
+    if enabled && CURRENT.with(|c| c.get()) != Some((0, 0, groups_key(&[]))) {
+        restore();
     }
 }
 
@@ -98,14 +111,6 @@ fn restore() {
         CURRENT.with(|c| c.set(Some((0, 0, groups_key(&[])))));
     } else {
         CURRENT.with(|c| c.set(None));
-    }
-}
-
-impl Drop for CredGuard {
-    fn drop(&mut self) {
-        if self.active {
-            restore();
-        }
     }
 }
 

@@ -67,6 +67,51 @@ pub fn handle_of(fd: BorrowedFd<'_>) -> io::Result<KernelHandle> {
     })
 }
 
+/// `name_to_handle_at(dir, name, 0)`: the kernel handle of the entry `name`
+/// of `dir`, without following it if it is a symlink. `name` must be one
+/// component of at most 255 bytes, without NUL (the caller checked).
+pub fn handle_of_name(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<KernelHandle> {
+    let mut cname = [0u8; 256];
+    if name.len() >= cname.len() || name.contains(&0) {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    cname[..name.len()].copy_from_slice(name);
+    let mut raw = RawHandle {
+        handle_bytes: 128,
+        handle_type: 0,
+        f_handle: [0; 128],
+    };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `cname` is NUL-terminated (zero-filled past `name`), `raw` is a
+    // valid `struct file_handle` with `handle_bytes` giving its room, and
+    // `mount_id` is a valid out pointer. Flags 0: a final symlink is not
+    // followed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            dir.as_raw_fd(),
+            cname.as_ptr(),
+            &mut raw as *mut RawHandle,
+            &mut mount_id as *mut libc::c_int,
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let len = raw.handle_bytes as usize;
+    if len > MAX_KERNEL_HANDLE {
+        return Err(io::Error::from_raw_os_error(libc::EOVERFLOW));
+    }
+    let mut bytes = [0u8; MAX_KERNEL_HANDLE];
+    bytes[..len].copy_from_slice(&raw.f_handle[..len]);
+    Ok(KernelHandle {
+        kind: raw.handle_type,
+        len,
+        bytes,
+    })
+}
+
 /// `open_by_handle_at(mount_fd, handle, flags)`. Needs
 /// `CAP_DAC_READ_SEARCH`, so it must run with the server's own
 /// credentials, not a caller's.
