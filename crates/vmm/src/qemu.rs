@@ -31,6 +31,17 @@ pub enum QemuNet {
     },
 }
 
+/// A raw image attached as a virtio-blk device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuDisk {
+    /// Drive id (the plan's `vda`, `vdb`...).
+    pub id: String,
+    /// Host image file.
+    pub image: PathBuf,
+    /// Attach read-only (the guest gets EROFS on write).
+    pub readonly: bool,
+}
+
 /// Everything QEMU is started with.
 #[derive(Debug, Clone)]
 pub struct QemuConfig {
@@ -54,6 +65,8 @@ pub struct QemuConfig {
     pub ports: Vec<(String, PathBuf)>,
     /// Network, if any.
     pub net: Option<QemuNet>,
+    /// Block devices, in the order the guest must name them (`vda` first).
+    pub disks: Vec<QemuDisk>,
 }
 
 /// Kernel command line for a vmshare guest. Under TCG the kernel's TSC
@@ -155,6 +168,21 @@ impl QemuConfig {
             push("-device".into());
             push("virtio-net-device,netdev=net0".into());
         }
+        // The guest names virtio-blk disks in probe order, which follows
+        // the command line order among block devices; the plan's `vda`,
+        // `vdb`... rely on it (checked by `crates/cli/tests/run_disks.rs`).
+        // writeback: a guest fsync or unmount flushes to the image file.
+        for d in &self.disks {
+            push("-drive".into());
+            push(format!(
+                "file={},if=none,id={},format=raw,cache=writeback{}",
+                chardev_path(&d.image),
+                d.id,
+                if d.readonly { ",readonly=on" } else { "" }
+            ));
+            push("-device".into());
+            push(format!("virtio-blk-device,drive={}", d.id));
+        }
         a
     }
 
@@ -227,6 +255,11 @@ mod tests {
             console_log: "/run/a,b/c.log".into(),
             ports: vec![("vmshare.stdout".into(), "/run/o.sock".into())],
             net: Some(QemuNet::User),
+            disks: vec![QemuDisk {
+                id: "vda".into(),
+                image: "/img/a,b.erofs".into(),
+                readonly: true,
+            }],
         };
         let args: Vec<String> = cfg
             .args()
@@ -239,6 +272,9 @@ mod tests {
         assert!(joined.contains("-initrd /run/initrd"));
         assert!(joined.contains("virtserialport,chardev=port0,name=vmshare.stdout,nr=1"));
         assert!(joined.contains("-netdev user,id=net0 -device virtio-net-device,netdev=net0"));
+        assert!(joined.contains(
+            "-drive file=/img/a,,b.erofs,if=none,id=vda,format=raw,cache=writeback,readonly=on -device virtio-blk-device,drive=vda"
+        ));
         assert!(cfg.cmdline.contains("tsc_early_khz="), "{}", cfg.cmdline);
     }
 }

@@ -14,7 +14,7 @@ use crate::channels::{self, AcceptError, Listeners};
 pub use crate::channels::{Sink, StdinSource};
 use crate::kvm::Accel;
 use crate::netns::TapNetwork;
-use crate::qemu::{self, QemuConfig, QemuNet};
+use crate::qemu::{self, QemuConfig, QemuDisk, QemuNet};
 use crate::{StateDir, VmmError};
 
 /// Lines of console shown in errors.
@@ -116,6 +116,7 @@ pub struct GuestRun {
     qemu: PathBuf,
     state: Option<StateDir>,
     network: Option<GuestNetwork>,
+    disks: Vec<QemuDisk>,
     memory_mib: u32,
     cpus: u32,
     boot_timeout: Duration,
@@ -149,6 +150,7 @@ impl GuestRun {
             qemu: PathBuf::from(qemu::DEFAULT_QEMU),
             state: None,
             network: None,
+            disks: Vec::new(),
             memory_mib: 512,
             cpus: 1,
             boot_timeout: Duration::from_secs(120),
@@ -233,6 +235,23 @@ impl GuestRun {
     /// Gives the guest a network interface.
     pub fn network(mut self, network: GuestNetwork) -> Self {
         self.network = Some(network);
+        self
+    }
+
+    /// Attaches `image` as the next virtio-blk disk: the first call is
+    /// `/dev/vda` in the guest, the next `/dev/vdb`, and so on, so attach
+    /// in the plan's `block_devices` order. `id` names the QEMU drive.
+    pub fn disk(
+        mut self,
+        id: impl Into<String>,
+        image: impl Into<PathBuf>,
+        readonly: bool,
+    ) -> Self {
+        self.disks.push(QemuDisk {
+            id: id.into(),
+            image: image.into(),
+            readonly,
+        });
         self
     }
 
@@ -365,6 +384,7 @@ impl GuestRun {
                     ifname: crate::netns::TAP_NAME.into(),
                 }),
             },
+            disks: self.disks.clone(),
         };
         let qemu_stderr = run.path().join("qemu.stderr");
         let netns = match &self.network {
