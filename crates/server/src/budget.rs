@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use crate::lock;
 
+/// Requests up to this size may use the budget's headroom.
+const SMALL: usize = 64 * 1024;
+
 /// How often a blocked acquirer re-checks whether it should give up.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -71,13 +74,21 @@ impl Budget {
 
     /// Waits until `n` more bytes fit, or `abort` says to stop. A request
     /// larger than the whole budget is let through once nothing else is
-    /// charged, so that it cannot wait forever.
+    /// charged, so that it cannot wait forever. Large requests may not take
+    /// the last eighth of the budget: that headroom keeps small calls (a
+    /// GETATTR, a NULL) flowing while big records from slow or hostile
+    /// clients fill the rest.
     fn acquire(&self, n: usize, abort: &dyn Fn() -> bool) -> Option<Duration> {
+        let limit = if n > SMALL {
+            self.cap - self.cap / 8
+        } else {
+            self.cap
+        };
         let start = Instant::now();
         let mut used = lock(&self.used);
         let mut counted = false;
         let result = loop {
-            if *used == 0 || used.saturating_add(n) <= self.cap {
+            if *used == 0 || used.saturating_add(n) <= limit {
                 *used = used.saturating_add(n);
                 break Some(start.elapsed());
             }
@@ -165,6 +176,20 @@ mod tests {
         let mut c2 = b.charge();
         assert!(c2.grow(30, &|| true).is_none());
         assert_eq!(b.used(), 80);
+    }
+
+    #[test]
+    fn headroom_is_kept_for_small_requests() {
+        let b = Budget::new(800 * 1024);
+        let mut big = b.charge();
+        assert!(big.grow(600 * 1024, &|| false).is_some());
+        let mut big2 = b.charge();
+        assert!(
+            big2.grow(150 * 1024, &|| true).is_none(),
+            "a large request took the headroom"
+        );
+        let mut small = b.charge();
+        assert!(small.grow(60 * 1024, &|| true).is_some());
     }
 
     #[test]

@@ -277,10 +277,9 @@ pub(crate) struct Reader<'a> {
     conn: &'a Arc<Conn>,
     asm: RecordAssembler,
     idle_since: Instant,
-    /// Set while a record is being received.
-    deadline: Option<Instant>,
-    /// When bytes last arrived.
-    last_progress: Instant,
+    /// When the record being received began (its first byte), moved
+    /// forward by the time the reader itself waited for the budget.
+    started: Option<Instant>,
 }
 
 impl<'a> Reader<'a> {
@@ -290,8 +289,7 @@ impl<'a> Reader<'a> {
             conn,
             asm: RecordAssembler::new(shared.limits.max_record),
             idle_since: Instant::now(),
-            deadline: None,
-            last_progress: Instant::now(),
+            started: None,
         }
     }
 
@@ -336,6 +334,24 @@ impl<'a> Reader<'a> {
         self.conn.is_closed() || self.shared.stop.load(Ordering::Acquire)
     }
 
+    /// Whether the record being received has taken too long: past the
+    /// record timeout, or past the much shorter pressure limit while other
+    /// connections wait for request memory. A record over loopback or
+    /// virtio arrives in milliseconds; one that trickles in while others
+    /// wait is holding bytes they need (a dropped client reconnects and
+    /// retransmits).
+    fn overdue(&self, now: Instant) -> Option<End> {
+        let started = self.started?;
+        let age = now.saturating_duration_since(started);
+        if age >= self.shared.limits.record_timeout {
+            return Some(End::Stalled);
+        }
+        if age >= self.shared.pressure_stall() && self.shared.request_budget.has_waiters() {
+            return Some(End::StalledUnderPressure);
+        }
+        None
+    }
+
     /// Reads some bytes into `buf`, waiting through read-timeout ticks
     /// until data, end of stream, or a deadline.
     fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, End> {
@@ -345,16 +361,18 @@ impl<'a> Reader<'a> {
             }
             match (&self.conn.stream).read(buf) {
                 Ok(0) => {
-                    return Err(if self.deadline.is_some() {
+                    return Err(if self.started.is_some() {
                         End::Truncated
                     } else {
                         End::Eof
                     })
                 }
                 Ok(n) => {
-                    self.last_progress = Instant::now();
-                    if self.deadline.is_none() {
-                        self.deadline = Some(Instant::now() + self.shared.limits.record_timeout);
+                    let now = Instant::now();
+                    if self.started.is_none() {
+                        self.started = Some(now);
+                    } else if let Some(end) = self.overdue(now) {
+                        return Err(end);
                     }
                     return Ok(n);
                 }
@@ -365,28 +383,16 @@ impl<'a> Reader<'a> {
                     ) =>
                 {
                     let now = Instant::now();
-                    match self.deadline {
-                        Some(d) if now >= d => return Err(End::Stalled),
-                        // A client that stalls mid-record while other
-                        // connections wait for request memory is holding
-                        // bytes they need: drop it well before its record
-                        // timeout (it will reconnect and retransmit).
-                        Some(_)
-                            if self.shared.request_budget.has_waiters()
-                                && now.duration_since(self.last_progress)
-                                    >= self.shared.pressure_stall() =>
+                    if let Some(end) = self.overdue(now) {
+                        return Err(end);
+                    }
+                    if self.started.is_none() {
+                        if self.conn.inflight() > 0 {
+                            self.idle_since = now;
+                        } else if now.duration_since(self.idle_since)
+                            >= self.shared.limits.idle_timeout
                         {
-                            return Err(End::StalledUnderPressure)
-                        }
-                        Some(_) => {}
-                        None => {
-                            if self.conn.inflight() > 0 {
-                                self.idle_since = now;
-                            } else if now.duration_since(self.idle_since)
-                                >= self.shared.limits.idle_timeout
-                            {
-                                return Err(End::Idle);
-                            }
+                            return Err(End::Idle);
                         }
                     }
                 }
@@ -395,7 +401,7 @@ impl<'a> Reader<'a> {
                         End::Closed
                     } else {
                         End::Io(e)
-                    });
+                    })
                 }
             }
         }
@@ -409,11 +415,15 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// Reads one whole record, joining its fragments. The buffer grows only
-    /// as bytes arrive (doubling, capped at the end of the current
-    /// fragment), and every growth is charged to the shared budget first.
+    /// Reads one whole record, joining its fragments.
+    ///
+    /// Each fragment's length is charged to the shared budget before its
+    /// payload is read, so that a reader never holds part of what it needs
+    /// while waiting for the rest (readers holding half-records and all
+    /// waiting to grow would deadlock). The buffer itself still grows only
+    /// as bytes arrive, doubling, capped at the end of the fragment.
     fn read_record(&mut self) -> Result<(Vec<u8>, Charge), End> {
-        self.deadline = None;
+        self.started = None;
         let mut record: Vec<u8> = Vec::new();
         let mut filled = 0usize;
         let mut charge = self.shared.request_budget.charge();
@@ -424,26 +434,39 @@ impl<'a> Reader<'a> {
                 Ok(f) => f,
                 Err(RecordError::Empty) => {
                     // Nothing to answer; not worth a disconnect.
-                    self.deadline = None;
+                    self.started = None;
                     continue;
                 }
                 Err(e) => return Err(End::TooLarge(e)),
             };
-            let frag_end = filled + frag.len as usize;
+            let len = frag.len as usize;
+            let conn = self.conn;
+            let stop = &self.shared.stop;
+            // Holding earlier fragments while waiting is hold-and-wait
+            // again: bound that wait (Linux never sends more than one
+            // fragment, so this only bites unusual clients under load).
+            let holding = filled > 0;
+            let give_up = Instant::now() + self.shared.pressure_stall();
+            let abort = || {
+                conn.is_closed()
+                    || stop.load(Ordering::Acquire)
+                    || (holding && Instant::now() >= give_up)
+            };
+            let waited = match charge.grow(len, &abort) {
+                Some(w) => w,
+                None if holding && !self.aborted() => return Err(End::StalledUnderPressure),
+                None => return Err(End::Closed),
+            };
+            // Waiting for the budget is the server's doing, not the
+            // client's: do not count it against the record.
+            if let Some(s) = self.started.as_mut() {
+                *s += waited;
+            }
+            let frag_end = filled + len;
             while filled < frag_end {
                 if filled == record.len() {
                     let target = frag_end.min(record.len().saturating_mul(2).max(FIRST_CHUNK));
-                    let extra = target - record.len();
-                    let conn = self.conn;
-                    let stop = &self.shared.stop;
-                    let abort = || conn.is_closed() || stop.load(Ordering::Acquire);
-                    let waited = charge.grow(extra, &abort).ok_or(End::Closed)?;
-                    // Waiting for the budget is the server's doing, not
-                    // the client's: do not count it against the record.
-                    if let Some(d) = self.deadline.as_mut() {
-                        *d += waited;
-                    }
-                    record.reserve_exact(extra);
+                    record.reserve_exact(target - record.len());
                     record.resize(target, 0);
                 }
                 let end = frag_end.min(record.len());

@@ -374,6 +374,7 @@ impl Server {
             addrs,
             exports,
         } = self;
+        fix_mmap_threshold();
         for e in &exports {
             info!(
                 host_path = %e.path.display(),
@@ -414,6 +415,29 @@ impl Server {
             running.threads.push(t);
         }
         Ok(running)
+    }
+}
+
+/// Makes glibc serve every large buffer with mmap and return it on free.
+///
+/// By default glibc raises its mmap threshold to the size of the largest
+/// buffer freed, so after the first 1 MiB WRITE every later one comes from
+/// a per-thread arena, and each of the up-to-16 arenas keeps megabytes of
+/// freed buffers resident: measured, 30 MiB of RSS for a 10 MiB budget.
+/// A fixed threshold keeps RSS at what the budgets allow, at the price of
+/// page faults on each large buffer. Process-wide, set once.
+fn fix_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: mallopt only changes allocator tuning; M_MMAP_THRESHOLD
+            // takes a byte count and any value in range is valid.
+            let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
+            if ok != 1 {
+                debug!("mallopt(M_MMAP_THRESHOLD) failed");
+            }
+        });
     }
 }
 

@@ -228,7 +228,7 @@ fn run(shared: &Shared, job: Job) {
     if reply_charge.grow(hint, &abort).is_none() {
         return;
     }
-    let mut enc = Encoder::with_capacity(hint.min(8192));
+    let mut enc = Encoder::with_capacity(hint);
     enc.u32(0);
     let client = Client { addr: conn.peer };
     let handled = catch_unwind(AssertUnwindSafe(|| {

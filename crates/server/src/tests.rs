@@ -124,7 +124,7 @@ fn retransmission_of_a_running_call_is_dropped() {
     std::thread::sleep(Duration::from_millis(50));
     send_call(&mut s, 6, CREATE, b"slow");
     send_call(&mut s, 7, GETATTR, b"fast");
-    let mut got = vec![
+    let mut got = [
         counter(&recv(&mut s).expect("reply")),
         counter(&recv(&mut s).expect("reply")),
     ];
