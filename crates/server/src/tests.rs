@@ -135,3 +135,11 @@ fn retransmission_of_a_running_call_is_dropped() {
     assert!(recv(&mut s).is_none(), "the duplicate was answered");
     assert_eq!(h.runs.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn server_handles_can_move_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Server>();
+    assert_send_sync::<RunningServer>();
+    assert_send_sync::<ServerConfig>();
+}
