@@ -1,7 +1,8 @@
 //! `vmshare run`: `docker run -v` for a microVM. Parses docker-style
-//! volume options with the planner, serves the planned NFS exports from an
-//! in-process server bound only where this VM reaches it, boots the VM with
-//! [`vmshare_vmm::GuestRun`], and exits with the command's status.
+//! volume options with the planner, builds copy-volume images, serves the
+//! planned NFS exports from an in-process server bound only where this VM
+//! reaches it, boots the VM with [`vmshare_vmm::GuestRun`] and the plan's
+//! disks, writes copy volumes back, and exits with the command's status.
 
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -13,7 +14,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use vmshare_plan::plan::{plan, Plan, PlanConfig, Vmm};
-use vmshare_plan::{docker, GuestProcess, Source, SystemHost};
+use vmshare_plan::sync::{self, Snapshot};
+use vmshare_plan::{docker, image, GuestProcess, Source, SystemHost};
 use vmshare_server::{
     ClientMatch, ClientRule, ExportConfig, ExportOptions, Server, ServerConfig, Squash,
 };
@@ -23,10 +25,12 @@ use vmshare_vmm::{GuestNetwork, GuestRun, Sink, StateDir, StdinSource};
 /// Arguments of `vmshare run`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Bind a host path or a named volume: HOST:GUEST[:ro|rw] or NAME:GUEST.
+    /// Bind a host path or a named volume: HOST:GUEST[:ro|rw] or NAME:GUEST;
+    /// HOST:GUEST:copy copies HOST into a disk image and back at exit.
     #[arg(short = 'v', long = "volume", value_name = "SRC:GUEST[:OPTS]")]
     volumes: Vec<String>,
-    /// docker --mount: type=bind|volume|tmpfs,source=..,target=..[,readonly].
+    /// docker --mount: type=bind|volume|tmpfs|ext4|erofs,source=..,target=..[,readonly]
+    /// (ext4 and erofs attach an image file as a disk).
     #[arg(long = "mount", value_name = "KEY=VALUE,...")]
     mounts: Vec<String>,
     /// A tmpfs at GUEST[:OPTS].
@@ -133,20 +137,29 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let cwd = std::env::current_dir()?;
     let specs = docker::parse_args(&args.volumes, &args.mounts, &args.tmpfs, &cwd)?;
     create_missing_sources(&specs, &say)?;
-    let run_scratch = state.path().join("runs");
-    let config = PlanConfig::new(Vmm::Qemu, state.volumes_dir(), &run_scratch);
+    // Copy-volume images are built in a run directory of this run's own
+    // (removed at exit, swept if vmshare is killed), so that concurrent
+    // runs never share an image.
+    let image_run = state.new_run()?;
+    let config = PlanConfig::new(Vmm::Qemu, state.volumes_dir(), image_run.path());
     let plan = plan(&specs, &config, &SystemHost)?;
     check_supported(&plan)?;
     say(&format!(
-        "plan: {} NFS export(s), {} guest mount(s)",
+        "plan: {} NFS export(s), {} disk(s), {} guest mount(s)",
         plan.nfs_exports.len(),
+        plan.block_devices.len(),
         plan.mounts.len()
     ));
+    let baselines = build_images(&plan, &say)?;
 
     let (uid, gid) = parse_user(args.user.as_deref())?;
     // The namespace is recorded in a run directory of its own, kept until
     // the end, so that a killed vmshare's namespace is found and deleted.
-    let tap_run = if args.net == "tap" { Some(state.new_run()?) } else { None };
+    let tap_run = if args.net == "tap" {
+        Some(state.new_run()?)
+    } else {
+        None
+    };
     let tap = match &tap_run {
         Some(r) => Some(Arc::new(TapNetwork::create(r)?)),
         None => None,
@@ -202,6 +215,10 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if let Some(k) = &args.kernel {
         run = run.kernel(k);
     }
+    // In the plan's order: the guest names them vda, vdb... in that order.
+    for d in &plan.block_devices {
+        run = run.disk(&d.id, &d.image, d.readonly);
+    }
     if server.is_some() || tap.is_some() {
         run = run.network(match &tap {
             Some(t) => GuestNetwork::Tap(t.clone()),
@@ -239,7 +256,82 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         eprintln!("vmshare: {e}");
     }
     say(&format!("exit status {}", out.status));
+    // The guest has stopped, so its images are complete: write copy
+    // volumes back. A failure here fails the run even if CMD succeeded,
+    // since the host does not have what the guest wrote.
+    sync_copy_volumes(&plan, &baselines, image_run.path(), &say)?;
     Ok(ExitCode::from(u8::try_from(out.status).unwrap_or(255)))
+}
+
+/// Builds the plan's images (copy volumes) before boot, after taking a
+/// snapshot of each host directory that will be written back, so that a
+/// change made on the host while the VM runs is detected at exit.
+fn build_images(plan: &Plan, say: &dyn Fn(&str)) -> Result<Vec<Snapshot>, String> {
+    let baselines = plan
+        .sync_back
+        .iter()
+        .map(|s| Snapshot::take(&s.host_path).map_err(|e| format!("copy volume {}: {e}", s.volume)))
+        .collect::<Result<Vec<_>, _>>()?;
+    for img in &plan.images {
+        let start = Instant::now();
+        image::build_image(&img.output, img.format, &img.contents, None, &mut |_| {})
+            .map_err(|e| format!("building {}: {e}", img.output.display()))?;
+        say(&format!(
+            "built {} from {} director{} in {} ms",
+            img.output.display(),
+            img.contents.len(),
+            if img.contents.len() == 1 { "y" } else { "ies" },
+            start.elapsed().as_millis()
+        ));
+    }
+    Ok(baselines)
+}
+
+/// Writes each read-write copy volume back to its host directory, or,
+/// when the host directory changed meanwhile, leaves it alone and keeps
+/// the guest's version beside it (`HOST.vmshare-guest-N`). Every volume is
+/// tried; the first failure is returned.
+fn sync_copy_volumes(
+    plan: &Plan,
+    baselines: &[Snapshot],
+    scratch: &Path,
+    say: &dyn Fn(&str),
+) -> Result<(), String> {
+    let mut first_error = None;
+    for (i, (s, baseline)) in plan.sync_back.iter().zip(baselines).enumerate() {
+        let guest = scratch.join(format!("guest{i}"));
+        let result = image::extract_ext4(&s.image, &s.subdir, &guest)
+            .map_err(|e| format!("copy volume {}: reading the guest's version: {e}", s.volume))
+            .and_then(|()| {
+                let kept = kept_path(&s.host_path);
+                sync::sync_back(&s.host_path, &guest, baseline, &kept)
+                    .map_err(|e| format!("copy volume {}: {e}", s.volume))
+            });
+        match result {
+            Ok(r) => say(&format!(
+                "copy volume {}: {} written, {} removed on the host",
+                s.volume, r.written, r.removed
+            )),
+            Err(e) => {
+                eprintln!("vmshare: {e}");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        None => Ok(()),
+        Some(e) => Err(e),
+    }
+}
+
+/// A free name beside `host` for the guest's version of a copy volume.
+fn kept_path(host: &Path) -> PathBuf {
+    let base = host.as_os_str().to_string_lossy();
+    let base = base.trim_end_matches('/');
+    (1..)
+        .map(|n| PathBuf::from(format!("{base}.vmshare-guest-{n}")))
+        .find(|p| std::fs::symlink_metadata(p).is_err())
+        .unwrap_or_else(|| PathBuf::from(format!("{base}.vmshare-guest")))
 }
 
 /// docker creates a missing bind source as a directory; so does vmshare.
@@ -268,8 +360,8 @@ fn create_missing_sources(
 }
 
 fn check_supported(plan: &Plan) -> Result<(), String> {
-    if !plan.block_devices.is_empty() || !plan.shares.is_empty() || !plan.images.is_empty() {
-        return Err("this volume set needs disk images or virtio-fs/9p shares, which vmshare run does not attach yet; use host paths, named volumes or tmpfs".into());
+    if let Some(s) = plan.shares.first() {
+        return Err(format!("volume {}: virtio-fs and 9p shares are not attached by vmshare run yet; use a host path (NFS), a copy volume (HOST:GUEST:copy) or an image (--mount type=ext4|erofs)", s.volume));
     }
     Ok(())
 }
