@@ -280,6 +280,8 @@ pub(crate) struct Reader<'a> {
     /// When the record being received began (its first byte), moved
     /// forward by the time the reader itself waited for the budget.
     started: Option<Instant>,
+    /// Bytes of the current record received so far (marks included).
+    received: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -290,6 +292,7 @@ impl<'a> Reader<'a> {
             asm: RecordAssembler::new(shared.limits.max_record),
             idle_since: Instant::now(),
             started: None,
+            received: 0,
         }
     }
 
@@ -346,7 +349,14 @@ impl<'a> Reader<'a> {
         if age >= self.shared.limits.record_timeout {
             return Some(End::Stalled);
         }
-        if age >= self.shared.pressure_stall() && self.shared.request_budget.has_waiters() {
+        // Slower than this, on average, is not a client that is merely
+        // busy: a 1 MiB WRITE at this rate takes 4 s.
+        const MIN_RATE: u128 = 256 * 1024;
+        let too_slow = (self.received as u128) * 1_000_000 < MIN_RATE * age.as_micros();
+        if age >= self.shared.pressure_stall()
+            && too_slow
+            && self.shared.request_budget.has_waiters()
+        {
             return Some(End::StalledUnderPressure);
         }
         None
@@ -369,6 +379,7 @@ impl<'a> Reader<'a> {
                 }
                 Ok(n) => {
                     let now = Instant::now();
+                    self.received = self.received.saturating_add(n);
                     if self.started.is_none() {
                         self.started = Some(now);
                     } else if let Some(end) = self.overdue(now) {
@@ -424,6 +435,7 @@ impl<'a> Reader<'a> {
     /// as bytes arrive, doubling, capped at the end of the fragment.
     fn read_record(&mut self) -> Result<(Vec<u8>, Charge), End> {
         self.started = None;
+        self.received = 0;
         let mut record: Vec<u8> = Vec::new();
         let mut filled = 0usize;
         let mut charge = self.shared.request_budget.charge();
@@ -435,6 +447,7 @@ impl<'a> Reader<'a> {
                 Err(RecordError::Empty) => {
                     // Nothing to answer; not worth a disconnect.
                     self.started = None;
+                    self.received = 0;
                     continue;
                 }
                 Err(e) => return Err(End::TooLarge(e)),

@@ -100,14 +100,16 @@ fn many_clients_with_big_records_stay_within_budget() {
         waited < Duration::from_secs(5),
         "good client waited {waited:?}"
     );
-    // The client side of this test holds ~2 MiB, plus thread stacks on both
-    // sides; the server's buffers must stay within its budgets.
+    // The client side of this test holds ~2.5 MiB of buffers and up to 232
+    // threads with the server's (stacks, allocator arenas): measured peaks
+    // range from budget + 0 to budget + 8 MiB on a loaded machine. Without
+    // the budgets, phase 1 alone would add 50 MiB.
     assert!(
         stalled_rss < base + budget_kib / 2 + 6 * MIB,
         "stalled: {stalled_rss} KiB vs base {base} KiB"
     );
     assert!(
-        peak < base + budget_kib + 8 * MIB,
+        peak < base + budget_kib + 12 * MIB,
         "peak: {peak} KiB vs base {base} KiB"
     );
     server.shutdown();

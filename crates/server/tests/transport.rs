@@ -311,3 +311,82 @@ fn nfs_null_round_trip() {
         ReplyBody::Accepted(AcceptStat::GarbageArgs)
     );
 }
+
+/// Round trips per second of NULL calls, one outstanding per connection:
+/// the server's own per-call cost. `cargo test --release -p vmshare-server
+/// --test transport -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_null_round_trips() {
+    let server = start("bench", Limits::default());
+    for clients in [1usize, 4] {
+        let addr = server.local_addr();
+        let t = Instant::now();
+        let total: usize = (0..clients)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut s = connect(addr);
+                    let mut n = 0;
+                    while t.elapsed() < Duration::from_secs(2) {
+                        send(&mut s, &call(n, NFS, 3, 0, &[]));
+                        recv(&mut s).expect("reply");
+                        n += 1;
+                    }
+                    n as usize
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().expect("client"))
+            .sum();
+        eprintln!(
+            "{clients} client(s): {:.0} calls/s",
+            total as f64 / t.elapsed().as_secs_f64()
+        );
+    }
+}
+
+#[test]
+fn a_client_that_never_reads_replies_is_dropped_without_stalling_others() {
+    let limits = Limits {
+        send_timeout: Duration::from_millis(500),
+        workers: 2,
+        ..Limits::default()
+    };
+    let server = start("not-reading", limits);
+    let addr = server.local_addr();
+    let bad = connect(addr);
+    bad.set_write_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut w = bad.try_clone().expect("clone");
+    // ~12 MB of replies to fill every socket buffer on the way back.
+    let flood = std::thread::spawn(move || {
+        let mut batch = Vec::new();
+        for xid in 0..1000 {
+            batch.extend_from_slice(&framed(&call(xid, NFS, 3, 0, &[])));
+        }
+        for _ in 0..300 {
+            if w.write_all(&batch).is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let mut good = connect(addr);
+    for xid in 0..20 {
+        send(&mut good, &call(xid, NFS, 3, 0, &[]));
+        assert!(recv(&mut good).is_some());
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "good client took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        flood.join().expect("flood"),
+        "the server kept reading from a client that reads nothing"
+    );
+    drop(bad);
+}
