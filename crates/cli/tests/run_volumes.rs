@@ -105,8 +105,11 @@ fn bm002_read_write_live_both_ways() {
     };
     let dir = scratch_dir("bm002");
     // The guest announces itself, then waits (up to 120 s) for the host's
-    // answer to show up through NFS, and prints it.
-    let script = "echo from-guest > /data/guest.txt; \
+    // answer to show up through NFS, and prints it. It publishes with a
+    // rename, as careful writers do: the create and the data reach the
+    // server in separate calls, so waiting for the name alone could read
+    // an empty file.
+    let script = "echo from-guest > /data/guest.tmp; mv /data/guest.tmp /data/guest.txt; \
                   i=0; while [ ! -s /data/host.txt ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; \
                   cat /data/host.txt";
     let child = h.spawn_vmshare(
