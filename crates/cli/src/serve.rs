@@ -9,15 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use tracing::{info, warn};
+use vmshare_fs::exports_file::{parse_export_spec, parse_exports_file};
 use vmshare_server::{Limits, Server, ServerConfig};
-
-// The parser lives in vmshare-fs; until that crate declares
-// `pub mod exports_file`, it is compiled here (it names its types through
-// `super::export`, which resolves in both places).
-use vmshare_fs::export;
-#[path = "../../fs/src/exports_file.rs"]
-mod exports_file;
-use exports_file::{parse_export_spec, parse_exports_file};
 
 /// Arguments of `vmshare serve`.
 #[derive(Debug, clap::Args)]

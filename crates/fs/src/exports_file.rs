@@ -32,7 +32,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use super::export::{ClientMatch, ClientRule, ExportConfig, ExportOptions, Squash};
+use crate::export::{ClientMatch, ClientRule, ExportConfig, ExportOptions, Squash};
 
 /// Longest mount path a MOUNT client may send (RFC 1813 `MNTPATHLEN`).
 const MAX_MOUNT_PATH: usize = 1024;
