@@ -20,6 +20,8 @@ use crate::{StateDir, VmmError};
 /// Lines of console shown in errors.
 const CONSOLE_TAIL_LINES: usize = 40;
 /// How long a signalled guest gets before QEMU is killed.
+/// How long a guest may take to power off after reporting its exit.
+const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// A file to put into the guest's root filesystem (e.g. a test script).
@@ -460,6 +462,7 @@ impl GuestRun {
         let deadline = self.timeout.map(|t| t0 + t);
         let (mut started, mut status, mut errors) = (false, None, Vec::new());
         let mut signalled_at: Option<Instant> = None;
+        let mut exited_at: Option<Instant> = None;
         let mut failure: Option<String> = None;
         let mut handle = |m: Message, timeline: &mut Timeline, started: &mut bool| match m {
             Message::Event(text) => timeline.push(text),
@@ -480,6 +483,9 @@ impl GuestRun {
         loop {
             match rx.recv_timeout(Duration::from_millis(20)) {
                 Ok(m) => {
+                    if matches!(m, Message::Exit(_)) {
+                        exited_at.get_or_insert_with(Instant::now);
+                    }
                     handle(m, &mut timeline, &mut started);
                     continue;
                 }
@@ -501,6 +507,21 @@ impl GuestRun {
                 ));
             } else if signalled_at.is_some_and(|s| now > s + STOP_GRACE) {
                 failure = Some("the guest did not stop after the signal; QEMU was killed".into());
+            }
+            // The init reports the exit status only after it has unmounted
+            // the volumes and synced, so from then on nothing of the guest's
+            // is left to lose. A guest kernel that then fails to power off
+            // (seen under TCG on a loaded host) must not hold the run.
+            if let (Some(since), None) = (exited_at, &failure) {
+                if now > since + POWER_OFF_GRACE {
+                    timeline.push(
+                        "the guest reported its exit but did not power off; QEMU was stopped"
+                            .into(),
+                    );
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
             }
             if failure.is_some() {
                 let _ = child.kill();
