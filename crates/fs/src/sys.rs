@@ -31,40 +31,7 @@ struct RawHandle {
 /// object `fd` refers to (an `O_PATH` fd is fine; symlinks are not
 /// followed).
 pub fn handle_of(fd: BorrowedFd<'_>) -> io::Result<KernelHandle> {
-    let mut raw = RawHandle {
-        handle_bytes: 128,
-        handle_type: 0,
-        f_handle: [0; 128],
-    };
-    let mut mount_id: libc::c_int = 0;
-    // SAFETY: the path is a valid NUL-terminated empty string, `raw` is a
-    // properly sized and aligned `struct file_handle` whose `handle_bytes`
-    // says how much room `f_handle` has, and `mount_id` is a valid out
-    // pointer; the kernel writes only within those.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_name_to_handle_at,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            &mut raw as *mut RawHandle,
-            &mut mount_id as *mut libc::c_int,
-            libc::AT_EMPTY_PATH,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let len = raw.handle_bytes as usize;
-    if len > MAX_KERNEL_HANDLE {
-        return Err(io::Error::from_raw_os_error(libc::EOVERFLOW));
-    }
-    let mut bytes = [0u8; MAX_KERNEL_HANDLE];
-    bytes[..len].copy_from_slice(&raw.f_handle[..len]);
-    Ok(KernelHandle {
-        kind: raw.handle_type,
-        len,
-        bytes,
-    })
+    name_to_handle(fd, c"", libc::AT_EMPTY_PATH)
 }
 
 /// `name_to_handle_at(dir, name, 0)`: the kernel handle of the entry `name`
@@ -76,24 +43,36 @@ pub fn handle_of_name(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<KernelHand
         return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
     }
     cname[..name.len()].copy_from_slice(name);
+    // The buffer is zero-filled past `name`, so it is NUL-terminated.
+    let cname = std::ffi::CStr::from_bytes_until_nul(&cname)
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    name_to_handle(dir, cname, 0)
+}
+
+fn name_to_handle(
+    dir: BorrowedFd<'_>,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+) -> io::Result<KernelHandle> {
     let mut raw = RawHandle {
         handle_bytes: 128,
         handle_type: 0,
         f_handle: [0; 128],
     };
     let mut mount_id: libc::c_int = 0;
-    // SAFETY: `cname` is NUL-terminated (zero-filled past `name`), `raw` is a
-    // valid `struct file_handle` with `handle_bytes` giving its room, and
-    // `mount_id` is a valid out pointer. Flags 0: a final symlink is not
-    // followed.
+    // SAFETY: `path` is a valid NUL-terminated string, `raw` is a properly
+    // sized and aligned `struct file_handle` whose `handle_bytes` says how
+    // much room `f_handle` has, and `mount_id` is a valid out pointer; the
+    // kernel writes only within those. Neither flag value makes it follow
+    // a final symlink.
     let r = unsafe {
         libc::syscall(
             libc::SYS_name_to_handle_at,
             dir.as_raw_fd(),
-            cname.as_ptr(),
+            path.as_ptr(),
             &mut raw as *mut RawHandle,
             &mut mount_id as *mut libc::c_int,
-            0,
+            flags,
         )
     };
     if r != 0 {
