@@ -24,6 +24,13 @@ use crate::{lock, Shared};
 /// First buffer size for a record; most calls are far smaller than a WRITE.
 const FIRST_CHUNK: usize = 16 * 1024;
 
+/// Bytes read off the socket ahead of the record being assembled. A call
+/// other than a WRITE is a few hundred bytes: one read(2) then brings in
+/// its mark and body, and often the calls pipelined behind it, instead of
+/// one read for the mark and another for the body. A fixed buffer per
+/// connection, so the connection cap bounds it.
+const READ_AHEAD: usize = 16 * 1024;
+
 /// Bytes to send: built for this call, or a cached reply replayed.
 #[derive(Debug)]
 pub(crate) enum Bytes {
@@ -282,6 +289,10 @@ pub(crate) struct Reader<'a> {
     started: Option<Instant>,
     /// Bytes of the current record received so far (marks included).
     received: usize,
+    /// Read-ahead buffer (allocated on first use) and its unread bytes.
+    ahead: Vec<u8>,
+    ahead_at: usize,
+    ahead_end: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -293,6 +304,9 @@ impl<'a> Reader<'a> {
             idle_since: Instant::now(),
             started: None,
             received: 0,
+            ahead: Vec::new(),
+            ahead_at: 0,
+            ahead_end: 0,
         }
     }
 
@@ -307,13 +321,26 @@ impl<'a> Reader<'a> {
             match self.read_record() {
                 Ok((record, charge)) => {
                     self.idle_since = Instant::now();
+                    // A lone quick call runs here: handing it to a worker
+                    // costs two thread switches, which is most of the time
+                    // of a GETATTR. With calls already in flight or queued
+                    // behind it, the workers take it, so that a pipelining
+                    // client keeps its parallelism.
+                    let inline = self.ahead_at == self.ahead_end
+                        && self.conn.inflight() == 0
+                        && runs_inline(&record);
                     let slot = self.conn.take_slot();
-                    self.shared.sched.push(Job {
+                    let job = Job {
                         conn: Arc::clone(self.conn),
                         record,
                         charge,
                         slot,
-                    });
+                    };
+                    if inline {
+                        crate::pool::run(self.shared, job);
+                    } else {
+                        self.shared.sched.push(job);
+                    }
                 }
                 Err(end) => break end,
             }
@@ -418,9 +445,38 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Reads into `dst` from the read-ahead buffer, or from the socket:
+    /// straight into `dst` when it is at least as large as the buffer (the
+    /// body of a WRITE), through the buffer otherwise.
+    fn read_buffered(&mut self, dst: &mut [u8]) -> Result<usize, End> {
+        if self.ahead_at == self.ahead_end {
+            if dst.len() >= READ_AHEAD {
+                return self.read_some(dst);
+            }
+            if self.ahead.is_empty() {
+                self.ahead = vec![0; READ_AHEAD];
+            }
+            let mut ahead = std::mem::take(&mut self.ahead);
+            let got = self.read_some(&mut ahead);
+            self.ahead = ahead;
+            self.ahead_at = 0;
+            self.ahead_end = got?;
+        }
+        let avail = self
+            .ahead
+            .get(self.ahead_at..self.ahead_end)
+            .unwrap_or_default();
+        let n = avail.len().min(dst.len());
+        if let (Some(d), Some(src)) = (dst.get_mut(..n), avail.get(..n)) {
+            d.copy_from_slice(src);
+        }
+        self.ahead_at += n;
+        Ok(n)
+    }
+
     fn read_exact(&mut self, mut buf: &mut [u8]) -> Result<(), End> {
         while !buf.is_empty() {
-            let n = self.read_some(buf)?;
+            let n = self.read_buffered(buf)?;
             buf = buf.get_mut(n..).unwrap_or_default();
         }
         Ok(())
@@ -434,8 +490,10 @@ impl<'a> Reader<'a> {
     /// waiting to grow would deadlock). The buffer itself still grows only
     /// as bytes arrive, doubling, capped at the end of the fragment.
     fn read_record(&mut self) -> Result<(Vec<u8>, Charge), End> {
-        self.started = None;
-        self.received = 0;
+        // Bytes already read ahead are this record's first ones.
+        let early = self.ahead_end - self.ahead_at;
+        self.started = (early > 0).then(Instant::now);
+        self.received = early;
         let mut record: Vec<u8> = Vec::new();
         let mut filled = 0usize;
         let mut charge = self.shared.request_budget.charge();
@@ -446,8 +504,9 @@ impl<'a> Reader<'a> {
                 Ok(f) => f,
                 Err(RecordError::Empty) => {
                     // Nothing to answer; not worth a disconnect.
-                    self.started = None;
-                    self.received = 0;
+                    let early = self.ahead_end - self.ahead_at;
+                    self.started = (early > 0).then(Instant::now);
+                    self.received = early;
                     continue;
                 }
                 Err(e) => return Err(End::TooLarge(e)),
@@ -484,7 +543,7 @@ impl<'a> Reader<'a> {
                 }
                 let end = frag_end.min(record.len());
                 let n = match record.get_mut(filled..end) {
-                    Some(window) => self.read_some(window)?,
+                    Some(window) => self.read_buffered(window)?,
                     None => return Err(End::Closed),
                 };
                 filled += n;
@@ -494,5 +553,28 @@ impl<'a> Reader<'a> {
                 return Ok((record, charge));
             }
         }
+    }
+}
+
+/// Whether a call may run on its connection's reader thread when it is the
+/// only one in flight: the NFS calls that change nothing (and MOUNT and
+/// portmap). A change may wait on the filesystem's journal or the disk for
+/// milliseconds, during which the client's next calls would sit unread
+/// instead of running beside it on the workers.
+fn runs_inline(record: &[u8]) -> bool {
+    let word = |at: usize| {
+        record
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes)
+    };
+    const NFS: u32 = 100_003;
+    // NULL, GETATTR, LOOKUP, ACCESS, READLINK, READ, READDIR, READDIRPLUS,
+    // FSSTAT, FSINFO, PATHCONF.
+    const READ_ONLY: [u32; 11] = [0, 1, 3, 4, 5, 6, 16, 17, 18, 19, 20];
+    // xid, msg_type, rpcvers, prog, vers, proc.
+    match (word(12), word(20)) {
+        (Some(NFS), Some(proc_)) => READ_ONLY.contains(&proc_),
+        _ => true,
     }
 }

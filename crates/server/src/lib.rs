@@ -519,7 +519,7 @@ fn start_connection(shared: &Arc<Shared>, role: Role, stream: TcpStream, peer: S
     let c = Arc::clone(&conn);
     let spawned = std::thread::Builder::new()
         .name(format!("nfs-conn-{id}"))
-        .stack_size(256 * 1024)
+        .stack_size(1024 * 1024)
         .spawn(move || {
             let _live = live;
             let w = Arc::clone(&c);

@@ -161,7 +161,9 @@ fn finish_record(mut enc: Encoder) -> Vec<u8> {
     enc.into_inner()
 }
 
-fn run(shared: &Shared, job: Job) {
+/// Runs one call and sends its reply (on a worker, or inline on the
+/// connection's reader).
+pub(crate) fn run(shared: &Shared, job: Job) {
     let Job {
         conn,
         record,
