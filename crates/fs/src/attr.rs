@@ -48,6 +48,27 @@ pub fn fattr(st: &Stat, fileid: u64, fsid: u64) -> Fattr {
     }
 }
 
+/// Builds `fattr3` from a host statx, as [`fattr`] does from a stat.
+pub fn fattr_statx(st: &rustix::fs::Statx, fileid: u64, fsid: u64) -> Fattr {
+    let mode = u32::from(st.stx_mode);
+    let t = |t: &rustix::fs::StatxTimestamp| nfs_time(t.tv_sec, u64::from(t.tv_nsec));
+    Fattr {
+        ftype: file_type(mode),
+        mode: mode & 0o7777,
+        nlink: st.stx_nlink,
+        uid: st.stx_uid,
+        gid: st.stx_gid,
+        size: st.stx_size,
+        used: st.stx_blocks.saturating_mul(512),
+        rdev: (st.stx_rdev_major, st.stx_rdev_minor),
+        fsid,
+        fileid,
+        atime: t(&st.stx_atime),
+        mtime: t(&st.stx_mtime),
+        ctime: t(&st.stx_ctime),
+    }
+}
+
 /// Maps a host errno to the closest NFSv3 status. The Linux client turns
 /// unknown codes into EIO, so each errno it can act on is named.
 pub fn status_of_errno(errno: i32) -> NfsStat {

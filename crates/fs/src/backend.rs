@@ -36,10 +36,11 @@ use vmshare_proto::mount::MountStat;
 use vmshare_proto::nfs3::*;
 use vmshare_proto::{NfsStat, MAX_IO};
 
-use crate::attr::{fattr, status, status_rx};
+use crate::attr::{self, fattr, status, status_rx};
 use crate::cred::{as_server, CredGuard, Identity};
 use crate::export::{ExportConfig, ExportOptions};
 use crate::handle::HandleCodec;
+use crate::hcache::HandleCache;
 use crate::sys;
 use crate::FsError;
 
@@ -86,6 +87,8 @@ pub struct FsBackend {
     switch_ids: bool,
     paths: Mutex<HashMap<FileHandle, Arc<OwnedFd>>>,
     io: Mutex<HashMap<IoKey, Arc<File>>>,
+    /// Handles made for READDIRPLUS entries, by inode.
+    made: HandleCache,
     /// `/proc/self/fd`, to reopen `O_PATH` descriptors for I/O under the
     /// caller's identity (a permission check by the kernel).
     proc_fd: OwnedFd,
@@ -246,6 +249,7 @@ impl FsBackend {
             switch_ids: rustix::process::geteuid().is_root(),
             paths: Mutex::new(HashMap::new()),
             io: Mutex::new(HashMap::new()),
+            made: HandleCache::new(),
             proc_fd,
             write_verf: AtomicU64::new(u64::from_ne_bytes(seed)),
         })
@@ -272,12 +276,16 @@ impl FsBackend {
     }
 
     fn fileid(&self, export: &Export, st: &Stat) -> u64 {
-        if st.st_dev == export.root_dev {
-            st.st_ino
+        self.fileid_of(export, st.st_dev, st.st_ino)
+    }
+
+    fn fileid_of(&self, export: &Export, dev: u64, ino: u64) -> u64 {
+        if dev == export.root_dev {
+            ino
         } else {
             // Another filesystem mounted inside the export: keep its inode
             // numbers from colliding with the export's own.
-            st.st_ino ^ (u64::from(compress_dev(st.st_dev)) << 40)
+            ino ^ (u64::from(compress_dev(dev)) << 40)
         }
     }
 
@@ -550,26 +558,47 @@ impl FsBackend {
         Ok((fh, fd, st))
     }
 
-    /// A READDIRPLUS entry's handle and attributes from two syscalls by
-    /// name, without opening it. A name that leads onto another filesystem
-    /// (a mount point) takes the full [`Self::child`] path, which registers
-    /// that filesystem for decoding its handles later.
-    fn entry_plus(
-        &self,
-        dir: &Node,
-        name: &[u8],
-    ) -> Result<(FileHandle, Arc<OwnedFd>, Stat), NfsStat> {
-        let st = rustix::fs::statat(&*dir.fd, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(status_rx)?;
-        if st.st_dev != dir.st.st_dev {
-            return self.child(dir, name);
+    /// A READDIRPLUS entry's handle and attributes, without opening it:
+    /// one `statx` by name, and the handle from [`HandleCache`] when this
+    /// inode's handle was made before (else `name_to_handle_at` by name).
+    /// A name that leads onto another filesystem (a mount point) takes the
+    /// full [`Self::child`] path, which registers that filesystem for
+    /// decoding its handles later.
+    fn entry_plus(&self, dir: &Node, name: &[u8]) -> Result<(FileHandle, Fattr), NfsStat> {
+        use rustix::fs::StatxFlags;
+        let want = StatxFlags::BASIC_STATS | StatxFlags::BTIME;
+        let st = rustix::fs::statx(
+            &*dir.fd,
+            OsStr::from_bytes(name),
+            AtFlags::SYMLINK_NOFOLLOW,
+            want,
+        )
+        .map_err(status_rx)?;
+        let dev = rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor);
+        if dev != dir.st.st_dev {
+            let (fh, _, st) = self.child(dir, name)?;
+            return Ok((fh, self.attrs(&dir.export, &st)));
+        }
+        let attrs = attr::fattr_statx(
+            &st,
+            self.fileid_of(&dir.export, dev, st.stx_ino),
+            dir.export.fsid,
+        );
+        let birth = (st.stx_mask & StatxFlags::BTIME.bits() != 0)
+            .then_some((st.stx_btime.tv_sec, st.stx_btime.tv_nsec));
+        let export = dir.export.id;
+        if let Some(fh) = birth.and_then(|b| self.made.get(export, dev, st.stx_ino, b)) {
+            return Ok((fh, attrs));
         }
         let k = sys::handle_of_name(dir.fd.as_fd(), name).map_err(|e| status(&e))?;
         let fh = self
             .codec
-            .encode(dir.export.id, compress_dev(st.st_dev), &k)
+            .encode(export, compress_dev(dev), &k)
             .ok_or(NfsStat::NotSupp)?;
-        Ok((fh, dir.fd.clone(), st))
+        if let Some(b) = birth {
+            self.made.put(export, dev, st.stx_ino, b, fh);
+        }
+        Ok((fh, attrs))
     }
 
     /// Common tail of CREATE, MKDIR, SYMLINK, MKNOD: the new object's
@@ -1216,7 +1245,14 @@ impl Backend for FsBackend {
         let mut buf = vec![0u8; DIRENT_BUF];
         let plus = sink.plus();
         loop {
-            let n = sys::getdents(f.as_fd(), &mut buf).map_err(|e| fail(status(&e)))?;
+            // Read about as many entries as fit in what is left of the
+            // reply: a host dirent is 24 bytes and the name, an NFS entry
+            // about as much, and five times that with attributes and a
+            // handle. Entries read and not sent cost a directory walk
+            // (ext4 hashes each name) for nothing.
+            let want = (sink.room() / if plus { 4 } else { 1 }).clamp(1024, DIRENT_BUF);
+            let window = buf.get_mut(..want).unwrap_or_default();
+            let n = sys::getdents(f.as_fd(), window).map_err(|e| fail(status(&e)))?;
             if n == 0 {
                 return Ok(ReaddirOk {
                     dir_attr,
@@ -1236,11 +1272,7 @@ impl Backend for FsBackend {
                 };
                 let (attr, fh, fileid) = if plus && !dots {
                     match self.entry_plus(&d, e.name) {
-                        Ok((fh, _, st)) => (
-                            Some(self.attrs(&d.export, &st)),
-                            Some(fh),
-                            self.fileid(&d.export, &st),
-                        ),
+                        Ok((fh, a)) => (Some(a), Some(fh), a.fileid),
                         Err(_) => (None, None, fileid),
                     }
                 } else {

@@ -16,6 +16,7 @@ pub mod cred;
 pub mod export;
 pub mod exports_file;
 pub mod handle;
+mod hcache;
 mod sys;
 
 pub use backend::FsBackend;

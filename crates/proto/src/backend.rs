@@ -136,6 +136,11 @@ pub trait DirSink {
     /// Offers an entry; `false` means it did not fit and the listing must
     /// stop before it (it will be asked for again with the previous cookie).
     fn push(&mut self, entry: &DirEntry<'_>) -> bool;
+    /// Bytes left in the reply, so that a backend reads ahead only about
+    /// as many entries as can still fit.
+    fn room(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// Success of READDIR/READDIRPLUS (the entries went to the sink).

@@ -484,6 +484,10 @@ impl DirSink for EntrySink {
         self.count += 1;
         true
     }
+
+    fn room(&self) -> usize {
+        self.budget.saturating_sub(self.enc.len())
+    }
 }
 
 fn split<T, F: Default + From<T>>(r: Result<T, Fail<F>>) -> (NfsStat, F) {

@@ -1,0 +1,133 @@
+//! Handles already made, by inode, for READDIRPLUS.
+//!
+//! A READDIRPLUS entry needs attributes and a handle. The attributes must
+//! be fresh (the Linux client trusts them to update its cache), so each
+//! entry costs one `statx`. The handle never changes while the inode lives,
+//! and making it costs a second lookup by name (`name_to_handle_at`) and a
+//! MAC. So handles are kept by (export, device, inode), checked against the
+//! inode's birth time: an inode number freed and reused gets a new birth
+//! time, so a handle of the dead file is never handed out for the new one.
+//! On filesystems that do not report a birth time nothing is cached.
+//!
+//! The cache is bounded: each shard is emptied when it reaches its share
+//! of [`CAPACITY`], which is cheaper than an LRU and, for a cache that only
+//! saves work, just as correct.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Mutex;
+
+use vmshare_proto::nfs3::FileHandle;
+
+/// Entries kept in all, about 120 bytes each.
+const CAPACITY: usize = 16 * 1024;
+const SHARDS: usize = 8;
+
+/// Export id, device, inode.
+type Key = (u32, u64, u64);
+
+/// An inode's birth time: seconds, nanoseconds.
+pub(crate) type Birth = (i64, u32);
+
+type Map = HashMap<Key, (Birth, FileHandle), BuildHasherDefault<KeyHasher>>;
+
+/// A multiply-rotate hash of the key's integers. SipHash's defence against
+/// chosen keys is not needed: inode numbers are picked by the filesystem,
+/// not by the guest, and the hash was a tenth of READDIRPLUS's time.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(26) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct HandleCache {
+    shards: [Mutex<Map>; SHARDS],
+}
+
+impl HandleCache {
+    pub(crate) fn new() -> HandleCache {
+        HandleCache {
+            shards: std::array::from_fn(|_| Mutex::new(Map::default())),
+        }
+    }
+
+    fn shard(&self, key: &Key) -> &Mutex<Map> {
+        // Inode numbers of files made together are consecutive: the low
+        // bits spread them.
+        let i = (key.2 as usize) % SHARDS;
+        &self.shards[i]
+    }
+
+    /// The handle of this incarnation of the inode, if known.
+    pub(crate) fn get(&self, export: u32, dev: u64, ino: u64, birth: Birth) -> Option<FileHandle> {
+        let key = (export, dev, ino);
+        let map = self.shard(&key).lock().ok()?;
+        match map.get(&key) {
+            Some((b, fh)) if *b == birth => Some(*fh),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn put(&self, export: u32, dev: u64, ino: u64, birth: Birth, fh: FileHandle) {
+        let key = (export, dev, ino);
+        if let Ok(mut map) = self.shard(&key).lock() {
+            if map.len() >= CAPACITY / SHARDS && !map.contains_key(&key) {
+                map.clear();
+            }
+            map.insert(key, (birth, fh));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fh(b: u8) -> FileHandle {
+        FileHandle::new(&[b; 20]).expect("small handle")
+    }
+
+    #[test]
+    fn birth_time_must_match() {
+        let c = HandleCache::new();
+        c.put(1, 2, 3, (10, 5), fh(7));
+        assert_eq!(c.get(1, 2, 3, (10, 5)), Some(fh(7)));
+        // The inode number was reused by a newer file.
+        assert_eq!(c.get(1, 2, 3, (11, 0)), None);
+        // Another export or device.
+        assert_eq!(c.get(9, 2, 3, (10, 5)), None);
+        assert_eq!(c.get(1, 9, 3, (10, 5)), None);
+    }
+
+    #[test]
+    fn stays_bounded() {
+        let c = HandleCache::new();
+        for ino in 0..(CAPACITY as u64 * 3) {
+            c.put(1, 1, ino, (0, 0), fh(1));
+        }
+        let total: usize = c
+            .shards
+            .iter()
+            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .sum();
+        assert!(total <= CAPACITY, "{total} entries");
+    }
+}
