@@ -148,6 +148,15 @@ fn open_child(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
     }
 }
 
+/// READ's result for `done` bytes read at `offset` of a file of `size`.
+fn read_ok(attr: Fattr, size: u64, offset: u64, done: usize) -> ReadOk {
+    ReadOk {
+        attr,
+        count: u32::try_from(done).unwrap_or(0),
+        eof: offset.saturating_add(done as u64) >= size,
+    }
+}
+
 fn stat(fd: &OwnedFd) -> Result<Stat, NfsStat> {
     rustix::fs::fstat(fd).map_err(status_rx)
 }
@@ -297,6 +306,32 @@ impl FsBackend {
         rustix::fs::fstat(&*n.fd)
             .ok()
             .map(|st| self.attrs(&n.export, &st))
+    }
+
+    /// READ's common start: the file opened for reading under the
+    /// caller's identity, its attributes and size just before the read.
+    /// The attributes stand for after it too: a read changes nothing the
+    /// client checks (atime aside).
+    fn open_for_read(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+    ) -> Result<(Arc<File>, Fattr, u64), Fail<PostOpAttr>> {
+        let n = self.node(c, fh).map_err(Fail::from)?;
+        let st = n.st;
+        let attr = self.attrs(&n.export, &st);
+        let fail = |s: NfsStat| Fail::new(s, Some(attr));
+        if is_dir(&st) {
+            return Err(fail(NfsStat::IsDir));
+        }
+        if !is_reg(&st) {
+            return Err(fail(NfsStat::Inval));
+        }
+        let f = {
+            let _g = self.become_(c, &n).map_err(fail)?;
+            self.io_file(c, fh, &n, false).map_err(fail)?
+        };
+        Ok((f, attr, u64::try_from(st.st_size).unwrap_or(0)))
     }
 
     fn pre_op(&self, n: &Node) -> Option<WccAttr> {
@@ -861,37 +896,54 @@ impl Backend for FsBackend {
         offset: u64,
         buf: &mut [u8],
     ) -> NfsResult<ReadOk, PostOpAttr> {
-        let n = self.node(c, fh).map_err(Fail::from)?;
-        let st = n.st;
-        let fail = |s: NfsStat| Fail::new(s, Some(self.attrs(&n.export, &st)));
-        if is_dir(&st) {
-            return Err(fail(NfsStat::IsDir));
-        }
-        if !is_reg(&st) {
-            return Err(fail(NfsStat::Inval));
-        }
-        let f = {
-            let _g = self.become_(c, &n).map_err(fail)?;
-            self.io_file(c, fh, &n, false).map_err(fail)?
-        };
+        let (f, attr, size) = self.open_for_read(c, fh)?;
         let mut done = 0;
         while done < buf.len() {
             match f.read_at(&mut buf[done..], offset.saturating_add(done as u64)) {
                 Ok(0) => break,
                 Ok(k) => done += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(fail(status(&e))),
+                Err(e) => return Err(Fail::new(status(&e), Some(attr))),
             }
         }
-        // The attributes taken just before the read stand for after it: a
-        // read changes nothing the client checks (atime aside).
-        let size = u64::try_from(st.st_size).unwrap_or(0);
-        let eof = offset.saturating_add(done as u64) >= size;
-        Ok(ReadOk {
-            attr: self.attrs(&n.export, &st),
-            count: u32::try_from(done).unwrap_or(0),
-            eof,
-        })
+        Ok(read_ok(attr, size, offset, done))
+    }
+
+    fn read_to_pipe(
+        &self,
+        c: &Caller<'_>,
+        fh: &FileHandle,
+        offset: u64,
+        count: usize,
+        pipe: BorrowedFd<'_>,
+    ) -> Option<NfsResult<ReadOk, PostOpAttr>> {
+        use rustix::pipe::{splice, SpliceFlags};
+        let (f, attr, size) = match self.open_for_read(c, fh) {
+            Ok(x) => x,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut pos = offset;
+        let mut done = 0;
+        while done < count {
+            // NONBLOCK: the pipe has room for `count`; never wait on it.
+            match splice(
+                &*f,
+                Some(&mut pos),
+                pipe,
+                None,
+                count - done,
+                SpliceFlags::NONBLOCK,
+            ) {
+                Ok(0) => break,
+                Ok(k) => done += k,
+                Err(rustix::io::Errno::INTR) => {}
+                // Nothing spliced yet: the copying path may still work
+                // (a filesystem without splice support).
+                Err(_) if done == 0 => return None,
+                Err(_) => break,
+            }
+        }
+        Some(Ok(read_ok(attr, size, offset, done)))
     }
 
     fn write(

@@ -245,6 +245,20 @@ pub trait Backend: Send + Sync {
         offset: u64,
         buf: &mut [u8],
     ) -> NfsResult<ReadOk, PostOpAttr>;
+    /// Moves up to `count` bytes at `offset` into the pipe `pipe` (which
+    /// has room for them) without copying them through the server's
+    /// memory; `ReadOk::count` says how many went in. `None`: this backend
+    /// cannot, use [`Backend::read`].
+    fn read_to_pipe(
+        &self,
+        _c: &Caller<'_>,
+        _fh: &FileHandle,
+        _offset: u64,
+        _count: usize,
+        _pipe: std::os::fd::BorrowedFd<'_>,
+    ) -> Option<NfsResult<ReadOk, PostOpAttr>> {
+        None
+    }
     fn write(
         &self,
         c: &Caller<'_>,

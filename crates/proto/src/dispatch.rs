@@ -18,6 +18,11 @@ use crate::programs::{MOUNT, NFS, PORTMAP};
 /// advertises it; the server's record limit must exceed it plus headers.
 pub const MAX_IO: u32 = 1 << 20;
 
+/// Smallest READ whose data is spliced through a pipe rather than copied
+/// into the reply: below this the pipe's bookkeeping costs more than the
+/// copy saves.
+pub const SPLICE_MIN: u32 = 64 * 1024;
+
 /// Most MOUNT DUMP entries remembered; the list is informational, so the
 /// oldest are dropped rather than letting clients grow it.
 const MAX_MOUNT_LIST: usize = 256;
@@ -101,6 +106,61 @@ impl<B: Backend> Dispatcher<B> {
             PORTMAP => accept(out, call.xid, AcceptStat::ProgMismatch { low: 2, high: 2 }),
             _ => accept(out, call.xid, AcceptStat::ProgUnavail),
         }
+    }
+
+    /// Like [`Self::handle_call`], except that the data of a READ of at
+    /// least [`SPLICE_MIN`] bytes goes into `pipe` (with room for
+    /// `pipe_room` bytes) when the backend can put it there. Returns how
+    /// many bytes of data wait in the pipe: the reply is `out`, then those
+    /// bytes, then zero padding to a multiple of four.
+    pub fn handle_call_piped(
+        &self,
+        client: &Client,
+        call: &CallHeader<'_>,
+        out: &mut Encoder,
+        pipe: std::os::fd::BorrowedFd<'_>,
+        pipe_room: usize,
+    ) -> usize {
+        const READ: u32 = 6;
+        if call.prog == NFS && call.vers == 3 && call.proc_ == READ {
+            if let Ok(Nfs3Call::Read { fh, offset, count }) = decode_call(READ, call.args) {
+                let count = count.min(MAX_IO);
+                if count >= SPLICE_MIN && count as usize <= pipe_room {
+                    let caller = Caller {
+                        addr: client.addr,
+                        cred: &call.cred,
+                    };
+                    let start = out.len();
+                    match self
+                        .backend
+                        .read_to_pipe(&caller, &fh, offset, count as usize, pipe)
+                    {
+                        None => out.truncate(start),
+                        Some(r) => {
+                            tracing::debug!(xid = call.xid, client = %client.addr, offset, count, "nfs READ (spliced)");
+                            accept(out, call.xid, AcceptStat::Success);
+                            return match r {
+                                Ok(ok) => {
+                                    let n = ok.count.min(count);
+                                    out.u32(NfsStat::Ok as u32).bool(true);
+                                    ok.attr.encode(out);
+                                    // count, eof, then the opaque's length.
+                                    out.u32(n).bool(ok.eof).u32(n);
+                                    n as usize
+                                }
+                                Err(f) => {
+                                    out.u32(f.status as u32);
+                                    encode_post_op(out, &f.data);
+                                    0
+                                }
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        self.handle_call(client, call, out);
+        0
     }
 
     fn portmap(&self, call: PortmapCall, out: &mut Encoder) {

@@ -18,7 +18,7 @@ pub mod mount;
 pub mod nfs3;
 
 pub use backend::{Backend, Caller, Fail};
-pub use dispatch::{Client, Dispatcher, Ports, MAX_IO};
+pub use dispatch::{Client, Dispatcher, Ports, MAX_IO, SPLICE_MIN};
 pub use nfs3::{FileHandle, NfsStat};
 
 /// ONC RPC program numbers served.

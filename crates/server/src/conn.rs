@@ -18,6 +18,7 @@ use tracing::debug;
 use vmshare_wire::record::{RecordAssembler, RecordError};
 
 use crate::budget::Charge;
+use crate::pipes::Lease;
 use crate::pool::Job;
 use crate::{lock, Shared};
 
@@ -52,6 +53,10 @@ impl Bytes {
 pub(crate) struct Outgoing {
     pub(crate) bytes: Bytes,
     pub(crate) sent: usize,
+    /// READ data waiting in a pipe, sent after `bytes` and followed by
+    /// zero padding to a multiple of four (`bytes` starts with the record
+    /// mark counting all of it).
+    pub(crate) spliced: Option<(Lease, usize)>,
     /// Released once the bytes are gone.
     pub(crate) _charge: Option<Charge>,
     /// The in-flight slot of the call this answers, freed with the reply.
@@ -139,7 +144,8 @@ impl Conn {
         if out.closed {
             return;
         }
-        if out.writing || !out.queue.is_empty() {
+        // Spliced data is sent with blocking writes: the writer thread's.
+        if out.writing || !out.queue.is_empty() || item.spliced.is_some() {
             out.queue.push_back(item);
             drop(out);
             self.out_cv.notify_all();
@@ -217,9 +223,13 @@ impl Conn {
                 out.writing = true;
                 std::mem::take(&mut out.queue)
             };
-            for item in batch {
+            for mut item in batch {
                 let rest = item.bytes.as_slice().get(item.sent..).unwrap_or_default();
-                if let Err(e) = (&self.stream).write_all(rest) {
+                let sent = match item.spliced.as_mut() {
+                    None => (&self.stream).write_all(rest),
+                    Some((lease, len)) => self.send_spliced(rest, lease, *len),
+                };
+                if let Err(e) = sent {
                     debug!(conn = self.id, error = %e, "client not reading replies; closing");
                     self.close();
                     return;
@@ -227,6 +237,41 @@ impl Conn {
             }
             lock(&self.out).writing = false;
         }
+    }
+
+    /// Sends `head`, then `len` bytes from the lease's pipe, then the XDR
+    /// padding, as one record; blocking, bounded by the send timeout.
+    fn send_spliced(&self, head: &[u8], lease: &mut Lease, len: usize) -> std::io::Result<()> {
+        use rustix::net::{send, SendFlags};
+        use rustix::pipe::{splice, SpliceFlags};
+        let Some(pipe) = lease.pipe() else {
+            return Err(std::io::Error::other("spliced reply without a pipe"));
+        };
+        let mut head = head;
+        while !head.is_empty() {
+            match send(&self.stream, head, SendFlags::MORE | SendFlags::NOSIGNAL) {
+                Ok(n) => head = head.get(n..).unwrap_or_default(),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let pad = (4 - len % 4) % 4;
+        let mut left = len;
+        while left > 0 {
+            let more = if pad > 0 {
+                SpliceFlags::MORE
+            } else {
+                SpliceFlags::empty()
+            };
+            match splice(&pipe.read, None, &self.stream, None, left, more) {
+                Ok(0) => return Err(std::io::Error::other("pipe ran dry mid-reply")),
+                Ok(n) => left = left.saturating_sub(n),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        lease.drained = true;
+        (&self.stream).write_all(&[0u8; 3][..pad])
     }
 
     /// Counts one more call in flight.

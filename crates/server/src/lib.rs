@@ -20,6 +20,7 @@
 mod budget;
 mod conn;
 mod drc;
+mod pipes;
 mod pool;
 
 use std::collections::HashMap;
@@ -181,11 +182,35 @@ pub struct BoundAddrs {
 /// (tests plug in handlers with side effects to exercise the cache).
 pub(crate) trait Handler: Send + Sync + 'static {
     fn handle(&self, client: &Client, call: &CallHeader<'_>, out: &mut Encoder);
+    /// As `handle`, but a large READ may leave its data in `pipe`: returns
+    /// how many bytes (see `Dispatcher::handle_call_piped`).
+    fn handle_piped(
+        &self,
+        client: &Client,
+        call: &CallHeader<'_>,
+        out: &mut Encoder,
+        _pipe: std::os::fd::BorrowedFd<'_>,
+        _room: usize,
+    ) -> usize {
+        self.handle(client, call, out);
+        0
+    }
 }
 
 impl Handler for Dispatcher<vmshare_fs::FsBackend> {
     fn handle(&self, client: &Client, call: &CallHeader<'_>, out: &mut Encoder) {
         self.handle_call(client, call, out);
+    }
+
+    fn handle_piped(
+        &self,
+        client: &Client,
+        call: &CallHeader<'_>,
+        out: &mut Encoder,
+        pipe: std::os::fd::BorrowedFd<'_>,
+        room: usize,
+    ) -> usize {
+        self.handle_call_piped(client, call, out, pipe, room)
     }
 }
 
@@ -205,6 +230,7 @@ pub(crate) struct Shared {
     reply_budget: Arc<Budget>,
     drc: Drc,
     sched: Scheduler,
+    pipes: Arc<pipes::Pipes>,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     next_conn: AtomicU64,
     /// Connection threads still running (they are not joined one by one).
@@ -342,6 +368,7 @@ impl Server {
             reply_budget: Budget::new(limits.reply_budget),
             drc: Drc::new(limits.drc_entries, limits.drc_bytes),
             sched: Scheduler::default(),
+            pipes: Arc::default(),
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             live: Mutex::new(0),

@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use tracing::{debug, error};
-use vmshare_proto::{is_nonidempotent, programs, Client};
+use vmshare_proto::{is_nonidempotent, programs, Client, SPLICE_MIN};
 use vmshare_wire::rpc::{encode_reply_header, parse_call, CallError};
 use vmshare_wire::{AcceptStat, Decoder, Encoder, ReplyBody};
 
@@ -121,6 +121,9 @@ pub(crate) fn worker_main(shared: &Shared) {
     }
 }
 
+/// NFSv3 READ.
+const READ: u32 = 6;
+
 /// A guess at the reply size, charged before the call runs so that READs
 /// wait for room instead of overshooting the budget. Only READ and the
 /// READDIRs can be large; everything else fits in a page.
@@ -155,8 +158,15 @@ fn reply_hint(prog: u32, vers: u32, proc_: u32, args: &[u8], max: usize) -> usiz
     }
 }
 
-fn finish_record(mut enc: Encoder) -> Vec<u8> {
-    let len = u32::try_from(enc.len().saturating_sub(4)).unwrap_or(u32::MAX >> 1);
+fn finish_record(enc: Encoder) -> Vec<u8> {
+    finish_record_with(enc, 0)
+}
+
+/// Patches the record mark at the start of `enc` for its bytes plus
+/// `extra` sent after them.
+fn finish_record_with(mut enc: Encoder, extra: usize) -> Vec<u8> {
+    let total = enc.len().saturating_sub(4).saturating_add(extra);
+    let len = u32::try_from(total).unwrap_or(u32::MAX >> 1);
     enc.patch_bytes(0, &vmshare_wire::record::mark(len));
     enc.into_inner()
 }
@@ -190,6 +200,7 @@ pub(crate) fn run(shared: &Shared, job: Job) {
                 bytes: Bytes::Owned(bytes),
                 sent: 0,
                 _charge: None,
+                spliced: None,
                 _slot: slot,
             });
             return;
@@ -217,6 +228,7 @@ pub(crate) fn run(shared: &Shared, job: Job) {
                     bytes: Bytes::Shared(bytes),
                     sent: 0,
                     _charge: None,
+                    spliced: None,
                     _slot: slot,
                 });
                 return;
@@ -230,26 +242,67 @@ pub(crate) fn run(shared: &Shared, job: Job) {
     if reply_charge.grow(hint, &abort).is_none() {
         return;
     }
-    let mut enc = Encoder::with_capacity(hint);
+    // A large READ's data may go through a pipe instead of `enc`.
+    let mut lease =
+        (prog == programs::NFS && vers == 3 && proc_ == READ && hint >= SPLICE_MIN as usize)
+            .then(|| shared.pipes.take())
+            .flatten();
+    let mut enc = Encoder::with_capacity(if lease.is_some() { 512 } else { hint });
     enc.u32(0);
     let client = Client { addr: conn.peer };
     let handled = catch_unwind(AssertUnwindSafe(|| {
-        shared.handler.handle(&client, &call, &mut enc)
+        match lease.as_ref().and_then(|l| l.pipe()) {
+            Some(p) => shared
+                .handler
+                .handle_piped(&client, &call, &mut enc, p.write_end(), p.room),
+            None => {
+                shared.handler.handle(&client, &call, &mut enc);
+                0
+            }
+        }
     }));
-    if handled.is_err() {
-        error!(
-            conn = conn.id,
-            xid, prog, vers, proc_, "call handler panicked; answering SYSTEM_ERR"
-        );
-        enc = Encoder::with_capacity(64);
-        enc.u32(0);
-        encode_reply_header(&mut enc, xid, ReplyBody::Accepted(AcceptStat::SystemErr));
+    let mut piped = match handled {
+        Ok(n) => n,
+        Err(_) => {
+            error!(
+                conn = conn.id,
+                xid, prog, vers, proc_, "call handler panicked; answering SYSTEM_ERR"
+            );
+            system_err(&mut enc, xid);
+            0
+        }
+    };
+    if let Some(l) = lease.as_mut() {
+        // The pipe must hold exactly what the reply says follows, or the
+        // record would be corrupt and the pipe unfit to reuse.
+        let held = l
+            .pipe()
+            .and_then(|p| rustix::io::ioctl_fionread(&p.read).ok());
+        if held != Some(piped as u64) {
+            error!(
+                conn = conn.id,
+                xid,
+                ?held,
+                piped,
+                "READ pipe out of step; answering SYSTEM_ERR"
+            );
+            l.drained = false;
+            system_err(&mut enc, xid);
+            piped = 0;
+        } else {
+            l.drained = piped == 0;
+        }
     }
     drop(call);
     drop(record);
     drop(charge);
-    let bytes = finish_record(enc);
-    reply_charge.set(bytes.capacity());
+    let bytes = if piped > 0 {
+        let pad = (4 - piped % 4) % 4;
+        finish_record_with(enc, piped + pad)
+    } else {
+        finish_record(enc)
+    };
+    reply_charge.set(bytes.capacity() + piped);
     if let Some(key) = &drc_key {
         shared.drc.finish(key, &bytes);
     }
@@ -259,16 +312,24 @@ pub(crate) fn run(shared: &Shared, job: Job) {
         prog,
         vers,
         proc_,
-        reply_len = bytes.len(),
+        reply_len = bytes.len() + piped,
         micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "call done"
     );
     conn.send(Outgoing {
         bytes: Bytes::Owned(bytes),
         sent: 0,
+        spliced: lease.filter(|_| piped > 0).map(|l| (l, piped)),
         _charge: Some(reply_charge),
         _slot: slot,
     });
+}
+
+/// Replaces whatever was encoded with a SYSTEM_ERR reply.
+fn system_err(enc: &mut Encoder, xid: u32) {
+    *enc = Encoder::with_capacity(64);
+    enc.u32(0);
+    encode_reply_header(enc, xid, ReplyBody::Accepted(AcceptStat::SystemErr));
 }
 
 #[cfg(test)]
