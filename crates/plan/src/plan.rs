@@ -300,10 +300,6 @@ pub struct PlannedMount {
     /// `ADDR:EXPORT` and adds the server options.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nfs_export: Option<String>,
-    /// Directories to create before mounting (the OCI `mkdir/` prefix:
-    /// target, overlay upperdir and workdir).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mkdir: Vec<String>,
 }
 
 /// The NFS mount data for a server at `addr:port`, where one port carries
@@ -742,11 +738,11 @@ impl<'a> Builder<'a> {
             flags,
             file: false,
             retry: false,
-        };
-        let mut mkdir = if spec.mkdir {
-            vec![location.clone()]
-        } else {
-            Vec::new()
+            mkdir: if spec.mkdir {
+                vec![location.clone()]
+            } else {
+                Vec::new()
+            },
         };
         match kind {
             Kind::Nfs { dir, file, create } => {
@@ -768,10 +764,10 @@ impl<'a> Builder<'a> {
                     let mut stage = mount.clone();
                     stage.target = staging.clone();
                     stage.flags.clear();
+                    stage.mkdir.clear();
                     self.mounts.push(PlannedMount {
                         mount: stage,
                         nfs_export: Some(export),
-                        mkdir: Vec::new(),
                     });
                     mount.source = format!("{staging}/{file}");
                     mount.fstype = "bind".into();
@@ -780,13 +776,11 @@ impl<'a> Builder<'a> {
                     self.mounts.push(PlannedMount {
                         mount,
                         nfs_export: None,
-                        mkdir,
                     });
                 } else {
                     self.mounts.push(PlannedMount {
                         mount,
                         nfs_export: Some(export),
-                        mkdir,
                     });
                 }
             }
@@ -816,7 +810,6 @@ impl<'a> Builder<'a> {
                 self.mounts.push(PlannedMount {
                     mount,
                     nfs_export: None,
-                    mkdir,
                 });
             }
             Kind::Image { path, format } => {
@@ -827,7 +820,6 @@ impl<'a> Builder<'a> {
                 self.mounts.push(PlannedMount {
                     mount,
                     nfs_export: None,
-                    mkdir,
                 });
             }
             Kind::Copy { path } => {
@@ -860,9 +852,9 @@ impl<'a> Builder<'a> {
                                     flags: Vec::new(),
                                     file: false,
                                     retry: false,
+                                    mkdir: Vec::new(),
                                 },
                                 nfs_export: None,
-                                mkdir: Vec::new(),
                             });
                             let p = (self.images.len() - 1, staging);
                             self.packed = Some(p.clone());
@@ -909,7 +901,6 @@ impl<'a> Builder<'a> {
                 self.mounts.push(PlannedMount {
                     mount,
                     nfs_export: None,
-                    mkdir,
                 });
             }
             Kind::Tmpfs => {
@@ -918,7 +909,6 @@ impl<'a> Builder<'a> {
                 self.mounts.push(PlannedMount {
                     mount,
                     nfs_export: None,
-                    mkdir,
                 });
             }
             Kind::Derived { fstype, source } => {
@@ -930,14 +920,13 @@ impl<'a> Builder<'a> {
                             .strip_prefix("upperdir=")
                             .or_else(|| d.strip_prefix("workdir="))
                         {
-                            mkdir.push(dir.to_string());
+                            mount.mkdir.push(dir.to_string());
                         }
                     }
                 }
                 self.mounts.push(PlannedMount {
                     mount,
                     nfs_export: None,
-                    mkdir,
                 });
             }
         }
