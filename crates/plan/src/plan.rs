@@ -924,6 +924,10 @@ impl<'a> Builder<'a> {
                         }
                     }
                 }
+                let has_upper = data.iter().any(|d| d.starts_with("upperdir="));
+                if fstype == "overlay" && !spec.readonly && !has_upper {
+                    self.writable_layer(index, spec, &mut mount);
+                }
                 self.mounts.push(PlannedMount {
                     mount,
                     nfs_export: None,
@@ -932,6 +936,42 @@ impl<'a> Builder<'a> {
         }
         self.locations.push(location);
         Ok(())
+    }
+
+    /// docker's container layer, for a read-write overlay that names no
+    /// `upperdir`: a tmpfs of its own holding `upper` and `work`, mounted
+    /// before the overlay. The guest's writes land in memory, the lower
+    /// layers (erofs images) are never written, and the changes are gone
+    /// when the VM stops, as a `docker run --rm` container's are.
+    fn writable_layer(&mut self, index: usize, spec: &VolumeSpec, overlay: &mut GuestMount) {
+        let layer = format!("{STAGING_DIR}/layer{index}");
+        let (upper, work) = (format!("{layer}/upper"), format!("{layer}/work"));
+        self.mounts.push(PlannedMount {
+            mount: GuestMount {
+                name: format!("writable layer of {}", spec.name),
+                source: "tmpfs".into(),
+                target: layer.clone(),
+                fstype: "tmpfs".into(),
+                data: "mode=0755".into(),
+                readonly: false,
+                flags: Vec::new(),
+                file: false,
+                retry: false,
+                mkdir: Vec::new(),
+            },
+            nfs_export: None,
+        });
+        let dirs = format!("upperdir={upper},workdir={work}");
+        overlay.data = if overlay.data.is_empty() {
+            dirs
+        } else {
+            format!("{},{dirs}", overlay.data)
+        };
+        overlay.mkdir.extend([upper, work]);
+        self.notes.push(format!(
+            "{}: no upperdir, so writes go to a tmpfs layer at {layer} and are dropped when the VM stops (as a container's); add ro for a read-only overlay, or give upperdir and workdir to keep them",
+            spec.name
+        ));
     }
 
     fn describe(&self, kind: &Kind) -> &'static str {
