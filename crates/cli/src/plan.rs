@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use vmshare_plan::plan::{plan, PlanConfig, RootDisk, Vmm};
 use vmshare_plan::render::{document, render, NetConfig, RenderConfig};
-use vmshare_plan::{docker, env, oci, ImageFormat, SystemHost};
+use vmshare_plan::{ImageFormat, SystemHost};
+
+use crate::volumes::{self, FrontEnds};
 
 /// Arguments of `vmshare plan`.
 #[derive(Debug, clap::Args)]
@@ -15,7 +17,8 @@ pub struct Args {
     /// Hypervisor to plan for: firecracker, cloud-hypervisor or qemu.
     #[arg(long, default_value = "qemu", value_parser = parse_vmm)]
     vmm: Vmm,
-    /// Read the mounts of an OCI runtime spec (config.json).
+    /// Read the mounts of an OCI runtime spec (config.json); they come
+    /// first, relative sources are relative to the config's directory.
     #[arg(long, value_name = "CONFIG_JSON")]
     oci: Option<PathBuf>,
     /// Read FILESYSTEM_SOURCE/_TARGET/_DRIVER/... (and FILESYSTEM2_*...) from the environment.
@@ -78,22 +81,18 @@ fn parse_vmm(s: &str) -> Result<Vmm, String> {
 /// Runs the subcommand.
 pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let cwd = std::env::current_dir()?;
-    let mut notes = Vec::new();
-    let mut specs = docker::parse_args(&args.volumes, &args.mounts, &args.tmpfs, &cwd)?;
-    if let Some(path) = &args.oci {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "{}: {e}; give the path of an OCI config.json",
-                path.display()
-            )
-        })?;
-        let o = oci::parse_config(&text)?;
-        specs.extend(o.volumes);
-        notes.extend(o.notes);
-    }
-    if args.from_env {
-        specs.extend(env::parse_env(std::env::vars())?);
-    }
+    let volumes::Volumes {
+        specs, mut notes, ..
+    } = volumes::read(
+        &FrontEnds {
+            oci: args.oci.as_deref(),
+            volumes: &args.volumes,
+            mounts: &args.mounts,
+            tmpfs: &args.tmpfs,
+            from_env: args.from_env,
+        },
+        &cwd,
+    )?;
     let mut config = PlanConfig::new(args.vmm, &args.volume_store, &args.runtime_dir);
     config.root_disks = args
         .root_disks
