@@ -17,22 +17,9 @@ pub struct Args {
     /// Hypervisor to plan for: firecracker, cloud-hypervisor or qemu.
     #[arg(long, default_value = "qemu", value_parser = parse_vmm)]
     vmm: Vmm,
-    /// Read the mounts of an OCI runtime spec (config.json); they come
-    /// first, relative sources are relative to the config's directory.
-    #[arg(long, value_name = "CONFIG_JSON")]
-    oci: Option<PathBuf>,
-    /// Read FILESYSTEM_SOURCE/_TARGET/_DRIVER/... (and FILESYSTEM2_*...) from the environment.
-    #[arg(long)]
-    from_env: bool,
-    /// Docker-style volume HOST:GUEST[:ro|rw|copy].
-    #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:OPTS]")]
-    volumes: Vec<String>,
-    /// Docker-style mount type=bind|volume|tmpfs|ext4|erofs,source=..,target=..[,readonly].
-    #[arg(long = "mount", value_name = "KEY=VALUE,...")]
-    mounts: Vec<String>,
-    /// tmpfs at GUEST[:OPTS].
-    #[arg(long = "tmpfs", value_name = "GUEST[:OPTS]")]
-    tmpfs: Vec<String>,
+    /// -v, --mount, --tmpfs, --oci, --from-env.
+    #[command(flatten)]
+    front: FrontEnds,
     /// Root-filesystem disk image (.erofs or .ext4), attached before volume disks.
     #[arg(long = "root-disk", value_name = "IMAGE")]
     root_disks: Vec<PathBuf>,
@@ -83,16 +70,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let cwd = std::env::current_dir()?;
     let volumes::Volumes {
         specs, mut notes, ..
-    } = volumes::read(
-        &FrontEnds {
-            oci: args.oci.as_deref(),
-            volumes: &args.volumes,
-            mounts: &args.mounts,
-            tmpfs: &args.tmpfs,
-            from_env: args.from_env,
-        },
-        &cwd,
-    )?;
+    } = volumes::read(&args.front, &cwd)?;
     let mut config = PlanConfig::new(args.vmm, &args.volume_store, &args.runtime_dir);
     config.root_disks = args
         .root_disks

@@ -29,31 +29,9 @@ use crate::volumes::{self, FrontEnds};
 /// Arguments of `vmshare run`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Bind a host path or a named volume: HOST:GUEST[:ro|rw] or NAME:GUEST;
-    /// HOST:GUEST:copy copies HOST into a disk image and back at exit.
-    #[arg(short = 'v', long = "volume", value_name = "SRC:GUEST[:OPTS]")]
-    volumes: Vec<String>,
-    /// docker --mount: type=bind|volume|tmpfs|ext4|erofs,source=..,target=..[,readonly]
-    /// (ext4 and erofs attach an image file as a disk).
-    #[arg(long = "mount", value_name = "KEY=VALUE,...")]
-    mounts: Vec<String>,
-    /// A tmpfs at GUEST[:OPTS].
-    #[arg(long = "tmpfs", value_name = "GUEST[:OPTS]")]
-    tmpfs: Vec<String>,
-    /// Mounts and process of an OCI runtime spec. Its mounts come first
-    /// (-v/--mount/--tmpfs go over them); relative sources are relative to
-    /// the config's directory. process.args is CMD when no CMD is given;
-    /// process.env comes before --env-file and -e, which override it;
-    /// process.cwd applies unless -w, process.user uid/gid/additionalGids
-    /// unless -u (a non-root process.user counts as -u for --volume-owner).
-    /// Everything else in it (root, hooks, terminal...) is ignored.
-    #[arg(long, value_name = "CONFIG_JSON")]
-    oci: Option<PathBuf>,
-    /// Also mount the shares vmshare's own FILESYSTEM_* variables describe
-    /// (_SOURCE, _TARGET, _DRIVER nfs or 9p, _ACCESSMODE, _READONLY; then
-    /// FILESYSTEM2_*...), after the other volumes.
-    #[arg(long)]
-    from_env: bool,
+    /// -v, --mount, --tmpfs, --oci, --from-env.
+    #[command(flatten)]
+    front: FrontEnds,
     /// Set an environment variable (KEY=VALUE, or KEY to copy the host's).
     #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
     env: Vec<String>,
@@ -153,16 +131,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         say(&format!("cleaned up after a killed run: {dir}"));
     }
     let cwd = std::env::current_dir()?;
-    let front = volumes::read(
-        &FrontEnds {
-            oci: args.oci.as_deref(),
-            volumes: &args.volumes,
-            mounts: &args.mounts,
-            tmpfs: &args.tmpfs,
-            from_env: args.from_env,
-        },
-        &cwd,
-    )?;
+    let front = volumes::read(&args.front, &cwd)?;
     let specs = front.specs;
     for n in &front.notes {
         say(n);
@@ -408,7 +377,7 @@ fn guest_process(args: &Args, oci: Option<OciProcess>) -> Result<GuestProcess, S
         args.command.clone()
     };
     if command.is_empty() {
-        return Err(match &args.oci {
+        return Err(match &args.front.oci {
             Some(c) => format!(
                 "no command: {} has no process.args; give CMD after the options",
                 c.display()

@@ -841,21 +841,13 @@ impl<'a> Builder<'a> {
                                 format: ImageFormat::Ext4,
                                 contents: Vec::new(),
                             });
-                            self.mounts.push(PlannedMount {
-                                mount: GuestMount {
-                                    name: "packed copy volumes".into(),
-                                    source: device,
-                                    target: staging.clone(),
-                                    fstype: "ext4".into(),
-                                    data: String::new(),
-                                    readonly: false,
-                                    flags: Vec::new(),
-                                    file: false,
-                                    retry: false,
-                                    mkdir: Vec::new(),
-                                },
-                                nfs_export: None,
-                            });
+                            self.mounts.push(staging_mount(
+                                "packed copy volumes".into(),
+                                device,
+                                staging.clone(),
+                                "ext4",
+                                "",
+                            ));
                             let p = (self.images.len() - 1, staging);
                             self.packed = Some(p.clone());
                             p
@@ -946,21 +938,13 @@ impl<'a> Builder<'a> {
     fn writable_layer(&mut self, index: usize, spec: &VolumeSpec, overlay: &mut GuestMount) {
         let layer = format!("{STAGING_DIR}/layer{index}");
         let (upper, work) = (format!("{layer}/upper"), format!("{layer}/work"));
-        self.mounts.push(PlannedMount {
-            mount: GuestMount {
-                name: format!("writable layer of {}", spec.name),
-                source: "tmpfs".into(),
-                target: layer.clone(),
-                fstype: "tmpfs".into(),
-                data: "mode=0755".into(),
-                readonly: false,
-                flags: Vec::new(),
-                file: false,
-                retry: false,
-                mkdir: Vec::new(),
-            },
-            nfs_export: None,
-        });
+        self.mounts.push(staging_mount(
+            format!("writable layer of {}", spec.name),
+            "tmpfs".into(),
+            layer.clone(),
+            "tmpfs",
+            "mode=0755",
+        ));
         let dirs = format!("upperdir={upper},workdir={work}");
         overlay.data = if overlay.data.is_empty() {
             dirs
@@ -1112,6 +1096,32 @@ pub(crate) fn for_each_template(
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// A read-write mount the plan adds itself (not a user's volume), under
+/// [`STAGING_DIR`].
+fn staging_mount(
+    name: String,
+    source: String,
+    target: String,
+    fstype: &str,
+    data: &str,
+) -> PlannedMount {
+    PlannedMount {
+        mount: GuestMount {
+            name,
+            source,
+            target,
+            fstype: fstype.into(),
+            data: data.into(),
+            readonly: false,
+            flags: Vec::new(),
+            file: false,
+            retry: false,
+            mkdir: Vec::new(),
+        },
+        nfs_export: None,
+    }
 }
 
 /// Splits a volume's options into generic mount flags and filesystem data.
