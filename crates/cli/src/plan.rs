@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use vmshare_plan::plan::{plan, PlanConfig, RootDisk, Vmm};
 use vmshare_plan::render::{document, render, NetConfig, RenderConfig};
-use vmshare_plan::{docker, env, oci, ImageFormat, SystemHost};
+use vmshare_plan::{ImageFormat, SystemHost};
+
+use crate::volumes::{self, FrontEnds};
 
 /// Arguments of `vmshare plan`.
 #[derive(Debug, clap::Args)]
@@ -15,21 +17,9 @@ pub struct Args {
     /// Hypervisor to plan for: firecracker, cloud-hypervisor or qemu.
     #[arg(long, default_value = "qemu", value_parser = parse_vmm)]
     vmm: Vmm,
-    /// Read the mounts of an OCI runtime spec (config.json).
-    #[arg(long, value_name = "CONFIG_JSON")]
-    oci: Option<PathBuf>,
-    /// Read FILESYSTEM_SOURCE/_TARGET/_DRIVER/... (and FILESYSTEM2_*...) from the environment.
-    #[arg(long)]
-    from_env: bool,
-    /// Docker-style volume HOST:GUEST[:ro|rw|copy].
-    #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:OPTS]")]
-    volumes: Vec<String>,
-    /// Docker-style mount type=bind|volume|tmpfs|ext4|erofs,source=..,target=..[,readonly].
-    #[arg(long = "mount", value_name = "KEY=VALUE,...")]
-    mounts: Vec<String>,
-    /// tmpfs at GUEST[:OPTS].
-    #[arg(long = "tmpfs", value_name = "GUEST[:OPTS]")]
-    tmpfs: Vec<String>,
+    /// -v, --mount, --tmpfs, --oci, --from-env.
+    #[command(flatten)]
+    front: FrontEnds,
     /// Root-filesystem disk image (.erofs or .ext4), attached before volume disks.
     #[arg(long = "root-disk", value_name = "IMAGE")]
     root_disks: Vec<PathBuf>,
@@ -78,22 +68,9 @@ fn parse_vmm(s: &str) -> Result<Vmm, String> {
 /// Runs the subcommand.
 pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let cwd = std::env::current_dir()?;
-    let mut notes = Vec::new();
-    let mut specs = docker::parse_args(&args.volumes, &args.mounts, &args.tmpfs, &cwd)?;
-    if let Some(path) = &args.oci {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "{}: {e}; give the path of an OCI config.json",
-                path.display()
-            )
-        })?;
-        let o = oci::parse_config(&text)?;
-        specs.extend(o.volumes);
-        notes.extend(o.notes);
-    }
-    if args.from_env {
-        specs.extend(env::parse_env(std::env::vars())?);
-    }
+    let volumes::Volumes {
+        specs, mut notes, ..
+    } = volumes::read(&args.front, &cwd)?;
     let mut config = PlanConfig::new(args.vmm, &args.volume_store, &args.runtime_dir);
     config.root_disks = args
         .root_disks

@@ -1,5 +1,6 @@
-//! `vmshare run`: `docker run -v` for a microVM. Parses docker-style
-//! volume options with the planner, builds copy-volume images, serves the
+//! `vmshare run`: `docker run -v` for a microVM. Reads volumes from the
+//! same front ends as `vmshare plan` (docker options, an OCI config.json,
+//! `FILESYSTEM_*`), plans them, builds copy-volume images, serves the
 //! planned NFS exports from an in-process server bound only where this VM
 //! reaches it, boots the VM with [`vmshare_vmm::GuestRun`] and the plan's
 //! disks, writes copy volumes back, and exits with the command's status.
@@ -13,29 +14,24 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use vmshare_plan::plan::{plan, Plan, PlanConfig, Vmm};
+use vmshare_plan::oci::OciProcess;
+use vmshare_plan::plan::{plan, Plan, PlanConfig, ShareDriver, Vmm};
 use vmshare_plan::sync::{self, Snapshot};
-use vmshare_plan::{docker, image, GuestProcess, Source, SystemHost};
+use vmshare_plan::{image, GuestProcess, Source, SystemHost};
 use vmshare_server::{
     ClientMatch, ClientRule, ExportConfig, ExportOptions, Server, ServerConfig, Squash,
 };
 use vmshare_vmm::netns::{TapNetwork, TAP_GUEST_ADDR, TAP_HOST_ADDR};
 use vmshare_vmm::{GuestNetwork, GuestRun, Sink, StateDir, StdinSource};
 
+use crate::volumes::{self, FrontEnds};
+
 /// Arguments of `vmshare run`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Bind a host path or a named volume: HOST:GUEST[:ro|rw] or NAME:GUEST;
-    /// HOST:GUEST:copy copies HOST into a disk image and back at exit.
-    #[arg(short = 'v', long = "volume", value_name = "SRC:GUEST[:OPTS]")]
-    volumes: Vec<String>,
-    /// docker --mount: type=bind|volume|tmpfs|ext4|erofs,source=..,target=..[,readonly]
-    /// (ext4 and erofs attach an image file as a disk).
-    #[arg(long = "mount", value_name = "KEY=VALUE,...")]
-    mounts: Vec<String>,
-    /// A tmpfs at GUEST[:OPTS].
-    #[arg(long = "tmpfs", value_name = "GUEST[:OPTS]")]
-    tmpfs: Vec<String>,
+    /// -v, --mount, --tmpfs, --oci, --from-env.
+    #[command(flatten)]
+    front: FrontEnds,
     /// Set an environment variable (KEY=VALUE, or KEY to copy the host's).
     #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
     env: Vec<String>,
@@ -86,11 +82,11 @@ pub struct Args {
     /// Print a timeline of the run on stderr.
     #[arg(long)]
     verbose: bool,
-    /// The command and its arguments.
+    /// The command and its arguments (required unless --oci gives
+    /// process.args).
     #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,
-        required = true,
         value_name = "CMD"
     )]
     command: Vec<String>,
@@ -135,7 +131,12 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         say(&format!("cleaned up after a killed run: {dir}"));
     }
     let cwd = std::env::current_dir()?;
-    let specs = docker::parse_args(&args.volumes, &args.mounts, &args.tmpfs, &cwd)?;
+    let front = volumes::read(&args.front, &cwd)?;
+    let specs = front.specs;
+    for n in &front.notes {
+        say(n);
+    }
+    let process = guest_process(&args, front.process)?;
     create_missing_sources(&specs, &say)?;
     // Copy-volume images are built in a run directory of this run's own
     // (removed at exit, swept if vmshare is killed), so that concurrent
@@ -144,6 +145,9 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let config = PlanConfig::new(Vmm::Qemu, state.volumes_dir(), image_run.path());
     let plan = plan(&specs, &config, &SystemHost)?;
     check_supported(&plan)?;
+    for n in &plan.notes {
+        say(n);
+    }
     say(&format!(
         "plan: {} NFS export(s), {} disk(s), {} guest mount(s)",
         plan.nfs_exports.len(),
@@ -152,7 +156,6 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     ));
     let baselines = build_images(&plan, &say)?;
 
-    let (uid, gid) = parse_user(args.user.as_deref())?;
     // The namespace is recorded in a run directory of its own, kept until
     // the end, so that a killed vmshare's namespace is found and deleted.
     let tap_run = if args.net == "tap" {
@@ -179,7 +182,9 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 vmshare_vmm::USER_NET_HOST.parse()?,
             ),
         };
-        let exports = exports(&plan, client, args.user.is_some(), &args.volume_owner)?;
+        // A user from the OCI spec counts as given when it is not root.
+        let user_given = args.user.is_some() || process.uid != 0;
+        let exports = exports(&plan, client, user_given, &args.volume_owner)?;
         let cfg = ServerConfig::new(
             exports,
             SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -195,12 +200,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     let port = server.as_ref().map(|(_, p)| *p).unwrap_or(0);
 
-    let mut env = Vec::new();
-    for f in &args.env_files {
-        env.extend(read_env_file(f)?);
-    }
-    env.extend(args.env.iter().filter_map(|e| expand_env(e)));
-    let mut run = GuestRun::command(args.command.clone())
+    let mut run = GuestRun::command(process.args.clone())
         .stdout(Sink::Inherit)
         .stderr(Sink::Inherit)
         .stdin(if args.interactive {
@@ -219,6 +219,9 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     for d in &plan.block_devices {
         run = run.disk(&d.id, &d.image, d.readonly);
     }
+    for s in &plan.shares {
+        run = run.share(s.clone());
+    }
     if server.is_some() || tap.is_some() {
         run = run.network(match &tap {
             Some(t) => GuestNetwork::Tap(t.clone()),
@@ -234,14 +237,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     spec.hostname = args.name.clone().unwrap_or_else(|| "vmshare".into());
     spec.mounts = plan.guest_mounts(server_ip, port);
     spec.verbose = verbose;
-    spec.process = GuestProcess {
-        args: args.command.clone(),
-        env,
-        cwd: args.workdir.clone(),
-        uid,
-        gid,
-        ..GuestProcess::default()
-    };
+    spec.process = process;
 
     install_signal_handlers();
     let result = run.run();
@@ -360,10 +356,60 @@ fn create_missing_sources(
 }
 
 fn check_supported(plan: &Plan) -> Result<(), String> {
-    if let Some(s) = plan.shares.first() {
-        return Err(format!("volume {}: virtio-fs and 9p shares are not attached by vmshare run yet; use a host path (NFS), a copy volume (HOST:GUEST:copy) or an image (--mount type=ext4|erofs)", s.volume));
+    if let Some(s) = plan
+        .shares
+        .iter()
+        .find(|s| s.driver == ShareDriver::Virtiofs)
+    {
+        return Err(format!("volume {}: virtio-fs needs virtiofsd, which vmshare run does not start; use FILESYSTEM_DRIVER=9p or nfs", s.volume));
     }
     Ok(())
+}
+
+/// CMD and how it runs: the command line's CMD, -e/--env-file, -w and -u,
+/// over what an OCI spec's process gives (docker's way with an image's
+/// CMD, ENV, WORKDIR and USER).
+fn guest_process(args: &Args, oci: Option<OciProcess>) -> Result<GuestProcess, String> {
+    let oci = oci.unwrap_or_default();
+    let command = if args.command.is_empty() {
+        oci.args
+    } else {
+        args.command.clone()
+    };
+    if command.is_empty() {
+        return Err(match &args.front.oci {
+            Some(c) => format!(
+                "no command: {} has no process.args; give CMD after the options",
+                c.display()
+            ),
+            None => {
+                "no command: give CMD after the options (vmshare run [OPTIONS] -- CMD [ARGS...])"
+                    .into()
+            }
+        });
+    }
+    let mut env = oci.env;
+    for f in &args.env_files {
+        env.extend(read_env_file(f)?);
+    }
+    env.extend(args.env.iter().filter_map(|e| expand_env(e)));
+    let (uid, gid, additional_gids) = match (&args.user, oci.user) {
+        (Some(u), _) => {
+            let (uid, gid) = parse_user(Some(u))?;
+            (uid, gid, Vec::new())
+        }
+        (None, Some(u)) => (u.uid, u.gid, u.additional_gids),
+        (None, None) => (0, 0, Vec::new()),
+    };
+    Ok(GuestProcess {
+        args: command,
+        env,
+        cwd: args.workdir.clone().or(oci.cwd),
+        uid,
+        gid,
+        additional_gids,
+        ..GuestProcess::default()
+    })
 }
 
 /// One export per planned NFS export, for this VM's address only.

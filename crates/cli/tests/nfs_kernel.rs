@@ -35,6 +35,7 @@ fn nfs_mount(name: &str, export: &str, target: &str, port: u16) -> GuestMount {
         flags: vec![],
         file: false,
         retry: true,
+        mkdir: Vec::new(),
     }
 }
 

@@ -43,6 +43,7 @@ fn unmountable_volume_names_server_port_and_errno() {
         flags: vec![],
         file: false,
         retry: false,
+        mkdir: Vec::new(),
     });
     let out = h.run(run);
     assert_eq!(out.status, 125);

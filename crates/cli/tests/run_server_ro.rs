@@ -59,6 +59,7 @@ fn read_only_export_refuses_a_read_write_mount_with_erofs() {
         flags: vec![],
         file: false,
         retry: true,
+        mkdir: Vec::new(),
     });
     let out = h.run(run);
     running.shutdown();

@@ -32,6 +32,11 @@ pub(crate) fn mount(m: &GuestMount) -> Result<Duration, InitError> {
             m.target
         )));
     }
+    // The OCI mkdir/ prefix: the target, an overlay's upperdir and workdir.
+    for dir in &m.mkdir {
+        make_mount_point(Path::new(dir), false)
+            .map_err(|e| fail(format!("creating {dir}: {e}")))?;
+    }
     let target = Path::new(&m.target);
     make_mount_point(target, m.file).map_err(|e| fail(format!("making mount point: {e}")))?;
 

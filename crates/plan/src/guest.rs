@@ -80,6 +80,10 @@ pub struct GuestMount {
     /// Retry with backoff on failure (network filesystems).
     #[serde(default)]
     pub retry: bool,
+    /// Directories to create before mounting (the OCI `mkdir/` prefix:
+    /// the target, an overlay's `upperdir` and `workdir`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mkdir: Vec<String>,
 }
 
 /// The command, and the identity and environment it runs with.

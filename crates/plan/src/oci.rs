@@ -8,19 +8,78 @@
 //! manager do for overlays over erofs layers). The container's own system
 //! mounts (`proc`, `sysfs`, `devpts`, `mqueue`, `cgroup`, and tmpfs on
 //! `/dev`...) are the guest init's business and are skipped.
+//!
+//! Relative sources are relative to the bundle, the directory holding
+//! `config.json`, as the runtime spec says: [`parse_config_in`] takes it;
+//! [`parse_config`], given only the text, refuses them. The container
+//! process (`process.args`, `env`, `cwd`, `user`) is read too, for
+//! `vmshare run`; the rest of the spec (root, hooks, namespaces...) is not.
 
 use serde::Deserialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::plan::for_each_template;
-use crate::spec::{check_target, ImageFormat, Source, Transport, VolumeSpec, GENERIC_FLAGS};
+use crate::spec::{
+    check_target, normalize, ImageFormat, Source, Transport, VolumeSpec, GENERIC_FLAGS,
+};
 use crate::PlanError;
 
-/// Only the part of `config.json` the planner reads.
+/// Only the parts of `config.json` vmshare reads.
 #[derive(Debug, Deserialize)]
 struct Spec {
     #[serde(default)]
     mounts: Vec<Mount>,
+    #[serde(default)]
+    process: Option<Process>,
+}
+
+/// The runtime spec's `process`, the fields vmshare uses.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Process {
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    cwd: Option<String>,
+    #[serde(default)]
+    user: Option<User>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct User {
+    #[serde(default)]
+    uid: u32,
+    #[serde(default)]
+    gid: u32,
+    #[serde(default)]
+    additional_gids: Vec<u32>,
+}
+
+/// The container process a runtime spec describes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OciProcess {
+    /// `process.args` (empty when absent).
+    pub args: Vec<String>,
+    /// `process.env`, each `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// `process.cwd`, absolute.
+    pub cwd: Option<String>,
+    /// `process.user`: uid, gid and additional gids.
+    pub user: Option<OciUser>,
+}
+
+/// `process.user` (numeric; `username` is for Windows and ignored).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OciUser {
+    /// User ID.
+    pub uid: u32,
+    /// Group ID.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub additional_gids: Vec<u32>,
 }
 
 /// One OCI mount entry (every field the runtime spec defines).
@@ -51,20 +110,34 @@ pub struct OciVolumes {
     pub volumes: Vec<VolumeSpec>,
     /// Human-readable notes (skipped system mounts).
     pub notes: Vec<String>,
+    /// The container process, when the spec has one.
+    pub process: Option<OciProcess>,
 }
 
-/// Reads the `mounts` of an OCI runtime spec.
+/// Reads the `mounts` (and `process`) of an OCI runtime spec whose bundle
+/// is not known: relative sources are refused.
 pub fn parse_config(json: &str) -> Result<OciVolumes, PlanError> {
+    parse(json, None)
+}
+
+/// Reads an OCI runtime spec whose bundle (the directory holding
+/// `config.json`) is `bundle`: relative sources are taken from there.
+pub fn parse_config_in(json: &str, bundle: &Path) -> Result<OciVolumes, PlanError> {
+    parse(json, Some(bundle))
+}
+
+fn parse(json: &str, bundle: Option<&Path>) -> Result<OciVolumes, PlanError> {
     let spec: Spec = serde_json::from_str(json).map_err(|e| PlanError::Syntax {
         volume: "config.json".into(),
         reason: format!("not an OCI runtime spec ({e}); check the JSON"),
     })?;
+    let process = spec.process.map(process).transpose()?;
     // Skipped entries shift indexes: map the spec's numbering to ours.
     let mut index_map: Vec<Option<usize>> = Vec::new();
     let mut volumes = Vec::new();
     let mut notes = Vec::new();
     for (i, m) in spec.mounts.iter().enumerate() {
-        match parse_mount(i, m, &index_map, spec.mounts.len())? {
+        match parse_mount(i, m, &index_map, spec.mounts.len(), bundle)? {
             Some(v) => {
                 index_map.push(Some(volumes.len()));
                 volumes.push(v);
@@ -79,7 +152,37 @@ pub fn parse_config(json: &str) -> Result<OciVolumes, PlanError> {
             }
         }
     }
-    Ok(OciVolumes { volumes, notes })
+    Ok(OciVolumes {
+        volumes,
+        notes,
+        process,
+    })
+}
+
+fn process(p: Process) -> Result<OciProcess, PlanError> {
+    let syntax = |field: &str, reason: String| PlanError::Syntax {
+        volume: format!("config.json process.{field}"),
+        reason,
+    };
+    if let Some(cwd) = p.cwd.as_deref().filter(|c| !c.starts_with('/')) {
+        return Err(syntax(
+            "cwd",
+            format!("'{cwd}' is not absolute; the runtime spec wants an absolute path"),
+        ));
+    }
+    if let Some(e) = p.env.iter().find(|e| !e.contains('=')) {
+        return Err(syntax("env", format!("'{e}' is not KEY=VALUE")));
+    }
+    Ok(OciProcess {
+        args: p.args,
+        env: p.env,
+        cwd: p.cwd,
+        user: p.user.map(|u| OciUser {
+            uid: u.uid,
+            gid: u.gid,
+            additional_gids: u.additional_gids,
+        }),
+    })
 }
 
 fn parse_mount(
@@ -87,6 +190,7 @@ fn parse_mount(
     m: &Mount,
     index_map: &[Option<usize>],
     total: usize,
+    bundle: Option<&Path>,
 ) -> Result<Option<VolumeSpec>, PlanError> {
     let raw_type = m.kind.as_deref().unwrap_or("bind");
     let name = format!(
@@ -152,9 +256,10 @@ fn parse_mount(
         .map(|o| renumber(o))
         .collect::<Result<_, _>>()?;
     let host = |what: &str| -> Result<PathBuf, PlanError> {
-        match m.source.as_deref() {
-            Some(s) if s.starts_with('/') => Ok(crate::spec::normalize(std::path::Path::new(s))),
-            Some(s) if !s.is_empty() => Err(PlanError::RelativeSource {
+        match (m.source.as_deref(), bundle) {
+            (Some(s), _) if s.starts_with('/') => Ok(normalize(Path::new(s))),
+            (Some(s), Some(bundle)) if !s.is_empty() => Ok(normalize(&bundle.join(s))),
+            (Some(s), None) if !s.is_empty() => Err(PlanError::RelativeSource {
                 volume: name.clone(),
                 source_path: s.to_string(),
             }),
@@ -264,4 +369,74 @@ fn renumber(
         }
         Ok(format!("{{{{ {} }}}}", out.join(" ")))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"{
+        "process": {"args": ["sh", "-c", "id"], "env": ["A=1"], "cwd": "/w",
+                    "user": {"uid": 7, "gid": 8, "additionalGids": [9]}},
+        "mounts": [
+            {"type": "erofs", "source": "layers/base.erofs"},
+            {"type": "bind", "source": "./data", "destination": "/data"},
+            {"type": "bind", "source": "/abs", "destination": "/abs"}
+        ]
+    }"#;
+
+    #[test]
+    fn relative_sources_come_from_the_bundle() {
+        let o = parse_config_in(SPEC, Path::new("/b/bundle")).unwrap();
+        let paths: Vec<PathBuf> = o
+            .volumes
+            .iter()
+            .map(|v| match &v.source {
+                Source::Image { path, .. } | Source::Host { path, .. } => path.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                PathBuf::from("/b/bundle/layers/base.erofs"),
+                "/b/bundle/data".into(),
+                "/abs".into()
+            ]
+        );
+        let e = parse_config(SPEC).unwrap_err().to_string();
+        assert!(
+            e.ends_with("source 'layers/base.erofs' is relative; give an absolute host path"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_process_is_read() {
+        let o = parse_config_in(SPEC, Path::new("/b")).unwrap();
+        assert_eq!(
+            o.process,
+            Some(OciProcess {
+                args: vec!["sh".into(), "-c".into(), "id".into()],
+                env: vec!["A=1".into()],
+                cwd: Some("/w".into()),
+                user: Some(OciUser {
+                    uid: 7,
+                    gid: 8,
+                    additional_gids: vec![9]
+                }),
+            })
+        );
+        assert_eq!(parse_config(r#"{"mounts": []}"#).unwrap().process, None);
+        let e = parse_config(r#"{"process": {"cwd": "w"}}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config.json process.cwd: 'w' is not absolute; the runtime spec wants an absolute path"
+        );
+        let e = parse_config(r#"{"process": {"env": ["A"]}}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config.json process.env: 'A' is not KEY=VALUE"
+        );
+    }
 }

@@ -300,10 +300,6 @@ pub struct PlannedMount {
     /// `ADDR:EXPORT` and adds the server options.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nfs_export: Option<String>,
-    /// Directories to create before mounting (the OCI `mkdir/` prefix:
-    /// target, overlay upperdir and workdir).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mkdir: Vec<String>,
 }
 
 /// The NFS mount data for a server at `addr:port`, where one port carries
@@ -742,11 +738,11 @@ impl<'a> Builder<'a> {
             flags,
             file: false,
             retry: false,
-        };
-        let mut mkdir = if spec.mkdir {
-            vec![location.clone()]
-        } else {
-            Vec::new()
+            mkdir: if spec.mkdir {
+                vec![location.clone()]
+            } else {
+                Vec::new()
+            },
         };
         match kind {
             Kind::Nfs { dir, file, create } => {
@@ -768,10 +764,10 @@ impl<'a> Builder<'a> {
                     let mut stage = mount.clone();
                     stage.target = staging.clone();
                     stage.flags.clear();
+                    stage.mkdir.clear();
                     self.mounts.push(PlannedMount {
                         mount: stage,
                         nfs_export: Some(export),
-                        mkdir: Vec::new(),
                     });
                     mount.source = format!("{staging}/{file}");
                     mount.fstype = "bind".into();
@@ -780,13 +776,11 @@ impl<'a> Builder<'a> {
                     self.mounts.push(PlannedMount {
                         mount,
                         nfs_export: None,
-                        mkdir,
                     });
                 } else {
                     self.mounts.push(PlannedMount {
                         mount,
                         nfs_export: Some(export),
-                        mkdir,
                     });
                 }
             }
@@ -816,7 +810,6 @@ impl<'a> Builder<'a> {
                 self.mounts.push(PlannedMount {
                     mount,
                     nfs_export: None,
-                    mkdir,
                 });
             }
             Kind::Image { path, format } => {
@@ -827,7 +820,6 @@ impl<'a> Builder<'a> {
                 self.mounts.push(PlannedMount {
                     mount,
                     nfs_export: None,
-                    mkdir,
                 });
             }
             Kind::Copy { path } => {
@@ -849,21 +841,13 @@ impl<'a> Builder<'a> {
                                 format: ImageFormat::Ext4,
                                 contents: Vec::new(),
                             });
-                            self.mounts.push(PlannedMount {
-                                mount: GuestMount {
-                                    name: "packed copy volumes".into(),
-                                    source: device,
-                                    target: staging.clone(),
-                                    fstype: "ext4".into(),
-                                    data: String::new(),
-                                    readonly: false,
-                                    flags: Vec::new(),
-                                    file: false,
-                                    retry: false,
-                                },
-                                nfs_export: None,
-                                mkdir: Vec::new(),
-                            });
+                            self.mounts.push(staging_mount(
+                                "packed copy volumes".into(),
+                                device,
+                                staging.clone(),
+                                "ext4",
+                                "",
+                            ));
                             let p = (self.images.len() - 1, staging);
                             self.packed = Some(p.clone());
                             p
@@ -909,7 +893,6 @@ impl<'a> Builder<'a> {
                 self.mounts.push(PlannedMount {
                     mount,
                     nfs_export: None,
-                    mkdir,
                 });
             }
             Kind::Tmpfs => {
@@ -918,7 +901,6 @@ impl<'a> Builder<'a> {
                 self.mounts.push(PlannedMount {
                     mount,
                     nfs_export: None,
-                    mkdir,
                 });
             }
             Kind::Derived { fstype, source } => {
@@ -930,19 +912,50 @@ impl<'a> Builder<'a> {
                             .strip_prefix("upperdir=")
                             .or_else(|| d.strip_prefix("workdir="))
                         {
-                            mkdir.push(dir.to_string());
+                            mount.mkdir.push(dir.to_string());
                         }
                     }
+                }
+                let has_upper = data.iter().any(|d| d.starts_with("upperdir="));
+                if fstype == "overlay" && !spec.readonly && !has_upper {
+                    self.writable_layer(index, spec, &mut mount);
                 }
                 self.mounts.push(PlannedMount {
                     mount,
                     nfs_export: None,
-                    mkdir,
                 });
             }
         }
         self.locations.push(location);
         Ok(())
+    }
+
+    /// docker's container layer, for a read-write overlay that names no
+    /// `upperdir`: a tmpfs of its own holding `upper` and `work`, mounted
+    /// before the overlay. The guest's writes land in memory, the lower
+    /// layers (erofs images) are never written, and the changes are gone
+    /// when the VM stops, as a `docker run --rm` container's are.
+    fn writable_layer(&mut self, index: usize, spec: &VolumeSpec, overlay: &mut GuestMount) {
+        let layer = format!("{STAGING_DIR}/layer{index}");
+        let (upper, work) = (format!("{layer}/upper"), format!("{layer}/work"));
+        self.mounts.push(staging_mount(
+            format!("writable layer of {}", spec.name),
+            "tmpfs".into(),
+            layer.clone(),
+            "tmpfs",
+            "mode=0755",
+        ));
+        let dirs = format!("upperdir={upper},workdir={work}");
+        overlay.data = if overlay.data.is_empty() {
+            dirs
+        } else {
+            format!("{},{dirs}", overlay.data)
+        };
+        overlay.mkdir.extend([upper, work]);
+        self.notes.push(format!(
+            "{}: no upperdir, so writes go to a tmpfs layer at {layer} and are dropped when the VM stops (as a container's); add ro for a read-only overlay, or give upperdir and workdir to keep them",
+            spec.name
+        ));
     }
 
     fn describe(&self, kind: &Kind) -> &'static str {
@@ -1083,6 +1096,32 @@ pub(crate) fn for_each_template(
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// A read-write mount the plan adds itself (not a user's volume), under
+/// [`STAGING_DIR`].
+fn staging_mount(
+    name: String,
+    source: String,
+    target: String,
+    fstype: &str,
+    data: &str,
+) -> PlannedMount {
+    PlannedMount {
+        mount: GuestMount {
+            name,
+            source,
+            target,
+            fstype: fstype.into(),
+            data: data.into(),
+            readonly: false,
+            flags: Vec::new(),
+            file: false,
+            retry: false,
+            mkdir: Vec::new(),
+        },
+        nfs_export: None,
+    }
 }
 
 /// Splits a volume's options into generic mount flags and filesystem data.

@@ -82,7 +82,12 @@ fn oci_templates_count_the_spec_indexes_even_after_skipping_system_mounts() {
         &ImagesAreFiles,
     )
     .unwrap();
-    assert_eq!(p.mounts[1].mount.data, "lowerdir=/run/vmshare/m0");
+    // The overlay (after its tmpfs writable layer) names mount 1 of the
+    // spec, which is volume 0.
+    assert_eq!(
+        p.mounts[2].mount.data,
+        "lowerdir=/run/vmshare/m0,upperdir=/run/vmshare/layer1/upper,workdir=/run/vmshare/layer1/work"
+    );
     let e = oci::parse_config(&json.replace("mount 1", "mount 0")).unwrap_err();
     assert!(
         e.to_string()

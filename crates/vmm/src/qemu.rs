@@ -13,6 +13,9 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use vmshare_plan::plan::Share;
+use vmshare_plan::render::qemu_ninep_args;
+
 use crate::kvm::Accel;
 use crate::VmmError;
 
@@ -67,6 +70,10 @@ pub struct QemuConfig {
     pub net: Option<QemuNet>,
     /// Block devices, in the order the guest must name them (`vda` first).
     pub disks: Vec<QemuDisk>,
+    /// The plan's shares, attached over virtio-9p with the planner's own
+    /// arguments (virtio-fs would need virtiofsd, which is not started
+    /// here: [`crate::GuestRun`] refuses such shares).
+    pub shares: Vec<Share>,
 }
 
 /// Kernel command line for a vmshare guest. Under TCG the kernel's TSC
@@ -183,6 +190,11 @@ impl QemuConfig {
             push("-device".into());
             push(format!("virtio-blk-device,drive={}", d.id));
         }
+        for (i, s) in self.shares.iter().enumerate() {
+            for arg in qemu_ninep_args(i, s) {
+                push(arg);
+            }
+        }
         a
     }
 
@@ -260,6 +272,14 @@ mod tests {
                 image: "/img/a,b.erofs".into(),
                 readonly: true,
             }],
+            shares: vec![Share {
+                volume: "v".into(),
+                tag: "data".into(),
+                host_path: "/srv/a,b".into(),
+                driver: vmshare_plan::plan::ShareDriver::NineP,
+                access: vmshare_plan::AccessMode::Mapped,
+                readonly: false,
+            }],
         };
         let args: Vec<String> = cfg
             .args()
@@ -274,6 +294,9 @@ mod tests {
         assert!(joined.contains("-netdev user,id=net0 -device virtio-net-device,netdev=net0"));
         assert!(joined.contains(
             "-drive file=/img/a,,b.erofs,if=none,id=vda,format=raw,cache=writeback,readonly=on -device virtio-blk-device,drive=vda"
+        ));
+        assert!(joined.contains(
+            "-fsdev local,id=fs0,path=/srv/a,,b,security_model=mapped-xattr -device virtio-9p-device,fsdev=fs0,mount_tag=data"
         ));
         assert!(cfg.cmdline.contains("tsc_early_khz="), "{}", cfg.cmdline);
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use vmshare_init::protocol::{self, ConsoleSpec, Message};
 use vmshare_plan::guest::{GuestNet, GuestProcess, GuestSpec};
+use vmshare_plan::plan::{Share, ShareDriver};
 
 use crate::assets::{self, Assets};
 use crate::channels::{self, AcceptError, Listeners};
@@ -119,6 +120,7 @@ pub struct GuestRun {
     state: Option<StateDir>,
     network: Option<GuestNetwork>,
     disks: Vec<QemuDisk>,
+    shares: Vec<Share>,
     memory_mib: u32,
     cpus: u32,
     boot_timeout: Duration,
@@ -153,6 +155,7 @@ impl GuestRun {
             state: None,
             network: None,
             disks: Vec::new(),
+            shares: Vec::new(),
             memory_mib: 512,
             cpus: 1,
             boot_timeout: Duration::from_secs(120),
@@ -257,6 +260,14 @@ impl GuestRun {
         self
     }
 
+    /// Attaches a planned 9p share (the guest mounts its `tag`). Only 9p:
+    /// [`run`](Self::run) refuses a virtio-fs share, since it does not
+    /// start virtiofsd.
+    pub fn share(mut self, share: Share) -> Self {
+        self.shares.push(share);
+        self
+    }
+
     /// Guest memory in MiB.
     pub fn memory_mib(mut self, mib: u32) -> Self {
         self.memory_mib = mib;
@@ -324,6 +335,19 @@ impl GuestRun {
     /// the VM could not be started, hung, or stopped without a status.
     pub fn run(mut self) -> Result<GuestOutput, VmmError> {
         let t0 = Instant::now();
+        if let Some(s) = self
+            .shares
+            .iter()
+            .find(|s| s.driver == ShareDriver::Virtiofs)
+        {
+            return Err(VmmError::MissingTool {
+                tool: "virtiofsd".into(),
+                hint: format!(
+                    "share {} is virtio-fs, which vmshare run does not start; share it over 9p or NFS",
+                    s.volume
+                ),
+            });
+        }
         let mut timeline = Timeline {
             t0,
             events: Vec::new(),
@@ -387,6 +411,7 @@ impl GuestRun {
                 }),
             },
             disks: self.disks.clone(),
+            shares: self.shares.clone(),
         };
         let qemu_stderr = run.path().join("qemu.stderr");
         let netns = match &self.network {

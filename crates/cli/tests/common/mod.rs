@@ -53,7 +53,19 @@ impl Harness {
     /// `None` (with a message) when QEMU or a kernel is missing and we are
     /// not in CI; in CI (`CI` set) a missing tool fails the test instead.
     pub fn new() -> Option<Harness> {
-        let missing = missing_tools();
+        Harness::with_tools(&[])
+    }
+
+    /// [`new`](Self::new), also needing these programs on `PATH`, each
+    /// given with the Debian package that has it:
+    /// `&[("mkfs.erofs", "erofs-utils")]`.
+    pub fn with_tools(tools: &[(&str, &str)]) -> Option<Harness> {
+        let mut missing = missing_tools();
+        for (tool, package) in tools {
+            if !on_path(tool) {
+                missing.push(format!("{tool} (apt-get install {package})"));
+            }
+        }
         if !missing.is_empty() {
             let msg = format!("VM test needs: {}", missing.join(", "));
             if std::env::var_os("CI").is_some() {
@@ -184,6 +196,11 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 
 fn state_path() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vmshare-state")
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
 }
 
 fn missing_tools() -> Vec<String> {

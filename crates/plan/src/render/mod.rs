@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use crate::plan::{Plan, Share, Vmm};
 use crate::PlanError;
 
+pub use qemu::ninep_args as qemu_ninep_args;
+
 /// The machine around the volumes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -3,17 +3,35 @@
 //! memory backend.
 
 use super::{virtiofsd, virtiofsd_socket, RenderConfig, Rendered};
-use crate::plan::{Plan, ShareDriver};
+use crate::plan::{Plan, Share, ShareDriver};
 use crate::spec::AccessMode;
 
 /// 9p `security_model` for each access mode: `mapped-xattr` keeps guest
 /// ownership in xattrs so host files keep the user's owner.
-pub(super) fn security_model(access: AccessMode) -> &'static str {
+fn security_model(access: AccessMode) -> &'static str {
     match access {
         AccessMode::Passthrough => "passthrough",
         AccessMode::Mapped => "mapped-xattr",
         AccessMode::Squash => "none",
     }
+}
+
+/// The `-fsdev` and `-device` arguments that attach `share` over 9p as the
+/// machine's `index`-th share. `vmshare run`'s QEMU launcher attaches its
+/// shares with these too, so a plan and a run describe the same device.
+/// Commas in the host path are doubled, as QEMU option values need.
+pub fn ninep_args(index: usize, share: &Share) -> [String; 4] {
+    let ro = if share.readonly { ",readonly=on" } else { "" };
+    [
+        "-fsdev".into(),
+        format!(
+            "local,id=fs{index},path={},security_model={}{ro}",
+            share.host_path.display().to_string().replace(',', ",,"),
+            security_model(share.access)
+        ),
+        "-device".into(),
+        format!("virtio-9p-device,fsdev=fs{index},mount_tag={}", share.tag),
+    ]
 }
 
 pub(super) fn render(plan: &Plan, m: &RenderConfig) -> Rendered {
@@ -69,19 +87,7 @@ pub(super) fn render(plan: &Plan, m: &RenderConfig) -> Rendered {
     }
     for (i, s) in plan.shares.iter().enumerate() {
         match s.driver {
-            ShareDriver::NineP => {
-                let ro = if s.readonly { ",readonly=on" } else { "" };
-                rest.extend([
-                    "-fsdev".into(),
-                    format!(
-                        "local,id=fs{i},path={},security_model={}{ro}",
-                        s.host_path.display(),
-                        security_model(s.access)
-                    ),
-                    "-device".into(),
-                    format!("virtio-9p-device,fsdev=fs{i},mount_tag={}", s.tag),
-                ]);
-            }
+            ShareDriver::NineP => rest.extend(ninep_args(i, s)),
             ShareDriver::Virtiofs => {
                 helpers.push(virtiofsd(m, s));
                 rest.extend([

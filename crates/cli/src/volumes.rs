@@ -1,0 +1,84 @@
+//! The volume front ends `vmshare plan` and `vmshare run` both read: an
+//! OCI runtime spec (`--oci config.json`), docker's `-v`/`--mount`/
+//! `--tmpfs`, and the `FILESYSTEM_*` variables (`--from-env`), merged into
+//! one list of volumes for the planner.
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+
+use vmshare_plan::oci::{self, OciProcess};
+use vmshare_plan::spec::normalize;
+use vmshare_plan::{docker, env, VolumeSpec};
+
+/// The volume options of `vmshare plan` and `vmshare run` (flattened into
+/// both), front end by front end.
+#[derive(Debug, clap::Args)]
+pub(crate) struct FrontEnds {
+    /// Bind a host path or a named volume: HOST:GUEST[:ro|rw] or NAME:GUEST;
+    /// HOST:GUEST:copy copies HOST into a disk image and back at exit.
+    #[arg(short = 'v', long = "volume", value_name = "SRC:GUEST[:OPTS]")]
+    volumes: Vec<String>,
+    /// docker --mount: type=bind|volume|tmpfs|ext4|erofs,source=..,target=..[,readonly]
+    /// (ext4 and erofs attach an image file as a disk).
+    #[arg(long = "mount", value_name = "KEY=VALUE,...")]
+    mounts: Vec<String>,
+    /// A tmpfs at GUEST[:OPTS].
+    #[arg(long = "tmpfs", value_name = "GUEST[:OPTS]")]
+    tmpfs: Vec<String>,
+    /// The mounts of an OCI runtime spec, before the other volumes;
+    /// relative sources are relative to the config's directory. vmshare run
+    /// also takes its process: process.args is CMD when no CMD is given;
+    /// process.env comes before --env-file and -e, which override it;
+    /// process.cwd applies unless -w, process.user uid/gid/additionalGids
+    /// unless -u (a non-root process.user counts as -u for --volume-owner).
+    /// Everything else in it (root, hooks, terminal...) is ignored.
+    #[arg(long, value_name = "CONFIG_JSON")]
+    pub oci: Option<PathBuf>,
+    /// Also mount the shares this process's FILESYSTEM_* variables describe
+    /// (_SOURCE, _TARGET, _DRIVER nfs, 9p or virtiofs, _ACCESSMODE,
+    /// _READONLY; then FILESYSTEM2_*...), after the other volumes.
+    #[arg(long)]
+    from_env: bool,
+}
+
+/// The merged volumes.
+pub(crate) struct Volumes {
+    /// In mount order.
+    pub specs: Vec<VolumeSpec>,
+    /// The front ends' notes (skipped OCI system mounts).
+    pub notes: Vec<String>,
+    /// The OCI spec's process, when `--oci` gave one.
+    pub process: Option<OciProcess>,
+}
+
+/// Reads every front end the user asked for. The OCI mounts come first:
+/// their `{{ mount N }}` templates count from the first volume of the
+/// plan, and docker's volumes then go over them as they go over an
+/// image; `FILESYSTEM_*` shares come last. Relative OCI sources are taken
+/// from the bundle (the config's directory); relative `-v` paths from `cwd`.
+pub(crate) fn read(f: &FrontEnds, cwd: &Path) -> Result<Volumes, Box<dyn Error>> {
+    let mut out = Volumes {
+        specs: Vec::new(),
+        notes: Vec::new(),
+        process: None,
+    };
+    if let Some(path) = &f.oci {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "--oci {}: {e}; give the path of an OCI config.json",
+                path.display()
+            )
+        })?;
+        let bundle = normalize(&cwd.join(path.parent().unwrap_or(Path::new(""))));
+        let o = oci::parse_config_in(&text, &bundle)?;
+        out.specs = o.volumes;
+        out.notes = o.notes;
+        out.process = o.process;
+    }
+    out.specs
+        .extend(docker::parse_args(&f.volumes, &f.mounts, &f.tmpfs, cwd)?);
+    if f.from_env {
+        out.specs.extend(env::parse_env(std::env::vars())?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,88 @@
+//! `vmshare plan` front ends through the real binary (no VM): an OCI
+//! config combined with docker options, as `vmshare run` reads them too.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{assert_exit, scratch_dir};
+
+/// The OCI mounts come first, so their `{{ mount N }}` templates name
+/// OCI mounts even when `-v` volumes are given too; relative sources are
+/// taken from the config's directory; a read-write overlay without an
+/// upperdir gets a tmpfs writable layer before it.
+#[test]
+fn oci_with_docker_volumes() {
+    let dir = scratch_dir("plan-oci-docker");
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(bundle.join("layers")).unwrap();
+    for l in ["a.erofs", "b.erofs"] {
+        std::fs::write(bundle.join("layers").join(l), b"").unwrap();
+    }
+    let host = dir.join("host");
+    std::fs::create_dir(&host).unwrap();
+    let config = serde_json::json!({"mounts": [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"type": "erofs", "source": "layers/a.erofs"},
+        {"type": "erofs", "source": "./layers/b.erofs"},
+        {"type": "format/overlay", "destination": "/merged",
+         "options": ["lowerdir={{ overlay 2 1 }}"]}
+    ]});
+    std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+        .current_dir(&dir)
+        .args(["plan", "--oci", "bundle/config.json", "-v"])
+        .arg(format!("{}:/data", host.display()))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plan = &doc["plan"];
+    let images: Vec<&str> = plan["block_devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["image"].as_str().unwrap())
+        .collect();
+    let layers = bundle.join("layers");
+    assert_eq!(
+        images,
+        [
+            layers.join("a.erofs").to_str().unwrap(),
+            layers.join("b.erofs").to_str().unwrap()
+        ]
+    );
+    let mounts: Vec<(&str, &str, &str)> = plan["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["target"].as_str().unwrap(),
+                m["fstype"].as_str().unwrap(),
+                m["data"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("/run/vmshare/m0", "erofs", ""),
+            ("/run/vmshare/m1", "erofs", ""),
+            ("/run/vmshare/layer2", "tmpfs", "mode=0755"),
+            (
+                "/merged",
+                "overlay",
+                "lowerdir=/run/vmshare/m1:/run/vmshare/m0,\
+                 upperdir=/run/vmshare/layer2/upper,workdir=/run/vmshare/layer2/work"
+            ),
+            ("/data", "nfs", ""),
+        ]
+    );
+    assert_eq!(
+        plan["mounts"][3]["mkdir"],
+        serde_json::json!(["/run/vmshare/layer2/upper", "/run/vmshare/layer2/work"])
+    );
+}
