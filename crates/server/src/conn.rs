@@ -18,12 +18,17 @@ use tracing::debug;
 use vmshare_wire::record::{RecordAssembler, RecordError};
 
 use crate::budget::Charge;
+use crate::bufs::Record;
 use crate::pipes::Lease;
 use crate::pool::Job;
 use crate::{lock, Shared};
 
 /// First buffer size for a record; most calls are far smaller than a WRITE.
 const FIRST_CHUNK: usize = 16 * 1024;
+
+/// Records at least this large are read into pooled buffers (see
+/// [`crate::bufs`]).
+const POOLED_MIN: usize = 128 * 1024;
 
 /// Bytes read off the socket ahead of the record being assembled. A call
 /// other than a WRITE is a few hundred bytes: one read(2) then brings in
@@ -80,7 +85,7 @@ pub(crate) struct Conn {
     closed: AtomicBool,
     out: Mutex<Out>,
     out_cv: Condvar,
-    inflight: Mutex<usize>,
+    inflight: Mutex<Inflight>,
     inflight_cv: Condvar,
 }
 
@@ -88,12 +93,23 @@ pub(crate) struct Conn {
 #[derive(Debug)]
 pub(crate) struct Slot(Arc<Conn>);
 
+/// Calls in flight on a connection, and whether its reader waits for one
+/// to finish (a wake-up is a system call: made only when someone waits).
+#[derive(Debug, Default)]
+struct Inflight {
+    n: usize,
+    reader_waits: bool,
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut n = lock(&self.0.inflight);
-        *n = n.saturating_sub(1);
-        drop(n);
-        self.0.inflight_cv.notify_all();
+        let mut f = lock(&self.0.inflight);
+        f.n = f.n.saturating_sub(1);
+        let wake = f.reader_waits;
+        drop(f);
+        if wake {
+            self.0.inflight_cv.notify_all();
+        }
     }
 }
 
@@ -112,7 +128,7 @@ impl Conn {
             closed: AtomicBool::new(false),
             out: Mutex::new(Out::default()),
             out_cv: Condvar::new(),
-            inflight: Mutex::new(0),
+            inflight: Mutex::new(Inflight::default()),
             inflight_cv: Condvar::new(),
         })
     }
@@ -276,28 +292,31 @@ impl Conn {
 
     /// Counts one more call in flight.
     fn take_slot(self: &Arc<Self>) -> Slot {
-        *lock(&self.inflight) += 1;
+        lock(&self.inflight).n += 1;
         Slot(Arc::clone(self))
     }
 
     /// Waits until fewer than `max` calls are in flight; false when the
     /// connection closed meanwhile.
     fn wait_for_room(&self, max: usize, stop: &AtomicBool) -> bool {
-        let mut n = lock(&self.inflight);
-        while *n >= max {
+        let mut f = lock(&self.inflight);
+        while f.n >= max {
             if self.is_closed() || stop.load(Ordering::Acquire) {
+                f.reader_waits = false;
                 return false;
             }
-            n = match self.inflight_cv.wait_timeout(n, Duration::from_millis(100)) {
+            f.reader_waits = true;
+            f = match self.inflight_cv.wait_timeout(f, Duration::from_millis(100)) {
                 Ok((g, _)) => g,
                 Err(p) => p.into_inner().0,
             };
         }
+        f.reader_waits = false;
         !self.is_closed()
     }
 
     fn inflight(&self) -> usize {
-        *lock(&self.inflight)
+        lock(&self.inflight).n
     }
 }
 
@@ -534,12 +553,13 @@ impl<'a> Reader<'a> {
     /// while waiting for the rest (readers holding half-records and all
     /// waiting to grow would deadlock). The buffer itself still grows only
     /// as bytes arrive, doubling, capped at the end of the fragment.
-    fn read_record(&mut self) -> Result<(Vec<u8>, Charge), End> {
+    fn read_record(&mut self) -> Result<(Record, Charge), End> {
         // Bytes already read ahead are this record's first ones.
         let early = self.ahead_end - self.ahead_at;
         self.started = (early > 0).then(Instant::now);
         self.received = early;
         let mut record: Vec<u8> = Vec::new();
+        let mut pooled = false;
         let mut filled = 0usize;
         let mut charge = self.shared.request_budget.charge();
         loop {
@@ -569,7 +589,13 @@ impl<'a> Reader<'a> {
                     || stop.load(Ordering::Acquire)
                     || (holding && Instant::now() >= give_up)
             };
-            let waited = match charge.grow(len, &abort) {
+            // A large record (a WRITE) is read into a pooled full-size
+            // buffer, charged in full.
+            let pool = &self.shared.bufs;
+            let frag_end = filled + len;
+            let to_pool = !pooled && frag_end >= POOLED_MIN && frag_end <= pool.size();
+            let extra = if to_pool { pool.size() - frag_end } else { 0 };
+            let waited = match charge.grow(len + extra, &abort) {
                 Some(w) => w,
                 None if holding && !self.aborted() => return Err(End::StalledUnderPressure),
                 None => return Err(End::Closed),
@@ -579,7 +605,14 @@ impl<'a> Reader<'a> {
             if let Some(s) = self.started.as_mut() {
                 *s += waited;
             }
-            let frag_end = filled + len;
+            if to_pool {
+                let mut big = pool.take();
+                if let (Some(dst), Some(src)) = (big.get_mut(..filled), record.get(..filled)) {
+                    dst.copy_from_slice(src);
+                }
+                record = big;
+                pooled = true;
+            }
             while filled < frag_end {
                 if filled == record.len() {
                     let target = frag_end.min(record.len().saturating_mul(2).max(FIRST_CHUNK));
@@ -594,8 +627,12 @@ impl<'a> Reader<'a> {
                 filled += n;
             }
             if frag.last {
+                if pooled {
+                    let pool = Arc::clone(&self.shared.bufs);
+                    return Ok((Record::new(record, filled, Some(pool)), charge));
+                }
                 record.truncate(filled);
-                return Ok((record, charge));
+                return Ok((Record::new(record, filled, None), charge));
             }
         }
     }

@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 mod budget;
+mod bufs;
 mod conn;
 mod drc;
 mod pipes;
@@ -231,6 +232,7 @@ pub(crate) struct Shared {
     drc: Drc,
     sched: Scheduler,
     pipes: Arc<pipes::Pipes>,
+    bufs: Arc<bufs::BufPool>,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     next_conn: AtomicU64,
     /// Connection threads still running (they are not joined one by one).
@@ -369,6 +371,7 @@ impl Server {
             drc: Drc::new(limits.drc_entries, limits.drc_bytes),
             sched: Scheduler::default(),
             pipes: Arc::default(),
+            bufs: bufs::BufPool::new(limits.max_record as usize),
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             live: Mutex::new(0),

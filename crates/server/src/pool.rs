@@ -18,6 +18,7 @@ use vmshare_wire::rpc::{encode_reply_header, parse_call, CallError};
 use vmshare_wire::{AcceptStat, Decoder, Encoder, ReplyBody};
 
 use crate::budget::Charge;
+use crate::bufs::Record;
 use crate::conn::{Bytes, Conn, Outgoing, Slot};
 use crate::drc::{DrcKey, Lookup};
 use crate::{lock, Shared};
@@ -26,7 +27,7 @@ use crate::{lock, Shared};
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) conn: Arc<Conn>,
-    pub(crate) record: Vec<u8>,
+    pub(crate) record: Record,
     /// The record's bytes in the request budget.
     pub(crate) charge: Charge,
     pub(crate) slot: Slot,
@@ -38,6 +39,9 @@ struct Queues {
     ready: VecDeque<u64>,
     pending: HashMap<u64, VecDeque<Job>>,
     stopped: bool,
+    /// Workers waiting for a call: a wake-up is a system call, made only
+    /// when one waits.
+    idle: usize,
 }
 
 /// The queue between readers and workers.
@@ -60,8 +64,11 @@ impl Scheduler {
         if was_empty {
             q.ready.push_back(id);
         }
+        let wake = q.idle > 0;
         drop(q);
-        self.cv.notify_one();
+        if wake {
+            self.cv.notify_one();
+        }
     }
 
     /// The next call to run, or `None` once stopped.
@@ -86,10 +93,12 @@ impl Scheduler {
                 }
                 continue;
             }
+            q.idle += 1;
             q = match self.cv.wait(q) {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
             };
+            q.idle -= 1;
         }
     }
 
