@@ -22,6 +22,10 @@ use vmshare_server::{
 use vmshare_vmm::netns::{TapNetwork, TAP_GUEST_ADDR, TAP_HOST_ADDR};
 use vmshare_vmm::{GuestNetwork, GuestRun, Sink, StateDir, StdinSource};
 
+mod rootfs;
+
+use rootfs::Rootfs;
+
 /// Arguments of `vmshare run`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -66,7 +70,10 @@ pub struct Args {
     /// Guest kernel (default: the newest /boot/vmlinuz-*).
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
-    /// Root filesystem directory or image (default: a busybox initramfs).
+    /// Run the command in this root filesystem: a directory (served over
+    /// NFS) or an ext4/erofs image (the first disk). Never changed: it is
+    /// mounted read-only under a tmpfs overlay, so writes outside volumes
+    /// are lost at exit, as in docker. Default: vmshare's busybox initramfs.
     #[arg(long, value_name = "DIR|IMAGE")]
     rootfs: Option<PathBuf>,
     /// Hypervisor: qemu (firecracker and cloud-hypervisor: see `vmshare plan`).
@@ -119,13 +126,10 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         )
         .into());
     }
-    if let Some(r) = &args.rootfs {
-        return Err(format!(
-            "--rootfs {}: not supported yet; the guest root is vmshare's busybox initramfs",
-            r.display()
-        )
-        .into());
-    }
+    let rootfs = match &args.rootfs {
+        Some(r) => Some(Rootfs::resolve(r, &std::env::current_dir()?)?),
+        None => None,
+    };
     if args.tty {
         eprintln!("vmshare: -t: the guest has no terminal yet; running without one");
     }
@@ -141,7 +145,10 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // (removed at exit, swept if vmshare is killed), so that concurrent
     // runs never share an image.
     let image_run = state.new_run()?;
-    let config = PlanConfig::new(Vmm::Qemu, state.volumes_dir(), image_run.path());
+    let mut config = PlanConfig::new(Vmm::Qemu, state.volumes_dir(), image_run.path());
+    config
+        .root_disks
+        .extend(rootfs.as_ref().and_then(Rootfs::root_disk));
     let plan = plan(&specs, &config, &SystemHost)?;
     check_supported(&plan)?;
     say(&format!(
@@ -169,7 +176,8 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
 
     // The NFS server: exactly this VM's exports, reachable only from it.
-    let (server, server_ip) = if plan.nfs_exports.is_empty() {
+    let rootfs_dir = matches!(rootfs, Some(Rootfs::Dir(_)));
+    let (server, server_ip) = if plan.nfs_exports.is_empty() && !rootfs_dir {
         (None, IpAddr::V4(Ipv4Addr::LOCALHOST))
     } else {
         let (client, guest_sees) = match &tap {
@@ -179,7 +187,8 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 vmshare_vmm::USER_NET_HOST.parse()?,
             ),
         };
-        let exports = exports(&plan, client, args.user.is_some(), &args.volume_owner)?;
+        let mut exports = exports(&plan, client, args.user.is_some(), &args.volume_owner)?;
+        exports.extend(rootfs.as_ref().and_then(|r| r.export(client)));
         let cfg = ServerConfig::new(
             exports,
             SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -243,6 +252,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         ..GuestProcess::default()
     };
 
+    spec.rootfs = rootfs.map(|r| r.guest(&plan, server_ip, port));
     install_signal_handlers();
     let result = run.run();
     if let Some((s, _)) = server {

@@ -1,11 +1,12 @@
 //! The guest init: the static `vmshare` binary as PID 1 of a microVM.
 //!
 //! It does, in order: mount the kernel filesystems, load the modules the
-//! host listed, bring up the network, mount the volumes, run CMD, forward
-//! its exit status, and power off. Everything it needs comes from two JSON
-//! files the host packs into the initramfs ([`vmshare_plan::guest`] and
-//! [`protocol::ConsoleSpec`]), so a guest image needs no tools of its own:
-//! no `mount.nfs`, libtirpc, `/etc/netconfig` or `/etc/services`.
+//! host listed, bring up the network, enter the `--rootfs` root filesystem
+//! if there is one, mount the volumes, run CMD, forward its exit status, and power off. Everything it needs comes from
+//! two JSON files the host packs into the initramfs
+//! ([`vmshare_plan::guest`] and [`protocol::ConsoleSpec`]), so a guest
+//! image needs no tools of its own: no `mount.nfs`, libtirpc,
+//! `/etc/netconfig` or `/etc/services`.
 //!
 //! It never panics on purpose and never returns: every failure becomes an
 //! `error` line on the control port and an exit status, then a power-off,
@@ -18,6 +19,7 @@ mod net;
 mod ports;
 mod process;
 pub mod protocol;
+mod rootfs;
 mod sys;
 
 use std::process::ExitCode;
@@ -133,6 +135,13 @@ impl Init {
             self.event(&format!(
                 "network {} {}",
                 network.interface, network.address
+            ));
+        }
+        if let Some(rootfs) = &spec.rootfs {
+            rootfs::enter(rootfs)?;
+            self.event(&format!(
+                "root filesystem {} ({}) with a tmpfs upper layer",
+                rootfs.lower.source, rootfs.lower.fstype
             ));
         }
         for m in &spec.mounts {

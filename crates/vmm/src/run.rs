@@ -616,7 +616,12 @@ impl GuestRun {
                 });
             }
         }
-        for m in &self.spec.mounts {
+        // The root filesystem's own layer, then the overlay over it.
+        let rootfs = self.spec.rootfs.as_ref().map(|r| &r.lower);
+        if rootfs.is_some() {
+            names.extend_from_slice(assets::MODULES_OVERLAY);
+        }
+        for m in self.spec.mounts.iter().chain(rootfs) {
             let group: &[&str] = match m.fstype.as_str() {
                 "nfs" => assets::MODULES_NFS,
                 "ext4" | "erofs" => assets::MODULES_BLOCK,
