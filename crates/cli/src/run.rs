@@ -23,6 +23,7 @@ use vmshare_vmm::netns::{TapNetwork, TAP_GUEST_ADDR, TAP_HOST_ADDR};
 use vmshare_vmm::{GuestNetwork, GuestRun, Sink, StateDir, StdinSource};
 
 mod rootfs;
+mod terminal;
 
 use rootfs::Rootfs;
 
@@ -55,7 +56,9 @@ pub struct Args {
     /// Keep stdin open: the command reads this process's stdin.
     #[arg(short = 'i', long = "interactive")]
     interactive: bool,
-    /// Accepted for docker compatibility; the guest has no terminal yet.
+    /// Run the command on a pseudo-terminal in the guest (its output,
+    /// stderr included, comes on stdout). With -i the host's terminal is in
+    /// raw mode during the run and stdin must be a terminal, as in docker.
     #[arg(short = 't', long = "tty")]
     tty: bool,
     /// Name of the VM (its host name).
@@ -130,9 +133,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Some(r) => Some(Rootfs::resolve(r, &std::env::current_dir()?)?),
         None => None,
     };
-    if args.tty {
-        eprintln!("vmshare: -t: the guest has no terminal yet; running without one");
-    }
+    terminal::check(args.interactive, args.tty)?;
 
     let state = StateDir::resolve(args.state_dir.as_deref())?;
     for dir in state.clean_stale_runs() {
@@ -253,8 +254,22 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
 
     spec.rootfs = rootfs.map(|r| r.guest(&plan, server_ip, port));
+    if args.tty {
+        let p = &mut spec.process;
+        p.tty = true;
+        p.console_size = terminal::window_size();
+        if !p.env.iter().any(|e| e.starts_with("TERM=")) {
+            p.env.push(terminal::term_env());
+        }
+    }
+    // Raw only while the VM runs: errors before and after print normally.
+    let raw = match (args.interactive, args.tty) {
+        (true, true) => Some(terminal::RawMode::enable()?),
+        _ => None,
+    };
     install_signal_handlers();
     let result = run.run();
+    drop(raw);
     if let Some((s, _)) = server {
         s.shutdown();
         say("NFS server stopped");

@@ -2,7 +2,8 @@
 //!
 //! It does, in order: mount the kernel filesystems, load the modules the
 //! host listed, bring up the network, enter the `--rootfs` root filesystem
-//! if there is one, mount the volumes, run CMD, forward its exit status, and power off. Everything it needs comes from
+//! if there is one, mount the volumes, run CMD (on a pty with `-t`),
+//! forward its exit status, and power off. Everything it needs comes from
 //! two JSON files the host packs into the initramfs
 //! ([`vmshare_plan::guest`] and [`protocol::ConsoleSpec`]), so a guest
 //! image needs no tools of its own: no `mount.nfs`, libtirpc,
@@ -21,6 +22,7 @@ mod process;
 pub mod protocol;
 mod rootfs;
 mod sys;
+mod tty;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -154,10 +156,16 @@ impl Init {
             ));
         }
         let control = self.control.as_ref().and_then(|c| c.try_clone());
-        let child = process::spawn(&spec, ports.stdio)?;
+        let (child, terminal) = start(&spec, ports.stdio)?;
         self.send(Message::Started);
         self.event(&format!("started {:?}", spec.process.args));
         let status = process::wait(child, control)?;
+        if let Some(t) = terminal {
+            // What CMD left holds the terminal open; once it is gone the
+            // terminal's last output can be drained to the host.
+            process::kill_all();
+            t.finish();
+        }
         self.event(&format!("command exited with {status}"));
         Ok(status)
     }
@@ -192,6 +200,20 @@ impl Init {
         self.send(Message::Exit(status));
         sys::power_off()
     }
+}
+
+/// Starts CMD on the ports, or with `-t` on a pty whose output is copied
+/// to the stdout port (and the stdin port into it).
+fn start(
+    spec: &GuestSpec,
+    stdio: ports::Stdio,
+) -> Result<(i32, Option<tty::Forwarder>), InitError> {
+    if !spec.process.tty {
+        return Ok((process::spawn(spec, stdio)?, None));
+    }
+    let pty = tty::Pty::open(spec.process.console_size)?;
+    let child = process::spawn(spec, pty.child_stdio()?)?;
+    Ok((child, Some(pty.forward(stdio.stdin, stdio.stdout))))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &'static str) -> Result<T, InitError> {

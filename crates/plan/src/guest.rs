@@ -125,7 +125,20 @@ pub struct GuestProcess {
     /// Supplementary groups.
     #[serde(default)]
     pub additional_gids: Vec<u32>,
-    /// Give the process the console as a controlling terminal.
+    /// Run the process on a pseudo-terminal (its stdin, stdout, stderr and
+    /// controlling terminal), whose output goes to the stdout port.
     #[serde(default)]
     pub tty: bool,
+    /// The terminal's size at start, with `tty` (OCI's `consoleSize`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_size: Option<ConsoleSize>,
+}
+
+/// A terminal's size in characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleSize {
+    /// Rows.
+    pub height: u16,
+    /// Columns.
+    pub width: u16,
 }
