@@ -22,6 +22,7 @@ use vmshare_server::{
 use vmshare_vmm::netns::{TapNetwork, TAP_GUEST_ADDR, TAP_HOST_ADDR};
 use vmshare_vmm::{GuestNetwork, GuestRun, Sink, StateDir, StdinSource};
 
+mod other_vmm;
 mod rootfs;
 mod terminal;
 
@@ -79,8 +80,10 @@ pub struct Args {
     /// are lost at exit, as in docker. Default: vmshare's busybox initramfs.
     #[arg(long, value_name = "DIR|IMAGE")]
     rootfs: Option<PathBuf>,
-    /// Hypervisor: qemu (firecracker and cloud-hypervisor: see `vmshare plan`).
-    #[arg(long, default_value = "qemu")]
+    /// Hypervisor: qemu. firecracker and cloud-hypervisor are refused with
+    /// what this host lacks for them; `vmshare plan --vmm X` prints their
+    /// configuration.
+    #[arg(long, default_value = "qemu", value_parser = ["qemu", "firecracker", "cloud-hypervisor"])]
     vmm: String,
     /// Guest network: user (QEMU user mode, no root) or tap (a network
     /// namespace with a TAP device; root).
@@ -122,20 +125,16 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             eprintln!("[{:>8.3}s] {text}", t0.elapsed().as_secs_f64());
         }
     };
-    if args.vmm != "qemu" {
-        return Err(format!(
-            "--vmm {}: vmshare run boots QEMU only for now; `vmshare plan --vmm {}` prints that VMM's configuration",
-            args.vmm, args.vmm
-        )
-        .into());
+    let state = StateDir::resolve(args.state_dir.as_deref())?;
+    let vmm: Vmm = args.vmm.parse()?;
+    if vmm != Vmm::Qemu {
+        return Err(other_vmm::refusal(vmm, &state, &plan_args(&args)).into());
     }
+    terminal::check(args.interactive, args.tty)?;
     let rootfs = match &args.rootfs {
         Some(r) => Some(Rootfs::resolve(r, &std::env::current_dir()?)?),
         None => None,
     };
-    terminal::check(args.interactive, args.tty)?;
-
-    let state = StateDir::resolve(args.state_dir.as_deref())?;
     for dir in state.clean_stale_runs() {
         say(&format!("cleaned up after a killed run: {dir}"));
     }
@@ -286,6 +285,29 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // since the host does not have what the guest wrote.
     sync_copy_volumes(&plan, &baselines, image_run.path(), &say)?;
     Ok(ExitCode::from(u8::try_from(out.status).unwrap_or(255)))
+}
+
+/// The options `vmshare plan` takes the same way, for hints.
+fn plan_args(args: &Args) -> Vec<String> {
+    let pairs = [
+        ("-v", &args.volumes),
+        ("--mount", &args.mounts),
+        ("--tmpfs", &args.tmpfs),
+    ];
+    let mut out: Vec<String> = pairs
+        .iter()
+        .flat_map(|(flag, values)| {
+            values
+                .iter()
+                .flat_map(move |v| [flag.to_string(), v.clone()])
+        })
+        .collect();
+    if let Some(r) = &args.rootfs {
+        if r.is_file() {
+            out.extend(["--root-disk".into(), r.display().to_string()]);
+        }
+    }
+    out
 }
 
 /// Builds the plan's images (copy volumes) before boot, after taking a
