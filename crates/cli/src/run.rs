@@ -26,6 +26,12 @@ use vmshare_vmm::{GuestNetwork, GuestRun, Sink, StateDir, StdinSource};
 
 use crate::volumes::{self, FrontEnds};
 
+mod other_vmm;
+mod rootfs;
+mod terminal;
+
+use rootfs::Rootfs;
+
 /// Arguments of `vmshare run`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -47,7 +53,9 @@ pub struct Args {
     /// Keep stdin open: the command reads this process's stdin.
     #[arg(short = 'i', long = "interactive")]
     interactive: bool,
-    /// Accepted for docker compatibility; the guest has no terminal yet.
+    /// Run the command on a pseudo-terminal in the guest (its output,
+    /// stderr included, comes on stdout). With -i the host's terminal is in
+    /// raw mode during the run and stdin must be a terminal, as in docker.
     #[arg(short = 't', long = "tty")]
     tty: bool,
     /// Name of the VM (its host name).
@@ -62,11 +70,16 @@ pub struct Args {
     /// Guest kernel (default: the newest /boot/vmlinuz-*).
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
-    /// Root filesystem directory or image (default: a busybox initramfs).
+    /// Run the command in this root filesystem: a directory (served over
+    /// NFS) or an ext4/erofs image (the first disk). Never changed: it is
+    /// mounted read-only under a tmpfs overlay, so writes outside volumes
+    /// are lost at exit, as in docker. Default: vmshare's busybox initramfs.
     #[arg(long, value_name = "DIR|IMAGE")]
     rootfs: Option<PathBuf>,
-    /// Hypervisor: qemu (firecracker and cloud-hypervisor: see `vmshare plan`).
-    #[arg(long, default_value = "qemu")]
+    /// Hypervisor: qemu. firecracker and cloud-hypervisor are refused with
+    /// what this host lacks for them; `vmshare plan --vmm X` prints their
+    /// configuration.
+    #[arg(long, default_value = "qemu", value_parser = ["qemu", "firecracker", "cloud-hypervisor"])]
     vmm: String,
     /// Guest network: user (QEMU user mode, no root) or tap (a network
     /// namespace with a TAP device; root).
@@ -108,25 +121,16 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             eprintln!("[{:>8.3}s] {text}", t0.elapsed().as_secs_f64());
         }
     };
-    if args.vmm != "qemu" {
-        return Err(format!(
-            "--vmm {}: vmshare run boots QEMU only for now; `vmshare plan --vmm {}` prints that VMM's configuration",
-            args.vmm, args.vmm
-        )
-        .into());
-    }
-    if let Some(r) = &args.rootfs {
-        return Err(format!(
-            "--rootfs {}: not supported yet; the guest root is vmshare's busybox initramfs",
-            r.display()
-        )
-        .into());
-    }
-    if args.tty {
-        eprintln!("vmshare: -t: the guest has no terminal yet; running without one");
-    }
-
     let state = StateDir::resolve(args.state_dir.as_deref())?;
+    let vmm: Vmm = args.vmm.parse()?;
+    if vmm != Vmm::Qemu {
+        return Err(other_vmm::refusal(vmm, &state, &plan_args(&args)).into());
+    }
+    terminal::check(args.interactive, args.tty)?;
+    let rootfs = match &args.rootfs {
+        Some(r) => Some(Rootfs::resolve(r, &std::env::current_dir()?)?),
+        None => None,
+    };
     for dir in state.clean_stale_runs() {
         say(&format!("cleaned up after a killed run: {dir}"));
     }
@@ -142,7 +146,10 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // (removed at exit, swept if vmshare is killed), so that concurrent
     // runs never share an image.
     let image_run = state.new_run()?;
-    let config = PlanConfig::new(Vmm::Qemu, state.volumes_dir(), image_run.path());
+    let mut config = PlanConfig::new(Vmm::Qemu, state.volumes_dir(), image_run.path());
+    config
+        .root_disks
+        .extend(rootfs.as_ref().and_then(Rootfs::root_disk));
     let plan = plan(&specs, &config, &SystemHost)?;
     check_supported(&plan)?;
     for n in &plan.notes {
@@ -172,7 +179,8 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
 
     // The NFS server: exactly this VM's exports, reachable only from it.
-    let (server, server_ip) = if plan.nfs_exports.is_empty() {
+    let rootfs_dir = matches!(rootfs, Some(Rootfs::Dir(_)));
+    let (server, server_ip) = if plan.nfs_exports.is_empty() && !rootfs_dir {
         (None, IpAddr::V4(Ipv4Addr::LOCALHOST))
     } else {
         let (client, guest_sees) = match &tap {
@@ -184,7 +192,8 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         };
         // A user from the OCI spec counts as given when it is not root.
         let user_given = args.user.is_some() || process.uid != 0;
-        let exports = exports(&plan, client, user_given, &args.volume_owner)?;
+        let mut exports = exports(&plan, client, user_given, &args.volume_owner)?;
+        exports.extend(rootfs.as_ref().and_then(|r| r.export(client)));
         let cfg = ServerConfig::new(
             exports,
             SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -239,8 +248,23 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     spec.verbose = verbose;
     spec.process = process;
 
+    spec.rootfs = rootfs.map(|r| r.guest(&plan, server_ip, port));
+    if args.tty {
+        let p = &mut spec.process;
+        p.tty = true;
+        p.console_size = terminal::window_size();
+        if !p.env.iter().any(|e| e.starts_with("TERM=")) {
+            p.env.push(terminal::term_env());
+        }
+    }
+    // Raw only while the VM runs: errors before and after print normally.
+    let raw = match (args.interactive, args.tty) {
+        (true, true) => Some(terminal::RawMode::enable()?),
+        _ => None,
+    };
     install_signal_handlers();
     let result = run.run();
+    drop(raw);
     if let Some((s, _)) = server {
         s.shutdown();
         say("NFS server stopped");
@@ -257,6 +281,17 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // since the host does not have what the guest wrote.
     sync_copy_volumes(&plan, &baselines, image_run.path(), &say)?;
     Ok(ExitCode::from(u8::try_from(out.status).unwrap_or(255)))
+}
+
+/// The options `vmshare plan` takes the same way, for hints.
+fn plan_args(args: &Args) -> Vec<String> {
+    let mut out = args.front.to_args();
+    if let Some(r) = &args.rootfs {
+        if r.is_file() {
+            out.extend(["--root-disk".into(), r.display().to_string()]);
+        }
+    }
+    out
 }
 
 /// Builds the plan's images (copy volumes) before boot, after taking a

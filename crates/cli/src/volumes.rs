@@ -41,6 +41,33 @@ pub(crate) struct FrontEnds {
     from_env: bool,
 }
 
+impl FrontEnds {
+    /// These options spelled for a command line, for hints that name a
+    /// `vmshare plan` command.
+    pub(crate) fn to_args(&self) -> Vec<String> {
+        let pairs = [
+            ("-v", &self.volumes),
+            ("--mount", &self.mounts),
+            ("--tmpfs", &self.tmpfs),
+        ];
+        let mut out: Vec<String> = pairs
+            .iter()
+            .flat_map(|(flag, values)| {
+                values
+                    .iter()
+                    .flat_map(move |v| [flag.to_string(), v.clone()])
+            })
+            .collect();
+        if let Some(oci) = &self.oci {
+            out.extend(["--oci".into(), oci.display().to_string()]);
+        }
+        if self.from_env {
+            out.push("--from-env".into());
+        }
+        out
+    }
+}
+
 /// The merged volumes.
 pub(crate) struct Volumes {
     /// In mount order.

@@ -203,3 +203,58 @@ fn interactive_stdin() {
     assert_exit(&out, 0);
     assert_eq!(text(&out.stdout), "PIPED TEXT\ndone\n");
 }
+
+/// `--vmm firecracker|cloud-hypervisor` is refused before anything starts,
+/// saying what this host lacks in the order it matters (the VMM on PATH,
+/// then KVM) and giving the `vmshare plan` command for the same volumes.
+#[test]
+fn other_vmms_are_refused_with_what_is_missing() {
+    let dir = scratch_dir("other-vmm");
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let refusal = |vmm: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmshare"))
+            .env("PATH", &bin)
+            .env("VMSHARE_STATE_DIR", dir.join("state"))
+            .args([
+                "run",
+                "--vmm",
+                vmm,
+                "-v",
+                "/srv/my data:/data",
+                "--",
+                "true",
+            ])
+            .output()
+            .unwrap();
+        assert_exit(&out, 125);
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!(
+                "`vmshare plan --vmm {vmm} -v '/srv/my data:/data'` prints {vmm}'s configuration"
+            )),
+            "{err}"
+        );
+        err
+    };
+    for vmm in ["firecracker", "cloud-hypervisor"] {
+        let err = refusal(vmm);
+        assert!(err.contains(&format!("`{vmm}` is not on PATH")), "{err}");
+
+        let fake = bin.join(vmm);
+        std::fs::write(&fake, "#!/bin/sh\nexit 1\n").unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = refusal(vmm);
+        let found = format!("found {}", fake.display());
+        // A fresh state directory has no KVM test guest's verdict, so the
+        // ioctl probe decides.
+        let kvm = match vmshare_vmm::kvm::probe() {
+            Err(reason) => format!("{found}, but KVM is not usable ({reason})"),
+            Ok(()) => format!(
+                "{found} and /dev/kvm creates a VM and a vCPU, but vmshare run launches only QEMU so far"
+            ),
+        };
+        assert!(err.contains(&kvm), "{err}\nexpected: {kvm}");
+    }
+}

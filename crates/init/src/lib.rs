@@ -1,11 +1,13 @@
 //! The guest init: the static `vmshare` binary as PID 1 of a microVM.
 //!
 //! It does, in order: mount the kernel filesystems, load the modules the
-//! host listed, bring up the network, mount the volumes, run CMD, forward
-//! its exit status, and power off. Everything it needs comes from two JSON
-//! files the host packs into the initramfs ([`vmshare_plan::guest`] and
-//! [`protocol::ConsoleSpec`]), so a guest image needs no tools of its own:
-//! no `mount.nfs`, libtirpc, `/etc/netconfig` or `/etc/services`.
+//! host listed, bring up the network, enter the `--rootfs` root filesystem
+//! if there is one, mount the volumes, run CMD (on a pty with `-t`),
+//! forward its exit status, and power off. Everything it needs comes from
+//! two JSON files the host packs into the initramfs
+//! ([`vmshare_plan::guest`] and [`protocol::ConsoleSpec`]), so a guest
+//! image needs no tools of its own: no `mount.nfs`, libtirpc,
+//! `/etc/netconfig` or `/etc/services`.
 //!
 //! It never panics on purpose and never returns: every failure becomes an
 //! `error` line on the control port and an exit status, then a power-off,
@@ -18,7 +20,9 @@ mod net;
 mod ports;
 mod process;
 pub mod protocol;
+mod rootfs;
 mod sys;
+mod tty;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -135,6 +139,13 @@ impl Init {
                 network.interface, network.address
             ));
         }
+        if let Some(rootfs) = &spec.rootfs {
+            rootfs::enter(rootfs)?;
+            self.event(&format!(
+                "root filesystem {} ({}) with a tmpfs upper layer",
+                rootfs.lower.source, rootfs.lower.fstype
+            ));
+        }
         for m in &spec.mounts {
             let took = mounts::mount(m)?;
             self.event(&format!(
@@ -145,10 +156,16 @@ impl Init {
             ));
         }
         let control = self.control.as_ref().and_then(|c| c.try_clone());
-        let child = process::spawn(&spec, ports.stdio)?;
+        let (child, terminal) = start(&spec, ports.stdio)?;
         self.send(Message::Started);
         self.event(&format!("started {:?}", spec.process.args));
         let status = process::wait(child, control)?;
+        if let Some(t) = terminal {
+            // What CMD left holds the terminal open; once it is gone the
+            // terminal's last output can be drained to the host.
+            process::kill_all();
+            t.finish();
+        }
         self.event(&format!("command exited with {status}"));
         Ok(status)
     }
@@ -183,6 +200,20 @@ impl Init {
         self.send(Message::Exit(status));
         sys::power_off()
     }
+}
+
+/// Starts CMD on the ports, or with `-t` on a pty whose output is copied
+/// to the stdout port (and the stdin port into it).
+fn start(
+    spec: &GuestSpec,
+    stdio: ports::Stdio,
+) -> Result<(i32, Option<tty::Forwarder>), InitError> {
+    if !spec.process.tty {
+        return Ok((process::spawn(spec, stdio)?, None));
+    }
+    let pty = tty::Pty::open(spec.process.console_size)?;
+    let child = process::spawn(spec, pty.child_stdio()?)?;
+    Ok((child, Some(pty.forward(stdio.stdin, stdio.stdout))))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &'static str) -> Result<T, InitError> {

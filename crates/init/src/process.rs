@@ -43,16 +43,19 @@ pub(crate) fn spawn(spec: &GuestSpec, stdio: Stdio) -> Result<i32, InitError> {
         .stdout(StdStdio::from(stdio.stdout))
         .stderr(StdStdio::from(stdio.stderr));
 
-    let (uid, gid) = (p.uid, p.gid);
+    let (uid, gid, tty) = (p.uid, p.gid, p.tty);
     let groups: Vec<libc::gid_t> = p.additional_gids.clone();
     // SAFETY: the closure runs in the forked child before exec and only
-    // makes async-signal-safe system calls (setsid, setgroups, setgid,
-    // setuid) on data captured by value; it allocates nothing.
+    // makes async-signal-safe system calls (setsid, ioctl, setgroups,
+    // setgid, setuid) on data captured by value; it allocates nothing.
     unsafe {
         command.pre_exec(move || {
             // A session of its own, so that signals meant for CMD's
-            // process group never reach init.
+            // process group never reach init. With -t, stdin is the pty's
+            // terminal end: the session takes it as its controlling
+            // terminal, so that Ctrl-C and hang-ups reach CMD.
             if libc::setsid() < 0
+                || (tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0)
                 || libc::setgroups(groups.len(), groups.as_ptr()) < 0
                 || libc::setgid(gid) < 0
                 || libc::setuid(uid) < 0
@@ -74,7 +77,7 @@ pub(crate) fn spawn(spec: &GuestSpec, stdio: Stdio) -> Result<i32, InitError> {
                 _ => EXIT_INIT_FAILED,
             };
             Err(InitError::Exec {
-                message: format!("{program}: {e}"),
+                message: format!("{program}: {e}{}", crate::rootfs::exec_hint(spec, &e)),
                 status,
             })
         }

@@ -35,6 +35,29 @@ pub struct GuestSpec {
     /// Print a timeline of init's steps to the console.
     #[serde(default)]
     pub verbose: bool,
+    /// Mount the volumes in and run the command inside this root
+    /// filesystem instead of the initramfs; `None`: the initramfs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<GuestRootfs>,
+}
+
+/// Where init finds a root filesystem for `--rootfs` (mounting it at
+/// [`ROOTFS_LOWER`]) and puts its writable layer.
+pub const ROOTFS_DIR: &str = "/run/vmshare/rootfs";
+/// The read-only lower layer's mount point (in the initramfs).
+pub const ROOTFS_LOWER: &str = "/run/vmshare/rootfs/lower";
+
+/// A root filesystem for the command, docker style: the image or
+/// directory is never changed, because it is mounted read-only and the
+/// root is an overlay of it with a tmpfs upper layer (writes are lost when
+/// the VM stops). The guest init stays the initramfs's, so the root
+/// filesystem needs nothing of vmshare's; the volumes are mounted under it
+/// and `/proc`, `/sys` and `/dev` are there too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestRootfs {
+    /// The root filesystem itself, mounted read-only at its `target`
+    /// ([`ROOTFS_LOWER`]): an NFS export of a host directory or a disk.
+    pub lower: GuestMount,
 }
 
 /// Static IPv4 configuration of one interface.
@@ -50,7 +73,7 @@ pub struct GuestNet {
 }
 
 /// One mount(2) call in the guest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct GuestMount {
     /// What the volume is called in messages (the user's `-v` text).
     #[serde(default)]
@@ -106,7 +129,20 @@ pub struct GuestProcess {
     /// Supplementary groups.
     #[serde(default)]
     pub additional_gids: Vec<u32>,
-    /// Give the process the console as a controlling terminal.
+    /// Run the process on a pseudo-terminal (its stdin, stdout, stderr and
+    /// controlling terminal), whose output goes to the stdout port.
     #[serde(default)]
     pub tty: bool,
+    /// The terminal's size at start, with `tty` (OCI's `consoleSize`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_size: Option<ConsoleSize>,
+}
+
+/// A terminal's size in characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleSize {
+    /// Rows.
+    pub height: u16,
+    /// Columns.
+    pub width: u16,
 }

@@ -60,6 +60,41 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
     move |source| ImageError::Io { what, source }
 }
 
+/// Where an ext2/3/4 superblock's `s_magic` (0xEF53, little-endian u16)
+/// is: the superblock starts at byte 1024 and the magic is 56 bytes in.
+const EXT4_MAGIC_AT: u64 = 1024 + 0x38;
+const EXT4_MAGIC: [u8; 2] = [0x53, 0xEF];
+/// erofs's superblock also starts at byte 1024, with its magic first
+/// (0xE0F5E1E2, little-endian u32).
+const EROFS_MAGIC_AT: u64 = 1024;
+const EROFS_MAGIC: [u8; 4] = [0xE2, 0xE1, 0xF5, 0xE0];
+
+/// The filesystem in an image file, from its superblock's magic number
+/// (not from the file's name); `Ok(None)` when it is neither ext2/3/4
+/// (which the kernel's ext4 driver mounts) nor erofs.
+pub fn detect_format(image: &Path) -> Result<Option<ImageFormat>, ImageError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(image).map_err(io(format!("opening {}", image.display())))?;
+    let mut at = |offset: u64, buf: &mut [u8]| -> Result<bool, ImageError> {
+        f.seek(SeekFrom::Start(offset))
+            .map_err(io(format!("reading {}", image.display())))?;
+        match f.read_exact(buf) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(io(format!("reading {}", image.display()))(e)),
+        }
+    };
+    let mut erofs = [0u8; 4];
+    if at(EROFS_MAGIC_AT, &mut erofs)? && erofs == EROFS_MAGIC {
+        return Ok(Some(ImageFormat::Erofs));
+    }
+    let mut ext = [0u8; 2];
+    if at(EXT4_MAGIC_AT, &mut ext)? && ext == EXT4_MAGIC {
+        return Ok(Some(ImageFormat::Ext4));
+    }
+    Ok(None)
+}
+
 /// Progress of a build: bytes written to the image so far, of `total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use vmshare_plan::image::{build_image, extract_ext4, ImageError};
+use vmshare_plan::image::{build_image, detect_format, extract_ext4, ImageError};
 use vmshare_plan::plan::ImageContent;
 use vmshare_plan::sync::{sync_back, Snapshot, SyncError};
 use vmshare_plan::ImageFormat;
@@ -67,6 +67,30 @@ fn erofs_image_has_the_erofs_magic() {
     .unwrap();
     let bytes = fs::read(&img).unwrap();
     assert_eq!(&bytes[1024..1028], &0xE0F5_E1E2u32.to_le_bytes());
+}
+
+/// `--rootfs IMAGE` tells ext4 from erofs by the superblock, whatever the
+/// file is called, and anything else (text, a short file) is neither.
+#[test]
+fn formats_are_detected_by_magic_not_by_name() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    tree(&src, &[("etc/os-release", "ID=test\n")]);
+    for (format, name) in [
+        (ImageFormat::Ext4, "root.img"),
+        (ImageFormat::Erofs, "root.ext4"),
+    ] {
+        let img = t.path().join(name);
+        build_image(&img, format, &[content(&src, "")], None, &mut |_| {}).unwrap();
+        assert_eq!(detect_format(&img).unwrap(), Some(format), "{name}");
+    }
+    let text = t.path().join("notes.erofs");
+    fs::write(&text, "x".repeat(4096)).unwrap();
+    assert_eq!(detect_format(&text).unwrap(), None);
+    let short = t.path().join("short");
+    fs::write(&short, "tiny").unwrap();
+    assert_eq!(detect_format(&short).unwrap(), None);
+    assert!(detect_format(&t.path().join("missing")).is_err());
 }
 
 #[test]

@@ -298,7 +298,12 @@ fn build_base(
     modules: &[String],
     index: &ModuleIndex,
 ) -> Result<(), VmmError> {
-    let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
+    // Unique per call, not only per process: two runs in one process (the
+    // test harness runs two at a time) may build the same archive at once,
+    // and a shared temporary file would be renamed away under the other.
+    static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = out.with_extension(format!("tmp-{}-{n}", std::process::id()));
     let init = std::fs::read(init_binary)
         .map_err(|e| VmmError::io(format!("reading {}", init_binary.display()), e))?;
     let bb = std::fs::read(busybox)

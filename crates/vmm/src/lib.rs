@@ -37,7 +37,7 @@ pub mod state;
 
 pub use error::VmmError;
 pub use run::{
-    detect_accel, Event, GuestFile, GuestNetwork, GuestOutput, GuestRun, Sink, StdinSource,
-    USER_NET_GUEST, USER_NET_HOST,
+    detect_accel, recorded_kvm_verdict, Event, GuestFile, GuestNetwork, GuestOutput, GuestRun,
+    Sink, StdinSource, USER_NET_GUEST, USER_NET_HOST,
 };
 pub use state::{RunDir, StateDir};

@@ -641,7 +641,12 @@ impl GuestRun {
                 });
             }
         }
-        for m in &self.spec.mounts {
+        // The root filesystem's own layer, then the overlay over it.
+        let rootfs = self.spec.rootfs.as_ref().map(|r| &r.lower);
+        if rootfs.is_some() {
+            names.extend_from_slice(assets::MODULES_OVERLAY);
+        }
+        for m in self.spec.mounts.iter().chain(rootfs) {
             let group: &[&str] = match m.fstype.as_str() {
                 "nfs" => assets::MODULES_NFS,
                 "ext4" | "erofs" => assets::MODULES_BLOCK,
@@ -694,17 +699,9 @@ pub fn detect_accel(
     if let Accel::Tcg { reason } = Accel::detect() {
         return Accel::Tcg { reason };
     }
-    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let cache = state
-        .cache_dir()
-        .join(format!("kvm-probe-{}", boot_id.trim()));
-    if let Ok(verdict) = std::fs::read_to_string(&cache) {
-        return match verdict.strip_prefix("broken: ") {
-            Some(reason) => Accel::Tcg {
-                reason: reason.to_string(),
-            },
-            None => Accel::Kvm,
-        };
+    let cache = kvm_verdict_path(state);
+    if let Some(verdict) = recorded_kvm_verdict(state) {
+        return verdict;
     }
     let mut probe = GuestRun::command(["true"])
         .init_binary(init_binary)
@@ -734,6 +731,27 @@ pub fn detect_accel(
     };
     let _ = std::fs::write(&cache, text);
     verdict
+}
+
+/// Where [`detect_accel`] keeps its verdict for this host boot.
+fn kvm_verdict_path(state: &StateDir) -> PathBuf {
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    state
+        .cache_dir()
+        .join(format!("kvm-probe-{}", boot_id.trim()))
+}
+
+/// The verdict of [`detect_accel`]'s KVM test guest since this host
+/// booted, if one ran with this state directory: [`Accel::Kvm`] when a
+/// guest ran under KVM, TCG with the reason when it failed. Boots nothing.
+pub fn recorded_kvm_verdict(state: &StateDir) -> Option<Accel> {
+    let verdict = std::fs::read_to_string(kvm_verdict_path(state)).ok()?;
+    Some(match verdict.strip_prefix("broken: ") {
+        Some(reason) => Accel::Tcg {
+            reason: reason.to_string(),
+        },
+        None => Accel::Kvm,
+    })
 }
 
 struct Timeline {
@@ -767,5 +785,33 @@ fn keep_console(state: &StateDir, log: &Path) -> PathBuf {
     match std::fs::copy(log, &kept) {
         Ok(_) => kept,
         Err(_) => log.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `vmshare run --vmm firecracker` reports what the KVM test guest
+    /// found without booting one: nothing before it ran, its reason after.
+    #[test]
+    fn kvm_verdict_is_read_back_without_probing() {
+        let tmp = std::env::temp_dir().join(format!("vmshare-kvm-verdict-{}", std::process::id()));
+        let state = StateDir::at(&tmp).unwrap();
+        assert_eq!(recorded_kvm_verdict(&state), None);
+        std::fs::write(
+            kvm_verdict_path(&state),
+            "broken: a KVM test guest failed (x)",
+        )
+        .unwrap();
+        assert_eq!(
+            recorded_kvm_verdict(&state),
+            Some(Accel::Tcg {
+                reason: "a KVM test guest failed (x)".into()
+            })
+        );
+        std::fs::write(kvm_verdict_path(&state), "ok").unwrap();
+        assert_eq!(recorded_kvm_verdict(&state), Some(Accel::Kvm));
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 }
