@@ -1,4 +1,4 @@
-//! Every NFSv3, MOUNT v3 and portmap v2 argument decoder: the first two
+//! Every NFSv3, MOUNT v3, NFSACL v3 and portmap v2 argument decoder: the first two
 //! bytes pick the program and procedure, the rest are the arguments.
 #![no_main]
 
@@ -9,9 +9,10 @@ fuzz_target!(|data: &[u8]| {
     let Some(([which, proc_], args)) = data.split_first_chunk::<2>() else {
         return;
     };
-    let (prog, vers) = match which % 3 {
+    let (prog, vers) = match which % 4 {
         0 => (programs::NFS, 3),
         1 => (programs::MOUNT, 3),
+        2 => (programs::NFSACL, 3),
         _ => (programs::PORTMAP, 2),
     };
     let _ = fuzz_decode(prog, vers, u32::from(*proc_ % 24), args);

@@ -263,26 +263,10 @@ fn non_root_user_in_a_rootfs() {
     assert_exit(&out, 0);
     assert_eq!(text(&out.stdout), expected);
 
-    let out = run(&root);
-    assert_exit(&out, 125);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("Operation not supported") && err.contains("without POSIX ACLs"),
-        "{err}"
-    );
-
-    chown_tree(&root, 1000);
+    // A directory root is an overlay over NFS: overlayfs checks a
+    // non-owner's access through POSIX ACLs, which the guest fetches with
+    // NFSACL; without the server's answers this open failed (EOPNOTSUPP).
     let out = run(&root);
     assert_exit(&out, 0);
     assert_eq!(text(&out.stdout), expected);
-}
-
-/// `chown -R -h uid:uid`.
-fn chown_tree(path: &Path, id: u32) {
-    std::os::unix::fs::lchown(path, Some(id), Some(id)).unwrap();
-    if std::fs::symlink_metadata(path).unwrap().is_dir() {
-        for entry in std::fs::read_dir(path).unwrap() {
-            chown_tree(&entry.unwrap().path(), id);
-        }
-    }
 }

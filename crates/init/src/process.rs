@@ -77,7 +77,7 @@ pub(crate) fn spawn(spec: &GuestSpec, stdio: Stdio) -> Result<i32, InitError> {
                 _ => EXIT_INIT_FAILED,
             };
             Err(InitError::Exec {
-                message: format!("{program}: {e}{}", crate::rootfs::exec_hint(spec, &e)),
+                message: format!("{program}: {e}"),
                 status,
             })
         }

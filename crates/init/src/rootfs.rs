@@ -19,7 +19,7 @@ use std::ffi::CString;
 use std::path::Path;
 
 use rustix::mount::MountFlags;
-use vmshare_plan::guest::{GuestRootfs, GuestSpec, ROOTFS_DIR};
+use vmshare_plan::guest::{GuestRootfs, ROOTFS_DIR};
 
 use crate::{mounts, InitError};
 
@@ -73,23 +73,6 @@ pub(crate) fn enter(rootfs: &GuestRootfs) -> Result<(), InitError> {
     rustix::process::chroot(".").map_err(|e| fail(format!("chroot: {e}")))?;
     std::env::set_current_dir("/").map_err(|e| fail(format!("chdir /: {e}")))?;
     Ok(())
-}
-
-/// What to add to CMD's exec error when it is the known limit of a
-/// directory root: overlayfs asks its lower layer for POSIX ACLs whenever
-/// a user opens a file it does not own, and the NFSv3 client answers
-/// EOPNOTSUPP when the server has no NFSACL protocol (vmshare's has not),
-/// so such opens fail.
-pub(crate) fn exec_hint(spec: &GuestSpec, e: &std::io::Error) -> &'static str {
-    let nfs_root = spec
-        .rootfs
-        .as_ref()
-        .is_some_and(|r| r.lower.fstype == "nfs");
-    if nfs_root && e.raw_os_error() == Some(libc::EOPNOTSUPP) {
-        " (a --rootfs directory is read over NFS without POSIX ACLs, which the overlay needs for a user who does not own the file: run as root or as the files' owner, or use an image: vmshare image build DIR -o root.erofs)"
-    } else {
-        ""
-    }
 }
 
 fn mkdir(dir: &Path) -> std::io::Result<()> {

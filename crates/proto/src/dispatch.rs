@@ -6,13 +6,14 @@ use std::sync::Mutex;
 use vmshare_wire::rpc::{encode_reply_header, AcceptStat, CallHeader, ReplyBody};
 use vmshare_wire::Encoder;
 
+use crate::acl::{decode_acl, AclCall, MASK_ALL};
 use crate::backend::{Backend, Caller, DirEntry, DirSink, Fail};
 use crate::mount::{decode_mount, decode_portmap, MountCall, MountStat, PortmapCall};
 use crate::nfs3::{
     decode_call, encode_post_op, encode_post_op_fh, encode_wcc, DecodeError, Nfs3Call, NfsStat,
     FATTR_SIZE,
 };
-use crate::programs::{MOUNT, NFS, PORTMAP};
+use crate::programs::{MOUNT, NFS, NFSACL, PORTMAP};
 
 /// Largest READ or WRITE payload, and the largest directory reply. FSINFO
 /// advertises it; the server's record limit must exceed it plus headers.
@@ -102,7 +103,17 @@ impl<B: Backend> Dispatcher<B> {
                 }
                 Err(e) => reject_args(out, call.xid, e),
             },
-            NFS | MOUNT => accept(out, call.xid, AcceptStat::ProgMismatch { low: 3, high: 3 }),
+            NFSACL if call.vers == 3 => match decode_acl(call.proc_, call.args) {
+                Ok(c) => {
+                    tracing::debug!(xid = call.xid, client = %client.addr, call = ?c, "nfsacl");
+                    accept(out, call.xid, AcceptStat::Success);
+                    self.nfsacl(&caller, c, out);
+                }
+                Err(e) => reject_args(out, call.xid, e),
+            },
+            NFS | MOUNT | NFSACL => {
+                accept(out, call.xid, AcceptStat::ProgMismatch { low: 3, high: 3 })
+            }
             PORTMAP => accept(out, call.xid, AcceptStat::ProgMismatch { low: 2, high: 2 }),
             _ => accept(out, call.xid, AcceptStat::ProgUnavail),
         }
@@ -161,6 +172,38 @@ impl<B: Backend> Dispatcher<B> {
         }
         self.handle_call(client, call, out);
         0
+    }
+
+    /// NFSACL v3: every file has exactly the ACL its mode bits give (see
+    /// [`crate::acl`]).
+    fn nfsacl(&self, c: &Caller<'_>, call: AclCall, out: &mut Encoder) {
+        match call {
+            AclCall::Null => {}
+            AclCall::GetAcl { fh, mask } => {
+                let attr = self.backend.getattr(c, &fh);
+                match attr {
+                    Ok(a) if mask & !MASK_ALL == 0 => {
+                        out.u32(NfsStat::Ok as u32);
+                        encode_post_op(out, &Some(a));
+                        // The mask as asked, then for the access ACL and
+                        // the default ACL each: no entries, an empty array.
+                        out.u32(mask).u32(0).u32(0).u32(0).u32(0);
+                    }
+                    Ok(a) => {
+                        out.u32(NfsStat::Inval as u32);
+                        encode_post_op(out, &Some(a));
+                    }
+                    Err(s) => {
+                        out.u32(s as u32);
+                        encode_post_op(out, &None);
+                    }
+                }
+            }
+            AclCall::SetAcl { fh } => {
+                out.u32(NfsStat::NotSupp as u32);
+                encode_post_op(out, &self.backend.getattr(c, &fh).ok());
+            }
+        }
     }
 
     fn portmap(&self, call: PortmapCall, out: &mut Encoder) {

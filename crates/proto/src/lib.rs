@@ -12,6 +12,7 @@
 #![allow(clippy::result_large_err)]
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod backend;
 pub mod dispatch;
 pub mod mount;
@@ -29,6 +30,8 @@ pub mod programs {
     pub const NFS: u32 = 100_003;
     /// MOUNT.
     pub const MOUNT: u32 = 100_005;
+    /// NFSACL (Sun's POSIX ACL side protocol of NFSv3).
+    pub const NFSACL: u32 = 100_227;
 }
 
 /// Whether a procedure changes state, so that a retransmission must get the
@@ -46,6 +49,7 @@ pub fn fuzz_decode(prog: u32, vers: u32, proc_: u32, args: &[u8]) -> bool {
         (programs::NFS, 3) => nfs3::decode_call(proc_, args).is_ok(),
         (programs::MOUNT, 3) => mount::decode_mount(proc_, args).is_ok(),
         (programs::PORTMAP, 2) => mount::decode_portmap(proc_, args).is_ok(),
+        (programs::NFSACL, 3) => acl::decode_acl(proc_, args).is_ok(),
         _ => false,
     }
 }
