@@ -354,6 +354,19 @@ impl FsBackend {
         Ok((f, attr, u64::try_from(st.st_size).unwrap_or(0)))
     }
 
+    /// Whether the current (caller's) identity may access `fd`'s object as
+    /// `mode`: faccessat2 on the descriptor itself, or through
+    /// `/proc/self/fd` on kernels before 5.8.
+    fn may(&self, fd: &OwnedFd, mode: rustix::fs::Access) -> rustix::io::Result<()> {
+        match rustix::fs::accessat(fd, "", mode, AtFlags::EACCESS | AtFlags::EMPTY_PATH) {
+            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+                let name = fd.as_raw_fd().to_string();
+                rustix::fs::accessat(&self.proc_fd, name.as_str(), mode, AtFlags::EACCESS)
+            }
+            r => r,
+        }
+    }
+
     fn pre_op(&self, n: &Node) -> Option<WccAttr> {
         self.post_op(n).map(|a| a.wcc())
     }
@@ -839,25 +852,27 @@ impl Backend for FsBackend {
         if !self.visible(&d, name) {
             return Err(fail(NfsStat::NoEnt));
         }
-        let st = stat(&d.fd).map_err(fail)?;
-        if !is_dir(&st) {
+        if !is_dir(&d.st) {
             return Err(fail(NfsStat::NotDir));
         }
-        let (fh, _fd, st) = {
+        let (fh, attr) = {
             let _g = self.become_(c, &d).map_err(fail)?;
             // Search permission on the directory, as the caller.
-            rustix::fs::accessat(
-                &self.proc_fd,
-                d.fd.as_raw_fd().to_string().as_str(),
-                rustix::fs::Access::EXEC_OK,
-                AtFlags::EACCESS,
-            )
-            .map_err(|e| fail(status_rx(e)))?;
-            self.child(&d, name_ok.as_bytes()).map_err(fail)?
+            self.may(&d.fd, rustix::fs::Access::EXEC_OK)
+                .map_err(|e| fail(status_rx(e)))?;
+            if name == b"." || name == b".." {
+                let (fh, _fd, st) = self.child(&d, name_ok.as_bytes()).map_err(fail)?;
+                (fh, self.attrs(&d.export, &st))
+            } else {
+                // By name, without opening the object: most LOOKUPs are
+                // a stat storm (ls -l, a build's include search), and an
+                // object used next gets its descriptor then.
+                self.entry_plus(&d, name_ok.as_bytes()).map_err(fail)?
+            }
         };
         Ok(LookupOk {
             fh,
-            attr: Some(self.attrs(&d.export, &st)),
+            attr: Some(attr),
             dir_attr: self.post_op(&d),
         })
     }
@@ -872,11 +887,8 @@ impl Backend for FsBackend {
         let n = self.node(c, fh).map_err(Fail::from)?;
         let a = self.post_op(&n);
         let dir = a.map(|a| a.ftype == FileType::Dir).unwrap_or(false);
-        let name = n.fd.as_raw_fd().to_string();
         let _g = self.become_(c, &n).map_err(|s| Fail::new(s, a))?;
-        let can = |m: Access| {
-            rustix::fs::accessat(&self.proc_fd, name.as_str(), m, AtFlags::EACCESS).is_ok()
-        };
+        let can = |m: Access| self.may(&n.fd, m).is_ok();
         let mut granted = 0;
         if mask & access::READ != 0 && can(Access::READ_OK) {
             granted |= access::READ;
