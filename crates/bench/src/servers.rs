@@ -151,7 +151,11 @@ pub fn start_vmshare(bin: &Path, base: &Path, export: &Path) -> Result<Server> {
         ))
         .arg("--state-dir")
         .arg(&state)
-        .env("RUST_LOG", "warn")
+        // VMSHARE_BENCH_LOG=debug logs each call's time (with --keep).
+        .env(
+            "RUST_LOG",
+            std::env::var("VMSHARE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(logf)
