@@ -69,19 +69,26 @@ fn many_clients_with_big_records_stay_within_budget() {
 
     // Phase 2: 16 clients each send 16 complete 1 MiB WRITE-sized records
     // (garbage arguments, answered at once) as fast as they can.
-    let mut record = call(3, NFS, 3, 7, &[]);
-    record.resize(1 << 20, 0xee);
-    let record = Arc::new(framed(&record));
-    let writers: Vec<_> = (0..16)
-        .map(|_| {
-            let record = Arc::clone(&record);
+    // Each with its own XID: the same XID and arguments from one address
+    // is a retransmission, which the duplicate request cache may drop
+    // while the first is still running.
+    let filler = Arc::new(vec![0xeeu8; 1 << 20]);
+    let writers: Vec<_> = (0..16u32)
+        .map(|w| {
+            let filler = Arc::clone(&filler);
             std::thread::spawn(move || {
                 let mut s = connect(addr);
                 let mut r = s.try_clone().expect("clone");
                 let reader =
                     std::thread::spawn(move || (0..16).filter(|_| recv(&mut r).is_some()).count());
-                for _ in 0..16 {
-                    if s.write_all(&record).is_err() {
+                for i in 0..16u32 {
+                    // One shared filler, so the client side holds little.
+                    let head = call(1000 + w * 16 + i, NFS, 3, 7, &[]);
+                    let sent = s
+                        .write_all(&vmshare_wire::record::mark(1 << 20))
+                        .and_then(|()| s.write_all(&head))
+                        .and_then(|()| s.write_all(&filler[head.len()..]));
+                    if sent.is_err() {
                         break;
                     }
                 }
