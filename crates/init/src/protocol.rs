@@ -4,11 +4,17 @@
 //! CMD's stdout and stderr each get their own virtio-serial port, so that
 //! they stay apart and kernel messages (which go to the serial console)
 //! never mix into them. A third port carries short text lines both ways:
-//! init's timeline and errors and the exit status to the host, signals to
-//! forward to the guest. An exit status on its own port cannot be faked or
-//! garbled by whatever CMD prints, unlike a marker in the output.
+//! init's timeline and errors and the exit status to the host, signals and
+//! window sizes to pass on to CMD. An exit status on its own port cannot be
+//! faked or garbled by whatever CMD prints, unlike a marker in the output.
+//!
+//! A line is a kind, a space and the kind's fields. Each side ignores a
+//! kind it does not know (and fields after those it knows), so a message
+//! is added without a version number: a peer that predates it drops it,
+//! which must do no harm. `resize` came after the others that way.
 
 use serde::{Deserialize, Serialize};
+use vmshare_plan::guest::ConsoleSize;
 
 /// Where the host puts the [`ConsoleSpec`] in the guest's initramfs.
 pub const CONSOLE_SPEC_PATH: &str = "/vmshare/console.json";
@@ -49,6 +55,10 @@ pub enum Message {
     Exit(i32),
     /// Host to guest: deliver this signal to CMD.
     Signal(i32),
+    /// Host to guest: the host terminal now has this size; with `-t`, give
+    /// it to CMD's pty (whose foreground process group then gets SIGWINCH).
+    /// An init that predates it ignores it.
+    Resize(ConsoleSize),
 }
 
 impl Message {
@@ -62,6 +72,7 @@ impl Message {
             Message::Started => "started\n".to_string(),
             Message::Exit(c) => format!("exit {c}\n"),
             Message::Signal(s) => format!("signal {s}\n"),
+            Message::Resize(size) => format!("resize {} {}\n", size.height, size.width),
         }
     }
 
@@ -75,6 +86,15 @@ impl Message {
             "started" => Some(Message::Started),
             "exit" => rest.trim().parse().ok().map(Message::Exit),
             "signal" => rest.trim().parse().ok().map(Message::Signal),
+            "resize" => {
+                let mut fields = rest.split_whitespace().map(str::parse);
+                match (fields.next(), fields.next()) {
+                    (Some(Ok(height)), Some(Ok(width))) => {
+                        Some(Message::Resize(ConsoleSize { height, width }))
+                    }
+                    _ => None,
+                }
+            }
             _ => None,
         }
     }
@@ -93,6 +113,10 @@ mod tests {
             Message::Started,
             Message::Exit(137),
             Message::Signal(15),
+            Message::Resize(ConsoleSize {
+                height: 50,
+                width: 132,
+            }),
         ] {
             let line = m.encode();
             assert_eq!(line.matches('\n').count(), 1);
@@ -105,5 +129,17 @@ mod tests {
         }
         assert_eq!(Message::decode("exit notanumber"), None);
         assert_eq!(Message::decode("hello"), None);
+    }
+
+    /// A resize is rows then columns; fields a later version may add are
+    /// ignored, a size that is not two numbers is no message.
+    #[test]
+    fn resize_lines() {
+        let size = |height, width| Some(Message::Resize(ConsoleSize { height, width }));
+        assert_eq!(Message::decode("resize 24 80"), size(24, 80));
+        assert_eq!(Message::decode("resize 24 80 640 480"), size(24, 80));
+        assert_eq!(Message::decode("resize 24"), None);
+        assert_eq!(Message::decode("resize 24 x"), None);
+        assert_eq!(Message::decode("resize 70000 80"), None);
     }
 }

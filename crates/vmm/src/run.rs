@@ -503,7 +503,7 @@ impl GuestRun {
                 errors.push(text);
             }
             Message::Exit(code) => status = Some(code),
-            Message::Signal(_) => {}
+            Message::Signal(_) | Message::Resize(_) => {}
         };
         loop {
             match rx.recv_timeout(Duration::from_millis(20)) {
