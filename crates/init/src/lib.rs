@@ -156,10 +156,11 @@ impl Init {
             ));
         }
         let control = self.control.as_ref().and_then(|c| c.try_clone());
-        let (child, terminal) = start(&spec, ports.stdio)?;
+        let (child, mut terminal) = start(&spec, ports.stdio)?;
         self.send(Message::Started);
         self.event(&format!("started {:?}", spec.process.args));
-        let status = process::wait(child, control)?;
+        let window = terminal.as_mut().and_then(tty::Forwarder::take_window);
+        let status = process::wait(child, control, window)?;
         if let Some(t) = terminal {
             // What CMD left holds the terminal open; once it is gone the
             // terminal's last output can be drained to the host.

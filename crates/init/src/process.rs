@@ -11,6 +11,7 @@ use vmshare_plan::guest::GuestSpec;
 
 use crate::ports::Stdio;
 use crate::protocol::Message;
+use crate::tty::Window;
 use crate::{InitError, EXIT_INIT_FAILED, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -109,11 +110,16 @@ fn environment(spec: &GuestSpec) -> Vec<(String, String)> {
     env
 }
 
-/// Reaps every child until CMD exits; meanwhile forwards the signals the
-/// host sends on the control port. Returns CMD's status docker style.
-pub(crate) fn wait(child: i32, control: Option<File>) -> Result<i32, InitError> {
+/// Reaps every child until CMD exits; meanwhile does what the host asks
+/// on the control port: signals for CMD, and with `-t` (`window`) the
+/// terminal's size. Returns CMD's status docker style.
+pub(crate) fn wait(
+    child: i32,
+    control: Option<File>,
+    window: Option<Window>,
+) -> Result<i32, InitError> {
     if let Some(control) = control {
-        std::thread::spawn(move || forward_signals(child, control));
+        std::thread::spawn(move || obey_host(child, control, window));
     }
     loop {
         let mut status: libc::c_int = 0;
@@ -137,12 +143,20 @@ pub(crate) fn wait(child: i32, control: Option<File>) -> Result<i32, InitError> 
     }
 }
 
-fn forward_signals(child: i32, control: File) {
+fn obey_host(child: i32, control: File, window: Option<Window>) {
     for line in BufReader::new(control).lines() {
         let Ok(line) = line else { return };
-        if let Some(Message::Signal(sig)) = Message::decode(&line) {
-            // SAFETY: kill has no memory effects; a stale pid only fails.
-            unsafe { libc::kill(child, sig) };
+        match Message::decode(&line) {
+            Some(Message::Signal(sig)) => {
+                // SAFETY: kill has no memory effects; a stale pid only fails.
+                unsafe { libc::kill(child, sig) };
+            }
+            Some(Message::Resize(size)) => {
+                if let Some(w) = &window {
+                    w.resize(size);
+                }
+            }
+            _ => {}
         }
     }
 }

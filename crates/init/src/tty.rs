@@ -4,14 +4,16 @@
 //! init makes one: a pty whose slave end is CMD's stdin, stdout, stderr
 //! and controlling terminal (CMD starts a session and takes it with
 //! `TIOCSCTTY`, see [`crate::process`]), sized as the host's terminal was
-//! at start. Init copies the master's output to the stdout port, and the
-//! stdin port (with `-i`) into the master, where the pty's line discipline
-//! does what a terminal does: echo, line editing, Ctrl-C to SIGINT. Like a
-//! docker container with `-t`, CMD's stderr goes to the terminal too,
-//! hence to the host's stdout.
+//! at start and resized when the host's is (a `resize` on the control
+//! port, see [`Window`]). Init copies the master's output to the stdout
+//! port, and the stdin port (with `-i`) into the master, where the pty's
+//! line discipline does what a terminal does: echo, line editing, Ctrl-C to
+//! SIGINT. Like a docker container with `-t`, CMD's stderr goes to the
+//! terminal too, hence to the host's stdout.
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -47,13 +49,7 @@ impl Pty {
         let slave = rustix::pty::ioctl_tiocgptpeer(&master, flags)
             .map_err(sys("opening the pty's terminal end"))?;
         if let Some(s) = size {
-            let ws = Winsize {
-                ws_row: s.height,
-                ws_col: s.width,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            };
-            rustix::termios::tcsetwinsize(&master, ws).map_err(sys("setting the window size"))?;
+            set_size(&master, s).map_err(sys("setting the window size"))?;
         }
         Ok(Pty {
             master: File::from(master),
@@ -82,6 +78,7 @@ impl Pty {
     pub(crate) fn forward(self, stdin: Option<File>, stdout: File) -> Forwarder {
         let Pty { master, slave } = self;
         drop(slave);
+        let window = master.try_clone().ok().map(|master| Window { master });
         if let (Some(mut from), Ok(mut to)) = (stdin, master.try_clone()) {
             std::thread::spawn(move || {
                 let _ = std::io::copy(&mut from, &mut to);
@@ -92,7 +89,7 @@ impl Pty {
             copy_output(master, stdout);
             let _ = done.send(());
         });
-        Forwarder { finished }
+        Forwarder { finished, window }
     }
 }
 
@@ -100,14 +97,47 @@ impl Pty {
 #[derive(Debug)]
 pub(crate) struct Forwarder {
     finished: mpsc::Receiver<()>,
+    window: Option<Window>,
 }
 
 impl Forwarder {
+    /// The handle that resizes the terminal, once (`None` if the master
+    /// could not be duplicated: CMD then keeps its first size).
+    pub(crate) fn take_window(&mut self) -> Option<Window> {
+        self.window.take()
+    }
+
     /// Waits until the terminal's output has reached the stdout port. Call
     /// after every process holding the terminal has been killed.
     pub(crate) fn finish(self) {
         let _ = self.finished.recv_timeout(DRAIN_TIMEOUT);
     }
+}
+
+/// The pty's size, changed on the master as a terminal emulator does, so
+/// that the kernel sends SIGWINCH to the terminal's foreground process
+/// group (only when the size really changes).
+#[derive(Debug)]
+pub(crate) struct Window {
+    master: File,
+}
+
+impl Window {
+    pub(crate) fn resize(&self, size: ConsoleSize) {
+        // A failure cannot be fixed from here and must not end the run:
+        // CMD keeps the size it had.
+        let _ = set_size(&self.master, size);
+    }
+}
+
+fn set_size(master: impl AsFd, size: ConsoleSize) -> rustix::io::Result<()> {
+    let ws = Winsize {
+        ws_row: size.height,
+        ws_col: size.width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    rustix::termios::tcsetwinsize(master, ws)
 }
 
 /// Copies until the master says no terminal end is open any more (EIO).
