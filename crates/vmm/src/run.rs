@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vmshare_init::protocol::{self, ConsoleSpec, Message};
-use vmshare_plan::guest::{GuestNet, GuestProcess, GuestSpec};
+use vmshare_plan::guest::{ConsoleSize, GuestNet, GuestProcess, GuestSpec};
 use vmshare_plan::plan::{Share, ShareDriver};
 
 use crate::assets::{self, Assets};
@@ -130,6 +130,7 @@ pub struct GuestRun {
     stderr: Sink,
     on_event: Option<EventHook>,
     interrupt: Option<&'static AtomicI32>,
+    window_sizes: Option<mpsc::Receiver<ConsoleSize>>,
     accel: Option<Accel>,
 }
 
@@ -165,6 +166,7 @@ impl GuestRun {
             stderr: Sink::Capture,
             on_event: None,
             interrupt: None,
+            window_sizes: None,
             accel: None,
         }
     }
@@ -321,6 +323,15 @@ impl GuestRun {
     /// For Ctrl-C handling.
     pub fn interrupt(mut self, flag: &'static AtomicI32) -> Self {
         self.interrupt = Some(flag);
+        self
+    }
+
+    /// The host terminal's sizes as it is resized, for CMD's pty (with
+    /// `spec.process.tty`): once CMD runs, the latest size received is
+    /// sent to the guest, whose init sets it on the pty, so that CMD gets
+    /// SIGWINCH. Sizes that arrive while the guest boots wait until then.
+    pub fn window_sizes(mut self, sizes: mpsc::Receiver<ConsoleSize>) -> Self {
+        self.window_sizes = Some(sizes);
         self
     }
 
@@ -505,6 +516,7 @@ impl GuestRun {
             Message::Exit(code) => status = Some(code),
             Message::Signal(_) | Message::Resize(_) => {}
         };
+        let window_sizes = self.window_sizes.take();
         loop {
             match rx.recv_timeout(Duration::from_millis(20)) {
                 Ok(m) => {
@@ -558,13 +570,21 @@ impl GuestRun {
                 if sig != 0 {
                     signalled_at = Some(now);
                     timeline.push(format!("forwarding signal {sig} to the command"));
-                    if let Some(c) = control_tx.as_mut() {
-                        use std::io::Write;
-                        let _ = c.write_all(Message::Signal(sig).encode().as_bytes());
-                    }
+                    send(&mut control_tx, &Message::Signal(sig));
                     if !started {
                         let _ = child.kill();
                     }
+                }
+            }
+            // Before CMD runs its pty may not exist yet, nor init be
+            // reading the port; of the sizes since, only the last matters.
+            if started {
+                if let Some(size) = window_sizes.as_ref().and_then(|w| w.try_iter().last()) {
+                    timeline.push(format!(
+                        "terminal resized to {} rows, {} columns",
+                        size.height, size.width
+                    ));
+                    send(&mut control_tx, &Message::Resize(size));
                 }
             }
         }
@@ -752,6 +772,15 @@ pub fn recorded_kvm_verdict(state: &StateDir) -> Option<Accel> {
         },
         None => Accel::Kvm,
     })
+}
+
+/// Writes one message to the guest's control port (lost, like the port,
+/// when the guest has gone).
+fn send(control: &mut Option<std::os::unix::net::UnixStream>, message: &Message) {
+    use std::io::Write;
+    if let Some(c) = control.as_mut() {
+        let _ = c.write_all(message.encode().as_bytes());
+    }
 }
 
 struct Timeline {
