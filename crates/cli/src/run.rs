@@ -263,6 +263,13 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         _ => None,
     };
     install_signal_handlers();
+    // Resizes go on only from a terminal whose size the guest got.
+    if let Some(size) = run.spec_mut().process.console_size {
+        match terminal::watch_window_size(size) {
+            Ok(sizes) => run = run.window_sizes(sizes),
+            Err(e) => say(&format!("{e}; the guest's terminal keeps its first size")),
+        }
+    }
     let result = run.run();
     drop(raw);
     if let Some((s, _)) = server {
