@@ -1,7 +1,7 @@
 //! `vmshare run -t` and `-i -t`: the command on a guest pseudo-terminal;
 //! with `-i -t` on a host terminal (a pty the test owns), raw mode while
 //! the VM runs and the terminal's settings back afterwards, whichever way
-//! the run ends.
+//! the run ends, and the terminal's resizes passed on to the command.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,6 +9,7 @@ mod common;
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -83,7 +84,7 @@ fn i_t_on_a_terminal_is_raw_and_restored() {
     assert!(seen.contains("33 101"), "{seen:?}");
     assert_eq!(seen.matches("hello").count(), 2, "echoed once: {seen:?}");
     t.type_keys(b"\x03");
-    let out = common::wait_with_watchdog(child, Duration::from_secs(300));
+    let out = t.wait(child);
     assert_exit(&out, 130);
     assert!(t.canonical(), "terminal left in raw mode after Ctrl-C");
 
@@ -94,7 +95,7 @@ fn i_t_on_a_terminal_is_raw_and_restored() {
     assert!(!t.canonical());
     let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let out = common::wait_with_watchdog(child, Duration::from_secs(300));
+    let out = t.wait(child);
     assert_exit(&out, 143);
     assert!(t.canonical(), "terminal left in raw mode after SIGTERM");
 
@@ -118,13 +119,54 @@ fn i_t_on_a_terminal_is_raw_and_restored() {
     assert!(t.canonical(), "terminal left in raw mode after an error");
 }
 
+/// -i -t on a host terminal resized during the run: the kernel sends
+/// SIGWINCH to vmshare (the terminal's foreground process), vmshare passes
+/// the new size to the guest, whose pty takes it, so the command gets
+/// SIGWINCH and sees the new size; every resize, not only the first.
+#[test]
+fn resizing_the_terminal_reaches_the_command() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let script = "trap 'echo \"size:$(stty size)\"' WINCH; stty size; echo ready; \
+                  while :; do sleep 0.2; done";
+    let mut t = Terminal::open(24, 80);
+    let child = t.spawn(&h, &["run", "-i", "-t", "--", "sh", "-c", script]);
+    let seen = t.expect("ready");
+    assert!(seen.contains("24 80"), "{seen:?}");
+    // The guest is up: the new size has only to cross the control port.
+    let soon = Duration::from_secs(60);
+    t.resize(50, 132);
+    t.expect_within("size:50 132", soon);
+    t.resize(30, 90);
+    t.expect_within("size:30 90", soon);
+    t.type_keys(b"\x03");
+    let out = t.wait(child);
+    assert_exit(&out, 130);
+    assert!(t.canonical(), "terminal left in raw mode");
+}
+
+fn winsize(rows: u16, cols: u16) -> Winsize {
+    Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
+}
+
 /// A pty standing in for the user's terminal: vmshare gets the terminal
-/// end as stdin and stdout; the test types into and reads from the master.
+/// end as stdin, stdout and controlling terminal (as under a shell, so
+/// the kernel signals it on a resize); the test types into and reads from
+/// the master.
 struct Terminal {
     master: File,
     terminal: File,
     output: mpsc::Receiver<Vec<u8>>,
     seen: String,
+    /// vmshare processes started with [`spawn`](Self::spawn) and not yet
+    /// waited for: killed if the test fails meanwhile.
+    spawned: Vec<u32>,
 }
 
 impl Terminal {
@@ -133,13 +175,7 @@ impl Terminal {
         let master = rustix::pty::openpt(flags).unwrap();
         rustix::pty::unlockpt(&master).unwrap();
         let terminal = File::from(rustix::pty::ioctl_tiocgptpeer(&master, flags).unwrap());
-        let size = Winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        rustix::termios::tcsetwinsize(&terminal, size).unwrap();
+        rustix::termios::tcsetwinsize(&terminal, winsize(rows, cols)).unwrap();
         let master = File::from(master);
         let mut reader = master.try_clone().unwrap();
         let (tx, output) = mpsc::channel();
@@ -156,26 +192,54 @@ impl Terminal {
             terminal,
             output,
             seen: String::new(),
+            spawned: Vec::new(),
         }
     }
 
-    /// `vmshare ARGS` on this terminal (stderr piped).
+    /// `vmshare ARGS` on this terminal (stderr piped), in a session of
+    /// its own whose controlling terminal this is.
     fn command(&self, h: &common::Harness, args: &[&str]) -> Command {
         let mut c = h.vmshare_cmd();
         c.args(args)
             .stdin(self.terminal.try_clone().unwrap())
             .stdout(self.terminal.try_clone().unwrap())
             .stderr(Stdio::piped());
+        // SAFETY: runs in the forked child before exec and only makes
+        // async-signal-safe system calls (setsid, ioctl); stdin is the
+        // terminal by then.
+        unsafe {
+            c.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         c
     }
 
-    fn spawn(&self, h: &common::Harness, args: &[&str]) -> Child {
-        self.command(h, args).spawn().unwrap()
+    fn spawn(&mut self, h: &common::Harness, args: &[&str]) -> Child {
+        let child = self.command(h, args).spawn().unwrap();
+        self.spawned.push(child.id());
+        child
     }
 
-    /// Reads until `needle` has been printed; returns all output so far.
+    /// Waits for a process from [`spawn`](Self::spawn) (killed after 300 s).
+    fn wait(&mut self, child: Child) -> std::process::Output {
+        let pid = child.id();
+        let out = common::wait_with_watchdog(child, Duration::from_secs(300));
+        self.spawned.retain(|p| *p != pid);
+        out
+    }
+
+    /// Reads until `needle` has been printed (the guest boots under TCG
+    /// meanwhile); returns all output so far.
     fn expect(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(240);
+        self.expect_within(needle, Duration::from_secs(240))
+    }
+
+    fn expect_within(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
         while !self.seen.contains(needle) {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.output.recv_timeout(left) {
@@ -190,10 +254,31 @@ impl Terminal {
         self.master.write_all(keys).unwrap();
     }
 
+    /// Resizes the terminal as a terminal emulator does, on the master:
+    /// the kernel sends SIGWINCH to the terminal's foreground process group.
+    fn resize(&self, rows: u16, cols: u16) {
+        rustix::termios::tcsetwinsize(&self.master, winsize(rows, cols)).unwrap();
+    }
+
     /// Whether the terminal is in its normal (canonical, echoing) mode.
     fn canonical(&self) -> bool {
         let t = rustix::termios::tcgetattr(&self.terminal).unwrap();
         t.local_modes
             .contains(LocalModes::ICANON | LocalModes::ECHO)
+    }
+}
+
+impl Drop for Terminal {
+    /// A failed expectation leaves vmshare waiting on a command that loops
+    /// or sleeps; SIGKILL ends it (and its QEMU, by PDEATHSIG) rather than
+    /// leave it behind the test binary.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for pid in &self.spawned {
+            let pid = rustix::process::Pid::from_raw(i32::try_from(*pid).unwrap()).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
     }
 }
