@@ -549,6 +549,17 @@ impl FsBackend {
         Ok(File::from(f))
     }
 
+    /// The I/O cache's key: the object and the caller's mapped identity.
+    fn io_key(&self, c: &Caller<'_>, fh: &FileHandle, n: &Node, write: bool) -> IoKey {
+        let id = self.identity(c, n);
+        (
+            *fh,
+            id.uid,
+            id.gid ^ (id.groups.len() as u32).rotate_left(16),
+            write,
+        )
+    }
+
     fn io_file(
         &self,
         c: &Caller<'_>,
@@ -556,13 +567,7 @@ impl FsBackend {
         n: &Node,
         write: bool,
     ) -> Result<Arc<File>, NfsStat> {
-        let id = self.identity(c, n);
-        let key = (
-            *fh,
-            id.uid,
-            id.gid ^ (id.groups.len() as u32).rotate_left(16),
-            write,
-        );
+        let key = self.io_key(c, fh, n, write);
         if let Some(f) = self.io.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(f);
         }
@@ -1466,7 +1471,8 @@ impl Backend for FsBackend {
         _count: u32,
     ) -> NfsResult<(WccData, Verifier), WccData> {
         let n = self.node(c, fh).map_err(Fail::from)?;
-        let before = self.pre_op(&n);
+        let st = n.st;
+        let before = Some(self.attrs(&n.export, &st).wcc());
         let fail = |s: NfsStat| {
             Fail::new(
                 s,
@@ -1476,7 +1482,6 @@ impl Backend for FsBackend {
                 },
             )
         };
-        let st = stat(&n.fd).map_err(fail)?;
         if !is_reg(&st) {
             return Err(fail(if is_dir(&st) {
                 NfsStat::IsDir
@@ -1484,12 +1489,19 @@ impl Backend for FsBackend {
                 NfsStat::Inval
             }));
         }
-        // fsync needs no particular access mode; the server's own
-        // descriptor avoids refusing a commit for a file the caller may
-        // write but not read.
-        as_server(self.switch_ids);
-        let f = self.reopen(&n.fd, OFlags::RDONLY).map_err(fail)?;
-        if let Err(e) = rustix::fs::fsync(&f) {
+        // fsync needs no particular access mode: the descriptor this
+        // caller's WRITEs went through when it is still open, else the
+        // server's own (which avoids refusing a commit for a file the
+        // caller may write but not read).
+        let key = self.io_key(c, fh, &n, true);
+        let f = match self.io.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            Some(f) => f,
+            None => {
+                as_server(self.switch_ids);
+                Arc::new(self.reopen(&n.fd, OFlags::RDONLY).map_err(fail)?)
+            }
+        };
+        if let Err(e) = rustix::fs::fsync(&*f) {
             self.bump_verifier();
             return Err(fail(status_rx(e)));
         }
