@@ -37,6 +37,7 @@ use vmshare_proto::nfs3::*;
 use vmshare_proto::{NfsStat, MAX_IO};
 
 use crate::attr::{self, fattr, status, status_rx};
+use crate::closer::Closer;
 use crate::cred::{as_server, CredGuard, Identity};
 use crate::export::{ExportConfig, ExportOptions};
 use crate::handle::HandleCodec;
@@ -91,6 +92,8 @@ pub struct FsBackend {
     made: HandleCache,
     /// Serialises WRITEs to one file (striped by handle).
     write_locks: [Mutex<()>; WRITE_STRIPES],
+    /// Closes what the caches evict, off the request path.
+    closer: Closer,
     /// `/proc/self/fd`, to reopen `O_PATH` descriptors for I/O under the
     /// caller's identity (a permission check by the kernel).
     proc_fd: OwnedFd,
@@ -279,6 +282,7 @@ impl FsBackend {
             io: Mutex::new(HashMap::new()),
             made: HandleCache::new(),
             write_locks: std::array::from_fn(|_| Mutex::new(())),
+            closer: Closer::new(),
             proc_fd,
             write_verf: AtomicU64::new(u64::from_ne_bytes(seed)),
         })
@@ -469,11 +473,13 @@ impl FsBackend {
                 // dropping entries costs a syscall, not correctness.
                 let drop_keys: Vec<FileHandle> =
                     m.keys().take(PATH_CACHE_MAX / 8).copied().collect();
-                for k in drop_keys {
-                    m.remove(&k);
-                }
+                let dropped: Vec<Arc<OwnedFd>> =
+                    drop_keys.iter().filter_map(|k| m.remove(k)).collect();
+                self.closer.later(dropped);
             }
-            m.insert(fh, fd);
+            if let Some(old) = m.insert(fh, fd) {
+                self.closer.later(old);
+            }
         }
     }
 
@@ -574,9 +580,11 @@ impl FsBackend {
         let f = Arc::new(self.reopen(&n.fd, if write { OFlags::RDWR } else { OFlags::RDONLY })?);
         if let Ok(mut m) = self.io.lock() {
             if m.len() >= IO_CACHE_MAX {
-                m.clear();
+                self.closer.later(std::mem::take(&mut *m));
             }
-            m.insert(key, f.clone());
+            if let Some(old) = m.insert(key, f.clone()) {
+                self.closer.later(old);
+            }
         }
         Ok(f)
     }

@@ -12,6 +12,7 @@
 
 pub mod attr;
 pub mod backend;
+mod closer;
 pub mod cred;
 pub mod export;
 pub mod exports_file;
