@@ -153,14 +153,13 @@ impl<B: Backend> Dispatcher<B> {
                             return match r {
                                 Ok(ok) => {
                                     let n = ok.count.min(count);
-                                    out.u32(NfsStat::Ok as u32).bool(true);
-                                    ok.attr.encode(out);
-                                    // count, eof, then the opaque's length.
-                                    out.u32(n).bool(ok.eof).u32(n);
+                                    read_head(out, &ok, n);
+                                    // The data's length; the data follows.
+                                    out.u32(n);
                                     n as usize
                                 }
                                 Err(f) => {
-                                    out.u32(f.status as u32);
+                                    status(out, f.status);
                                     encode_post_op(out, &f.data);
                                     0
                                 }
@@ -183,24 +182,24 @@ impl<B: Backend> Dispatcher<B> {
                 let attr = self.backend.getattr(c, &fh);
                 match attr {
                     Ok(a) if mask & !MASK_ALL == 0 => {
-                        out.u32(NfsStat::Ok as u32);
+                        status(out, NfsStat::Ok);
                         encode_post_op(out, &Some(a));
                         // The mask as asked, then for the access ACL and
                         // the default ACL each: no entries, an empty array.
                         out.u32(mask).u32(0).u32(0).u32(0).u32(0);
                     }
                     Ok(a) => {
-                        out.u32(NfsStat::Inval as u32);
+                        status(out, NfsStat::Inval);
                         encode_post_op(out, &Some(a));
                     }
                     Err(s) => {
-                        out.u32(s as u32);
+                        status(out, s);
                         encode_post_op(out, &None);
                     }
                 }
             }
             AclCall::SetAcl { fh } => {
-                out.u32(NfsStat::NotSupp as u32);
+                status(out, NfsStat::NotSupp);
                 encode_post_op(out, &self.backend.getattr(c, &fh).ok());
             }
         }
@@ -294,9 +293,6 @@ impl<B: Backend> Dispatcher<B> {
 
     fn nfs3(&self, c: &Caller<'_>, call: Nfs3Call<'_>, out: &mut Encoder) {
         let b = &self.backend;
-        let status = |out: &mut Encoder, s: NfsStat| {
-            out.u32(s as u32);
-        };
         match call {
             Nfs3Call::Null => {}
             Nfs3Call::Getattr(fh) => match b.getattr(c, &fh) {
@@ -500,15 +496,13 @@ impl<B: Backend> Dispatcher<B> {
             Ok(ok) => {
                 let n = (ok.count as usize).min(count);
                 let mut h = Encoder::with_capacity(header);
-                h.u32(NfsStat::Ok as u32).bool(true);
-                ok.attr.encode(&mut h);
-                h.u32(u32::try_from(n).unwrap_or(0)).bool(ok.eof);
+                read_head(&mut h, &ok, u32::try_from(n).unwrap_or(0));
                 out.patch_bytes(base, h.as_slice());
                 out.shrink_opaque(len_at, n);
             }
             Err(f) => {
                 out.truncate(base);
-                out.u32(f.status as u32);
+                status(out, f.status);
                 encode_post_op(out, &f.data);
             }
         }
@@ -537,18 +531,18 @@ impl<B: Backend> Dispatcher<B> {
         };
         match self.backend.readdir(c, dir, cookie, verf, &mut sink) {
             Ok(ok) if sink.count == 0 && !ok.eof => {
-                out.u32(NfsStat::TooSmall as u32);
+                status(out, NfsStat::TooSmall);
                 encode_post_op(out, &ok.dir_attr);
             }
             Ok(ok) => {
-                out.u32(NfsStat::Ok as u32);
+                status(out, NfsStat::Ok);
                 encode_post_op(out, &ok.dir_attr);
                 out.fixed(&ok.verf);
                 out.fixed(sink.enc.as_slice());
                 out.bool(false).bool(ok.eof);
             }
             Err(f) => {
-                out.u32(f.status as u32);
+                status(out, f.status);
                 encode_post_op(out, &f.data);
             }
         }
@@ -603,16 +597,29 @@ fn split<T, F: Default + From<T>>(r: Result<T, Fail<F>>) -> (NfsStat, F) {
 fn created(out: &mut Encoder, r: Result<crate::backend::Created, Fail<crate::nfs3::WccData>>) {
     match r {
         Ok(ok) => {
-            out.u32(NfsStat::Ok as u32);
+            status(out, NfsStat::Ok);
             encode_post_op_fh(out, &ok.fh);
             encode_post_op(out, &ok.attr);
             encode_wcc(out, &ok.dir_wcc);
         }
         Err(f) => {
-            out.u32(f.status as u32);
+            status(out, f.status);
             encode_wcc(out, &f.data);
         }
     }
+}
+
+fn status(out: &mut Encoder, s: NfsStat) {
+    out.u32(s as u32);
+}
+
+/// READ3resok up to the data's length word: status, attributes (always
+/// sent, so the header has a fixed size), count, EOF.
+fn read_head(out: &mut Encoder, ok: &crate::backend::ReadOk, count: u32) {
+    status(out, NfsStat::Ok);
+    out.bool(true);
+    ok.attr.encode(out);
+    out.u32(count).bool(ok.eof);
 }
 
 fn reject_args(out: &mut Encoder, xid: u32, e: DecodeError) {
