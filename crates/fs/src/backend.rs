@@ -161,10 +161,9 @@ fn lock_stripe<'a>(
     locks: &'a [Mutex<()>; WRITE_STRIPES],
     fh: &FileHandle,
 ) -> std::sync::MutexGuard<'a, ()> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    fh.hash(&mut h);
-    let i = (h.finish() as usize) % WRITE_STRIPES;
+    // The handle ends in its MAC, whose bytes are as good as random and
+    // cannot be chosen by a client: no hashing needed.
+    let i = usize::from(fh.as_bytes().last().copied().unwrap_or(0)) % WRITE_STRIPES;
     locks[i]
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -701,6 +700,16 @@ impl FsBackend {
         }
     }
 
+    /// Sets `a` on the object just made as `name` in `d`, if it asks for
+    /// anything.
+    fn set_new_attrs(&self, d: &Node, name: &OsStr, a: &Sattr) -> Result<(), NfsStat> {
+        if *a == Sattr::default() {
+            return Ok(());
+        }
+        let fd = open_child(d.fd.as_fd(), name).map_err(|e| status(&e))?;
+        self.apply_sattr(&fd, a)
+    }
+
     fn apply_sattr(&self, fd: &OwnedFd, a: &Sattr) -> Result<(), NfsStat> {
         if a.uid.is_some() || a.gid.is_some() {
             let uid = a.uid.map(|u| rustix::fs::Uid::from_raw(u));
@@ -1131,13 +1140,14 @@ impl Backend for FsBackend {
         let (d, before, ()) = self.dir_op(c, dir, name, |d, name| {
             let mode = Mode::from_raw_mode(attrs.mode.unwrap_or(0o755) & 0o7777);
             rustix::fs::mkdirat(&*d.fd, name, mode).map_err(status_rx)?;
-            let mut rest = *attrs;
-            rest.mode = None;
-            if rest != Sattr::default() {
-                let fd = open_child(d.fd.as_fd(), name).map_err(|e| status(&e))?;
-                self.apply_sattr(&fd, &rest)?;
-            }
-            Ok(())
+            self.set_new_attrs(
+                d,
+                name,
+                &Sattr {
+                    mode: None,
+                    ..*attrs
+                },
+            )
         })?;
         Ok(self.created(&d, OsStr::from_bytes(name), before))
     }
@@ -1156,20 +1166,16 @@ impl Backend for FsBackend {
             }
             // The target is stored as text and never followed here.
             rustix::fs::symlinkat(OsStr::from_bytes(target), &*d.fd, name).map_err(status_rx)?;
-            let mut rest = *attrs;
-            rest.mode = None;
-            if rest.uid.is_some() || rest.gid.is_some() {
-                let fd = open_child(d.fd.as_fd(), name).map_err(|e| status(&e))?;
-                self.apply_sattr(
-                    &fd,
-                    &Sattr {
-                        uid: rest.uid,
-                        gid: rest.gid,
-                        ..Sattr::default()
-                    },
-                )?;
-            }
-            Ok(())
+            // A symlink takes only an owner.
+            self.set_new_attrs(
+                d,
+                name,
+                &Sattr {
+                    uid: attrs.uid,
+                    gid: attrs.gid,
+                    ..Sattr::default()
+                },
+            )
         })?;
         Ok(self.created(&d, OsStr::from_bytes(name), before))
     }
