@@ -89,7 +89,7 @@ pub struct FsBackend {
     paths: Mutex<HashMap<FileHandle, Arc<OwnedFd>>>,
     io: Mutex<HashMap<IoKey, Arc<File>>>,
     /// Handles made for READDIRPLUS entries, by inode.
-    made: HandleCache,
+    by_inode: HandleCache,
     /// Serialises WRITEs to one file (striped by handle).
     write_locks: [Mutex<()>; WRITE_STRIPES],
     /// Closes what the caches evict, off the request path.
@@ -279,7 +279,7 @@ impl FsBackend {
             switch_ids: rustix::process::geteuid().is_root(),
             paths: Mutex::new(HashMap::new()),
             io: Mutex::new(HashMap::new()),
-            made: HandleCache::new(),
+            by_inode: HandleCache::new(),
             write_locks: std::array::from_fn(|_| Mutex::new(())),
             closer: Closer::new(),
             proc_fd,
@@ -667,7 +667,7 @@ impl FsBackend {
         let birth = (st.stx_mask & StatxFlags::BTIME.bits() != 0)
             .then_some((st.stx_btime.tv_sec, st.stx_btime.tv_nsec));
         let export = dir.export.id;
-        if let Some(fh) = birth.and_then(|b| self.made.get(export, dev, st.stx_ino, b)) {
+        if let Some(fh) = birth.and_then(|b| self.by_inode.get(export, dev, st.stx_ino, b)) {
             return Ok((fh, attrs));
         }
         let k = sys::handle_of_name(dir.fd.as_fd(), name).map_err(|e| status(&e))?;
@@ -676,7 +676,7 @@ impl FsBackend {
             .encode(export, compress_dev(dev), &k)
             .ok_or(NfsStat::NotSupp)?;
         if let Some(b) = birth {
-            self.made.put(export, dev, st.stx_ino, b, fh);
+            self.by_inode.put(export, dev, st.stx_ino, b, fh);
         }
         Ok((fh, attrs))
     }
