@@ -33,7 +33,8 @@ type Map = HashMap<Key, (Birth, FileHandle), BuildHasherDefault<KeyHasher>>;
 
 /// A multiply-rotate hash of the key's integers. SipHash's defence against
 /// chosen keys is not needed: inode numbers are picked by the filesystem,
-/// not by the guest, and the hash was a tenth of READDIRPLUS's time.
+/// not by the guest. (Measured with perf: the cache lookup is 3-4% of a
+/// READDIRPLUS either way; the statx around it is the cost.)
 #[derive(Default)]
 struct KeyHasher(u64);
 
