@@ -592,7 +592,54 @@ impl FsBackend {
     /// that the next access is checked again.
     fn forget_io(&self, fh: &FileHandle) {
         if let Ok(mut m) = self.io.lock() {
-            m.retain(|k, _| k.0 != *fh);
+            let mut gone = Vec::new();
+            m.retain(|k, f| {
+                let keep = k.0 != *fh;
+                if !keep {
+                    gone.push(Arc::clone(f));
+                }
+                keep
+            });
+            drop(m);
+            if !gone.is_empty() {
+                self.closer.later(gone);
+            }
+        }
+    }
+
+    /// The handle of `name` in `dir` when that name is the object's last
+    /// link (or a directory), looked up before the name goes, so that
+    /// [`Self::forget`] can drop what the caches hold of it. Best effort:
+    /// `None` when it cannot be told.
+    fn last_link(&self, dir: &Node, name: &OsStr) -> Option<FileHandle> {
+        use rustix::fs::StatxFlags;
+        let want = StatxFlags::BASIC_STATS | StatxFlags::BTIME;
+        let st = rustix::fs::statx(&*dir.fd, name, AtFlags::SYMLINK_NOFOLLOW, want).ok()?;
+        let is_dir = u32::from(st.stx_mode) & libc::S_IFMT == libc::S_IFDIR;
+        if st.stx_nlink > 1 && !is_dir {
+            return None;
+        }
+        let dev = rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor);
+        let birth = (st.stx_mask & StatxFlags::BTIME.bits() != 0)
+            .then_some((st.stx_btime.tv_sec, st.stx_btime.tv_nsec));
+        let export = dir.export.id;
+        if let Some(fh) = birth.and_then(|b| self.by_inode.get(export, dev, st.stx_ino, b)) {
+            return Some(fh);
+        }
+        let k = sys::handle_of_name(dir.fd.as_fd(), name.as_bytes()).ok()?;
+        self.codec.encode(export, compress_dev(dev), &k)
+    }
+
+    /// Drops the descriptors the caches hold for an object whose last name
+    /// is gone: an open descriptor, even an `O_PATH` one, keeps a deleted
+    /// file's blocks allocated on the host until it is closed.
+    fn forget(&self, fh: Option<FileHandle>) {
+        let Some(fh) = fh else {
+            return;
+        };
+        self.forget_io(&fh);
+        if let Some(old) = self.paths.lock().ok().and_then(|mut m| m.remove(&fh)) {
+            self.closer.later(old);
         }
     }
 
@@ -1207,7 +1254,10 @@ impl Backend for FsBackend {
 
     fn remove(&self, c: &Caller<'_>, dir: &FileHandle, name: &[u8]) -> NfsResult<WccData, WccData> {
         let (d, before, ()) = self.dir_op(c, dir, name, |d, name| {
-            rustix::fs::unlinkat(&*d.fd, name, AtFlags::empty()).map_err(status_rx)
+            let last = self.last_link(d, name);
+            rustix::fs::unlinkat(&*d.fd, name, AtFlags::empty()).map_err(status_rx)?;
+            self.forget(last);
+            Ok(())
         })?;
         Ok(WccData {
             before,
@@ -1237,7 +1287,10 @@ impl Backend for FsBackend {
             ));
         }
         let (d, before, ()) = self.dir_op(c, dir, name, |d, name| {
-            rustix::fs::unlinkat(&*d.fd, name, AtFlags::REMOVEDIR).map_err(status_rx)
+            let last = self.last_link(d, name);
+            rustix::fs::unlinkat(&*d.fd, name, AtFlags::REMOVEDIR).map_err(status_rx)?;
+            self.forget(last);
+            Ok(())
         })?;
         Ok(WccData {
             before,
@@ -1276,7 +1329,11 @@ impl Backend for FsBackend {
             self.writable_dir(&fd)?;
             self.writable_dir(&td)?;
             let _g = self.become_(c, &fd)?;
-            rustix::fs::renameat(&*fd.fd, from, &*td.fd, to).map_err(status_rx)
+            // The target, if any, loses that name.
+            let replaced = self.last_link(&td, to);
+            rustix::fs::renameat(&*fd.fd, from, &*td.fd, to).map_err(status_rx)?;
+            self.forget(replaced);
+            Ok(())
         })();
         match r {
             Ok(()) => Ok(wcc(self)),

@@ -35,6 +35,9 @@ impl Tree {
 
 impl Drop for Tree {
     fn drop(&mut self) {
+        // The backend leaves this thread acting as its last caller (see
+        // `CredGuard`): act as the test's own user again to clean up.
+        vmshare_fs::cred::as_server(rustix::process::geteuid().is_root());
         let _ = std::fs::remove_dir_all(&self.top);
     }
 }
@@ -610,4 +613,56 @@ fn client_rules_and_secure_ports() {
         .is_ok());
     assert!(b.mount(&ok, b"/data/sub").is_ok());
     assert!(b.mount(&ok, b"/data/../secret").is_err());
+}
+
+/// Descriptors of this process that point at a deleted file under `dir`.
+fn open_deleted_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc/self/fd")
+        .map(|rd| {
+            rd.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .map(|p| p.to_string_lossy().into_owned())
+                .filter(|p| p.starts_with(&prefix) && p.ends_with(" (deleted)"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_removed_file_is_not_kept_open() {
+    // The caches hold descriptors (O_PATH for handles, read-write for
+    // I/O); one left open would keep a deleted file's blocks on the host.
+    let t = Tree::new("removed");
+    let b = backend(&t, opts());
+    let cred = root_cred();
+    let c = Caller {
+        addr: addr(),
+        cred: &cred,
+    };
+    let root = root_fh(&b, &c, "/data");
+    for (name, replace) in [(&b"gone"[..], false), (&b"replaced"[..], true)] {
+        let fh = b
+            .create(&c, &root, name, &CreateHow::Unchecked(Sattr::default()))
+            .expect("create")
+            .fh
+            .expect("handle");
+        b.write(&c, &fh, 0, StableHow::Unstable, &[7u8; 8192])
+            .expect("write");
+        let mut buf = [0u8; 4096];
+        b.read(&c, &fh, 0, &mut buf).expect("read");
+        if replace {
+            b.create(&c, &root, b"new", &CreateHow::Unchecked(Sattr::default()))
+                .expect("create");
+            b.rename(&c, &root, b"new", &root, name).expect("rename");
+        } else {
+            b.remove(&c, &root, name).expect("remove");
+        }
+    }
+    // The descriptors are closed on the backend's closer thread.
+    let export = t.p("export");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !open_deleted_under(&export).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(open_deleted_under(&export), Vec::<String>::new());
 }
