@@ -48,7 +48,7 @@ use crate::FsError;
 /// Most `O_PATH` descriptors kept for handles already seen.
 const PATH_CACHE_MAX: usize = 16_384;
 /// Most descriptors kept open for I/O (per handle, identity and mode).
-const IO_CACHE_MAX: usize = 128;
+const IO_CACHE_MAX: usize = 1024;
 /// Buffer for one `getdents64` call.
 const DIRENT_BUF: usize = 32 * 1024;
 
@@ -361,7 +361,10 @@ impl FsBackend {
     /// `mode`: faccessat2 on the descriptor itself, or through
     /// `/proc/self/fd` on kernels before 5.8.
     fn may(&self, fd: &OwnedFd, mode: rustix::fs::Access) -> rustix::io::Result<()> {
-        match rustix::fs::accessat(fd, "", mode, AtFlags::EACCESS | AtFlags::EMPTY_PATH) {
+        let direct = sys::access_fd(fd.as_fd(), mode)
+            .map_err(|e| rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO));
+        match direct {
+            // Kernels before 5.8 (no faccessat2, or no AT_EMPTY_PATH).
             Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
                 let name = fd.as_raw_fd().to_string();
                 rustix::fs::accessat(&self.proc_fd, name.as_str(), mode, AtFlags::EACCESS)
@@ -573,7 +576,13 @@ impl FsBackend {
         write: bool,
     ) -> Result<Arc<File>, NfsStat> {
         let key = self.io_key(c, fh, n, write);
-        if let Some(f) = self.io.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        let cached = self.io.lock().ok().and_then(|m| {
+            // A read may use the caller's read-write descriptor: opening
+            // it for O_RDWR checked read permission too.
+            let rw = (key.0, key.1, key.2, true);
+            m.get(&key).or_else(|| m.get(&rw)).cloned()
+        });
+        if let Some(f) = cached {
             return Ok(f);
         }
         let f = Arc::new(self.reopen(&n.fd, if write { OFlags::RDWR } else { OFlags::RDONLY })?);
@@ -926,10 +935,11 @@ impl Backend for FsBackend {
         }
         let (fh, attr) = {
             let _g = self.become_(c, &d).map_err(fail)?;
-            // Search permission on the directory, as the caller.
-            self.may(&d.fd, rustix::fs::Access::EXEC_OK)
-                .map_err(|e| fail(status_rx(e)))?;
             if name == b"." || name == b".." {
+                // Search permission on the directory, as the caller. For
+                // other names the walk from the directory checks it.
+                self.may(&d.fd, rustix::fs::Access::EXEC_OK)
+                    .map_err(|e| fail(status_rx(e)))?;
                 let (fh, _fd, st) = self.child(&d, name_ok.as_bytes()).map_err(fail)?;
                 (fh, self.attrs(&d.export, &st))
             } else {
@@ -939,10 +949,12 @@ impl Backend for FsBackend {
                 self.entry_plus(&d, name_ok.as_bytes()).map_err(fail)?
             }
         };
+        // A LOOKUP changes nothing: the directory's attributes from just
+        // before it stand for after it.
         Ok(LookupOk {
             fh,
             attr: Some(attr),
-            dir_attr: self.post_op(&d),
+            dir_attr: Some(self.attrs(&d.export, &d.st)),
         })
     }
 

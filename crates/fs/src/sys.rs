@@ -156,6 +156,31 @@ pub fn set_thread_fs_ids(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
     Ok(())
 }
 
+/// `faccessat2(fd, "", mode, AT_EACCESS | AT_EMPTY_PATH)`: whether the
+/// current (switched) identity may access the object `fd` refers to, an
+/// `O_PATH` descriptor included. rustix refuses `AT_EMPTY_PATH` here, and
+/// the alternative, a path through /proc/self/fd, costs a walk through
+/// procfs on every check.
+pub fn access_fd(fd: BorrowedFd<'_>, mode: rustix::fs::Access) -> io::Result<()> {
+    // SAFETY: the path is a valid NUL-terminated (empty) string, `fd` is a
+    // live descriptor for the call's duration, and the other arguments are
+    // plain integers; the kernel writes nothing.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            mode.bits(),
+            libc::AT_EACCESS | libc::AT_EMPTY_PATH,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// One `getdents64` call into `buf`; returns the bytes filled (0 at end).
 pub fn getdents(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes, which is what
