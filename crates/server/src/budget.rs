@@ -69,7 +69,12 @@ impl Budget {
         let mut used = lock(&self.used);
         *used = used.saturating_sub(n);
         drop(used);
-        self.freed.notify_all();
+        // A waker is a system call; most releases have no one to wake. A
+        // waiter counts itself under the lock before it sleeps, so one
+        // that missed this release's count sees the bytes freed instead.
+        if self.has_waiters() {
+            self.freed.notify_all();
+        }
     }
 
     /// Waits until `n` more bytes fit, or `abort` says to stop. A request
