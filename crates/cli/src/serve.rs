@@ -61,6 +61,13 @@ pub struct Args {
     /// evenly between requests and replies).
     #[arg(long, value_name = "MIB", default_value_t = (Limits::default().request_budget + Limits::default().reply_budget) >> 20)]
     memory_budget: usize,
+
+    /// Microseconds a connection, having answered everything, polls for
+    /// the client's next call before it sleeps: a waking thread costs a
+    /// client that waits for each answer more than most calls take. The
+    /// window adapts to each client, and 0 turns polling off.
+    #[arg(long, value_name = "MICROS", default_value_t = Limits::default().poll_window.as_micros() as u64)]
+    poll_us: u64,
 }
 
 fn default_state_dir(root: bool) -> PathBuf {
@@ -157,6 +164,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         max_in_flight: args.max_in_flight.max(1),
         request_budget: half,
         reply_budget: half,
+        poll_window: std::time::Duration::from_micros(args.poll_us),
         ..Limits::default()
     };
     let config = ServerConfig {

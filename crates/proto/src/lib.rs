@@ -42,6 +42,26 @@ pub fn is_nonidempotent(prog: u32, vers: u32, proc_: u32) -> bool {
     prog == programs::NFS && vers == 3 && matches!(proc_, 2 | 7..=15)
 }
 
+/// Whether a call forces data to stable storage: COMMIT, and WRITE asked
+/// to be FILE_SYNC or DATA_SYNC. Such a call waits for the disk (an
+/// fsync), for milliseconds on a real one; the server runs it beside the
+/// client's other calls, never in their way.
+pub fn forces_sync(prog: u32, vers: u32, proc_: u32, args: &[u8]) -> bool {
+    const WRITE: u32 = 7;
+    const COMMIT: u32 = 21;
+    if prog != programs::NFS || vers != 3 {
+        return false;
+    }
+    match proc_ {
+        COMMIT => true,
+        WRITE => matches!(
+            nfs3::decode_call(WRITE, args),
+            Ok(nfs3::Nfs3Call::Write { stable, .. }) if stable != nfs3::StableHow::Unstable
+        ),
+        _ => false,
+    }
+}
+
 /// Decodes the arguments of any procedure served, discarding the result:
 /// the entry point for fuzzing every argument decoder at once.
 pub fn fuzz_decode(prog: u32, vers: u32, proc_: u32, args: &[u8]) -> bool {
@@ -51,5 +71,29 @@ pub fn fuzz_decode(prog: u32, vers: u32, proc_: u32, args: &[u8]) -> bool {
         (programs::PORTMAP, 2) => mount::decode_portmap(proc_, args).is_ok(),
         (programs::NFSACL, 3) => acl::decode_acl(proc_, args).is_ok(),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmshare_wire::Encoder;
+
+    fn write_args(stable: u32) -> Vec<u8> {
+        let mut e = Encoder::default();
+        e.opaque(b"handle").u64(0).u32(4).u32(stable).opaque(b"data");
+        e.as_slice().to_vec()
+    }
+
+    #[test]
+    fn only_commit_and_stable_writes_force_a_sync() {
+        assert!(forces_sync(programs::NFS, 3, 21, b""));
+        assert!(!forces_sync(programs::NFS, 3, 7, &write_args(0)));
+        assert!(forces_sync(programs::NFS, 3, 7, &write_args(1)));
+        assert!(forces_sync(programs::NFS, 3, 7, &write_args(2)));
+        // Undecodable arguments are answered at once with GARBAGE_ARGS.
+        assert!(!forces_sync(programs::NFS, 3, 7, b"\0\0"));
+        assert!(!forces_sync(programs::NFS, 3, 8, b""));
+        assert!(!forces_sync(programs::MOUNT, 3, 21, b""));
     }
 }

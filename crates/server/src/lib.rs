@@ -21,6 +21,7 @@ mod budget;
 mod bufs;
 mod conn;
 mod drc;
+mod linger;
 mod pipes;
 mod pool;
 
@@ -102,6 +103,12 @@ pub struct Limits {
     pub drc_entries: usize,
     /// Bytes of replies kept in the duplicate request cache.
     pub drc_bytes: usize,
+    /// Longest time a connection's reader, having answered everything,
+    /// polls for the client's next call before it sleeps (zero: never
+    /// poll). The window adapts to each client; see `docs/server.md`.
+    pub poll_window: Duration,
+    /// Readers polling at once, all connections together.
+    pub max_pollers: usize,
 }
 
 impl Default for Limits {
@@ -118,6 +125,11 @@ impl Default for Limits {
             send_timeout: Duration::from_secs(30),
             drc_entries: 4096,
             drc_bytes: 1 << 20,
+            poll_window: Duration::from_micros(50),
+            // Half the CPUs: polling is for time nothing else wants.
+            max_pollers: std::thread::available_parallelism()
+                .map_or(1, |n| n.get() / 2)
+                .max(1),
         }
     }
 }
@@ -233,6 +245,7 @@ pub(crate) struct Shared {
     sched: Scheduler,
     pipes: Arc<pipes::Pipes>,
     bufs: Arc<bufs::BufPool>,
+    pollers: linger::Pollers,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     next_conn: AtomicU64,
     /// Connection threads still running (they are not joined one by one).
@@ -372,6 +385,7 @@ impl Server {
             sched: Scheduler::default(),
             pipes: Arc::default(),
             bufs: bufs::BufPool::new(limits.max_record as usize),
+            pollers: linger::Pollers::new(limits.poll_window, limits.max_pollers),
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             live: Mutex::new(0),
