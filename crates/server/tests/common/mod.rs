@@ -15,7 +15,10 @@ pub const NFS: u32 = 100_003;
 pub const UNKNOWN_PROG: u32 = 200_999;
 
 pub fn state_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vmshare-server-test-{}-{name}", std::process::id()));
+    // Under cargo's scratch directory for integration tests, so that the
+    // servers' state (a handle key each) is not left in /tmp.
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("vmshare-server-test-{}-{name}", std::process::id()));
     let _ = std::fs::create_dir_all(&d);
     d
 }
