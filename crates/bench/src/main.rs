@@ -29,6 +29,7 @@
 //! Raw loopback TCP throughput is measured first, for context.
 
 mod client;
+mod scratch;
 mod servers;
 mod workload;
 
@@ -51,7 +52,10 @@ Options:
   --vmshare PATH      vmshare binary (default: `vmshare` next to this binary)
   --ganesha PATH      ganesha.nfsd binary (default: ganesha.nfsd from PATH)
   --only NAME         run only `vmshare` or only `ganesha`
-  --dir DIR           where the exports and logs go (default: /var/tmp)
+  --dir DIR           where the exports and logs go (default: logs in
+                      /var/tmp, exports on a fresh ext4 filesystem made
+                      for the run on a loop device over /dev/shm, or in
+                      /var/tmp when that cannot be made; see scratch.rs)
   --size-mib N        sequential file size in MiB (default: 1024)
   --io-depth N        1 MiB READs/WRITEs in flight (default: 16)
   --files N           small files per client (default: 2000)
@@ -61,7 +65,7 @@ Options:
   --rounds N          rounds, each starting both servers afresh; the table
                       shows medians (default: 3)
   --time-limit SECS   stop everything after this long (default: 540)
-  --keep              keep the exported directories and logs
+  --keep              keep the logs, and the exports when --dir is given
 ";
 
 #[derive(Debug, Clone)]
@@ -69,7 +73,7 @@ struct Opts {
     vmshare: PathBuf,
     ganesha: PathBuf,
     only: Option<String>,
-    dir: PathBuf,
+    dir: Option<PathBuf>,
     size_mib: usize,
     io_depth: usize,
     files: usize,
@@ -90,7 +94,7 @@ fn parse_opts() -> Result<Opts> {
         vmshare: exe_dir.join("vmshare"),
         ganesha: PathBuf::from("ganesha.nfsd"),
         only: None,
-        dir: PathBuf::from("/var/tmp"),
+        dir: None,
         size_mib: 1024,
         io_depth: 16,
         files: 2000,
@@ -122,7 +126,7 @@ fn parse_opts() -> Result<Opts> {
                 }
                 o.only = Some(v);
             }
-            "--dir" => o.dir = val()?.into(),
+            "--dir" => o.dir = Some(val()?.into()),
             "--size-mib" => o.size_mib = num(val()?)?.max(1),
             "--io-depth" => o.io_depth = num(val()?)?.max(1),
             "--files" => o.files = num(val()?)?.max(1),
@@ -280,8 +284,8 @@ fn measure(server: &mut Server, o: &Opts) -> Result<Measured> {
     })
 }
 
-fn run_server(name: &str, o: &Opts, base: &Path, round: usize) -> Result<Measured> {
-    let export = base.join(format!("{name}-export-{round}"));
+fn run_server(name: &str, o: &Opts, base: &Path, exports: &Path, round: usize) -> Result<Measured> {
+    let export = exports.join(format!("{name}-export-{round}"));
     std::fs::create_dir_all(&export).map_err(|e| format!("{}: {e}", export.display()))?;
     eprintln!("{name} (round {}): starting", round + 1);
     let mut server = if name == "vmshare" {
@@ -637,15 +641,41 @@ fn main() -> ExitCode {
                 servers::signal(p, libc::SIGKILL);
             }
         }
+        // Give the killed servers a moment to let go of the exports.
+        std::thread::sleep(Duration::from_millis(200));
+        scratch::remove_all();
         std::process::exit(3);
     });
     let started = Instant::now();
-    let base = o.dir.join(format!("vmshare-bench-{}", std::process::id()));
+    let top = o.dir.clone().unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    let base = top.join(format!("vmshare-bench-{}", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&base) {
         eprintln!("vmshare-bench: {}: {e}", base.display());
         return ExitCode::FAILURE;
     }
     eprintln!("vmshare-bench: working in {}", base.display());
+    // Room for the sequential file and the small files, with ext4's own.
+    let scratch_bytes = (o.size_mib as u64 + o.size_mib as u64 / 4 + 512) << 20;
+    let scratch = match &o.dir {
+        Some(_) => None,
+        None => match scratch::Scratch::make(scratch_bytes) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!(
+                    "vmshare-bench: no fresh filesystem ({e}); exports go in {}",
+                    base.display()
+                );
+                None
+            }
+        },
+    };
+    let (exports, exports_on) = match &scratch {
+        Some(s) => (
+            s.path().to_path_buf(),
+            "a fresh ext4 filesystem (loop device over /dev/shm)".to_string(),
+        ),
+        None => (base.clone(), top.display().to_string()),
+    };
     eprintln!("loopback TCP: 2 GiB over one connection");
     let loopback = match loopback_mbps() {
         Ok(x) => Some(x),
@@ -655,7 +685,7 @@ fn main() -> ExitCode {
         }
     };
 
-    let local = local_fs(&base, o.files);
+    let local = local_fs(&exports, o.files);
     let names: Vec<&str> = ["vmshare", "ganesha"]
         .into_iter()
         .filter(|n| !matches!(o.only.as_deref(), Some(x) if x != *n))
@@ -687,7 +717,7 @@ fn main() -> ExitCode {
             if name == "ganesha" && rpcbind.is_none() {
                 continue;
             }
-            match run_server(name, &o, &base, round) {
+            match run_server(name, &o, &base, &exports, round) {
                 Ok(m) => rounds[usize::from(name == "ganesha")].push(m),
                 Err(e) => {
                     eprintln!("vmshare-bench: {e}");
@@ -723,8 +753,8 @@ fn main() -> ExitCode {
     }
     match local {
         Ok((c, r)) => println!(
-            "host filesystem under {}, no NFS, one thread, {} files: create {}/s, remove {}/s",
-            o.dir.display(),
+            "exports on {}; that filesystem without NFS, one thread, {} files: create {}/s, remove {}/s",
+            exports_on,
             o.files,
             grouped(c),
             grouped(r)
@@ -753,6 +783,7 @@ fn main() -> ExitCode {
             }
         }
     }
+    drop(scratch);
     if !o.keep && !failed {
         if let Err(e) = std::fs::remove_dir_all(&base) {
             eprintln!("vmshare-bench: cleaning {}: {e}", base.display());
