@@ -194,11 +194,17 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let user_given = args.user.is_some() || process.uid != 0;
         let mut exports = exports(&plan, client, user_given, &args.volume_owner)?;
         exports.extend(rootfs.as_ref().and_then(|r| r.export(client)));
-        let cfg = ServerConfig::new(
-            exports,
-            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            state.path().join("server"),
-        );
+        // Volumes are shared live, and the guest mounts them with
+        // actimeo=1 so that host changes show within a second: listings
+        // are not served from the server's attribute cache on top of that.
+        let cfg = ServerConfig {
+            attr_cache: std::time::Duration::ZERO,
+            ..ServerConfig::new(
+                exports,
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                state.path().join("server"),
+            )
+        };
         let bound = match &tap {
             Some(t) => Server::from_listener(t.bind_tcp(0)?, cfg)?,
             None => Server::bind(cfg)?,

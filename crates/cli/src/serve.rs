@@ -68,6 +68,14 @@ pub struct Args {
     /// window adapts to each client, and 0 turns polling off.
     #[arg(long, value_name = "MICROS", default_value_t = Limits::default().poll_window.as_micros() as u64)]
     poll_us: u64,
+
+    /// Milliseconds a directory listing (READDIRPLUS) may show an entry's
+    /// attributes as they were looked up earlier, instead of a statx per
+    /// entry. Changes made through the server show at once; changes made on
+    /// the host show within this time (on top of the client's own attribute
+    /// cache, 3-60 s for Linux). 0 looks every entry up every time.
+    #[arg(long, value_name = "MS", default_value_t = vmshare_fs::backend::DEFAULT_ATTR_CACHE.as_millis() as u64)]
+    attr_cache_ms: u64,
 }
 
 fn default_state_dir(root: bool) -> PathBuf {
@@ -171,6 +179,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         mount_listen: args.mount_listen,
         portmap_listen: args.portmap_listen,
         limits,
+        attr_cache: std::time::Duration::from_millis(args.attr_cache_ms),
         ..ServerConfig::new(exports, args.listen, state_dir)
     };
     // Before any server thread exists, so that they all inherit the mask.

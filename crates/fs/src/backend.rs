@@ -27,6 +27,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use rustix::fs::{
     AtFlags, Mode, OFlags, ResolveFlags, Stat, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT,
@@ -39,6 +40,7 @@ use vmshare_proto::{NfsStat, MAX_IO};
 use crate::attr::{self, fattr, status, status_rx};
 use crate::closer::Closer;
 use crate::cred::{as_server, CredGuard, Identity};
+use crate::ecache::{Ctime, EntryCache};
 use crate::export::{ExportConfig, ExportOptions};
 use crate::handle::HandleCodec;
 use crate::hcache::HandleCache;
@@ -49,6 +51,9 @@ use crate::FsError;
 const PATH_CACHE_MAX: usize = 16_384;
 /// Most descriptors kept open for I/O (per handle, identity and mode).
 const IO_CACHE_MAX: usize = 1024;
+/// How long READDIRPLUS answers from attributes looked up before, unless
+/// set otherwise ([`FsBackend::with_attr_cache`]).
+pub const DEFAULT_ATTR_CACHE: Duration = Duration::from_secs(1);
 /// Buffer for one `getdents64` call.
 const DIRENT_BUF: usize = 32 * 1024;
 
@@ -79,6 +84,15 @@ struct Node {
 
 type IoKey = (FileHandle, u32, u32, bool);
 
+/// An object a name referred to before the name was removed or renamed.
+struct Named {
+    export: u32,
+    dev: u64,
+    ino: u64,
+    /// Its handle, when that name was its last one.
+    last: Option<FileHandle>,
+}
+
 /// The backend serving a set of exports from the host filesystem.
 #[derive(Debug)]
 pub struct FsBackend {
@@ -90,6 +104,8 @@ pub struct FsBackend {
     io: Mutex<HashMap<IoKey, Arc<File>>>,
     /// Handles made for READDIRPLUS entries, by inode.
     by_inode: HandleCache,
+    /// READDIRPLUS entries' handles and attributes, for a bounded time.
+    entries: EntryCache,
     /// Serialises WRITEs to one file (striped by handle).
     write_locks: [Mutex<()>; WRITE_STRIPES],
     /// Closes what the caches evict, off the request path.
@@ -199,6 +215,12 @@ fn timespec(t: &SetTime) -> Timespec {
     }
 }
 
+/// Device, inode and ctime: what the READDIRPLUS cache keys and orders by.
+fn inode_of(st: &Stat) -> (u64, u64, Ctime) {
+    let nsec = i64::try_from(st.st_ctime_nsec).unwrap_or(0);
+    (st.st_dev, st.st_ino, (st.st_ctime, nsec))
+}
+
 fn is_reg(st: &Stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFREG
 }
@@ -280,11 +302,22 @@ impl FsBackend {
             paths: Mutex::new(HashMap::new()),
             io: Mutex::new(HashMap::new()),
             by_inode: HandleCache::new(),
+            entries: EntryCache::new(DEFAULT_ATTR_CACHE),
             write_locks: std::array::from_fn(|_| Mutex::new(())),
             closer: Closer::new(),
             proc_fd,
             write_verf: AtomicU64::new(u64::from_ne_bytes(seed)),
         })
+    }
+
+    /// Sets how long READDIRPLUS may answer with attributes looked up
+    /// earlier (zero: never; see the `ecache` module). Changes made through
+    /// this server show at once whatever the time; ones made on the host
+    /// show within it.
+    #[must_use]
+    pub fn with_attr_cache(mut self, ttl: Duration) -> FsBackend {
+        self.entries = EntryCache::new(ttl);
+        self
     }
 
     /// The exports served.
@@ -321,8 +354,12 @@ impl FsBackend {
         }
     }
 
+    /// An object's NFS attributes, from a stat just made; also refreshes
+    /// what the READDIRPLUS cache holds for it.
     fn attrs(&self, export: &Export, st: &Stat) -> Fattr {
-        fattr(st, self.fileid(export, st), export.fsid)
+        let a = fattr(st, self.fileid(export, st), export.fsid);
+        self.entries.saw(export.id, inode_of(st), &a);
+        a
     }
 
     fn post_op(&self, n: &Node) -> PostOpAttr {
@@ -616,34 +653,46 @@ impl FsBackend {
         }
     }
 
-    /// The handle of `name` in `dir` when that name is the object's last
-    /// link (or a directory), looked up before the name goes, so that
-    /// [`Self::forget`] can drop what the caches hold of it. Best effort:
-    /// `None` when it cannot be told.
-    fn last_link(&self, dir: &Node, name: &OsStr) -> Option<FileHandle> {
+    /// What `name` in `dir` refers to, looked up before a REMOVE, RMDIR or
+    /// RENAME changes it, so that [`Self::forget`] can drop what the caches
+    /// hold of it afterwards. Best effort: `None` when it cannot be told.
+    fn named(&self, dir: &Node, name: &OsStr) -> Option<Named> {
         use rustix::fs::StatxFlags;
         let want = StatxFlags::BASIC_STATS | StatxFlags::BTIME;
         let st = rustix::fs::statx(&*dir.fd, name, AtFlags::SYMLINK_NOFOLLOW, want).ok()?;
+        let dev = rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor);
+        let mut named = Named {
+            export: dir.export.id,
+            dev,
+            ino: st.stx_ino,
+            last: None,
+        };
         let is_dir = u32::from(st.stx_mode) & libc::S_IFMT == libc::S_IFDIR;
         if st.stx_nlink > 1 && !is_dir {
-            return None;
+            return Some(named);
         }
-        let dev = rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor);
         let birth = (st.stx_mask & StatxFlags::BTIME.bits() != 0)
             .then_some((st.stx_btime.tv_sec, st.stx_btime.tv_nsec));
-        let export = dir.export.id;
-        if let Some(fh) = birth.and_then(|b| self.by_inode.get(export, dev, st.stx_ino, b)) {
-            return Some(fh);
-        }
-        let k = sys::handle_of_name(dir.fd.as_fd(), name.as_bytes()).ok()?;
-        self.codec.encode(export, compress_dev(dev), &k)
+        named.last = match birth.and_then(|b| self.by_inode.get(named.export, dev, st.stx_ino, b)) {
+            Some(fh) => Some(fh),
+            None => sys::handle_of_name(dir.fd.as_fd(), name.as_bytes())
+                .ok()
+                .and_then(|k| self.codec.encode(named.export, compress_dev(dev), &k)),
+        };
+        Some(named)
     }
 
-    /// Drops the descriptors the caches hold for an object whose last name
-    /// is gone: an open descriptor, even an `O_PATH` one, keeps a deleted
-    /// file's blocks allocated on the host until it is closed.
-    fn forget(&self, fh: Option<FileHandle>) {
-        let Some(fh) = fh else {
+    /// Forgets the attributes cached for an object whose name was removed
+    /// or renamed (its link count or ctime changed), and, when that was its
+    /// last name, the descriptors the caches hold for it: an open
+    /// descriptor, even an `O_PATH` one, keeps a deleted file's blocks
+    /// allocated on the host until it is closed.
+    fn forget(&self, named: Option<Named>) {
+        let Some(named) = named else {
+            return;
+        };
+        self.entries.forget(named.export, named.dev, named.ino);
+        let Some(fh) = named.last else {
             return;
         };
         self.forget_io(&fh);
@@ -723,17 +772,29 @@ impl FsBackend {
         let birth = (st.stx_mask & StatxFlags::BTIME.bits() != 0)
             .then_some((st.stx_btime.tv_sec, st.stx_btime.tv_nsec));
         let export = dir.export.id;
-        if let Some(fh) = birth.and_then(|b| self.by_inode.get(export, dev, st.stx_ino, b)) {
-            return Ok((fh, attrs));
-        }
-        let k = sys::handle_of_name(dir.fd.as_fd(), name).map_err(|e| status(&e))?;
-        let fh = self
-            .codec
-            .encode(export, compress_dev(dev), &k)
-            .ok_or(NfsStat::NotSupp)?;
-        if let Some(b) = birth {
-            self.by_inode.put(export, dev, st.stx_ino, b, fh);
-        }
+        let fh = match birth.and_then(|b| self.by_inode.get(export, dev, st.stx_ino, b)) {
+            Some(fh) => fh,
+            None => {
+                let k = sys::handle_of_name(dir.fd.as_fd(), name).map_err(|e| status(&e))?;
+                let fh = self
+                    .codec
+                    .encode(export, compress_dev(dev), &k)
+                    .ok_or(NfsStat::NotSupp)?;
+                if let Some(b) = birth {
+                    self.by_inode.put(export, dev, st.stx_ino, b, fh);
+                }
+                fh
+            }
+        };
+        let ctime = (st.stx_ctime.tv_sec, i64::from(st.stx_ctime.tv_nsec));
+        self.entries.put(
+            export,
+            inode_of(&dir.st),
+            name,
+            (dev, st.stx_ino, ctime),
+            fh,
+            &attrs,
+        );
         Ok((fh, attrs))
     }
 
@@ -1266,9 +1327,9 @@ impl Backend for FsBackend {
 
     fn remove(&self, c: &Caller<'_>, dir: &FileHandle, name: &[u8]) -> NfsResult<WccData, WccData> {
         let (d, before, ()) = self.dir_op(c, dir, name, |d, name| {
-            let last = self.last_link(d, name);
+            let gone = self.named(d, name);
             rustix::fs::unlinkat(&*d.fd, name, AtFlags::empty()).map_err(status_rx)?;
-            self.forget(last);
+            self.forget(gone);
             Ok(())
         })?;
         Ok(WccData {
@@ -1299,9 +1360,9 @@ impl Backend for FsBackend {
             ));
         }
         let (d, before, ()) = self.dir_op(c, dir, name, |d, name| {
-            let last = self.last_link(d, name);
+            let gone = self.named(d, name);
             rustix::fs::unlinkat(&*d.fd, name, AtFlags::REMOVEDIR).map_err(status_rx)?;
-            self.forget(last);
+            self.forget(gone);
             Ok(())
         })?;
         Ok(WccData {
@@ -1341,9 +1402,12 @@ impl Backend for FsBackend {
             self.writable_dir(&fd)?;
             self.writable_dir(&td)?;
             let _g = self.become_(c, &fd)?;
-            // The target, if any, loses that name.
-            let replaced = self.last_link(&td, to);
+            // The target, if any, loses that name; the object moved gets a
+            // new ctime.
+            let moved = self.named(&fd, from);
+            let replaced = self.named(&td, to);
             rustix::fs::renameat(&*fd.fd, from, &*td.fd, to).map_err(status_rx)?;
+            self.forget(moved.map(|m| Named { last: None, ..m }));
             self.forget(replaced);
             Ok(())
         })();
@@ -1423,6 +1487,10 @@ impl Backend for FsBackend {
             .map_err(|e| fail(status_rx(e)))?;
         let mut buf = vec![0u8; DIRENT_BUF];
         let plus = sink.plus();
+        // Entries may come from the cache only for a caller who could look
+        // them up: one with search permission on the directory.
+        let cached_ok = plus && self.may(&d.fd, rustix::fs::Access::EXEC_OK).is_ok();
+        let dir_key = inode_of(&d.st);
         loop {
             // Read about as many entries as fit in what is left of the
             // reply: a host dirent is 24 bytes and the name, an NFS entry
@@ -1449,7 +1517,14 @@ impl Backend for FsBackend {
                 } else {
                     e.ino
                 };
-                let (attr, fh, fileid) = if plus && !dots {
+                let cached = if cached_ok && !dots {
+                    self.entries.get(d.export.id, dir_key, e.name)
+                } else {
+                    None
+                };
+                let (attr, fh, fileid) = if let Some((fh, a)) = cached {
+                    (Some(a), Some(fh), a.fileid)
+                } else if plus && !dots {
                     match self.entry_plus(&d, e.name) {
                         Ok((fh, a)) => (Some(a), Some(fh), a.fileid),
                         Err(_) => (None, None, fileid),

@@ -1,8 +1,8 @@
 //! Handles already made, by inode, for READDIRPLUS.
 //!
-//! A READDIRPLUS entry needs attributes and a handle. The attributes must
-//! be fresh (the Linux client trusts them to update its cache), so each
-//! entry costs one `statx`. The handle never changes while the inode lives,
+//! A READDIRPLUS entry needs attributes and a handle. Unless the entry
+//! cache (`ecache`) still holds both, the attributes cost one `statx` by
+//! name. The handle never changes while the inode lives,
 //! and making it costs a second lookup by name (`name_to_handle_at`) and a
 //! MAC. So handles are kept by (export, device, inode), checked against the
 //! inode's birth time: an inode number freed and reused gets a new birth
@@ -36,7 +36,7 @@ type Map = HashMap<Key, (Birth, FileHandle), BuildHasherDefault<KeyHasher>>;
 /// not by the guest. (Measured with perf: the cache lookup is 3-4% of a
 /// READDIRPLUS either way; the statx around it is the cost.)
 #[derive(Default)]
-struct KeyHasher(u64);
+pub(crate) struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     fn write(&mut self, bytes: &[u8]) {

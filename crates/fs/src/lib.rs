@@ -14,6 +14,7 @@ pub mod attr;
 pub mod backend;
 mod closer;
 pub mod cred;
+mod ecache;
 pub mod export;
 pub mod exports_file;
 pub mod handle;

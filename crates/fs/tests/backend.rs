@@ -666,3 +666,105 @@ fn a_removed_file_is_not_kept_open() {
     }
     assert_eq!(open_deleted_under(&export), Vec::<String>::new());
 }
+
+/// READDIRPLUS of a small directory: name → (fileid, size), for the
+/// entries that came with attributes and a handle.
+struct Attrs(std::collections::HashMap<Vec<u8>, (u64, u64)>);
+
+impl DirSink for Attrs {
+    fn plus(&self) -> bool {
+        true
+    }
+    fn push(&mut self, e: &DirEntry<'_>) -> bool {
+        if let (Some(a), Some(_)) = (e.attr, e.fh) {
+            self.0.insert(e.name.to_vec(), (a.fileid, a.size));
+        }
+        true
+    }
+}
+
+fn listed(b: &FsBackend, c: &Caller<'_>, dir: &FileHandle) -> Attrs {
+    let mut s = Attrs(Default::default());
+    let ok = b.readdir(c, dir, 0, [0; 8], &mut s).expect("readdirplus");
+    assert!(ok.eof);
+    s
+}
+
+#[test]
+fn listings_show_changes_through_the_server_at_once_and_host_ones_in_time() {
+    let t = Tree::new("listing");
+    let ttl = std::time::Duration::from_millis(300);
+    let b = backend(&t, opts()).with_attr_cache(ttl);
+    let cred = root_cred();
+    let c = Caller {
+        addr: addr(),
+        cred: &cred,
+    };
+    let root = root_fh(&b, &c, "/data");
+    let dir = t.p("export/d");
+    std::fs::create_dir(&dir).expect("mkdir");
+    for name in ["a", "b", "c"] {
+        std::fs::write(dir.join(name), "1").expect("write");
+    }
+    let d = b.lookup(&c, &root, b"d").expect("lookup").fh;
+    // A directory changed within the last 50 ms is never cached.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let size = |l: &Attrs, n: &str| l.0.get(n.as_bytes()).map(|x| x.1);
+    assert_eq!(size(&listed(&b, &c, &d), "a"), Some(1));
+    // A WRITE through the server: the next listing shows it.
+    let a = b.lookup(&c, &d, b"a").expect("lookup").fh;
+    b.write(&c, &a, 0, StableHow::Unstable, b"22")
+        .expect("write");
+    assert_eq!(size(&listed(&b, &c, &d), "a"), Some(2));
+    // A name replaced on the host: the directory's ctime moved, so the
+    // listing shows the new object at once.
+    std::fs::remove_file(dir.join("c")).expect("rm");
+    std::fs::write(dir.join("c"), "4444").expect("write");
+    let ino = std::fs::metadata(dir.join("c")).expect("stat").ino();
+    let l = listed(&b, &c, &d);
+    assert_eq!(l.0.get(&b"c"[..]), Some(&(ino, 4)));
+    // A file written on the host: shown within the cache's time.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    listed(&b, &c, &d);
+    std::fs::write(dir.join("b"), "333").expect("write");
+    std::thread::sleep(ttl);
+    assert_eq!(size(&listed(&b, &c, &d), "b"), Some(3));
+}
+
+#[test]
+fn cached_listings_need_search_permission() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to switch identities");
+        return;
+    }
+    let t = Tree::new("listing-perm");
+    let b = backend(&t, opts()).with_attr_cache(std::time::Duration::from_secs(60));
+    let rootc = root_cred();
+    let c = Caller {
+        addr: addr(),
+        cred: &rootc,
+    };
+    let root = root_fh(&b, &c, "/data");
+    let dir = t.p("export/d");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::write(dir.join("f"), "1").expect("write");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let d = b.lookup(&c, &root, b"d").expect("lookup").fh;
+    // Readable, not searchable, for others: a user may list the names but
+    // not look the entries up, from the cache or otherwise. Root's listing
+    // fills the cache first.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o744))
+        .expect("chmod");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(
+        listed(&b, &c, &d).0.len(),
+        1,
+        "root sees the entry's attributes"
+    );
+    let user = user_cred(1000);
+    let cu = Caller {
+        addr: addr(),
+        cred: &user,
+    };
+    assert_eq!(listed(&b, &cu, &d).0.len(), 0);
+}

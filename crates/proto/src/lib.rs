@@ -81,7 +81,11 @@ mod tests {
 
     fn write_args(stable: u32) -> Vec<u8> {
         let mut e = Encoder::default();
-        e.opaque(b"handle").u64(0).u32(4).u32(stable).opaque(b"data");
+        e.opaque(b"handle")
+            .u64(0)
+            .u32(4)
+            .u32(stable)
+            .opaque(b"data");
         e.as_slice().to_vec()
     }
 

@@ -154,6 +154,9 @@ pub struct ServerConfig {
     pub portmap_listen: Option<SocketAddr>,
     /// Caps on what clients can make the server hold.
     pub limits: Limits,
+    /// How long READDIRPLUS may answer with attributes looked up earlier;
+    /// see [`vmshare_fs::FsBackend::with_attr_cache`].
+    pub attr_cache: Duration,
 }
 
 impl ServerConfig {
@@ -166,6 +169,7 @@ impl ServerConfig {
             mount_listen: None,
             portmap_listen: None,
             limits: Limits::default(),
+            attr_cache: vmshare_fs::backend::DEFAULT_ATTR_CACHE,
         }
     }
 }
@@ -358,7 +362,8 @@ impl Server {
             nfs: nfs.port(),
             mount: addrs.mount.unwrap_or(nfs).port(),
         };
-        let backend = vmshare_fs::FsBackend::new(config.exports.clone(), &config.state_dir)?;
+        let backend = vmshare_fs::FsBackend::new(config.exports.clone(), &config.state_dir)?
+            .with_attr_cache(config.attr_cache);
         let handler = Arc::new(Dispatcher::new(backend, ports));
         Ok(Server::with_handler(
             handler,
