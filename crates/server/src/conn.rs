@@ -360,7 +360,7 @@ pub(crate) struct Reader<'a> {
     ahead: Vec<u8>,
     ahead_at: usize,
     ahead_end: usize,
-    linger: Linger,
+    linger: Linger<'a>,
 }
 
 impl<'a> Reader<'a> {
@@ -375,7 +375,7 @@ impl<'a> Reader<'a> {
             ahead: Vec::new(),
             ahead_at: 0,
             ahead_end: 0,
-            linger: Linger::new(&shared.pollers),
+            linger: Linger::new(&shared.pollers, conn.id),
         }
     }
 
@@ -389,16 +389,14 @@ impl<'a> Reader<'a> {
             }
             // With every reply out, the client's next call is what comes.
             if self.ahead_at == self.ahead_end && self.conn.inflight() == 0 {
-                self.linger
-                    .wait(&self.shared.pollers, self.conn.stream.as_fd());
+                self.linger.wait(self.conn.stream.as_fd());
             } else {
                 self.linger.skip();
             }
             match self.read_record() {
                 Ok((record, charge)) => {
-                    if let Some(at) = self.started {
-                        self.linger.arrived(&self.shared.pollers, at);
-                    }
+                    self.linger
+                        .arrived(self.started.unwrap_or_else(Instant::now));
                     self.idle_since = Instant::now();
                     // A lone quick call runs here: handing it to a worker
                     // costs two thread switches, which is most of the time

@@ -18,12 +18,14 @@
 //!   client whose calls come further apart than the longest window stops
 //!   being polled for, and one whose calls come close together starts
 //!   again;
-//! - at most [`Pollers`]' cap of readers poll at once, and a polling
-//!   reader yields its CPU on every round, so it uses only time nothing
-//!   else wants.
+//! - at most [`Pollers`]' cap of readers poll at once, none when another
+//!   connection had a call within the last [`BUSY`] (with several clients
+//!   at work the CPUs are busy too and a wake-up is cheap: polling then
+//!   only takes CPU from them), and a polling reader yields its CPU on
+//!   every round, so it uses only time nothing else wants.
 
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
@@ -34,7 +36,16 @@ pub(crate) struct Pollers {
     max_window: Duration,
     cap: usize,
     active: AtomicUsize,
+    /// When the latest call arrived on any connection (µs since `epoch`),
+    /// and on which.
+    epoch: Instant,
+    last_call_us: AtomicU64,
+    last_conn: AtomicU64,
 }
+
+/// Another connection with a call this recent means other clients are at
+/// work: no polling.
+pub(crate) const BUSY: Duration = Duration::from_micros(500);
 
 /// A polling place taken from [`Pollers`], given back on drop.
 struct Turn<'a>(&'a AtomicUsize);
@@ -53,7 +64,30 @@ impl Pollers {
             max_window,
             cap,
             active: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            last_call_us: AtomicU64::new(0),
+            last_conn: AtomicU64::new(u64::MAX),
         }
+    }
+
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Connection `conn` has a call.
+    pub(crate) fn call_on(&self, conn: u64) {
+        self.last_call_us.store(self.now_us(), Ordering::Relaxed);
+        self.last_conn.store(conn, Ordering::Relaxed);
+    }
+
+    /// Whether a connection other than `conn` had a call within [`BUSY`].
+    fn others_busy(&self, conn: u64) -> bool {
+        let last = self.last_call_us.load(Ordering::Relaxed);
+        let other = self.last_conn.load(Ordering::Relaxed);
+        // u64::MAX: no call yet.
+        other != conn
+            && other != u64::MAX
+            && self.now_us().saturating_sub(last) < BUSY.as_micros() as u64
     }
 
     fn enter(&self) -> Option<Turn<'_>> {
@@ -68,7 +102,9 @@ impl Pollers {
 
 /// One connection's polling state.
 #[derive(Debug)]
-pub(crate) struct Linger {
+pub(crate) struct Linger<'a> {
+    pollers: &'a Pollers,
+    conn: u64,
     /// How long the next wait polls; zero while the client's calls come
     /// too far apart to be caught.
     window: Duration,
@@ -78,9 +114,11 @@ pub(crate) struct Linger {
     hit: bool,
 }
 
-impl Linger {
-    pub(crate) fn new(pollers: &Pollers) -> Linger {
+impl<'a> Linger<'a> {
+    pub(crate) fn new(pollers: &'a Pollers, conn: u64) -> Linger<'a> {
         Linger {
+            pollers,
+            conn,
             window: pollers.max_window,
             since: None,
             hit: false,
@@ -89,11 +127,12 @@ impl Linger {
 
     /// Polls `fd` for input for up to the current window, then returns
     /// (input ready or not: the caller's blocking read comes next).
-    pub(crate) fn wait(&mut self, pollers: &Pollers, fd: BorrowedFd<'_>) {
+    pub(crate) fn wait(&mut self, fd: BorrowedFd<'_>) {
+        let pollers = self.pollers;
         let start = Instant::now();
         self.since = Some(start);
         self.hit = false;
-        if self.window.is_zero() {
+        if self.window.is_zero() || pollers.others_busy(self.conn) {
             return;
         }
         let Some(_turn) = pollers.enter() else {
@@ -127,14 +166,15 @@ impl Linger {
 
     /// Adapts the window to when the call that ended the wait began to
     /// arrive.
-    pub(crate) fn arrived(&mut self, pollers: &Pollers, at: Instant) {
+    pub(crate) fn arrived(&mut self, at: Instant) {
+        self.pollers.call_on(self.conn);
         let Some(since) = self.since.take() else {
             return;
         };
         if self.hit {
             return;
         }
-        let max = pollers.max_window;
+        let max = self.pollers.max_window;
         let gap = at.saturating_duration_since(since);
         self.window = if gap <= max {
             // Missed, but a longer window would have caught it. The gap
@@ -153,42 +193,42 @@ impl Linger {
 mod tests {
     use super::*;
 
-    fn lingering(window_us: u64) -> (Pollers, Linger) {
-        let p = Pollers::new(Duration::from_micros(window_us), 1);
-        let l = Linger::new(&p);
-        (p, l)
+    fn pollers(window_us: u64) -> Pollers {
+        Pollers::new(Duration::from_micros(window_us), 1)
     }
 
-    fn miss(p: &Pollers, l: &mut Linger, gap_us: u64) {
+    fn miss(l: &mut Linger<'_>, gap_us: u64) {
         let since = Instant::now();
         l.since = Some(since);
         l.hit = false;
-        l.arrived(p, since + Duration::from_micros(gap_us));
+        l.arrived(since + Duration::from_micros(gap_us));
     }
 
     #[test]
     fn far_apart_calls_stop_polling_and_close_ones_restart_it() {
-        let (p, mut l) = lingering(64);
+        let p = pollers(64);
+        let mut l = Linger::new(&p, 1);
         for _ in 0..4 {
-            miss(&p, &mut l, 10_000);
+            miss(&mut l, 10_000);
         }
         assert_eq!(l.window, Duration::ZERO);
-        miss(&p, &mut l, 40);
+        miss(&mut l, 40);
         assert_eq!(l.window, Duration::from_micros(16));
-        miss(&p, &mut l, 40);
-        miss(&p, &mut l, 40);
+        miss(&mut l, 40);
+        miss(&mut l, 40);
         assert_eq!(l.window, Duration::from_micros(64));
     }
 
     #[test]
     fn a_hit_keeps_the_window_and_a_skipped_wait_changes_nothing() {
-        let (p, mut l) = lingering(64);
+        let p = pollers(64);
+        let mut l = Linger::new(&p, 1);
         l.since = Some(Instant::now());
         l.hit = true;
-        l.arrived(&p, Instant::now() + Duration::from_secs(1));
+        l.arrived(Instant::now() + Duration::from_secs(1));
         assert_eq!(l.window, Duration::from_micros(64));
         l.skip();
-        l.arrived(&p, Instant::now() + Duration::from_secs(1));
+        l.arrived(Instant::now() + Duration::from_secs(1));
         assert_eq!(l.window, Duration::from_micros(64));
     }
 
@@ -207,18 +247,38 @@ mod tests {
     fn wait_returns_on_input_and_after_the_window_without_it() {
         use std::io::Write;
         use std::os::fd::AsFd;
-        let (p, mut l) = lingering(200_000);
+        let p = pollers(200_000);
+        let mut l = Linger::new(&p, 1);
         let (a, mut b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
         // Nothing to read: returns once the window has passed.
         let t = Instant::now();
-        l.wait(&p, a.as_fd());
+        l.wait(a.as_fd());
         assert!(!l.hit);
         assert!(t.elapsed() >= Duration::from_millis(200));
         // Input ready: returns at once, as a hit.
         b.write_all(b"x").expect("write");
         let t = Instant::now();
-        l.wait(&p, a.as_fd());
+        l.wait(a.as_fd());
         assert!(l.hit);
         assert!(t.elapsed() < Duration::from_millis(200));
+    }
+
+    #[test]
+    fn no_polling_while_other_clients_are_at_work() {
+        use std::os::fd::AsFd;
+        let p = pollers(200_000);
+        let mut other = Linger::new(&p, 2);
+        let mut l = Linger::new(&p, 1);
+        let (a, _b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        other.arrived(Instant::now());
+        let t = Instant::now();
+        l.wait(a.as_fd());
+        assert!(t.elapsed() < Duration::from_millis(200), "it polled");
+        // This connection's own calls do not count; the other's age.
+        l.arrived(Instant::now());
+        std::thread::sleep(BUSY);
+        let t = Instant::now();
+        l.wait(a.as_fd());
+        assert!(t.elapsed() >= Duration::from_millis(200));
     }
 }
