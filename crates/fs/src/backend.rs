@@ -215,6 +215,22 @@ fn timespec(t: &SetTime) -> Timespec {
     }
 }
 
+/// `statx` of `name` in `dir`, not following a symlink: the basic stats
+/// and the birth time (which checks the handle cache).
+fn statx_name(dir: &Node, name: &[u8]) -> rustix::io::Result<rustix::fs::Statx> {
+    use rustix::fs::StatxFlags;
+    rustix::fs::statx(
+        &*dir.fd,
+        OsStr::from_bytes(name),
+        AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+    )
+}
+
+fn statx_dev(st: &rustix::fs::Statx) -> u64 {
+    rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor)
+}
+
 /// Device, inode and ctime: what the READDIRPLUS cache keys and orders by.
 fn inode_of(st: &Stat) -> (u64, u64, Ctime) {
     let nsec = i64::try_from(st.st_ctime_nsec).unwrap_or(0);
@@ -657,29 +673,44 @@ impl FsBackend {
     /// RENAME changes it, so that [`Self::forget`] can drop what the caches
     /// hold of it afterwards. Best effort: `None` when it cannot be told.
     fn named(&self, dir: &Node, name: &OsStr) -> Option<Named> {
-        use rustix::fs::StatxFlags;
-        let want = StatxFlags::BASIC_STATS | StatxFlags::BTIME;
-        let st = rustix::fs::statx(&*dir.fd, name, AtFlags::SYMLINK_NOFOLLOW, want).ok()?;
-        let dev = rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor);
-        let mut named = Named {
-            export: dir.export.id,
-            dev,
-            ino: st.stx_ino,
-            last: None,
-        };
+        let st = statx_name(dir, name.as_bytes()).ok()?;
         let is_dir = u32::from(st.stx_mode) & libc::S_IFMT == libc::S_IFDIR;
-        if st.stx_nlink > 1 && !is_dir {
-            return Some(named);
-        }
+        let last = st.stx_nlink <= 1 || is_dir;
+        Some(Named {
+            export: dir.export.id,
+            dev: statx_dev(&st),
+            ino: st.stx_ino,
+            last: last
+                .then(|| self.handle_by_name(dir, name.as_bytes(), &st).ok())
+                .flatten(),
+        })
+    }
+
+    /// The handle of `name` in `dir`, whose `statx` is `st`: from the
+    /// handle cache when this incarnation of the inode was seen before,
+    /// else made with `name_to_handle_at` (and remembered).
+    fn handle_by_name(
+        &self,
+        dir: &Node,
+        name: &[u8],
+        st: &rustix::fs::Statx,
+    ) -> Result<FileHandle, NfsStat> {
+        use rustix::fs::StatxFlags;
+        let (export, dev) = (dir.export.id, statx_dev(st));
         let birth = (st.stx_mask & StatxFlags::BTIME.bits() != 0)
             .then_some((st.stx_btime.tv_sec, st.stx_btime.tv_nsec));
-        named.last = match birth.and_then(|b| self.by_inode.get(named.export, dev, st.stx_ino, b)) {
-            Some(fh) => Some(fh),
-            None => sys::handle_of_name(dir.fd.as_fd(), name.as_bytes())
-                .ok()
-                .and_then(|k| self.codec.encode(named.export, compress_dev(dev), &k)),
-        };
-        Some(named)
+        if let Some(fh) = birth.and_then(|b| self.by_inode.get(export, dev, st.stx_ino, b)) {
+            return Ok(fh);
+        }
+        let k = sys::handle_of_name(dir.fd.as_fd(), name).map_err(|e| status(&e))?;
+        let fh = self
+            .codec
+            .encode(export, compress_dev(dev), &k)
+            .ok_or(NfsStat::NotSupp)?;
+        if let Some(b) = birth {
+            self.by_inode.put(export, dev, st.stx_ino, b, fh);
+        }
+        Ok(fh)
     }
 
     /// Forgets the attributes cached for an object whose name was removed
@@ -713,11 +744,9 @@ impl FsBackend {
     }
 
     fn cookie_verf(&self, n: &Node) -> Verifier {
-        let st = rustix::fs::fstat(&*n.fd).ok();
-        let (dev, ino) = st.map(|s| (s.st_dev, s.st_ino)).unwrap_or((0, 0));
         let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&dev.to_be_bytes());
-        b[8..].copy_from_slice(&ino.to_be_bytes());
+        b[..8].copy_from_slice(&n.st.st_dev.to_be_bytes());
+        b[8..].copy_from_slice(&n.st.st_ino.to_be_bytes());
         self.codec.digest64(&b).to_be_bytes()
     }
 
@@ -750,16 +779,8 @@ impl FsBackend {
     /// full [`Self::child`] path, which registers that filesystem for
     /// decoding its handles later.
     fn entry_plus(&self, dir: &Node, name: &[u8]) -> Result<(FileHandle, Fattr), NfsStat> {
-        use rustix::fs::StatxFlags;
-        let want = StatxFlags::BASIC_STATS | StatxFlags::BTIME;
-        let st = rustix::fs::statx(
-            &*dir.fd,
-            OsStr::from_bytes(name),
-            AtFlags::SYMLINK_NOFOLLOW,
-            want,
-        )
-        .map_err(status_rx)?;
-        let dev = rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor);
+        let st = statx_name(dir, name).map_err(status_rx)?;
+        let dev = statx_dev(&st);
         if dev != dir.st.st_dev {
             let (fh, _, st) = self.child(dir, name)?;
             return Ok((fh, self.attrs(&dir.export, &st)));
@@ -769,26 +790,10 @@ impl FsBackend {
             self.fileid_of(&dir.export, dev, st.stx_ino),
             dir.export.fsid,
         );
-        let birth = (st.stx_mask & StatxFlags::BTIME.bits() != 0)
-            .then_some((st.stx_btime.tv_sec, st.stx_btime.tv_nsec));
-        let export = dir.export.id;
-        let fh = match birth.and_then(|b| self.by_inode.get(export, dev, st.stx_ino, b)) {
-            Some(fh) => fh,
-            None => {
-                let k = sys::handle_of_name(dir.fd.as_fd(), name).map_err(|e| status(&e))?;
-                let fh = self
-                    .codec
-                    .encode(export, compress_dev(dev), &k)
-                    .ok_or(NfsStat::NotSupp)?;
-                if let Some(b) = birth {
-                    self.by_inode.put(export, dev, st.stx_ino, b, fh);
-                }
-                fh
-            }
-        };
+        let fh = self.handle_by_name(dir, name, &st)?;
         let ctime = (st.stx_ctime.tv_sec, i64::from(st.stx_ctime.tv_nsec));
         self.entries.put(
-            export,
+            dir.export.id,
             inode_of(&dir.st),
             name,
             (dev, st.stx_ino, ctime),
@@ -1468,7 +1473,9 @@ impl Backend for FsBackend {
         sink: &mut dyn DirSink,
     ) -> NfsResult<ReaddirOk, PostOpAttr> {
         let d = self.node(c, dir).map_err(Fail::from)?;
-        let dir_attr = self.post_op(&d);
+        // A listing changes nothing: the attributes from just before it
+        // stand for after it.
+        let dir_attr = Some(self.attrs(&d.export, &d.st));
         let fail = |s: NfsStat| Fail::new(s, dir_attr);
         if dir_attr.map(|a| a.ftype) != Some(FileType::Dir) {
             return Err(fail(NfsStat::NotDir));
