@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 use vmshare_wire::record::{RecordAssembler, RecordError};
-use vmshare_wire::rpc::parse_call;
+use vmshare_wire::rpc::peek_call;
 
 use crate::budget::Charge;
 use crate::bufs::Record;
@@ -668,9 +668,10 @@ fn runs_inline(record: &[u8]) -> bool {
     if record.len() > INLINE_MAX {
         return false;
     }
-    match parse_call(record) {
-        Ok(call) => !vmshare_proto::forces_sync(call.prog, call.vers, call.proc_, call.args),
+    // The worker parses the call in full; only where it goes is read here.
+    match peek_call(record) {
+        Some(c) => !vmshare_proto::forces_sync(c.prog, c.vers, c.proc_, c.args),
         // Answered with a denial, or not at all: quick either way.
-        Err(_) => true,
+        None => true,
     }
 }

@@ -1,5 +1,7 @@
 //! Tests that need a handler with side effects, plugged in through the
-//! crate-internal [`Handler`] seam.
+//! crate-internal [`Handler`] seam. Test code only: its `expect`s fail a
+//! test, never the server.
+#![cfg(test)]
 
 use super::*;
 use std::io::{Read, Write};

@@ -217,6 +217,43 @@ pub fn parse_call(record: &[u8]) -> Result<CallHeader<'_>, CallError> {
     })
 }
 
+/// Where a call is addressed, and its arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallTarget<'a> {
+    /// Program number.
+    pub prog: u32,
+    /// Program version.
+    pub vers: u32,
+    /// Procedure number.
+    pub proc_: u32,
+    /// Procedure arguments, still XDR-encoded.
+    pub args: &'a [u8],
+}
+
+/// Reads where a call is addressed without decoding its credential (no
+/// allocation): for a server deciding where to run a call before it runs
+/// it. `None` for anything [`parse_call`] would not accept as a
+/// well-framed call; it agrees with `parse_call` on every call that parses.
+pub fn peek_call(record: &[u8]) -> Option<CallTarget<'_>> {
+    let mut d = Decoder::new(record);
+    let _xid = d.u32().ok()?;
+    if d.u32().ok()? != CALL || d.u32().ok()? != RPC_VERSION {
+        return None;
+    }
+    let (prog, vers, proc_) = (d.u32().ok()?, d.u32().ok()?, d.u32().ok()?);
+    // Credential and verifier: flavor and body each.
+    for _ in 0..2 {
+        d.u32().ok()?;
+        d.opaque(MAX_AUTH_BYTES).ok()?;
+    }
+    Some(CallTarget {
+        prog,
+        vers,
+        proc_,
+        args: d.rest(),
+    })
+}
+
 /// Writes a reply header; for `Accepted(Success)` the caller appends the
 /// procedure's results after it.
 pub fn encode_reply_header(e: &mut Encoder, xid: u32, body: ReplyBody) {
@@ -357,6 +394,20 @@ mod tests {
         assert_eq!((c.xid, c.prog, c.vers, c.proc_), (42, 100003, 3, 1));
         assert_eq!(c.cred, sys());
         assert_eq!(c.args, &0xdead_beefu32.to_be_bytes());
+        let t = peek_call(e.as_slice()).expect("peek");
+        assert_eq!((t.prog, t.vers, t.proc_, t.args), (100003, 3, 1, c.args));
+    }
+
+    #[test]
+    fn peek_refuses_what_is_not_a_framed_call() {
+        let mut e = Encoder::default();
+        encode_call(&mut e, 42, 100003, 3, 1, &sys());
+        let whole = e.as_slice();
+        // Cut inside the credential, and a reply instead of a call.
+        assert!(peek_call(&whole[..30]).is_none());
+        let mut reply = Encoder::default();
+        encode_reply_header(&mut reply, 42, ReplyBody::Accepted(AcceptStat::Success));
+        assert!(peek_call(reply.as_slice()).is_none());
     }
 
     #[test]
