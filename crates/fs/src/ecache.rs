@@ -88,7 +88,8 @@ fn name_hash(name: &[u8]) -> u64 {
 }
 
 fn shard_of(ino: u64, extra: u64) -> usize {
-    ((ino ^ extra) % SHARDS as u64) as usize
+    // Below SHARDS, so the conversion cannot fail.
+    usize::try_from((ino ^ extra) % SHARDS as u64).unwrap_or(0)
 }
 
 /// Inserts into a bounded shard, emptying it first when full.

@@ -87,7 +87,7 @@ impl Pollers {
         // u64::MAX: no call yet.
         other != conn
             && other != u64::MAX
-            && self.now_us().saturating_sub(last) < BUSY.as_micros() as u64
+            && u128::from(self.now_us().saturating_sub(last)) < BUSY.as_micros()
     }
 
     fn enter(&self) -> Option<Turn<'_>> {
