@@ -22,8 +22,9 @@
 //!   by another server) show within that time, on top of the client's own
 //!   attribute cache (3 to 60 s for the Linux client).
 //!
-//! Both parts are bounded: a shard is emptied when it reaches its share of
-//! [`CAPACITY`]. GETATTR, LOOKUP and everything else stay uncached.
+//! Both parts are bounded: a shard is emptied when it reaches
+//! [`SHARD_CAP`] entries (see there for the number). GETATTR, LOOKUP and
+//! everything else stay uncached.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -32,11 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use vmshare_proto::nfs3::{Fattr, FileHandle};
 
-use crate::hcache::KeyHasher;
-
-/// Entries of each part, about 200 bytes a name and 120 an inode.
-const CAPACITY: usize = 16 * 1024;
-const SHARDS: usize = 8;
+use crate::hcache::{KeyHasher, SHARDS, SHARD_CAP};
 
 /// A directory changed more recently than this is not cached: its ctime
 /// may not move for a change within the same clock tick.
@@ -95,7 +92,7 @@ fn shard_of(ino: u64, extra: u64) -> usize {
 /// Inserts into a bounded shard, emptying it first when full.
 fn insert<K: std::hash::Hash + Eq, V>(shard: &Shard<K, V>, key: K, value: V) {
     if let Ok(mut m) = shard.lock() {
-        if m.len() >= CAPACITY / SHARDS && !m.contains_key(&key) {
+        if m.len() >= SHARD_CAP && !m.contains_key(&key) {
             m.clear();
         }
         m.insert(key, value);
@@ -202,7 +199,7 @@ impl EntryCache {
         if m.get(&key).is_some_and(|s| s.ctime > ctime) {
             return;
         }
-        if m.len() >= CAPACITY / SHARDS && !m.contains_key(&key) {
+        if m.len() >= SHARD_CAP && !m.contains_key(&key) {
             m.clear();
         }
         m.insert(
@@ -300,5 +297,29 @@ mod tests {
         let c = EntryCache::new(Duration::ZERO);
         c.put(1, old_dir(1000), b"a", (1, 7, (5, 0)), fh(), &attr(1));
         assert!(c.get(1, old_dir(1000), b"a").is_none());
+    }
+
+    #[test]
+    fn both_parts_stay_bounded_without_growing_their_tables() {
+        let c = EntryCache::new(Duration::from_secs(60));
+        for i in 0..(SHARD_CAP * SHARDS * 3) as u64 {
+            let name = format!("f{i}");
+            c.put(
+                1,
+                old_dir(1000),
+                name.as_bytes(),
+                (1, i, (5, 0)),
+                fh(),
+                &attr(1),
+            );
+        }
+        for s in &c.names {
+            let m = s.lock().expect("unpoisoned");
+            assert!(m.len() <= SHARD_CAP && m.capacity() <= SHARD_CAP);
+        }
+        for s in &c.attrs {
+            let m = s.lock().expect("unpoisoned");
+            assert!(m.len() <= SHARD_CAP && m.capacity() <= SHARD_CAP);
+        }
     }
 }
