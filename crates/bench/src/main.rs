@@ -654,8 +654,14 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     eprintln!("vmshare-bench: working in {}", base.display());
-    // Room for the sequential file and the small files, with ext4's own.
-    let scratch_bytes = (o.size_mib as u64 + o.size_mib as u64 / 4 + 512) << 20;
+    // Room for the sequential file and ext4's own, and 32 KiB for each
+    // small file of the largest client count: mkfs.ext4 makes an inode
+    // per 16 KiB, and 20,000 files for each of four clients ran out of
+    // inodes at the old fixed size. The image is sparse: only what is
+    // written takes memory.
+    let most_files = o.files as u64 * o.clients.iter().copied().max().unwrap_or(1) as u64;
+    let scratch_bytes =
+        ((o.size_mib as u64 + o.size_mib as u64 / 4 + 512) << 20) + most_files * (32 << 10);
     let scratch = match &o.dir {
         Some(_) => None,
         None => match scratch::Scratch::make(scratch_bytes) {
