@@ -23,8 +23,13 @@ fn free_port() -> u16 {
 }
 
 fn serve(exports: &[&str], state: &Path) -> (Serve, u16) {
+    serve_in(Command::new(env!("CARGO_BIN_EXE_vmshare")), exports, state)
+}
+
+/// `vmshare serve` started by `cmd`, which runs the binary itself or a
+/// wrapper around it.
+fn serve_in(mut cmd: Command, exports: &[&str], state: &Path) -> (Serve, u16) {
     let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmshare"));
     cmd.args([
         "serve",
         "--listen",
@@ -147,4 +152,47 @@ fn libnfs_copies_and_lists() {
         .output()
         .expect("nfs-ls");
     assert!(!none.status.success());
+}
+
+/// Under an open-file limit far below the number of files a guest reads,
+/// every read still succeeds: the descriptor caches are sized from the
+/// limit, and give way when descriptors run out. (They used to be fixed at
+/// 16,384 + 1,024 descriptors, so that past the limit every open failed.)
+#[test]
+fn more_files_than_the_open_file_limit_are_all_served() {
+    if !have("nfs-cp") || !have("prlimit") {
+        return;
+    }
+    let top = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libnfs-nofile");
+    let _ = std::fs::remove_dir_all(&top);
+    let data = top.join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    const LIMIT: usize = 128;
+    const FILES: usize = 3 * LIMIT;
+    for i in 0..FILES {
+        std::fs::write(data.join(format!("f{i}")), format!("file {i}\n")).expect("write");
+    }
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--nofile={LIMIT}:{LIMIT}"))
+        .arg(env!("CARGO_BIN_EXE_vmshare"));
+    let e = format!("{} /data *(rw,insecure,no_root_squash)", data.display());
+    let (_server, port) = serve_in(cmd, &[&e], &top.join("state"));
+    let back = top.join("back");
+    for i in 0..FILES {
+        let out = Command::new("nfs-cp")
+            .arg(url(port, &format!("/data/f{i}")))
+            .arg(&back)
+            .output()
+            .expect("nfs-cp");
+        assert!(
+            out.status.success(),
+            "file {i} of {FILES}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&back).expect("read"),
+            format!("file {i}\n")
+        );
+        let _ = std::fs::remove_file(&back);
+    }
 }

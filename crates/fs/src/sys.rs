@@ -238,20 +238,27 @@ pub fn parse_dirents(buf: &[u8]) -> impl Iterator<Item = RawDirent<'_>> {
     })
 }
 
-/// Raises the soft open-file limit to the hard limit: the handle cache
-/// keeps many `O_PATH` descriptors open.
-pub fn raise_nofile_limit() {
+/// Raises the soft open-file limit to the hard limit (the caches keep
+/// many descriptors open) and returns the limit now in force, or `None`
+/// if it cannot be read.
+pub fn raise_nofile_limit() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `lim` is a valid out pointer for `getrlimit`.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 && lim.rlim_cur < lim.rlim_max
-    {
-        lim.rlim_cur = lim.rlim_max;
-        // SAFETY: `lim` is a valid, initialised `rlimit`.
-        unsafe {
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `raised` is a valid, initialised `rlimit`.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Some(raised.rlim_cur);
         }
     }
+    Some(lim.rlim_cur)
 }
