@@ -204,6 +204,60 @@ fn local_fs(base: &Path, files: usize) -> Result<(f64, f64)> {
     Ok((create, remove))
 }
 
+/// The host filesystem's own rate for the write+commit phase without NFS:
+/// `threads` threads, each writing 4 KiB to each of its `files` files
+/// (made beforehand, untimed) and fsyncing it, as each COMMIT does. No
+/// server can beat this; it shows how much of that phase is the journal.
+fn local_fsync(base: &Path, files: usize, threads: usize) -> Result<f64> {
+    use std::os::unix::fs::FileExt;
+    let dir = base.join("local-fsync");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut sets = Vec::new();
+    for t in 0..threads {
+        let mut set = Vec::new();
+        for i in 0..files {
+            let n = dir.join(format!("t{t}-{i:06}"));
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&n)
+                .map_err(|e| format!("{}: {e}", n.display()))?;
+            set.push(f);
+        }
+        sets.push(set);
+    }
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads));
+    let handles: Vec<_> = sets
+        .into_iter()
+        .map(|set| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || -> std::io::Result<(Instant, Instant)> {
+                let data = [0x5au8; 4096];
+                barrier.wait();
+                let t0 = Instant::now();
+                for f in &set {
+                    f.write_all_at(&data, 0)?;
+                    f.sync_all()?;
+                }
+                Ok((t0, Instant::now()))
+            })
+        })
+        .collect();
+    let mut spans = Vec::new();
+    for h in handles {
+        let span = h
+            .join()
+            .map_err(|_| "fsync thread panicked".to_string())?
+            .map_err(|e| e.to_string())?;
+        spans.push(span);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let start = spans.iter().map(|s| s.0).min().ok_or("no threads")?;
+    let end = spans.iter().map(|s| s.1).max().ok_or("no threads")?;
+    Ok((files * threads) as f64 / end.duration_since(start).as_secs_f64().max(1e-9))
+}
+
 /// Everything measured for one server.
 #[derive(Debug, Clone)]
 struct Measured {
@@ -692,6 +746,11 @@ fn main() -> ExitCode {
     };
 
     let local = local_fs(&exports, o.files);
+    let fsyncs: Vec<(usize, Result<f64>)> = o
+        .clients
+        .iter()
+        .map(|&n| (n, local_fsync(&exports, o.files, n)))
+        .collect();
     let names: Vec<&str> = ["vmshare", "ganesha"]
         .into_iter()
         .filter(|n| !matches!(o.only.as_deref(), Some(x) if x != *n))
@@ -767,6 +826,17 @@ fn main() -> ExitCode {
         ),
         Err(e) => println!("host filesystem baseline failed: {e}"),
     }
+    let fsync_rates: Vec<String> = fsyncs
+        .iter()
+        .map(|(n, r)| match r {
+            Ok(x) => format!("{n} thread(s) {}/s", grouped(*x)),
+            Err(e) => format!("{n} thread(s) failed: {e}"),
+        })
+        .collect();
+    println!(
+        "that filesystem without NFS, write 4 KiB + fsync per file (the ceiling for write + commit): {}",
+        fsync_rates.join(", ")
+    );
     println!();
     print!("{}", table(&rows(&o, v.as_ref(), g.as_ref())));
     println!();
