@@ -70,9 +70,13 @@ fn fd_budget(limit: Option<u64>) -> (usize, usize) {
     (each.min(PATH_CACHE_MAX), each.min(IO_CACHE_MAX))
 }
 
-/// Takes an arbitrary eighth of a full cache's entries out, to be closed.
-fn evict_eighth<K: Copy + Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>) -> Vec<V> {
-    let keys: Vec<K> = m.keys().take(m.len().div_ceil(8)).copied().collect();
+/// Takes an arbitrary `1/parts` of a cache's entries out, to be closed.
+fn evict_share<K: Copy + Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>, parts: usize) -> Vec<V> {
+    let keys: Vec<K> = m
+        .keys()
+        .take(m.len().div_ceil(parts.max(1)))
+        .copied()
+        .collect();
     keys.iter().filter_map(|k| m.remove(k)).collect()
 }
 /// How long READDIRPLUS answers from attributes looked up before, unless
@@ -107,6 +111,8 @@ struct Node {
 }
 
 type IoKey = (FileHandle, u32, u32, bool);
+/// An [`IoKey`] without its handle: uid, groups key, write.
+type IoWho = (u32, u32, bool);
 
 /// Descriptors open for I/O, by handle, then by (uid, groups key, write).
 /// Grouped by handle so that forgetting a file (REMOVE, SETATTR) looks at
@@ -115,17 +121,19 @@ type IoKey = (FileHandle, u32, u32, bool);
 /// rate.
 #[derive(Debug, Default)]
 struct IoCache {
-    by_fh: HashMap<FileHandle, Vec<((u32, u32, bool), Arc<File>)>>,
+    by_fh: HashMap<FileHandle, Vec<(IoWho, Arc<File>)>>,
     entries: usize,
 }
 
 impl IoCache {
-    fn get(&self, key: &IoKey) -> Option<&Arc<File>> {
-        let (fh, uid, gid, write) = key;
-        self.by_fh
-            .get(fh)?
-            .iter()
-            .find(|(k, _)| *k == (*uid, *gid, *write))
+    /// The descriptor for `key`, or with `or_rw`, the same identity's
+    /// read-write one when there is no read-only one.
+    fn get(&self, key: &IoKey, or_rw: bool) -> Option<&Arc<File>> {
+        let (fh, uid, gid, write) = *key;
+        let list = self.by_fh.get(&fh)?;
+        let find = |w: bool| list.iter().find(|(k, _)| *k == (uid, gid, w));
+        find(write)
+            .or_else(|| or_rw.then(|| find(true)).flatten())
             .map(|(_, f)| f)
     }
 
@@ -154,9 +162,13 @@ impl IoCache {
 
     /// Takes out the descriptors of an arbitrary `1/parts` of the files.
     fn evict(&mut self, parts: usize) -> Vec<Arc<File>> {
-        let n = self.by_fh.len().div_ceil(parts.max(1));
-        let keys: Vec<FileHandle> = self.by_fh.keys().take(n).copied().collect();
-        keys.iter().flat_map(|k| self.remove(k)).collect()
+        let gone: Vec<Arc<File>> = evict_share(&mut self.by_fh, parts)
+            .into_iter()
+            .flatten()
+            .map(|(_, f)| f)
+            .collect();
+        self.entries = self.entries.saturating_sub(gone.len());
+        gone
     }
 }
 
@@ -531,19 +543,17 @@ impl FsBackend {
                 let open = || {
                     sys::open_by_handle(mount.as_fd(), &d.kernel, libc::O_PATH | libc::O_NOFOLLOW)
                 };
-                let fd = match open() {
-                    Err(e) if self.shed_fds(e.raw_os_error().unwrap_or(0)) => open(),
-                    r => r,
-                }
-                .map_err(|e| {
-                    match e.raw_os_error() {
-                        // Deleted, or a handle this kernel cannot decode.
-                        Some(libc::ESTALE) | Some(libc::ENOENT) | Some(libc::EINVAL) => {
-                            NfsStat::Stale
+                let fd = self
+                    .open_retrying(io::Error::raw_os_error, open)
+                    .map_err(|e| {
+                        match e.raw_os_error() {
+                            // Deleted, or a handle this kernel cannot decode.
+                            Some(libc::ESTALE) | Some(libc::ENOENT) | Some(libc::EINVAL) => {
+                                NfsStat::Stale
+                            }
+                            _ => status(&e),
                         }
-                        _ => status(&e),
-                    }
-                })?;
+                    })?;
                 let fd = Arc::new(fd);
                 self.remember(*fh, fd.clone());
                 fd
@@ -611,7 +621,7 @@ impl FsBackend {
             if m.len() >= self.path_cache_max {
                 // Handles are rebuilt from their bytes on a miss, so
                 // dropping entries costs a syscall, not correctness.
-                self.closer.later(evict_eighth(&mut m));
+                self.closer.later(evict_share(&mut m, 8));
             }
             if let Some(old) = m.insert(fh, fd) {
                 self.closer.later(old);
@@ -689,21 +699,29 @@ impl FsBackend {
                 Mode::empty(),
             )
         };
-        let f = match open() {
-            Err(e) if self.shed_fds(e.raw_os_error()) => open(),
-            r => r,
-        }
-        .map_err(status_rx)?;
+        let f = self
+            .open_retrying(|e: &rustix::io::Errno| Some(e.raw_os_error()), open)
+            .map_err(status_rx)?;
         Ok(File::from(f))
     }
 
     /// [`open_child`], making room in the caches if descriptors ran out.
     fn open_child(&self, dir: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd, NfsStat> {
-        match open_child(dir, name) {
-            Err(e) if self.shed_fds(e.raw_os_error().unwrap_or(0)) => open_child(dir, name),
+        self.open_retrying(io::Error::raw_os_error, || open_child(dir, name))
+            .map_err(|e| status(&e))
+    }
+
+    /// Runs `open`, and once more if it failed for want of descriptors
+    /// (after [`Self::shed_fds`] made room).
+    fn open_retrying<T, E>(
+        &self,
+        errno: impl Fn(&E) -> Option<i32>,
+        open: impl Fn() -> Result<T, E>,
+    ) -> Result<T, E> {
+        match open() {
+            Err(e) if self.shed_fds(errno(&e).unwrap_or(0)) => open(),
             r => r,
         }
-        .map_err(|e| status(&e))
     }
 
     /// Whether an open failed for want of descriptors (EMFILE, ENFILE); if
@@ -723,8 +741,7 @@ impl FsBackend {
             drop(gone);
         }
         if let Ok(mut m) = self.paths.lock() {
-            let keys: Vec<FileHandle> = m.keys().take(m.len().div_ceil(2)).copied().collect();
-            let gone: Vec<Arc<OwnedFd>> = keys.iter().filter_map(|k| m.remove(k)).collect();
+            let gone = evict_share(&mut m, 2);
             dropped += gone.len();
             drop(m);
             drop(gone);
@@ -755,12 +772,13 @@ impl FsBackend {
         write: bool,
     ) -> Result<Arc<File>, NfsStat> {
         let key = self.io_key(c, fh, n, write);
-        let cached = self.io.lock().ok().and_then(|m| {
-            // A read may use the caller's read-write descriptor: opening
-            // it for O_RDWR checked read permission too.
-            let rw = (key.0, key.1, key.2, true);
-            m.get(&key).or_else(|| m.get(&rw)).cloned()
-        });
+        // A read may use the caller's read-write descriptor: opening it
+        // for O_RDWR checked read permission too.
+        let cached = self
+            .io
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key, !write).cloned());
         if let Some(f) = cached {
             return Ok(f);
         }
@@ -1780,7 +1798,12 @@ impl Backend for FsBackend {
         // server's own (which avoids refusing a commit for a file the
         // caller may write but not read).
         let key = self.io_key(c, fh, &n, true);
-        let f = match self.io.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        let f = match self
+            .io
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key, false).cloned())
+        {
             Some(f) => f,
             None => {
                 as_server(self.switch_ids);
