@@ -973,8 +973,8 @@ impl FsBackend {
 
     fn apply_sattr(&self, fd: &OwnedFd, a: &Sattr) -> Result<(), NfsStat> {
         if a.uid.is_some() || a.gid.is_some() {
-            let uid = a.uid.map(|u| rustix::fs::Uid::from_raw(u));
-            let gid = a.gid.map(|g| rustix::fs::Gid::from_raw(g));
+            let uid = a.uid.map(rustix::fs::Uid::from_raw);
+            let gid = a.gid.map(rustix::fs::Gid::from_raw);
             rustix::fs::chownat(
                 fd,
                 "",
@@ -1464,7 +1464,17 @@ impl Backend for FsBackend {
             };
             let mode = Mode::from_raw_mode(a.mode.unwrap_or(0o644) & 0o7777);
             rustix::fs::mknodat(&*d.fd, name, t, mode, dev).map_err(status_rx)?;
-            Ok(())
+            // The owner and times asked for, as for any new object (the
+            // mode went to mknodat, and a special file has no size).
+            self.set_new_attrs(
+                d,
+                name,
+                &Sattr {
+                    mode: None,
+                    size: None,
+                    ..*a
+                },
+            )
         })?;
         Ok(self.created(&d, OsStr::from_bytes(name), before))
     }

@@ -401,6 +401,40 @@ fn callers_act_as_their_mapped_identity() {
 }
 
 #[test]
+fn mknod_gives_the_new_node_the_owner_asked_for() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to make nodes for another owner");
+        return;
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let t = Tree::new("mknod");
+    let b = backend(&t, opts());
+    let rootc = root_cred();
+    let c = Caller {
+        addr: addr(),
+        cred: &rootc,
+    };
+    let root = root_fh(&b, &c, "/data");
+    let a = Sattr {
+        mode: Some(0o640),
+        uid: Some(1234),
+        gid: Some(5678),
+        ..Sattr::default()
+    };
+    b.mknod(&c, &root, b"fifo", &MknodKind::Fifo(a))
+        .expect("mknod fifo");
+    b.mknod(&c, &root, b"sock", &MknodKind::Sock(a))
+        .expect("mknod socket");
+    for (name, fifo) in [("fifo", true), ("sock", false)] {
+        let md = std::fs::symlink_metadata(t.p(&format!("export/{name}"))).expect("stat");
+        assert_eq!(md.file_type().is_fifo(), fifo, "{name}");
+        assert_eq!(md.file_type().is_socket(), !fifo, "{name}");
+        assert_eq!((md.uid(), md.gid()), (1234, 5678), "{name}");
+        assert_eq!(md.mode() & 0o7777, 0o640, "{name}");
+    }
+}
+
+#[test]
 fn exclusive_create_is_idempotent_for_its_verifier() {
     let t = Tree::new("excl");
     let b = backend(&t, opts());
