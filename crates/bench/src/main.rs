@@ -19,8 +19,9 @@
 //!   `--files` files, `--meta-depth` calls in flight): CREATE; WRITE 4 KiB
 //!   UNSTABLE + COMMIT per file (rate in files/s, two calls each);
 //!   GETATTR; LOOKUP; READ 4 KiB; READDIRPLUS over the whole directory
-//!   (`--passes` times, rate in entries/s); REMOVE. Rates are total work
-//!   over the time from the first client's start to the last one's end.
+//!   (rate in entries/s); REMOVE. The four that change nothing run
+//!   `--passes` times over the files. Rates are total work over the time
+//!   from the first client's start to the last one's end.
 //! * **Server CPU seconds** (utime + stime of the server process, all
 //!   threads, from /proc/PID/stat) per group of workloads, and **peak
 //!   RSS** (VmHWM from /proc/PID/status at the end, and the largest VmRSS
@@ -61,7 +62,8 @@ Options:
   --files N           small files per client (default: 2000)
   --clients LIST      client counts, comma-separated (default: 1,4)
   --meta-depth N      small-file calls in flight per client (default: 1)
-  --passes N          READDIRPLUS passes over each directory (default: 5)
+  --passes N          passes of GETATTR, LOOKUP, READ and READDIRPLUS over
+                      each client's files (default: 5)
   --rounds N          rounds, each starting both servers afresh; the table
                       shows medians (default: 3)
   --time-limit SECS   stop everything after this long (default: 540)
@@ -799,7 +801,7 @@ fn main() -> ExitCode {
     println!();
     println!(
         "vmshare-bench: median of {} round(s) (memory: largest); {} files per client, \
-         {} small-file call(s) in flight per client, {} READDIRPLUS passes; {} CPUs; \
+         {} small-file call(s) in flight per client, {} passes of the calls that change nothing; {} CPUs; \
          total time {:.0} s",
         o.rounds,
         o.files,
