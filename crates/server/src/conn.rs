@@ -429,6 +429,18 @@ impl<'a> Reader<'a> {
             End::Idle => {
                 debug!(conn = self.conn.id, peer = %self.conn.peer, "idle connection closed")
             }
+            // Clients often end a connection with a reset (libnfs always
+            // does): an ordinary end, not worth a line at info level.
+            End::Io(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                        | ErrorKind::BrokenPipe
+                ) =>
+            {
+                debug!(conn = self.conn.id, peer = %self.conn.peer, error = %e, "connection reset by the client")
+            }
             other => {
                 tracing::info!(conn = self.conn.id, peer = %self.conn.peer, reason = ?other, "closing connection")
             }
