@@ -67,11 +67,35 @@ pub fn parse_exports_file(path: &Path) -> Result<Vec<ExportConfig>, ExportsFileE
         path: path.to_path_buf(),
         source,
     })?;
-    parse_exports(&text, &path.display().to_string())
+    let origin = path.display().to_string();
+    let exports = parse_numbered(&text, &origin)?;
+    // The server would refuse a missing directory too, but without saying
+    // which line named it.
+    for (line, e) in &exports {
+        if let Err(source) = std::fs::metadata(&e.path) {
+            return Err(ExportsFileError::Line {
+                origin,
+                line: *line,
+                message: format!("{}: {source}", e.path.display()),
+            });
+        }
+    }
+    Ok(exports.into_iter().map(|(_, e)| e).collect())
 }
 
 /// Parses the text of an exports file; `origin` names it in errors.
 pub fn parse_exports(text: &str, origin: &str) -> Result<Vec<ExportConfig>, ExportsFileError> {
+    Ok(parse_numbered(text, origin)?
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect())
+}
+
+/// [`parse_exports`], with the line each export starts on.
+fn parse_numbered(
+    text: &str,
+    origin: &str,
+) -> Result<Vec<(usize, ExportConfig)>, ExportsFileError> {
     let mut exports: Vec<(usize, ExportConfig)> = Vec::new();
     let mut pending = String::new();
     let mut first_line = 0;
@@ -112,7 +136,7 @@ pub fn parse_exports(text: &str, origin: &str) -> Result<Vec<ExportConfig>, Expo
             message: "the file ends inside a continued line".into(),
         });
     }
-    Ok(exports.into_iter().map(|(_, e)| e).collect())
+    Ok(exports)
 }
 
 /// Parses one export given on the command line, in the exports-file line
@@ -535,6 +559,27 @@ mod tests {
         assert!(
             e.to_string().starts_with("/nonexistent/vmshare-exports: "),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_export_directory_names_its_line() {
+        let dir = std::env::temp_dir().join(format!("vmshare-exports-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let file = dir.join("exports");
+        let text = format!(
+            "# two exports\n{} /ok *(ro)\n/nonexistent/vmshare-dir /gone *(ro)\n",
+            dir.display()
+        );
+        std::fs::write(&file, text).expect("write");
+        let e = parse_exports_file(&file).expect_err("missing directory");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:3: /nonexistent/vmshare-dir: No such file or directory (os error 2)",
+                file.display()
+            )
         );
     }
 
