@@ -69,6 +69,11 @@ fn addr() -> SocketAddr {
     "127.0.0.1:700".parse().expect("addr")
 }
 
+/// A caller from [`addr`] with `cred`.
+fn caller(cred: &Credential) -> Caller<'_> {
+    Caller { addr: addr(), cred }
+}
+
 fn root_cred() -> Credential {
     Credential::Sys(AuthSys {
         stamp: 0,
@@ -102,10 +107,7 @@ fn names_cannot_escape_the_export() {
     let t = Tree::new("names");
     let b = backend(&t, opts());
     let cred = root_cred();
-    let c = Caller {
-        addr: addr(),
-        cred: &cred,
-    };
+    let c = caller(&cred);
     let root = root_fh(&b, &c, "/data");
     let how = CreateHow::Unchecked(Sattr {
         mode: Some(0o644),
@@ -149,10 +151,7 @@ fn guest_symlinks_are_never_followed() {
     let t = Tree::new("links");
     let b = backend(&t, opts());
     let cred = root_cred();
-    let c = Caller {
-        addr: addr(),
-        cred: &cred,
-    };
+    let c = caller(&cred);
     let root = root_fh(&b, &c, "/data");
     let made = b
         .symlink(&c, &root, b"etc", &Sattr::default(), b"/etc")
@@ -204,10 +203,7 @@ fn guest_symlinks_are_never_followed() {
 fn handles_are_bound_to_their_export_and_survive_restart() {
     let t = Tree::new("handles");
     let cred = root_cred();
-    let c = Caller {
-        addr: addr(),
-        cred: &cred,
-    };
+    let c = caller(&cred);
     let file = {
         let b = backend(&t, opts());
         let root = root_fh(&b, &c, "/data");
@@ -263,10 +259,7 @@ fn readonly_exports_refuse_every_change() {
         },
     );
     let cred = root_cred();
-    let c = Caller {
-        addr: addr(),
-        cred: &cred,
-    };
+    let c = caller(&cred);
     let root = root_fh(&b, &c, "/data");
     let file = b.lookup(&c, &root, b"file").expect("lookup").fh;
     let rofs = Some(NfsStat::RoFs);
@@ -336,10 +329,7 @@ fn callers_act_as_their_mapped_identity() {
         },
     );
     let rootc = root_cred();
-    let c = Caller {
-        addr: addr(),
-        cred: &rootc,
-    };
+    let c = caller(&rootc);
     let root = root_fh(&b, &c, "/data");
     // Root is squashed: the file belongs to the anonymous ids, and the
     // export root (root-owned, 0755) is not writable for it.
@@ -363,10 +353,7 @@ fn callers_act_as_their_mapped_identity() {
     let md = std::fs::metadata(t.p("export/by-root")).expect("stat");
     assert_eq!((md.uid(), md.gid()), (4321, 4321));
     let user = user_cred(1000);
-    let cu = Caller {
-        addr: addr(),
-        cred: &user,
-    };
+    let cu = caller(&user);
     b.create(
         &cu,
         &root,
@@ -388,10 +375,7 @@ fn callers_act_as_their_mapped_identity() {
     );
     // AUTH_NONE is anonymous, never root.
     let none = Credential::None;
-    let cn = Caller {
-        addr: addr(),
-        cred: &none,
-    };
+    let cn = caller(&none);
     b.mkdir(&cn, &root, b"anon", &Sattr::default())
         .expect("mkdir");
     assert_eq!(
@@ -410,10 +394,7 @@ fn mknod_gives_the_new_node_the_owner_asked_for() {
     let t = Tree::new("mknod");
     let b = backend(&t, opts());
     let rootc = root_cred();
-    let c = Caller {
-        addr: addr(),
-        cred: &rootc,
-    };
+    let c = caller(&rootc);
     let root = root_fh(&b, &c, "/data");
     let a = Sattr {
         mode: Some(0o640),
@@ -439,10 +420,7 @@ fn exclusive_create_is_idempotent_for_its_verifier() {
     let t = Tree::new("excl");
     let b = backend(&t, opts());
     let cred = root_cred();
-    let c = Caller {
-        addr: addr(),
-        cred: &cred,
-    };
+    let c = caller(&cred);
     let root = root_fh(&b, &c, "/data");
     let v = *b"\x01\x02\x03\x04\x05\x06\x07\x08";
     let first = b
@@ -523,10 +501,7 @@ fn readdir_cookies_survive_changes() {
     let t = Tree::new("readdir");
     let b = backend(&t, opts());
     let cred = root_cred();
-    let c = Caller {
-        addr: addr(),
-        cred: &cred,
-    };
+    let c = caller(&cred);
     let root = root_fh(&b, &c, "/data");
     let dir = t.p("export/big");
     std::fs::create_dir(&dir).expect("mkdir");
@@ -578,10 +553,7 @@ fn single_file_export_hides_siblings() {
     e.single_file = Some("file".into());
     let b = FsBackend::new(vec![e], &t.p("state")).expect("backend");
     let cred = root_cred();
-    let c = Caller {
-        addr: addr(),
-        cred: &cred,
-    };
+    let c = caller(&cred);
     let root = root_fh(&b, &c, "/f");
     assert!(b.lookup(&c, &root, b"file").is_ok());
     assert_eq!(
@@ -669,10 +641,7 @@ fn a_removed_file_is_not_kept_open() {
     let t = Tree::new("removed");
     let b = backend(&t, opts());
     let cred = root_cred();
-    let c = Caller {
-        addr: addr(),
-        cred: &cred,
-    };
+    let c = caller(&cred);
     let root = root_fh(&b, &c, "/data");
     for (name, replace) in [(&b"gone"[..], false), (&b"replaced"[..], true)] {
         let fh = b
@@ -730,10 +699,7 @@ fn listings_show_changes_through_the_server_at_once_and_host_ones_in_time() {
     let ttl = std::time::Duration::from_millis(300);
     let b = backend(&t, opts()).with_attr_cache(ttl);
     let cred = root_cred();
-    let c = Caller {
-        addr: addr(),
-        cred: &cred,
-    };
+    let c = caller(&cred);
     let root = root_fh(&b, &c, "/data");
     let dir = t.p("export/d");
     std::fs::create_dir(&dir).expect("mkdir");
@@ -774,10 +740,7 @@ fn cached_listings_need_search_permission() {
     let t = Tree::new("listing-perm");
     let b = backend(&t, opts()).with_attr_cache(std::time::Duration::from_secs(60));
     let rootc = root_cred();
-    let c = Caller {
-        addr: addr(),
-        cred: &rootc,
-    };
+    let c = caller(&rootc);
     let root = root_fh(&b, &c, "/data");
     let dir = t.p("export/d");
     std::fs::create_dir(&dir).expect("mkdir");
@@ -796,9 +759,6 @@ fn cached_listings_need_search_permission() {
         "root sees the entry's attributes"
     );
     let user = user_cred(1000);
-    let cu = Caller {
-        addr: addr(),
-        cred: &user,
-    };
+    let cu = caller(&user);
     assert_eq!(listed(&b, &cu, &d).0.len(), 0);
 }
