@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use client::{Conn, Result};
 use servers::Server;
-use workload::{SeqResult, SmallParams, SmallResult, PHASES};
+use workload::{Phase, SeqResult, SmallParams, SmallResult, PHASES};
 
 const USAGE: &str = "\
 vmshare-bench: vmshare's NFSv3 server and nfs-ganesha side by side on 127.0.0.1
@@ -396,20 +396,24 @@ fn combine(rounds: &[Measured]) -> Option<Measured> {
         .iter()
         .enumerate()
         .map(|(ci, (n, r0))| {
-            let rates = r0
-                .rates
-                .iter()
-                .enumerate()
-                .map(|(pi, (phase, _))| {
-                    let x = med(&|m| {
-                        m.small
-                            .get(ci)
-                            .and_then(|(_, r)| r.rates.get(pi))
-                            .map_or(f64::NAN, |(_, x)| *x)
-                    });
-                    (*phase, x)
-                })
-                .collect();
+            // The median, phase by phase, of one per-phase figure.
+            let per_phase = |f: &dyn Fn(&SmallResult) -> &[(Phase, f64)]| -> Vec<(Phase, f64)> {
+                f(r0)
+                    .iter()
+                    .enumerate()
+                    .map(|(pi, (phase, _))| {
+                        let x = med(&|m| {
+                            m.small
+                                .get(ci)
+                                .and_then(|(_, r)| f(r).get(pi))
+                                .map_or(f64::NAN, |(_, x)| *x)
+                        });
+                        (*phase, x)
+                    })
+                    .collect()
+            };
+            let rates = per_phase(&|r| &r.rates);
+            let spread = per_phase(&|r| &r.spread);
             let handle_mismatches = rounds
                 .iter()
                 .filter_map(|m| m.small.get(ci))
@@ -427,6 +431,7 @@ fn combine(rounds: &[Measured]) -> Option<Measured> {
                     rates,
                     handle_mismatches,
                     entries_per_reply,
+                    spread,
                 },
             )
         })
@@ -853,6 +858,17 @@ fn main() -> ExitCode {
                 "- {name}: READDIRPLUS entries per 64 KiB reply: {}",
                 per_reply.join(" / ")
             );
+            for (n, r) in m.small.iter().filter(|(n, _)| *n > 1) {
+                let each: Vec<String> = r
+                    .spread
+                    .iter()
+                    .map(|(p, x)| format!("{} {x:.2}", p.label()))
+                    .collect();
+                println!(
+                    "- {name}, {n} clients: the slowest client's time over the fastest's: {}",
+                    each.join(", ")
+                );
+            }
             let mism: usize = m.small.iter().map(|(_, r)| r.handle_mismatches).sum();
             if mism > 0 {
                 println!(

@@ -449,6 +449,9 @@ pub struct SmallResult {
     pub handle_mismatches: usize,
     /// Directory entries per READDIRPLUS reply (64 KiB maxcount).
     pub entries_per_reply: f64,
+    /// (phase, the slowest client's time over the fastest's): how evenly
+    /// the server shared itself between clients (1 for one client).
+    pub spread: Vec<(Phase, f64)>,
 }
 
 /// Parameters of the small-file run.
@@ -563,6 +566,7 @@ pub fn small_files(
         remove(&mut setup, root, &format!("{tag}-c{c}"), true)?;
     }
     let mut rates = Vec::new();
+    let mut spread = Vec::new();
     for (i, phase) in PHASES.iter().enumerate() {
         let start = all.iter().map(|t| t[i].0).min();
         let end = all.iter().map(|t| t[i].1).max();
@@ -571,10 +575,16 @@ pub fn small_files(
             let secs = e.duration_since(s).as_secs_f64().max(1e-9);
             rates.push((*phase, work as f64 / secs));
         }
+        let took = all
+            .iter()
+            .map(|t| t[i].1.duration_since(t[i].0).as_secs_f64().max(1e-9));
+        let (fast, slow) = took.fold((f64::MAX, 0.0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
+        spread.push((*phase, slow / fast));
     }
     Ok(SmallResult {
         rates,
         handle_mismatches: mismatches,
         entries_per_reply: entries as f64 / readdir_calls.max(1) as f64,
+        spread,
     })
 }
