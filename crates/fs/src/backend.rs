@@ -110,11 +110,13 @@ struct Node {
     st: Stat,
 }
 
-type IoKey = (FileHandle, u32, u32, bool);
-/// An [`IoKey`] without its handle: uid, groups key, write.
-type IoWho = (u32, u32, bool);
+type IoKey = (FileHandle, IoWho);
+/// Who a descriptor was opened for, and how: uid, gid, a keyed hash of
+/// the supplementary groups, write. The open is where the kernel checked
+/// permission, so a descriptor is lent only to the same identity.
+type IoWho = (u32, u32, u64, bool);
 
-/// Descriptors open for I/O, by handle, then by (uid, groups key, write).
+/// Descriptors open for I/O, by handle, then by [`IoWho`].
 /// Grouped by handle so that forgetting a file (REMOVE, SETATTR) looks at
 /// its own few entries: a scan of the whole cache under its lock, once
 /// the cache held thousands, cost REMOVE with four clients 40% of its
@@ -129,9 +131,9 @@ impl IoCache {
     /// The descriptor for `key`, or with `or_rw`, the same identity's
     /// read-write one when there is no read-only one.
     fn get(&self, key: &IoKey, or_rw: bool) -> Option<&Arc<File>> {
-        let (fh, uid, gid, write) = *key;
+        let (fh, (uid, gid, groups, write)) = *key;
         let list = self.by_fh.get(&fh)?;
-        let find = |w: bool| list.iter().find(|(k, _)| *k == (uid, gid, w));
+        let find = |w: bool| list.iter().find(|(k, _)| *k == (uid, gid, groups, w));
         find(write)
             .or_else(|| or_rw.then(|| find(true)).flatten())
             .map(|(_, f)| f)
@@ -139,12 +141,12 @@ impl IoCache {
 
     /// Inserts `f`; returns what it replaced.
     fn insert(&mut self, key: IoKey, f: Arc<File>) -> Option<Arc<File>> {
-        let (fh, uid, gid, write) = key;
+        let (fh, who) = key;
         let list = self.by_fh.entry(fh).or_default();
-        if let Some(slot) = list.iter_mut().find(|(k, _)| *k == (uid, gid, write)) {
+        if let Some(slot) = list.iter_mut().find(|(k, _)| *k == who) {
             return Some(std::mem::replace(&mut slot.1, f));
         }
-        list.push(((uid, gid, write), f));
+        list.push((who, f));
         self.entries += 1;
         None
     }
@@ -190,6 +192,9 @@ pub struct FsBackend {
     switch_ids: bool,
     paths: Mutex<HashMap<FileHandle, Arc<OwnedFd>>>,
     io: Mutex<IoCache>,
+    /// Keys the hash of a caller's groups in [`IoWho`]. Random per process,
+    /// so that no one can choose a group list that collides with another's.
+    groups_hasher: std::hash::RandomState,
     path_cache_max: usize,
     io_cache_max: usize,
     /// Handles made for READDIRPLUS entries, by inode.
@@ -407,6 +412,7 @@ impl FsBackend {
             switch_ids: rustix::process::geteuid().is_root(),
             paths: Mutex::new(HashMap::new()),
             io: Mutex::new(IoCache::default()),
+            groups_hasher: std::hash::RandomState::new(),
             path_cache_max,
             io_cache_max,
             by_inode: HandleCache::new(),
@@ -753,15 +759,14 @@ impl FsBackend {
         true
     }
 
-    /// The I/O cache's key: the object and the caller's mapped identity.
+    /// The I/O cache's key: the object and the caller's mapped identity,
+    /// all of it. (It once held only the number of groups, and a caller
+    /// could read through a descriptor opened for a group it is not in.)
     fn io_key(&self, c: &Caller<'_>, fh: &FileHandle, n: &Node, write: bool) -> IoKey {
+        use std::hash::BuildHasher;
         let id = self.identity(c, n);
-        (
-            *fh,
-            id.uid,
-            id.gid ^ (id.groups.len() as u32).rotate_left(16),
-            write,
-        )
+        let groups = self.groups_hasher.hash_one(&id.groups);
+        (*fh, (id.uid, id.gid, groups, write))
     }
 
     fn io_file(

@@ -94,6 +94,16 @@ fn user_cred(uid: u32) -> Credential {
     })
 }
 
+/// Whether this test can run: it needs root `to` do something; says so
+/// when it is skipped.
+fn running_as_root(to: &str) -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        eprintln!("skipped: needs root to {to}");
+    }
+    root
+}
+
 fn root_fh(b: &FsBackend, c: &Caller<'_>, path: &str) -> FileHandle {
     b.mount(c, path.as_bytes()).expect("mount")
 }
@@ -312,8 +322,7 @@ fn readonly_exports_refuse_every_change() {
 
 #[test]
 fn callers_act_as_their_mapped_identity() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: needs root to switch identities");
+    if !running_as_root("switch identities") {
         return;
     }
     let t = Tree::new("cred");
@@ -384,10 +393,69 @@ fn callers_act_as_their_mapped_identity() {
     );
 }
 
+/// A READ or WRITE descriptor opened for one caller is not lent to another
+/// whose supplementary groups differ, even when uid, gid and the number
+/// of groups match: the open is where the kernel checked permission.
+#[test]
+fn io_descriptors_are_not_shared_between_group_sets() {
+    if !running_as_root("switch identities") {
+        return;
+    }
+    let t = Tree::new("io-groups");
+    let b = backend(&t, opts());
+    let rootc = root_cred();
+    let root = root_fh(&b, &caller(&rootc), "/data");
+    let path = t.p("export/staff-only");
+    std::fs::write(&path, b"secret").expect("write");
+    std::os::unix::fs::chown(&path, Some(0), Some(5000)).expect("chown");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o060))
+        .expect("chmod");
+    let with_groups = |gids: Vec<u32>| {
+        Credential::Sys(AuthSys {
+            stamp: 0,
+            machine_name: b"t".to_vec(),
+            uid: 1000,
+            gid: 1000,
+            gids,
+        })
+    };
+    let (staff, users) = (with_groups(vec![5000]), with_groups(vec![6000]));
+    let f = b
+        .lookup(&caller(&staff), &root, b"staff-only")
+        .expect("lookup")
+        .fh;
+    let mut buf = [0u8; 6];
+    let got = b
+        .read(&caller(&staff), &f, 0, &mut buf)
+        .expect("staff reads");
+    assert_eq!(&buf[..got.count as usize], b"secret");
+    for who in [&users, &user_cred(1000)] {
+        assert_eq!(
+            b.read(&caller(who), &f, 0, &mut buf)
+                .err()
+                .map(|e| e.status),
+            Some(NfsStat::Acces)
+        );
+    }
+    b.write(&caller(&staff), &f, 0, StableHow::Unstable, b"SECRET")
+        .expect("staff writes");
+    assert_eq!(
+        b.write(&caller(&users), &f, 0, StableHow::Unstable, b"hacked")
+            .err()
+            .map(|e| e.status),
+        Some(NfsStat::Acces)
+    );
+    // Read back through the backend: this thread may still carry the last
+    // caller's fsuid, which the backend keeps between calls.
+    let got = b
+        .read(&caller(&staff), &f, 0, &mut buf)
+        .expect("staff reads");
+    assert_eq!(&buf[..got.count as usize], b"SECRET");
+}
+
 #[test]
 fn mknod_gives_the_new_node_the_owner_asked_for() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: needs root to make nodes for another owner");
+    if !running_as_root("make nodes for another owner") {
         return;
     }
     use std::os::unix::fs::FileTypeExt;
@@ -733,8 +801,7 @@ fn listings_show_changes_through_the_server_at_once_and_host_ones_in_time() {
 
 #[test]
 fn cached_listings_need_search_permission() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: needs root to switch identities");
+    if !running_as_root("switch identities") {
         return;
     }
     let t = Tree::new("listing-perm");
