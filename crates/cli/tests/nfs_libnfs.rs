@@ -92,7 +92,7 @@ fn libnfs_copies_and_lists() {
     std::fs::create_dir_all(&ro).expect("mkdir");
     std::fs::write(data.join("hello.txt"), "hello from the host\n").expect("write");
     let big: Vec<u8> = (0..3 * 1024 * 1024 + 17)
-        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .map(|i: u32| i.wrapping_mul(2_654_435_761).to_le_bytes()[1])
         .collect();
     std::fs::write(top.join("big.src"), &big).expect("write");
     let e1 = format!("{} /data *(rw,insecure,no_root_squash)", data.display());

@@ -79,7 +79,7 @@ impl HandleCache {
     fn shard(&self, key: &Key) -> &Mutex<Map> {
         // Inode numbers of files made together are consecutive: the low
         // bits spread them.
-        let i = (key.2 as usize) % SHARDS;
+        let i = usize::from(key.2.to_le_bytes()[0]) % SHARDS;
         &self.shards[i]
     }
 

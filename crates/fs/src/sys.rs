@@ -106,7 +106,7 @@ pub fn open_by_handle(
     };
     let len = h.len.min(MAX_KERNEL_HANDLE);
     raw.f_handle[..len].copy_from_slice(&h.bytes[..len]);
-    raw.handle_bytes = len as libc::c_uint;
+    raw.handle_bytes = libc::c_uint::try_from(len).unwrap_or(0);
     // SAFETY: `raw` is a valid `struct file_handle` with `handle_bytes`
     // within `f_handle`; the kernel only reads it. The returned fd, if
     // any, is new and owned by nobody else.

@@ -123,10 +123,12 @@ impl FileHandle {
     }
 
     pub(crate) fn decode(d: &mut Decoder<'_>) -> Result<FileHandle, XdrError> {
-        let b = d.opaque(FHSIZE as u32)?;
+        #[allow(clippy::cast_possible_truncation, reason = "FHSIZE is 64")]
+        const MAX: u32 = FHSIZE as u32;
+        let b = d.opaque(MAX)?;
         FileHandle::new(b).ok_or(XdrError::TooLong {
-            len: b.len() as u32,
-            max: FHSIZE as u32,
+            len: u32::try_from(b.len()).unwrap_or(u32::MAX),
+            max: MAX,
         })
     }
 

@@ -20,7 +20,7 @@ const MOUNT: u32 = 100_005;
 const SIZE: usize = 3 * 1024 * 1024 + 5;
 
 fn pattern(i: usize) -> u8 {
-    (i.wrapping_mul(7919) >> 3) as u8
+    (i.wrapping_mul(7919) >> 3).to_le_bytes()[0]
 }
 
 fn nfs_call(xid: u32, call: &Nfs3Call<'_>) -> Vec<u8> {
@@ -136,14 +136,14 @@ fn spliced_reads_carry_exact_bytes_and_padding() {
             offset: *offset,
             count: *count,
         };
-        batch.extend_from_slice(&framed(&nfs_call(100 + i as u32, &c)));
+        batch.extend_from_slice(&framed(&nfs_call(100 + u32::try_from(i).expect("xid"), &c)));
     }
     s.write_all(&batch).expect("send reads");
     for _ in 0..reads.len() {
         let (xid, r) = results(&recv(&mut s).expect("READ reply"));
         let (offset, count) = reads[(xid - 100) as usize];
         let got = read_res(&r);
-        let start = (offset as usize).min(SIZE);
+        let start = usize::try_from(offset).unwrap_or(SIZE).min(SIZE);
         let end = (start + count as usize).min(SIZE);
         assert_eq!(got.count as usize, end - start, "count at {offset}");
         assert_eq!(got.data.len(), end - start, "data length at {offset}");

@@ -241,7 +241,7 @@ impl Encoder {
 
     /// Writes a signed 32-bit integer.
     pub fn i32(&mut self, v: i32) -> &mut Self {
-        self.u32(v as u32)
+        self.u32(v.cast_unsigned())
     }
 
     /// Writes an unsigned 64-bit integer.
