@@ -92,13 +92,16 @@ fn default_state_dir(root: bool) -> PathBuf {
 }
 
 /// Sets up logging from `RUST_LOG` (default `info`) unless the binary
-/// already did.
+/// already did. Colours only on a terminal: a server's log usually goes to
+/// a file or the journal, where escape codes are noise.
 fn init_logging() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

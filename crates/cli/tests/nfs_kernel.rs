@@ -328,3 +328,131 @@ cat dir/kept.txt
     );
     assert!(out.stdout_str().contains("before\nafter"));
 }
+
+/// A stock client: the guest mounts with neither `port=` nor `mountport=`
+/// nor `proto=`, so the kernel asks the portmapper on port 111 for MOUNT's
+/// and NFS's ports. NFS listens on 20049, which the guest can only learn
+/// from the portmapper. It runs as `vmshare serve` in a network namespace
+/// of the test's own (port 111 on the host may be rpcbind's), on a TAP
+/// link without NAT, so the kernel client's reserved source ports reach the
+/// server and the default options (`secure`, `root_squash`) are the ones
+/// tested.
+#[test]
+fn stock_client_finds_the_ports_through_the_portmapper() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use vmshare_vmm::netns::{TapNetwork, TAP_HOST_ADDR};
+
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    if !rustix::process::geteuid().is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the namespace tests as root"
+        );
+        eprintln!("SKIPPED: a network namespace needs root");
+        return;
+    }
+    let top = common::scratch_dir("nfs_portmap");
+    let data = top.join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::write(data.join("hello"), "from the host\n").expect("write");
+    // Root is squashed to 65534, which must be able to create files here.
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+
+    let run = h.state.new_run().expect("run directory");
+    let net = std::sync::Arc::new(TapNetwork::create(&run).expect("namespace"));
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", net.name()])
+        .arg(&h.vmshare)
+        .args([
+            "serve",
+            "--listen",
+            &format!("{TAP_HOST_ADDR}:20049"),
+            "--portmap-listen",
+            &format!("{TAP_HOST_ADDR}:111"),
+            "--export",
+            &format!("{} /data", data.display()),
+            "--state-dir",
+        ])
+        .arg(top.join("state"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning vmshare serve");
+    let mut log = BufReader::new(server.stderr.take().expect("stderr"));
+    let mut start = String::new();
+    while !start.contains("listening") {
+        let mut line = String::new();
+        if log.read_line(&mut line).expect("server log") == 0 {
+            let _ = server.wait();
+            panic!("vmshare serve exited before listening:\n{start}");
+        }
+        start.push_str(&line);
+    }
+    assert!(start.contains("portmap=172.30.0.1:111"), "{start}");
+    // Keep draining the log so the server never blocks on a full pipe.
+    let drain = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut log, &mut rest);
+        rest
+    });
+
+    let script = r#"
+set -e
+cat /mnt/data/hello
+echo guest > /mnt/data/by-guest
+grep ' /mnt/data ' /proc/mounts
+"#;
+    let mut guest = h
+        .guest(["sh", "-c", script])
+        .network(GuestNetwork::Tap(net.clone()));
+    guest.spec_mut().mounts.push(GuestMount {
+        data: format!("vers=3,nolock,addr={TAP_HOST_ADDR}"),
+        source: format!("{TAP_HOST_ADDR}:/data"),
+        ..nfs_mount("data", "/data", "/mnt/data", 0)
+    });
+    let out = h.run(guest);
+
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&server),
+        rustix::process::Signal::TERM,
+    )
+    .expect("SIGTERM to the server");
+    let status = server.wait().expect("wait for the server");
+    let rest = drain.join().expect("log thread");
+    drop(net);
+    drop(run);
+
+    let stdout = out.stdout_str();
+    assert_eq!(
+        out.status,
+        0,
+        "stdout:\n{stdout}\nstderr:\n{}\nerrors: {:?}\nserver log:\n{start}{rest}",
+        out.stderr_str(),
+        out.errors
+    );
+    assert!(stdout.starts_with("from the host\n"), "{stdout}");
+    // Mounted over TCP with no port given: nothing listens on 2049 in the
+    // namespace, so the kernel can only have found 20049 by asking.
+    let mounts = stdout
+        .lines()
+        .find(|l| l.contains(" /mnt/data "))
+        .unwrap_or("");
+    let opts: Vec<&str> = mounts.split([',', ' ']).collect();
+    for opt in ["proto=tcp", "mountproto=tcp"] {
+        assert!(opts.contains(&opt), "{opt} missing from {mounts}");
+    }
+    assert!(!opts.iter().any(|o| o.starts_with("port=")), "{mounts}");
+    // root_squash applied through a `secure` export.
+    let f = std::fs::metadata(data.join("by-guest")).expect("stat");
+    assert_eq!((f.uid(), f.gid()), (65534, 65534));
+    assert_eq!(
+        std::fs::read_to_string(data.join("by-guest")).expect("read"),
+        "guest\n"
+    );
+    assert!(status.success(), "server exit {status}:\n{start}{rest}");
+}

@@ -425,13 +425,23 @@ impl Server {
         } = self;
         fix_mmap_threshold();
         for e in &exports {
-            info!(
-                host_path = %e.path.display(),
-                mount_path = %e.mount_path,
-                clients = %describe_rules(&e.clients),
-                single_file = ?e.single_file,
-                "export"
-            );
+            match &e.single_file {
+                None => info!(
+                    host_path = %e.path.display(),
+                    mount_path = %e.mount_path,
+                    clients = %describe_rules(&e.clients),
+                    "export"
+                ),
+                // Only `vmshare run` makes these (a file volume): the export
+                // is the file's directory, but the client sees just the file.
+                Some(name) => info!(
+                    host_path = %e.path.display(),
+                    mount_path = %e.mount_path,
+                    clients = %describe_rules(&e.clients),
+                    only = %name.to_string_lossy(),
+                    "export"
+                ),
+            }
         }
         info!(
             nfs = %addrs.nfs,
