@@ -69,14 +69,19 @@ pub fn parse_exports_file(path: &Path) -> Result<Vec<ExportConfig>, ExportsFileE
     })?;
     let origin = path.display().to_string();
     let exports = parse_numbered(&text, &origin)?;
-    // The server would refuse a missing directory too, but without saying
-    // which line named it.
+    // The server would refuse these too, but without saying which line
+    // named the path.
     for (line, e) in &exports {
-        if let Err(source) = std::fs::metadata(&e.path) {
+        let problem = match std::fs::metadata(&e.path) {
+            Err(source) => Some(source.to_string()),
+            Ok(m) if !m.is_dir() => Some("not a directory".to_string()),
+            Ok(_) => None,
+        };
+        if let Some(problem) = problem {
             return Err(ExportsFileError::Line {
                 origin,
                 line: *line,
-                message: format!("{}: {source}", e.path.display()),
+                message: format!("{}: {problem}", e.path.display()),
             });
         }
     }
@@ -563,7 +568,7 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_export_directory_names_its_line() {
+    fn an_export_path_that_is_no_directory_names_its_line() {
         let dir = std::env::temp_dir().join(format!("vmshare-exports-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("mkdir");
         let file = dir.join("exports");
@@ -573,13 +578,25 @@ mod tests {
         );
         std::fs::write(&file, text).expect("write");
         let e = parse_exports_file(&file).expect_err("missing directory");
-        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(
             e.to_string(),
             format!(
                 "{}:3: /nonexistent/vmshare-dir: No such file or directory (os error 2)",
                 file.display()
             )
+        );
+        // A file where a directory should be: the same, with its line.
+        let text = format!(
+            "{} /ok *(ro)\n\n{} /f *(rw)\n",
+            dir.display(),
+            file.display()
+        );
+        std::fs::write(&file, text).expect("write");
+        let e = parse_exports_file(&file).expect_err("a file, not a directory");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            e.to_string(),
+            format!("{}:3: {}: not a directory", file.display(), file.display())
         );
     }
 
