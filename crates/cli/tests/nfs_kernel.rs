@@ -335,8 +335,8 @@ cat dir/kept.txt
 /// from the portmapper. It runs as `vmshare serve` in a network namespace
 /// of the test's own (port 111 on the host may be rpcbind's), on a TAP
 /// link without NAT, so the kernel client's reserved source ports reach the
-/// server and the default options (`secure`, `root_squash`) are the ones
-/// tested.
+/// server, and the export's client is written out (`*(rw)`), which gives
+/// it exports(5)'s defaults: `secure` and `root_squash` are tested too.
 #[test]
 fn stock_client_finds_the_ports_through_the_portmapper() {
     use std::io::{BufRead, BufReader};
@@ -374,7 +374,7 @@ fn stock_client_finds_the_ports_through_the_portmapper() {
             "--portmap-listen",
             &format!("{TAP_HOST_ADDR}:111"),
             "--export",
-            &format!("{} /data", data.display()),
+            &format!("{} /data *(rw)", data.display()),
             "--state-dir",
         ])
         .arg(top.join("state"))
@@ -394,6 +394,10 @@ fn stock_client_finds_the_ports_through_the_portmapper() {
         start.push_str(&line);
     }
     assert!(start.contains("portmap=172.30.0.1:111"), "{start}");
+    assert!(
+        start.contains("*(rw,root_squash,anonuid=65534,anongid=65534,secure)"),
+        "{start}"
+    );
     // Keep draining the log so the server never blocks on a full pipe.
     let drain = std::thread::spawn(move || {
         let mut rest = String::new();

@@ -5,13 +5,24 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
-struct Serve(Child);
+/// A running `vmshare serve`, killed on drop, and its log so far.
+struct Serve {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Serve {
+    fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
 
 impl Drop for Serve {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -49,15 +60,31 @@ fn serve_in(mut cmd: Command, exports: &[&str], state: &Path) -> (Serve, u16) {
     // Wait for the "listening" log line rather than sleeping.
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
+    let log = Arc::new(Mutex::new(String::new()));
+    let keep = |log: &Mutex<String>, l: &str| {
+        if let Ok(mut log) = log.lock() {
+            log.push_str(l);
+            log.push('\n');
+        }
+    };
     loop {
         match lines.next() {
-            Some(Ok(l)) if l.contains("listening") => break,
-            Some(Ok(_)) => {}
+            Some(Ok(l)) => {
+                keep(&log, &l);
+                if l.contains("listening") {
+                    break;
+                }
+            }
             _ => panic!("vmshare serve exited before listening"),
         }
     }
-    std::thread::spawn(move || for _ in lines {});
-    (Serve(child), port)
+    let rest = log.clone();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            keep(&rest, &l);
+        }
+    });
+    (Serve { child, log }, port)
 }
 
 fn have(tool: &str) -> bool {
@@ -195,4 +222,65 @@ fn more_files_than_the_open_file_limit_are_all_served() {
         );
         let _ = std::fs::remove_file(&back);
     }
+}
+
+/// `secure` refuses a client on an unprivileged port, as exports(5) says,
+/// and the server's log says why (the client sees only EPERM); `--export
+/// PATH` with no clients is `insecure`, for guests behind QEMU's NAT. libnfs
+/// binds a reserved port when run as root, so the unprivileged client is
+/// libnfs run as nobody.
+#[test]
+fn secure_refuses_unprivileged_ports_and_says_why() {
+    if !have("nfs-ls") || !have("setpriv") {
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test as root"
+        );
+        eprintln!("SKIPPED: needs root to be both a privileged and an unprivileged client");
+        return;
+    }
+    let top = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libnfs-secure");
+    let _ = std::fs::remove_dir_all(&top);
+    let (sec, open) = (top.join("sec"), top.join("open"));
+    for d in [&sec, &open] {
+        std::fs::create_dir_all(d).expect("mkdir");
+        std::fs::write(d.join("hello.txt"), "hi\n").expect("write");
+    }
+    let e1 = format!("{} /sec *(rw)", sec.display());
+    let e2 = open.display().to_string();
+    let (server, port) = serve(&[&e1, &e2], &top.join("state"));
+    let ls = |path: &str, as_nobody: bool| {
+        let mut cmd = if as_nobody {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "nfs-ls"]);
+            c
+        } else {
+            Command::new("nfs-ls")
+        };
+        let out = cmd.arg(url(port, path)).output().expect("nfs-ls");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success() && text.contains("hello.txt"), text)
+    };
+    let (ok, text) = ls("/sec", false);
+    assert!(ok, "root, reserved port: {text}");
+    let (ok, text) = ls("/sec", true);
+    assert!(!ok, "nobody, unprivileged port, secure export: {text}");
+    let open_path = open.display().to_string();
+    let (ok, text) = ls(&open_path, true);
+    assert!(ok, "nobody, --export PATH: {text}");
+    // The log line comes from the server's thread; give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !server.log().contains("refused MNT") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let log = server.log();
+    assert!(
+        log.contains("refused MNT: the export is `secure` and the source port is not below 1024")
+            && log.contains("export=/sec"),
+        "{log}"
+    );
 }

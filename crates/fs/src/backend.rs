@@ -209,6 +209,8 @@ pub struct FsBackend {
     /// caller's identity (a permission check by the kernel).
     proc_fd: OwnedFd,
     write_verf: AtomicU64,
+    /// When a refused MNT was last logged (seconds since the epoch).
+    mount_refusal_logged: AtomicU64,
 }
 
 fn compress_dev(dev: u64) -> u32 {
@@ -421,6 +423,7 @@ impl FsBackend {
             closer: Closer::new(),
             proc_fd,
             write_verf: AtomicU64::new(u64::from_ne_bytes(seed)),
+            mount_refusal_logged: AtomicU64::new(0),
         })
     }
 
@@ -757,6 +760,29 @@ impl FsBackend {
             "out of file descriptors: closed cached ones (raise the open-file limit)"
         );
         true
+    }
+
+    /// Says why a MNT was refused: the client only sees EACCES or EPERM,
+    /// and the reason (usually `secure` behind a NAT) is the server's to
+    /// tell. At most one line every ten seconds, so a client that retries
+    /// in a loop cannot flood the log.
+    fn refused_mount(&self, c: &Caller<'_>, export: &Export, why: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.mount_refusal_logged.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 10
+            && self
+                .mount_refusal_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                client = %c.addr,
+                export = %export.cfg.mount_path,
+                "refused MNT: {why}"
+            );
+        }
     }
 
     /// The I/O cache's key: the object and the caller's mapped identity,
@@ -1871,11 +1897,21 @@ impl Backend for FsBackend {
         // MNT resolves the path as the server (the export's admin chose it),
         // not as whichever caller this thread served last.
         as_server(self.switch_ids);
-        let opts = export
-            .cfg
-            .options_for(c.addr.ip())
-            .ok_or(MountStat::Acces)?;
+        let Some(opts) = export.cfg.options_for(c.addr.ip()) else {
+            self.refused_mount(
+                c,
+                export,
+                "no client rule of the export admits this address",
+            );
+            return Err(MountStat::Acces);
+        };
         if opts.secure && c.addr.port() >= 1024 {
+            self.refused_mount(
+                c,
+                export,
+                "the export is `secure` and the source port is not below 1024 (a client \
+                 behind NAT, such as QEMU user networking, needs `insecure`)",
+            );
             return Err(MountStat::Perm);
         }
         let rest = rest.trim_start_matches('/');

@@ -145,14 +145,19 @@ fn parse_numbered(
 }
 
 /// Parses one export given on the command line, in the exports-file line
-/// syntax; without clients it is exported read-write to everyone (with
-/// root squashing and the secure-port check), the way a docker volume is
-/// read-write unless asked otherwise.
+/// syntax. Without clients it is exported read-write to everyone, the way
+/// a docker volume is read-write unless asked otherwise, with root
+/// squashing, and `insecure`: the usual client is a VM next to the server
+/// behind QEMU's user networking, whose NAT gives every connection an
+/// unprivileged source port, so the secure-port check would refuse the
+/// very mount this shorthand is for. Clients written out get exports(5)'s
+/// defaults (`secure` included), as in a file.
 pub fn parse_export_spec(spec: &str) -> Result<ExportConfig, ExportsFileError> {
     let default = ClientRule {
         client: ClientMatch::Any,
         options: ExportOptions {
             writable: true,
+            secure: false,
             ..file_defaults()
         },
     };
@@ -608,12 +613,17 @@ mod tests {
             e.clients,
             vec![ClientRule {
                 client: ClientMatch::Any,
-                options: ExportOptions::default()
+                options: ExportOptions {
+                    secure: false,
+                    ..ExportOptions::default()
+                }
             }]
         );
+        // Clients written out: exports(5) defaults, secure included.
         let e = parse_export_spec("/srv/data /data 10.0.0.2(ro)").expect("spec");
         assert_eq!(e.mount_path, "/data");
         assert!(!e.clients[0].options.writable);
+        assert!(e.clients[0].options.secure);
         let err = parse_export_spec("data").expect_err("relative").to_string();
         assert!(err.starts_with("--export:1: "), "{err}");
     }
