@@ -6,7 +6,7 @@
 //! supplementary groups only), so worker threads serving different callers
 //! don't disturb each other, and it is undone when the guard drops.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use vmshare_wire::rpc::Credential;
 
 use crate::export::{ExportOptions, Squash};
@@ -57,15 +57,30 @@ impl Identity {
 
 thread_local! {
     /// What this thread's fs identity currently is, so that consecutive
-    /// calls from the same caller skip the syscalls.
-    static CURRENT: Cell<Option<(u32, u32, u64)>> = const { Cell::new(None) };
+    /// calls from the same caller skip the syscalls. The whole identity,
+    /// compared in full: it once held a hash of the groups, and a caller
+    /// could choose groups whose hash matched another caller's and run with
+    /// that caller's groups.
+    static CURRENT: RefCell<Option<Identity>> = const { RefCell::new(None) };
 }
 
-fn groups_key(groups: &[u32]) -> u64 {
-    groups.iter().fold(groups.len() as u64, |h, &g| {
-        h.wrapping_mul(0x100_0000_01b3).wrapping_add(u64::from(g))
-    })
+fn is_current(id: &Identity) -> bool {
+    CURRENT.with(|c| c.try_borrow().is_ok_and(|c| c.as_ref() == Some(id)))
 }
+
+fn set_current(id: Option<Identity>) {
+    CURRENT.with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            *c = id;
+        }
+    });
+}
+
+const SERVER: Identity = Identity {
+    uid: 0,
+    gid: 0,
+    groups: Vec::new(),
+};
 
 /// Proof that this thread now runs as a caller's identity. When the server
 /// is not root (`enabled` false) nothing changes: every operation runs as
@@ -86,13 +101,12 @@ impl CredGuard {
         if !enabled {
             return Ok(CredGuard { _private: () });
         }
-        let key = (id.uid, id.gid, groups_key(&id.groups));
-        if CURRENT.with(|c| c.get()) != Some(key) {
+        if !is_current(id) {
             if let Err(e) = sys::set_thread_fs_ids(id.uid, id.gid, &id.groups) {
                 restore();
                 return Err(e);
             }
-            CURRENT.with(|c| c.set(Some(key)));
+            set_current(Some(id.clone()));
         }
         Ok(CredGuard { _private: () })
     }
@@ -101,16 +115,16 @@ impl CredGuard {
 /// Makes this thread act as the server itself again (if it switched), for
 /// operations that need the server's privileges.
 pub fn as_server(enabled: bool) {
-    if enabled && CURRENT.with(|c| c.get()) != Some((0, 0, groups_key(&[]))) {
+    if enabled && !is_current(&SERVER) {
         restore();
     }
 }
 
 fn restore() {
     if sys::set_thread_fs_ids(0, 0, &[]).is_ok() {
-        CURRENT.with(|c| c.set(Some((0, 0, groups_key(&[])))));
+        set_current(Some(SERVER));
     } else {
-        CURRENT.with(|c| c.set(None));
+        set_current(None);
     }
 }
 

@@ -453,6 +453,55 @@ fn io_descriptors_are_not_shared_between_group_sets() {
     assert_eq!(&buf[..got.count as usize], b"SECRET");
 }
 
+/// A thread keeps its last caller's identity for the next call when the
+/// caller is the same. "The same" is the whole identity: these two group
+/// lists had the same hash under the key the thread once kept, and the
+/// second caller ran with the first one's groups, group 0 included.
+#[test]
+fn a_thread_never_keeps_another_callers_groups() {
+    if !running_as_root("switch identities") {
+        return;
+    }
+    let t = Tree::new("cred-groups");
+    let b = backend(&t, opts());
+    let rootc = root_cred();
+    let root = root_fh(&b, &caller(&rootc), "/data");
+    let path = t.p("export/group-0-only");
+    std::fs::write(&path, b"group 0").expect("write");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o040))
+        .expect("chmod");
+    let with_groups = |gids: Vec<u32>| {
+        Credential::Sys(AuthSys {
+            stamp: 0,
+            machine_name: b"t".to_vec(),
+            uid: 1000,
+            gid: 1000,
+            gids,
+        })
+    };
+    let (victim, attacker) = (
+        with_groups(vec![0, 1000, 5]),
+        with_groups(vec![1, 130, 189_230]),
+    );
+    let f = b
+        .lookup(&caller(&victim), &root, b"group-0-only")
+        .expect("lookup")
+        .fh;
+    let mut buf = [0u8; 7];
+    let got = b
+        .read(&caller(&victim), &f, 0, &mut buf)
+        .expect("victim reads");
+    assert_eq!(&buf[..got.count as usize], b"group 0");
+    // Same thread, next call: the attacker's READ opens the file as the
+    // attacker (its own descriptor-cache key), and must be refused.
+    assert_eq!(
+        b.read(&caller(&attacker), &f, 0, &mut buf)
+            .err()
+            .map(|e| e.status),
+        Some(NfsStat::Acces)
+    );
+}
+
 #[test]
 fn mknod_gives_the_new_node_the_owner_asked_for() {
     if !running_as_root("make nodes for another owner") {
