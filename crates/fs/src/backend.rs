@@ -115,6 +115,16 @@ type IoKey = (FileHandle, IoWho);
 /// the supplementary groups, write. The open is where the kernel checked
 /// permission, so a descriptor is lent only to the same identity.
 type IoWho = (u32, u32, u64, bool);
+/// The file's mode, owner and group when a descriptor was opened: it is
+/// lent only while they are unchanged, so that a chmod or chown made any
+/// way (this handle, another export's, the host) is checked again at the
+/// next open. (A change of ACL alone is not seen until the descriptor
+/// leaves the cache.)
+type IoPerm = (u32, u32, u32);
+
+fn io_perm(st: &Stat) -> IoPerm {
+    (st.st_mode, st.st_uid, st.st_gid)
+}
 
 /// Descriptors open for I/O, by handle, then by [`IoWho`].
 /// Grouped by handle so that forgetting a file (REMOVE, SETATTR) looks at
@@ -123,30 +133,36 @@ type IoWho = (u32, u32, u64, bool);
 /// rate.
 #[derive(Debug, Default)]
 struct IoCache {
-    by_fh: HashMap<FileHandle, Vec<(IoWho, Arc<File>)>>,
+    by_fh: HashMap<FileHandle, Vec<(IoWho, IoPerm, Arc<File>)>>,
     entries: usize,
 }
 
 impl IoCache {
-    /// The descriptor for `key`, or with `or_rw`, the same identity's
-    /// read-write one when there is no read-only one.
-    fn get(&self, key: &IoKey, or_rw: bool) -> Option<&Arc<File>> {
+    /// The descriptor for `key` opened when the file had `perm`, or with
+    /// `or_rw`, the same identity's read-write one when there is no
+    /// read-only one.
+    fn get(&self, key: &IoKey, perm: IoPerm, or_rw: bool) -> Option<&Arc<File>> {
         let (fh, (uid, gid, groups, write)) = *key;
         let list = self.by_fh.get(&fh)?;
-        let find = |w: bool| list.iter().find(|(k, _)| *k == (uid, gid, groups, w));
+        let find = |w: bool| {
+            list.iter()
+                .find(|(k, p, _)| *k == (uid, gid, groups, w) && *p == perm)
+        };
         find(write)
             .or_else(|| or_rw.then(|| find(true)).flatten())
-            .map(|(_, f)| f)
+            .map(|(_, _, f)| f)
     }
 
-    /// Inserts `f`; returns what it replaced.
-    fn insert(&mut self, key: IoKey, f: Arc<File>) -> Option<Arc<File>> {
+    /// Inserts `f`, opened when the file had `perm`; returns what it
+    /// replaced.
+    fn insert(&mut self, key: IoKey, perm: IoPerm, f: Arc<File>) -> Option<Arc<File>> {
         let (fh, who) = key;
         let list = self.by_fh.entry(fh).or_default();
-        if let Some(slot) = list.iter_mut().find(|(k, _)| *k == who) {
-            return Some(std::mem::replace(&mut slot.1, f));
+        if let Some(slot) = list.iter_mut().find(|(k, _, _)| *k == who) {
+            slot.1 = perm;
+            return Some(std::mem::replace(&mut slot.2, f));
         }
-        list.push((who, f));
+        list.push((who, perm, f));
         self.entries += 1;
         None
     }
@@ -156,7 +172,7 @@ impl IoCache {
         let gone: Vec<Arc<File>> = self
             .by_fh
             .remove(fh)
-            .map(|l| l.into_iter().map(|(_, f)| f).collect())
+            .map(|l| l.into_iter().map(|(_, _, f)| f).collect())
             .unwrap_or_default();
         self.entries = self.entries.saturating_sub(gone.len());
         gone
@@ -167,7 +183,7 @@ impl IoCache {
         let gone: Vec<Arc<File>> = evict_share(&mut self.by_fh, parts)
             .into_iter()
             .flatten()
-            .map(|(_, f)| f)
+            .map(|(_, _, f)| f)
             .collect();
         self.entries = self.entries.saturating_sub(gone.len());
         gone
@@ -686,11 +702,14 @@ impl FsBackend {
         }
     }
 
-    fn writable_dir(&self, dir: &Node) -> Result<(), NfsStat> {
-        if !dir.opts.writable {
+    /// Whether the export lets `n` (or, for a directory, its entries) be
+    /// changed: not on a read-only export, and never the root of a
+    /// single-file export, which is the file's host directory.
+    fn may_change(&self, n: &Node) -> Result<(), NfsStat> {
+        if !n.opts.writable {
             return Err(NfsStat::RoFs);
         }
-        if dir.export.cfg.single_file.is_some() && self.is_root(dir) {
+        if n.export.cfg.single_file.is_some() && self.is_root(n) {
             return Err(NfsStat::Acces);
         }
         Ok(())
@@ -803,13 +822,17 @@ impl FsBackend {
         write: bool,
     ) -> Result<Arc<File>, NfsStat> {
         let key = self.io_key(c, fh, n, write);
+        // `n.st` is from just before this call: taken before the open, so
+        // a chmod racing with the open leaves the old mode here, and the
+        // next call opens again.
+        let perm = io_perm(&n.st);
         // A read may use the caller's read-write descriptor: opening it
         // for O_RDWR checked read permission too.
         let cached = self
             .io
             .lock()
             .ok()
-            .and_then(|m| m.get(&key, !write).cloned());
+            .and_then(|m| m.get(&key, perm, !write).cloned());
         if let Some(f) = cached {
             return Ok(f);
         }
@@ -820,7 +843,7 @@ impl FsBackend {
             if m.entries >= self.io_cache_max {
                 self.closer.later(m.evict(8));
             }
-            if let Some(old) = m.insert(key, f.clone()) {
+            if let Some(old) = m.insert(key, perm, f.clone()) {
                 self.closer.later(old);
             }
         }
@@ -1070,7 +1093,7 @@ impl FsBackend {
             )
         })?;
         let before = self.pre_op(&dir);
-        let r = self.writable_dir(&dir).and_then(|()| {
+        let r = self.may_change(&dir).and_then(|()| {
             let _g = self.become_(c, &dir)?;
             f(&dir, name)
         });
@@ -1133,21 +1156,23 @@ impl Backend for FsBackend {
                 },
             )
         };
-        if !n.opts.writable {
-            return Err(fail(NfsStat::RoFs));
-        }
+        // ROFS on a read-only export; and the root of a single-file export
+        // is a host directory the guest must not chmod or chown.
+        self.may_change(&n).map_err(fail)?;
         if let (Some(g), Some(a)) = (guard, before_attr) {
             if g != a.ctime {
                 return Err(fail(NfsStat::NotSync));
             }
         }
-        {
+        let applied = {
             let _g = self.become_(c, &n).map_err(fail)?;
-            self.apply_sattr(&n.fd, attrs).map_err(fail)?;
-        }
+            self.apply_sattr(&n.fd, attrs)
+        };
+        // Also when a later part failed: the mode may be changed already.
         if attrs.mode.is_some() || attrs.uid.is_some() || attrs.gid.is_some() {
             self.forget_io(fh);
         }
+        applied.map_err(fail)?;
         Ok(WccData {
             before,
             after: self.post_op(&n),
@@ -1378,6 +1403,7 @@ impl Backend for FsBackend {
             let base = OFlags::CREATE
                 | OFlags::RDWR
                 | OFlags::NOFOLLOW
+                | OFlags::NOCTTY
                 | OFlags::CLOEXEC
                 | OFlags::NONBLOCK;
             let (flags, attrs) = match how {
@@ -1388,6 +1414,14 @@ impl Backend for FsBackend {
             let mode = Mode::from_raw_mode(attrs.mode.unwrap_or(0o644) & 0o7777);
             match rustix::fs::openat2(&*d.fd, name, flags, mode, beneath()) {
                 Ok(fd) => {
+                    // UNCHECKED over something that is not a regular file
+                    // (a FIFO, a device): EXIST, as nfsd answers, and no
+                    // attributes applied to it.
+                    if matches!(how, CreateHow::Unchecked(_))
+                        && !is_reg(&rustix::fs::fstat(&fd).map_err(status_rx)?)
+                    {
+                        return Err(NfsStat::Exist);
+                    }
                     let mut rest = attrs;
                     rest.mode = None;
                     if let CreateHow::Exclusive(v) = how {
@@ -1584,8 +1618,8 @@ impl Backend for FsBackend {
             }
             let from = check_new_name(from)?;
             let to = check_new_name(to)?;
-            self.writable_dir(&fd)?;
-            self.writable_dir(&td)?;
+            self.may_change(&fd)?;
+            self.may_change(&td)?;
             let _g = self.become_(c, &fd)?;
             // The target, if any, loses that name; the object moved gets a
             // new ctime.
@@ -1624,7 +1658,7 @@ impl Backend for FsBackend {
                 return Err(NfsStat::XDev);
             }
             let name = check_new_name(name)?;
-            self.writable_dir(&d)?;
+            self.may_change(&d)?;
             let _g = self.become_(c, &d)?;
             // Linking through /proc/self/fd needs no CAP_DAC_READ_SEARCH,
             // unlike AT_EMPTY_PATH, so the caller's identity suffices.
@@ -1827,6 +1861,10 @@ impl Backend for FsBackend {
                 },
             )
         };
+        if !n.opts.writable {
+            // Nothing can have been written through this export.
+            return Err(fail(NfsStat::RoFs));
+        }
         if !is_reg(&st) {
             return Err(fail(if is_dir(&st) {
                 NfsStat::IsDir
@@ -1843,7 +1881,7 @@ impl Backend for FsBackend {
             .io
             .lock()
             .ok()
-            .and_then(|m| m.get(&key, false).cloned())
+            .and_then(|m| m.get(&key, io_perm(&n.st), false).cloned())
         {
             Some(f) => f,
             None => {

@@ -692,6 +692,23 @@ fn single_file_export_hides_siblings() {
         .is_err());
     assert!(b.remove(&c, &root, b"file").is_err());
     assert!(b.mount(&c, b"/f/sub").is_err());
+    // The root is the file's host directory: no chmod, chown or utimes of
+    // it, while the file itself takes them.
+    let before = std::fs::metadata(t.p("export")).expect("stat").mode();
+    let chmod = Sattr {
+        mode: Some(0o777),
+        ..Sattr::default()
+    };
+    assert_eq!(
+        b.setattr(&c, &root, &chmod, None).err().map(|f| f.status),
+        Some(NfsStat::Acces)
+    );
+    assert_eq!(
+        std::fs::metadata(t.p("export")).expect("stat").mode(),
+        before
+    );
+    let file = b.lookup(&c, &root, b"file").expect("lookup").fh;
+    b.setattr(&c, &file, &chmod, None).expect("chmod the file");
 }
 
 #[test]
@@ -877,4 +894,126 @@ fn cached_listings_need_search_permission() {
     let user = user_cred(1000);
     let cu = caller(&user);
     assert_eq!(listed(&b, &cu, &d).0.len(), 0);
+}
+
+/// A cached READ/WRITE descriptor is lent only while the file's mode and
+/// owner are what they were at its open: a chmod made any way (here on
+/// the host) is checked again at the next call, and so is one made by a
+/// SETATTR that then failed on its size.
+#[test]
+fn a_permission_change_is_seen_by_the_next_read() {
+    if !running_as_root("switch identities") {
+        return;
+    }
+    let t = Tree::new("io-revoke");
+    let b = backend(&t, opts());
+    let rootc = root_cred();
+    let root = root_fh(&b, &caller(&rootc), "/data");
+    let path = t.p("export/shared");
+    std::fs::write(&path, b"shared").expect("write");
+    std::os::unix::fs::chown(&path, Some(1000), Some(5000)).expect("chown");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o660))
+        .expect("chmod");
+    let member = Credential::Sys(AuthSys {
+        stamp: 0,
+        machine_name: b"t".to_vec(),
+        uid: 2000,
+        gid: 5000,
+        gids: vec![],
+    });
+    let owner = user_cred(1000);
+    let f = b
+        .lookup(&caller(&member), &root, b"shared")
+        .expect("lookup")
+        .fh;
+    let mut buf = [0u8; 6];
+    b.read(&caller(&member), &f, 0, &mut buf)
+        .expect("member reads");
+    b.write(&caller(&member), &f, 0, StableHow::Unstable, b"SHARED")
+        .expect("member writes");
+    // Revoked on the host: the cached descriptors must not serve. (This
+    // thread acts as the last caller until told otherwise.)
+    vmshare_fs::cred::as_server(true);
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let refused = |b: &FsBackend| {
+        let mut buf = [0u8; 6];
+        (
+            b.read(&caller(&member), &f, 0, &mut buf)
+                .err()
+                .map(|e| e.status),
+            b.write(&caller(&member), &f, 0, StableHow::Unstable, b"hacked")
+                .err()
+                .map(|e| e.status),
+        )
+    };
+    assert_eq!(refused(&b), (Some(NfsStat::Acces), Some(NfsStat::Acces)));
+    // Given back, used again (and cached again) ...
+    vmshare_fs::cred::as_server(true);
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o660))
+        .expect("chmod");
+    b.read(&caller(&member), &f, 0, &mut buf)
+        .expect("member reads again");
+    // ... then taken by the owner in a SETATTR whose truncation fails
+    // (0400 leaves the owner no write permission for it): the mode is
+    // changed, the error returned, and the member refused.
+    let take = Sattr {
+        mode: Some(0o400),
+        size: Some(0),
+        ..Sattr::default()
+    };
+    assert_eq!(
+        b.setattr(&caller(&owner), &f, &take, None)
+            .err()
+            .map(|e| e.status),
+        Some(NfsStat::Acces)
+    );
+    assert_eq!(refused(&b), (Some(NfsStat::Acces), Some(NfsStat::Acces)));
+    vmshare_fs::cred::as_server(true);
+    assert_eq!(std::fs::read(&path).expect("read"), b"SHARED");
+}
+
+/// COMMIT on a read-only export is ROFS; CREATE UNCHECKED over a FIFO is
+/// EXIST (nfsd's answer) and leaves the FIFO alone.
+#[test]
+fn commit_on_ro_and_unchecked_create_over_a_fifo() {
+    let t = Tree::new("ro-commit");
+    let b = backend(
+        &t,
+        ExportOptions {
+            writable: false,
+            ..opts()
+        },
+    );
+    let rootc = root_cred();
+    let c = caller(&rootc);
+    let root = root_fh(&b, &c, "/data");
+    let f = b.lookup(&c, &root, b"file").expect("lookup").fh;
+    assert_eq!(
+        b.commit(&c, &f, 0, 0).err().map(|e| e.status),
+        Some(NfsStat::RoFs)
+    );
+    let t2 = Tree::new("fifo-create");
+    let b = backend(&t2, opts());
+    let root = root_fh(&b, &c, "/data");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &t2.p("export/fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .expect("mkfifo");
+    let a = Sattr {
+        mode: Some(0o600),
+        ..Sattr::default()
+    };
+    assert_eq!(
+        b.create(&c, &root, b"fifo", &CreateHow::Unchecked(a))
+            .err()
+            .map(|e| e.status),
+        Some(NfsStat::Exist)
+    );
+    let md = std::fs::symlink_metadata(t2.p("export/fifo")).expect("stat");
+    assert_eq!(md.mode() & 0o7777, 0o644);
 }
