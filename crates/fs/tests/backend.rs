@@ -998,7 +998,7 @@ fn commit_on_ro_and_unchecked_create_over_a_fifo() {
     let root = root_fh(&b, &c, "/data");
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &t2.p("export/fifo"),
+        t2.p("export/fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o644),
         0,
