@@ -234,9 +234,20 @@ fn compress_dev(dev: u64) -> u32 {
     (maj << 20) ^ min
 }
 
-fn export_id(mount_path: &str) -> u32 {
-    let h = blake3::hash(mount_path.as_bytes());
-    let b = h.as_bytes();
+/// An export's id in its handles: its mount path, and the directory it
+/// serves. A handle outlives the server (the key is kept), so it must not
+/// outlive the export: `vmshare run` names its exports `/v0`, `/v1`..., and
+/// with the mount path alone a handle a guest kept from one run opened the
+/// same file in a later run whose `/v0` was another directory, with that
+/// export's options (rw, say) applied to it.
+fn export_id(mount_path: &str, root: &Stat) -> u32 {
+    let mut h = blake3::Hasher::new();
+    h.update(mount_path.as_bytes());
+    h.update(&[0]);
+    h.update(&root.st_dev.to_le_bytes());
+    h.update(&root.st_ino.to_le_bytes());
+    let b = h.finalize();
+    let b = b.as_bytes();
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
@@ -380,8 +391,11 @@ impl FsBackend {
             )
             .map_err(|e| err(e.into()))?;
             let st = rustix::fs::fstat(&root).map_err(|e| err(e.into()))?;
-            let id = export_id(&cfg.mount_path);
-            if opened.iter().any(|e: &Arc<Export>| e.id == id) {
+            let id = export_id(&cfg.mount_path, &st);
+            if opened
+                .iter()
+                .any(|e: &Arc<Export>| e.id == id || e.cfg.mount_path == cfg.mount_path)
+            {
                 return Err(FsError::Duplicate {
                     mount_path: cfg.mount_path.clone(),
                 });

@@ -249,6 +249,20 @@ fn handles_are_bound_to_their_export_and_survive_restart() {
     let b = backend(&t, opts());
     let a = b.getattr(&c, &file).expect("handle survives restart");
     assert_eq!(a.size, 6);
+    // The same mount path serving another directory (same key, same
+    // filesystem): the old handle is STALE there, even for a file the
+    // new directory could reach.
+    let moved = vec![ExportConfig::new(t.p("export/sub"), "/data", rule(opts()))];
+    std::fs::write(t.p("export/sub/x"), "x").expect("write");
+    let sub_fh = b
+        .lookup(&c, &root_fh(&b, &c, "/data"), b"sub")
+        .expect("lookup")
+        .fh;
+    let x = b.lookup(&c, &sub_fh, b"x").expect("lookup").fh;
+    let b2 = FsBackend::new(moved, &t.p("state")).expect("backend");
+    assert_eq!(b2.getattr(&c, &file).err(), Some(NfsStat::Stale));
+    assert_eq!(b2.getattr(&c, &x).err(), Some(NfsStat::Stale));
+    drop(b2);
     // Deleted: STALE.
     std::fs::remove_file(t.p("export/file")).expect("rm");
     assert_eq!(b.getattr(&c, &file).err(), Some(NfsStat::Stale));
