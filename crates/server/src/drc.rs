@@ -8,8 +8,11 @@
 //!
 //! The key holds the client's IP address but not its port: the Linux client
 //! resends with the same XID after a reconnect, which may come from another
-//! port. Two different calls on one host would have to share the XID,
-//! procedure, argument length and the checksum of the first 256 argument
+//! port. It also holds the caller's identity (uid, gid, groups; not the
+//! AUTH_SYS stamp, which Linux renews per transmission), so that a call of
+//! another user is run, not answered with someone else's reply. Two
+//! different calls on one host would have to share the XID, procedure,
+//! identity, argument length and the checksum of the first 256 argument
 //! bytes to collide.
 
 use std::collections::hash_map::DefaultHasher;
@@ -17,6 +20,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+
+use vmshare_wire::rpc::Credential;
 
 use crate::lock;
 
@@ -42,9 +47,14 @@ impl DrcKey {
         vers: u32,
         proc_: u32,
         ip: IpAddr,
+        cred: &Credential,
         args: &[u8],
     ) -> DrcKey {
         let mut h = DefaultHasher::new();
+        match cred {
+            Credential::None => 0u8.hash(&mut h),
+            Credential::Sys(a) => (1u8, a.uid, a.gid, &a.gids).hash(&mut h),
+        }
         args.get(..SUM_BYTES).unwrap_or(args).hash(&mut h);
         DrcKey {
             xid,
@@ -137,24 +147,37 @@ impl Drc {
         Lookup::New
     }
 
-    /// Records the reply to a call started with [`Drc::begin`].
-    pub(crate) fn finish(&self, key: &DrcKey, reply: &[u8]) {
+    /// Forgets a call started with [`Drc::begin`] that will have no reply
+    /// (its connection closed before it ran): left "in progress", it
+    /// would swallow every retransmission, and the client would wait
+    /// forever.
+    pub(crate) fn forget(&self, key: &DrcKey) {
         if self.max_entries == 0 {
             return;
         }
         let mut g = lock(&self.inner);
         let inner = &mut *g;
-        if reply.len() > self.max_bytes {
-            // Too big to keep: forget the call rather than leave it "in
-            // progress", which would swallow every retransmission.
-            if let Some(e) = inner.map.remove(key) {
-                inner.order.remove(&e.seq);
-                if let State::Done(r) = e.state {
-                    inner.bytes -= r.len();
-                }
+        if let Some(e) = inner.map.remove(key) {
+            inner.order.remove(&e.seq);
+            if let State::Done(r) = e.state {
+                inner.bytes -= r.len();
             }
+        }
+    }
+
+    /// Records the reply to a call started with [`Drc::begin`].
+    pub(crate) fn finish(&self, key: &DrcKey, reply: &[u8]) {
+        if self.max_entries == 0 {
             return;
         }
+        if reply.len() > self.max_bytes {
+            // Too big to keep: forget the call rather than leave it "in
+            // progress".
+            self.forget(key);
+            return;
+        }
+        let mut g = lock(&self.inner);
+        let inner = &mut *g;
         let seq = inner.next_seq;
         inner.next_seq += 1;
         let reply: Arc<[u8]> = Arc::from(reply);
@@ -199,7 +222,15 @@ mod tests {
     use super::*;
 
     fn key(xid: u32) -> DrcKey {
-        DrcKey::new(xid, 100_003, 3, 12, IpAddr::from([10, 0, 0, 1]), b"args")
+        DrcKey::new(
+            xid,
+            100_003,
+            3,
+            12,
+            IpAddr::from([10, 0, 0, 1]),
+            &Credential::None,
+            b"args",
+        )
     }
 
     #[test]
@@ -214,15 +245,75 @@ mod tests {
         );
     }
 
+    fn sys(uid: u32, stamp: u32) -> Credential {
+        Credential::Sys(vmshare_wire::rpc::AuthSys {
+            stamp,
+            machine_name: b"guest".to_vec(),
+            uid,
+            gid: uid,
+            gids: vec![uid],
+        })
+    }
+
+    #[test]
+    fn key_covers_the_caller_but_not_the_stamp() {
+        let drc = Drc::new(10, 1000);
+        let k = |cred: &Credential| {
+            DrcKey::new(1, 100_003, 3, 8, IpAddr::from([10, 0, 0, 1]), cred, b"args")
+        };
+        assert_eq!(drc.begin(&k(&sys(0, 1))), Lookup::New);
+        drc.finish(&k(&sys(0, 1)), b"root's reply");
+        // Another user, same XID and arguments: its own call, run.
+        assert_eq!(drc.begin(&k(&sys(1000, 1))), Lookup::New);
+        assert_eq!(drc.begin(&k(&Credential::None)), Lookup::New);
+        // The same user retransmitting with a new stamp: the replay.
+        assert_eq!(
+            drc.begin(&k(&sys(0, 2))),
+            Lookup::Replay(Arc::from(&b"root's reply"[..]))
+        );
+    }
+
+    #[test]
+    fn a_forgotten_call_runs_again() {
+        let drc = Drc::new(10, 1000);
+        assert_eq!(drc.begin(&key(1)), Lookup::New);
+        drc.forget(&key(1));
+        assert_eq!(drc.begin(&key(1)), Lookup::New);
+    }
+
     #[test]
     fn key_covers_address_and_arguments() {
         let drc = Drc::new(10, 1000);
         assert_eq!(drc.begin(&key(1)), Lookup::New);
-        let other_ip = DrcKey::new(1, 100_003, 3, 12, IpAddr::from([10, 0, 0, 2]), b"args");
+        let other_ip = DrcKey::new(
+            1,
+            100_003,
+            3,
+            12,
+            IpAddr::from([10, 0, 0, 2]),
+            &Credential::None,
+            b"args",
+        );
         assert_eq!(drc.begin(&other_ip), Lookup::New);
-        let other_args = DrcKey::new(1, 100_003, 3, 12, IpAddr::from([10, 0, 0, 1]), b"argz");
+        let other_args = DrcKey::new(
+            1,
+            100_003,
+            3,
+            12,
+            IpAddr::from([10, 0, 0, 1]),
+            &Credential::None,
+            b"argz",
+        );
         assert_eq!(drc.begin(&other_args), Lookup::New);
-        let other_proc = DrcKey::new(1, 100_003, 3, 13, IpAddr::from([10, 0, 0, 1]), b"args");
+        let other_proc = DrcKey::new(
+            1,
+            100_003,
+            3,
+            13,
+            IpAddr::from([10, 0, 0, 1]),
+            &Credential::None,
+            b"args",
+        );
         assert_eq!(drc.begin(&other_proc), Lookup::New);
     }
 

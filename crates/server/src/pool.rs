@@ -216,8 +216,17 @@ pub(crate) fn run(shared: &Shared, job: Job) {
         }
     };
     let (xid, prog, vers, proc_) = (call.xid, call.prog, call.vers, call.proc_);
-    let drc_key = is_nonidempotent(prog, vers, proc_)
-        .then(|| DrcKey::new(xid, prog, vers, proc_, conn.peer.ip(), call.args));
+    let drc_key = is_nonidempotent(prog, vers, proc_).then(|| {
+        DrcKey::new(
+            xid,
+            prog,
+            vers,
+            proc_,
+            conn.peer.ip(),
+            &call.cred,
+            call.args,
+        )
+    });
     if let Some(key) = &drc_key {
         match shared.drc.begin(key) {
             Lookup::New => {}
@@ -249,6 +258,9 @@ pub(crate) fn run(shared: &Shared, job: Job) {
     let mut reply_charge = shared.reply_budget.charge();
     let abort = || conn.is_closed() || shared.stop.load(Ordering::Acquire);
     if reply_charge.grow(hint, &abort).is_none() {
+        if let Some(key) = &drc_key {
+            shared.drc.forget(key);
+        }
         return;
     }
     // A large READ's data may go through a pipe instead of `enc`.
