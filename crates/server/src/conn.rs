@@ -122,6 +122,58 @@ enum SendResult {
     Failed,
 }
 
+/// How long a blocking send waits before it looks at the clock: the
+/// socket's send timeout (set in `start_connection`).
+pub(crate) const WRITE_TICK: Duration = Duration::from_millis(250);
+
+/// When a reply last moved, to tell a client that reads slowly from one
+/// that stopped reading.
+pub(crate) struct Progress<'a> {
+    shared: &'a Shared,
+    last: Instant,
+}
+
+impl<'a> Progress<'a> {
+    fn new(shared: &'a Shared) -> Progress<'a> {
+        Progress {
+            shared,
+            last: Instant::now(),
+        }
+    }
+
+    fn made(&mut self) {
+        self.last = Instant::now();
+    }
+
+    /// A send failed with `e`: fine to retry after a tick or an interrupt,
+    /// unless the client has stalled for too long.
+    fn waited(&self, e: std::io::Error) -> std::io::Result<()> {
+        if !matches!(
+            e.kind(),
+            ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+        ) {
+            return Err(e);
+        }
+        let idle = self.last.elapsed();
+        if idle >= self.shared.limits.send_timeout {
+            return Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                "no reply bytes taken for the send timeout",
+            ));
+        }
+        if idle >= self.shared.pressure_stall() && self.shared.reply_budget.has_waiters() {
+            return Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                "no reply bytes taken while other calls wait for reply memory",
+            ));
+        }
+        if self.shared.stop.load(Ordering::Acquire) {
+            return Err(std::io::Error::other("server stopping"));
+        }
+        Ok(())
+    }
+}
+
 impl Conn {
     pub(crate) fn new(id: u64, peer: SocketAddr, stream: TcpStream) -> Arc<Conn> {
         Arc::new(Conn {
@@ -222,8 +274,13 @@ impl Conn {
     }
 
     /// The writer thread: sends what workers could not, with blocking
-    /// writes bounded by the socket's send timeout.
-    pub(crate) fn writer_main(&self) {
+    /// writes that wake every [`WRITE_TICK`] to see whether the client has
+    /// stalled: no progress for the send timeout, or for the much shorter
+    /// pressure limit while other calls wait for reply memory. A client
+    /// that does not read its replies holds their bytes; without the
+    /// second rule a few such clients held the whole reply budget for the
+    /// send timeout, and every other client's calls waited behind them.
+    pub(crate) fn writer_main(&self, shared: &Shared) {
         loop {
             let batch = {
                 let mut out = lock(&self.out);
@@ -243,13 +300,19 @@ impl Conn {
                 std::mem::take(&mut out.queue)
             };
             for mut item in batch {
+                let mut progress = Progress::new(shared);
                 let rest = item.bytes.as_slice().get(item.sent..).unwrap_or_default();
                 let sent = match item.spliced.as_mut() {
-                    None => (&self.stream).write_all(rest),
-                    Some((lease, len)) => self.send_spliced(rest, lease, *len),
+                    None => self.write_ticking(rest, &mut progress),
+                    Some((lease, len)) => self.send_spliced(rest, lease, *len, &mut progress),
                 };
                 if let Err(e) = sent {
-                    debug!(conn = self.id, error = %e, "client not reading replies; closing");
+                    tracing::info!(
+                        conn = self.id,
+                        peer = %self.peer,
+                        error = %e,
+                        "client not reading its replies; closing"
+                    );
                     self.close();
                     return;
                 }
@@ -258,9 +321,31 @@ impl Conn {
         }
     }
 
+    /// Writes all of `buf`, blocking, giving up when `progress` says the
+    /// client stalled.
+    fn write_ticking(&self, mut buf: &[u8], progress: &mut Progress<'_>) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            match (&self.stream).write(buf) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    buf = buf.get(n..).unwrap_or_default();
+                    progress.made();
+                }
+                Err(e) => progress.waited(e)?,
+            }
+        }
+        Ok(())
+    }
+
     /// Sends `head`, then `len` bytes from the lease's pipe, then the XDR
-    /// padding, as one record; blocking, bounded by the send timeout.
-    fn send_spliced(&self, head: &[u8], lease: &mut Lease, len: usize) -> std::io::Result<()> {
+    /// padding, as one record; blocking, bounded as [`Self::write_ticking`].
+    fn send_spliced(
+        &self,
+        head: &[u8],
+        lease: &mut Lease,
+        len: usize,
+        progress: &mut Progress<'_>,
+    ) -> std::io::Result<()> {
         use rustix::net::{send, SendFlags};
         use rustix::pipe::{splice, SpliceFlags};
         let Some(pipe) = lease.pipe() else {
@@ -269,9 +354,11 @@ impl Conn {
         let mut head = head;
         while !head.is_empty() {
             match send(&self.stream, head, SendFlags::MORE | SendFlags::NOSIGNAL) {
-                Ok(n) => head = head.get(n..).unwrap_or_default(),
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
+                Ok(n) => {
+                    head = head.get(n..).unwrap_or_default();
+                    progress.made();
+                }
+                Err(e) => progress.waited(e.into())?,
             }
         }
         let pad = (4 - len % 4) % 4;
@@ -284,13 +371,15 @@ impl Conn {
             };
             match splice(&pipe.read, None, &self.stream, None, left, more) {
                 Ok(0) => return Err(std::io::Error::other("pipe ran dry mid-reply")),
-                Ok(n) => left = left.saturating_sub(n),
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
+                Ok(n) => {
+                    left = left.saturating_sub(n);
+                    progress.made();
+                }
+                Err(e) => progress.waited(e.into())?,
             }
         }
         lease.drained = true;
-        (&self.stream).write_all(&[0u8; 3][..pad])
+        self.write_ticking(&[0u8; 3][..pad], progress)
     }
 
     /// Counts one more call in flight.

@@ -564,7 +564,7 @@ fn start_connection(shared: &Arc<Shared>, role: Role, stream: TcpStream, peer: S
     let setup = stream
         .set_nodelay(true)
         .and_then(|()| stream.set_read_timeout(Some(read_tick(&shared.limits))))
-        .and_then(|()| stream.set_write_timeout(Some(shared.limits.send_timeout)));
+        .and_then(|()| stream.set_write_timeout(Some(conn::WRITE_TICK)));
     if let Err(e) = setup {
         debug!(%peer, error = %e, "socket setup failed");
         return;
@@ -585,7 +585,10 @@ fn start_connection(shared: &Arc<Shared>, role: Role, stream: TcpStream, peer: S
             let writer = std::thread::Builder::new()
                 .name(format!("nfs-send-{id}"))
                 .stack_size(64 * 1024)
-                .spawn(move || w.writer_main());
+                .spawn({
+                    let s = Arc::clone(&s);
+                    move || w.writer_main(&s)
+                });
             match writer {
                 Ok(writer) => {
                     conn::Reader::new(&s, &c).run();
