@@ -63,7 +63,10 @@ impl RecordAssembler {
         let raw = u32::from_be_bytes(mark);
         let last = raw & LAST_FRAGMENT != 0;
         let len = raw & !LAST_FRAGMENT;
-        let total = self.total + u64::from(len);
+        // A fragment that continues the record counts its mark too, so that
+        // an endless run of empty fragments reaches the limit like any
+        // other stream that never ends its record.
+        let total = self.total + u64::from(len) + if last { 0 } else { 4 };
         if total > u64::from(self.max) {
             return Err(RecordError::TooLarge {
                 size: total,
@@ -144,11 +147,23 @@ mod tests {
 
     #[test]
     fn many_small_fragments_hit_total_cap() {
-        let mut asm = RecordAssembler::new(10);
+        // Each continuing fragment costs its 4 payload bytes and its mark.
+        let mut asm = RecordAssembler::new(20);
         for _ in 0..2 {
             assert!(asm.fragment(4u32.to_be_bytes()).is_ok());
         }
         assert!(asm.fragment(4u32.to_be_bytes()).is_err());
+    }
+
+    #[test]
+    fn endless_empty_fragments_hit_the_cap() {
+        let mut asm = RecordAssembler::new(1 << 10);
+        let refused = (0..1000).find(|_| asm.fragment(0u32.to_be_bytes()).is_err());
+        assert_eq!(refused, Some(256));
+        // A last fragment may still fill the record to exactly the cap.
+        let mut asm = RecordAssembler::new(8);
+        assert!(asm.fragment(0u32.to_be_bytes()).is_ok());
+        assert!(asm.fragment(mark(4)).is_ok());
     }
 
     #[test]
