@@ -153,6 +153,25 @@ pub fn set_thread_fs_ids(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
     if now_uid != i64::from(uid) || now_gid != i64::from(gid) {
         return Err(io::Error::from_raw_os_error(libc::EPERM));
     }
+    match resource_cap_for(uid == 0) {
+        // Root without it is only root with quotas.
+        Err(_) if uid == 0 => Ok(()),
+        r => r,
+    }
+}
+
+/// The kernel drops the filesystem capabilities when fsuid leaves 0, but
+/// not CAP_SYS_RESOURCE, which lets writes pass disk quotas and use the
+/// blocks ext4 reserves for root. As knfsd does, a caller other than root
+/// works without it; root gets it back (if the server has it at all).
+fn resource_cap_for(root: bool) -> io::Result<()> {
+    use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
+    let mut caps = capabilities(None)?;
+    let want = root && caps.permitted.contains(CapabilitySet::SYS_RESOURCE);
+    if caps.effective.contains(CapabilitySet::SYS_RESOURCE) != want {
+        caps.effective.set(CapabilitySet::SYS_RESOURCE, want);
+        set_capabilities(None, caps)?;
+    }
     Ok(())
 }
 

@@ -1031,3 +1031,37 @@ fn commit_on_ro_and_unchecked_create_over_a_fifo() {
     let md = std::fs::symlink_metadata(t2.p("export/fifo")).expect("stat");
     assert_eq!(md.mode() & 0o7777, 0o644);
 }
+
+/// A caller other than root works without CAP_SYS_RESOURCE (which would
+/// let its writes pass quotas and take ext4's reserved blocks); root's
+/// calls have it back. Meaningful only where the server has it.
+#[test]
+fn non_root_callers_work_without_the_resource_capability() {
+    use rustix::thread::{capabilities, CapabilitySet};
+    if !running_as_root("switch identities") {
+        return;
+    }
+    let has = |set: fn(&rustix::thread::CapabilitySets) -> CapabilitySet| {
+        set(&capabilities(None).expect("capget")).contains(CapabilitySet::SYS_RESOURCE)
+    };
+    if !has(|c| c.permitted) {
+        eprintln!("skipped: this process has no CAP_SYS_RESOURCE to drop");
+        return;
+    }
+    let t = Tree::new("caps");
+    std::fs::set_permissions(
+        t.p("export"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let b = backend(&t, opts());
+    let rootc = root_cred();
+    let root = root_fh(&b, &caller(&rootc), "/data");
+    let user = user_cred(1000);
+    b.mkdir(&caller(&user), &root, b"by-user", &Sattr::default())
+        .expect("mkdir as a user");
+    assert!(!has(|c| c.effective), "a user's call kept CAP_SYS_RESOURCE");
+    b.mkdir(&caller(&rootc), &root, b"by-root", &Sattr::default())
+        .expect("mkdir as root");
+    assert!(has(|c| c.effective), "root's call did not get it back");
+}
