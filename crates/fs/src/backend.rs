@@ -909,7 +909,26 @@ impl FsBackend {
         if let Some(fh) = birth.and_then(|b| self.by_inode.get(export, dev, st.stx_ino, b)) {
             return Ok(fh);
         }
-        let k = sys::handle_of_name(dir.fd.as_fd(), name).map_err(|e| status(&e))?;
+        // The handle and the check come from one lookup of the name. By
+        // name twice (`st`, then name_to_handle_at), a rename in between
+        // paired one file's handle with another's inode in the cache, and
+        // every later LOOKUP of that inode answered with the wrong file.
+        let fd = self.open_child(dir.fd.as_fd(), OsStr::from_bytes(name))?;
+        let now = rustix::fs::statx(
+            &fd,
+            "",
+            AtFlags::EMPTY_PATH,
+            StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+        )
+        .map_err(status_rx)?;
+        let now_birth = (now.stx_mask & StatxFlags::BTIME.bits() != 0)
+            .then_some((now.stx_btime.tv_sec, now.stx_btime.tv_nsec));
+        if (now.stx_ino, statx_dev(&now), now_birth) != (st.stx_ino, dev, birth) {
+            // The name changed hands since `st` was taken: its attributes
+            // are not this object's. The client asks again a little later.
+            return Err(NfsStat::Jukebox);
+        }
+        let k = sys::handle_of(fd.as_fd()).map_err(|e| status(&e))?;
         let fh = self
             .codec
             .encode(export, compress_dev(dev), &k)

@@ -34,21 +34,6 @@ pub fn handle_of(fd: BorrowedFd<'_>) -> io::Result<KernelHandle> {
     name_to_handle(fd, c"", libc::AT_EMPTY_PATH)
 }
 
-/// `name_to_handle_at(dir, name, 0)`: the kernel handle of the entry `name`
-/// of `dir`, without following it if it is a symlink. `name` must be one
-/// component of at most 255 bytes, without NUL (the caller checked).
-pub fn handle_of_name(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<KernelHandle> {
-    let mut cname = [0u8; 256];
-    if name.len() >= cname.len() || name.contains(&0) {
-        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
-    }
-    cname[..name.len()].copy_from_slice(name);
-    // The buffer is zero-filled past `name`, so it is NUL-terminated.
-    let cname = std::ffi::CStr::from_bytes_until_nul(&cname)
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    name_to_handle(dir, cname, 0)
-}
-
 fn name_to_handle(
     dir: BorrowedFd<'_>,
     path: &std::ffi::CStr,

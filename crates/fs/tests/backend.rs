@@ -1065,3 +1065,55 @@ fn non_root_callers_work_without_the_resource_capability() {
         .expect("mkdir as root");
     assert!(has(|c| c.effective), "root's call did not get it back");
 }
+
+/// A LOOKUP's handle and attributes are one object's, even while the name
+/// is renamed back and forth: the handle cache was once filled from two
+/// separate lookups by name (stat, then handle), and a rename between
+/// them cached one file's handle under the other's inode. A fresh backend
+/// each round stands for a cache miss. On the old code about one run in
+/// two of 10,000 rounds caught a wrong pair here: it can pass by luck,
+/// never fail falsely.
+#[test]
+fn a_rename_racing_a_lookup_never_pairs_two_files() {
+    let t = Tree::new("lookup-race");
+    let d = t.p("export/shared");
+    std::fs::create_dir(&d).expect("mkdir");
+    std::fs::write(d.join("X"), "x").expect("write");
+    std::fs::write(d.join("Y"), "y").expect("write");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let renamer = {
+        let (stop, d) = (stop.clone(), d.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::fs::rename(d.join("X"), d.join("t"));
+                let _ = std::fs::rename(d.join("Y"), d.join("X"));
+                let _ = std::fs::rename(d.join("X"), d.join("Y"));
+                let _ = std::fs::rename(d.join("t"), d.join("X"));
+            }
+        })
+    };
+    let rootc = root_cred();
+    let c = caller(&rootc);
+    let mut wrong = Vec::new();
+    for _ in 0..10_000 {
+        let b = backend(&t, opts());
+        let root = root_fh(&b, &c, "/data");
+        let dir = b.lookup(&c, &root, b"shared").expect("lookup").fh;
+        for name in [&b"X"[..], b"Y"] {
+            let Ok(l) = b.lookup(&c, &dir, name) else {
+                continue;
+            };
+            let by_handle = b.getattr(&c, &l.fh).expect("getattr").fileid;
+            let claimed = l.attr.map(|a| a.fileid);
+            if claimed != Some(by_handle) {
+                wrong.push((claimed, by_handle));
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    renamer.join().expect("renamer");
+    assert!(
+        wrong.is_empty(),
+        "LOOKUP paired other files' attributes: {wrong:?}"
+    );
+}
