@@ -383,6 +383,14 @@ fn stock_client_finds_the_ports_through_the_portmapper() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawning vmshare serve");
+    /// Kills the server if an assertion fails before the test stops it.
+    struct Reaper(rustix::process::Pid);
+    impl Drop for Reaper {
+        fn drop(&mut self) {
+            let _ = rustix::process::kill_process(self.0, rustix::process::Signal::KILL);
+        }
+    }
+    let reaper = Reaper(rustix::process::Pid::from_child(&server));
     let mut log = BufReader::new(server.stderr.take().expect("stderr"));
     let mut start = String::new();
     while !start.contains("listening") {
@@ -427,6 +435,8 @@ grep ' /mnt/data ' /proc/mounts
     )
     .expect("SIGTERM to the server");
     let status = server.wait().expect("wait for the server");
+    // Reaped: its pid may be reused now.
+    std::mem::forget(reaper);
     let rest = drain.join().expect("log thread");
     drop(net);
     drop(run);
