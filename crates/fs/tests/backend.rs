@@ -74,24 +74,40 @@ fn caller(cred: &Credential) -> Caller<'_> {
     Caller { addr: addr(), cred }
 }
 
-fn root_cred() -> Credential {
-    Credential::Sys(AuthSys {
-        stamp: 0,
-        machine_name: b"t".to_vec(),
-        uid: 0,
-        gid: 0,
-        gids: vec![],
-    })
-}
-
-fn user_cred(uid: u32) -> Credential {
+/// An AUTH_SYS credential.
+fn sys_cred(uid: u32, gid: u32, gids: Vec<u32>) -> Credential {
     Credential::Sys(AuthSys {
         stamp: 0,
         machine_name: b"t".to_vec(),
         uid,
-        gid: uid,
-        gids: vec![],
+        gid,
+        gids,
     })
+}
+
+fn root_cred() -> Credential {
+    sys_cred(0, 0, vec![])
+}
+
+fn user_cred(uid: u32) -> Credential {
+    sys_cred(uid, uid, vec![])
+}
+
+/// Sets `path`'s permission bits (as the server: a test thread may still
+/// act as the backend's last caller).
+fn chmod(path: &Path, mode: u32) {
+    vmshare_fs::cred::as_server(rustix::process::geteuid().is_root());
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .expect("chmod");
+}
+
+/// A file in the export with these contents, owner and mode.
+fn owned_file(t: &Tree, rel: &str, contents: &[u8], owner: (u32, u32), mode: u32) -> PathBuf {
+    let path = t.p(rel);
+    std::fs::write(&path, contents).expect("write");
+    std::os::unix::fs::chown(&path, Some(owner.0), Some(owner.1)).expect("chown");
+    chmod(&path, mode);
+    path
 }
 
 /// Whether this test can run: it needs root `to` do something; says so
@@ -102,6 +118,13 @@ fn running_as_root(to: &str) -> bool {
         eprintln!("skipped: needs root to {to}");
     }
     root
+}
+
+/// A backend on `t` with [`opts`], and the root handle of `/data`.
+fn served(t: &Tree) -> (FsBackend, FileHandle) {
+    let b = backend(t, opts());
+    let root = root_fh(&b, &caller(&root_cred()), "/data");
+    (b, root)
 }
 
 fn root_fh(b: &FsBackend, c: &Caller<'_>, path: &str) -> FileHandle {
@@ -356,11 +379,7 @@ fn callers_act_as_their_mapped_identity() {
     let root = root_fh(&b, &c, "/data");
     // Root is squashed: the file belongs to the anonymous ids, and the
     // export root (root-owned, 0755) is not writable for it.
-    std::fs::set_permissions(
-        t.p("export"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .expect("chmod");
+    chmod(&t.p("export"), 0o777);
     let made = b
         .create(
             &c,
@@ -416,24 +435,12 @@ fn io_descriptors_are_not_shared_between_group_sets() {
         return;
     }
     let t = Tree::new("io-groups");
-    let b = backend(&t, opts());
-    let rootc = root_cred();
-    let root = root_fh(&b, &caller(&rootc), "/data");
-    let path = t.p("export/staff-only");
-    std::fs::write(&path, b"secret").expect("write");
-    std::os::unix::fs::chown(&path, Some(0), Some(5000)).expect("chown");
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o060))
-        .expect("chmod");
-    let with_groups = |gids: Vec<u32>| {
-        Credential::Sys(AuthSys {
-            stamp: 0,
-            machine_name: b"t".to_vec(),
-            uid: 1000,
-            gid: 1000,
-            gids,
-        })
-    };
-    let (staff, users) = (with_groups(vec![5000]), with_groups(vec![6000]));
+    let (b, root) = served(&t);
+    owned_file(&t, "export/staff-only", b"secret", (0, 5000), 0o060);
+    let (staff, users) = (
+        sys_cred(1000, 1000, vec![5000]),
+        sys_cred(1000, 1000, vec![6000]),
+    );
     let f = b
         .lookup(&caller(&staff), &root, b"staff-only")
         .expect("lookup")
@@ -477,25 +484,11 @@ fn a_thread_never_keeps_another_callers_groups() {
         return;
     }
     let t = Tree::new("cred-groups");
-    let b = backend(&t, opts());
-    let rootc = root_cred();
-    let root = root_fh(&b, &caller(&rootc), "/data");
-    let path = t.p("export/group-0-only");
-    std::fs::write(&path, b"group 0").expect("write");
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o040))
-        .expect("chmod");
-    let with_groups = |gids: Vec<u32>| {
-        Credential::Sys(AuthSys {
-            stamp: 0,
-            machine_name: b"t".to_vec(),
-            uid: 1000,
-            gid: 1000,
-            gids,
-        })
-    };
+    let (b, root) = served(&t);
+    owned_file(&t, "export/group-0-only", b"group 0", (0, 0), 0o040);
     let (victim, attacker) = (
-        with_groups(vec![0, 1000, 5]),
-        with_groups(vec![1, 130, 189_230]),
+        sys_cred(1000, 1000, vec![0, 1000, 5]),
+        sys_cred(1000, 1000, vec![1, 130, 189_230]),
     );
     let f = b
         .lookup(&caller(&victim), &root, b"group-0-only")
@@ -897,8 +890,7 @@ fn cached_listings_need_search_permission() {
     // Readable, not searchable, for others: a user may list the names but
     // not look the entries up, from the cache or otherwise. Root's listing
     // fills the cache first.
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o744))
-        .expect("chmod");
+    chmod(&dir, 0o744);
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert_eq!(
         listed(&b, &c, &d).0.len(),
@@ -920,21 +912,9 @@ fn a_permission_change_is_seen_by_the_next_read() {
         return;
     }
     let t = Tree::new("io-revoke");
-    let b = backend(&t, opts());
-    let rootc = root_cred();
-    let root = root_fh(&b, &caller(&rootc), "/data");
-    let path = t.p("export/shared");
-    std::fs::write(&path, b"shared").expect("write");
-    std::os::unix::fs::chown(&path, Some(1000), Some(5000)).expect("chown");
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o660))
-        .expect("chmod");
-    let member = Credential::Sys(AuthSys {
-        stamp: 0,
-        machine_name: b"t".to_vec(),
-        uid: 2000,
-        gid: 5000,
-        gids: vec![],
-    });
+    let (b, root) = served(&t);
+    let path = owned_file(&t, "export/shared", b"shared", (1000, 5000), 0o660);
+    let member = sys_cred(2000, 5000, vec![]);
     let owner = user_cred(1000);
     let f = b
         .lookup(&caller(&member), &root, b"shared")
@@ -945,11 +925,8 @@ fn a_permission_change_is_seen_by_the_next_read() {
         .expect("member reads");
     b.write(&caller(&member), &f, 0, StableHow::Unstable, b"SHARED")
         .expect("member writes");
-    // Revoked on the host: the cached descriptors must not serve. (This
-    // thread acts as the last caller until told otherwise.)
-    vmshare_fs::cred::as_server(true);
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .expect("chmod");
+    // Revoked on the host: the cached descriptors must not serve.
+    chmod(&path, 0o600);
     let refused = |b: &FsBackend| {
         let mut buf = [0u8; 6];
         (
@@ -963,9 +940,7 @@ fn a_permission_change_is_seen_by_the_next_read() {
     };
     assert_eq!(refused(&b), (Some(NfsStat::Acces), Some(NfsStat::Acces)));
     // Given back, used again (and cached again) ...
-    vmshare_fs::cred::as_server(true);
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o660))
-        .expect("chmod");
+    chmod(&path, 0o660);
     b.read(&caller(&member), &f, 0, &mut buf)
         .expect("member reads again");
     // ... then taken by the owner in a SETATTR whose truncation fails
@@ -1049,19 +1024,13 @@ fn non_root_callers_work_without_the_resource_capability() {
         return;
     }
     let t = Tree::new("caps");
-    std::fs::set_permissions(
-        t.p("export"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .expect("chmod");
-    let b = backend(&t, opts());
-    let rootc = root_cred();
-    let root = root_fh(&b, &caller(&rootc), "/data");
+    chmod(&t.p("export"), 0o777);
+    let (b, root) = served(&t);
     let user = user_cred(1000);
     b.mkdir(&caller(&user), &root, b"by-user", &Sattr::default())
         .expect("mkdir as a user");
     assert!(!has(|c| c.effective), "a user's call kept CAP_SYS_RESOURCE");
-    b.mkdir(&caller(&rootc), &root, b"by-root", &Sattr::default())
+    b.mkdir(&caller(&root_cred()), &root, b"by-root", &Sattr::default())
         .expect("mkdir as root");
     assert!(has(|c| c.effective), "root's call did not get it back");
 }
