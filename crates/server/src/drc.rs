@@ -221,16 +221,24 @@ impl Drc {
 mod tests {
     use super::*;
 
-    fn key(xid: u32) -> DrcKey {
+    /// NFSv3 procedure `proc_` (XID 1) from 10.0.0.`host`.
+    fn key_of(proc_: u32, host: u8, cred: &Credential, args: &[u8]) -> DrcKey {
         DrcKey::new(
-            xid,
+            1,
             100_003,
             3,
-            12,
-            IpAddr::from([10, 0, 0, 1]),
-            &Credential::None,
-            b"args",
+            proc_,
+            IpAddr::from([10, 0, 0, host]),
+            cred,
+            args,
         )
+    }
+
+    fn key(xid: u32) -> DrcKey {
+        DrcKey {
+            xid,
+            ..key_of(12, 1, &Credential::None, b"args")
+        }
     }
 
     #[test]
@@ -258,9 +266,7 @@ mod tests {
     #[test]
     fn key_covers_the_caller_but_not_the_stamp() {
         let drc = Drc::new(10, 1000);
-        let k = |cred: &Credential| {
-            DrcKey::new(1, 100_003, 3, 8, IpAddr::from([10, 0, 0, 1]), cred, b"args")
-        };
+        let k = |cred: &Credential| key_of(8, 1, cred, b"args");
         assert_eq!(drc.begin(&k(&sys(0, 1))), Lookup::New);
         drc.finish(&k(&sys(0, 1)), b"root's reply");
         // Another user, same XID and arguments: its own call, run.
@@ -285,36 +291,10 @@ mod tests {
     fn key_covers_address_and_arguments() {
         let drc = Drc::new(10, 1000);
         assert_eq!(drc.begin(&key(1)), Lookup::New);
-        let other_ip = DrcKey::new(
-            1,
-            100_003,
-            3,
-            12,
-            IpAddr::from([10, 0, 0, 2]),
-            &Credential::None,
-            b"args",
-        );
-        assert_eq!(drc.begin(&other_ip), Lookup::New);
-        let other_args = DrcKey::new(
-            1,
-            100_003,
-            3,
-            12,
-            IpAddr::from([10, 0, 0, 1]),
-            &Credential::None,
-            b"argz",
-        );
-        assert_eq!(drc.begin(&other_args), Lookup::New);
-        let other_proc = DrcKey::new(
-            1,
-            100_003,
-            3,
-            13,
-            IpAddr::from([10, 0, 0, 1]),
-            &Credential::None,
-            b"args",
-        );
-        assert_eq!(drc.begin(&other_proc), Lookup::New);
+        let none = &Credential::None;
+        assert_eq!(drc.begin(&key_of(12, 2, none, b"args")), Lookup::New);
+        assert_eq!(drc.begin(&key_of(12, 1, none, b"argz")), Lookup::New);
+        assert_eq!(drc.begin(&key_of(13, 1, none, b"args")), Lookup::New);
     }
 
     #[test]
