@@ -1039,9 +1039,9 @@ fn non_root_callers_work_without_the_resource_capability() {
 /// is renamed back and forth: the handle cache was once filled from two
 /// separate lookups by name (stat, then handle), and a rename between
 /// them cached one file's handle under the other's inode. A fresh backend
-/// each round stands for a cache miss. On the old code about one run in
-/// two of 10,000 rounds caught a wrong pair here: it can pass by luck,
-/// never fail falsely.
+/// each round stands for a cache miss. On the old code, one of the two
+/// runs tried (10,000 rounds each) caught a wrong pair: it can pass by
+/// luck, never fail falsely.
 #[test]
 fn a_rename_racing_a_lookup_never_pairs_two_files() {
     let t = Tree::new("lookup-race");
