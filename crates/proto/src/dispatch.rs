@@ -28,6 +28,13 @@ pub const SPLICE_MIN: u32 = 64 * 1024;
 /// oldest are dropped rather than letting clients grow it.
 const MAX_MOUNT_LIST: usize = 256;
 
+/// The largest MOUNT DUMP reply body: every remembered entry with a
+/// maximal host (an address as text, padded: 48 bytes at most) and path,
+/// each behind its length and a list marker. The server reserves this
+/// much reply memory before answering a DUMP.
+pub const MOUNT_DUMP_MAX_REPLY: usize =
+    MAX_MOUNT_LIST * (4 + (4 + 48) + (4 + crate::mount::MNTPATHLEN as usize)) + 4;
+
 /// Who is calling: the transport facts a backend needs for access checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Client {
@@ -50,6 +57,14 @@ pub struct Dispatcher<B> {
     backend: B,
     ports: Ports,
     mounts: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+/// MOUNT DUMP's reply body: the list of (host, path) entries.
+fn encode_dump(out: &mut Encoder, list: &[(Vec<u8>, Vec<u8>)]) {
+    for (h, d) in list {
+        out.bool(true).string(h).string(d);
+    }
+    out.bool(false);
 }
 
 fn accept(out: &mut Encoder, xid: u32, stat: AcceptStat) {
@@ -260,14 +275,10 @@ impl<B: Backend> Dispatcher<B> {
                     out.u32(stat as u32);
                 }
             },
-            MountCall::Dump => {
-                if let Ok(list) = self.mounts.lock() {
-                    for (h, d) in list.iter() {
-                        out.bool(true).string(h).string(d);
-                    }
-                }
-                out.bool(false);
-            }
+            MountCall::Dump => match self.mounts.lock() {
+                Ok(list) => encode_dump(out, &list),
+                Err(_) => encode_dump(out, &[]),
+            },
             MountCall::Umnt(path) => {
                 if let Ok(mut list) = self.mounts.lock() {
                     list.retain(|(h, d)| !(h == &host && d == path));
@@ -651,5 +662,36 @@ impl std::fmt::Debug for DebugCall<'_, '_> {
             }
             other => write!(f, "{other:?}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv6Addr;
+
+    use super::*;
+
+    /// The reservation the server makes for a DUMP reply holds the
+    /// largest list the dispatcher keeps: the longest address text and
+    /// the longest path a MNT can name, as many times as it remembers.
+    #[test]
+    fn the_largest_dump_fits_its_reservation() {
+        let host = Ipv6Addr::new(
+            0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xfffe,
+        )
+        .to_string()
+        .into_bytes();
+        let path = vec![b'a'; crate::mount::MNTPATHLEN as usize];
+        let list = vec![(host, path); MAX_MOUNT_LIST];
+        let mut out = Encoder::with_capacity(0);
+        encode_dump(&mut out, &list);
+        assert!(
+            out.len() <= MOUNT_DUMP_MAX_REPLY,
+            "{} > {}",
+            out.len(),
+            MOUNT_DUMP_MAX_REPLY
+        );
+        // And not wildly more: the bound is the list, not a guess.
+        assert!(out.len() * 105 / 100 >= MOUNT_DUMP_MAX_REPLY);
     }
 }

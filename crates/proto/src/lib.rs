@@ -19,7 +19,7 @@ pub mod mount;
 pub mod nfs3;
 
 pub use backend::{Backend, Caller, Fail};
-pub use dispatch::{Client, Dispatcher, Ports, MAX_IO, SPLICE_MIN};
+pub use dispatch::{Client, Dispatcher, Ports, MAX_IO, MOUNT_DUMP_MAX_REPLY, SPLICE_MIN};
 pub use nfs3::{FileHandle, NfsStat};
 
 /// ONC RPC program numbers served.

@@ -134,11 +134,18 @@ pub(crate) fn worker_main(shared: &Shared) {
 const READ: u32 = 6;
 
 /// A guess at the reply size, charged before the call runs so that READs
-/// wait for room instead of overshooting the budget. Only READ and the
-/// READDIRs can be large; everything else fits in a page.
+/// wait for room instead of overshooting the budget. Only READ, the
+/// READDIRs and MOUNT DUMP can be large; everything else fits in a page
+/// (EXPORT's size comes from the server's own configuration, and whatever
+/// a reply takes beyond its guess is charged when it is built).
 fn reply_hint(prog: u32, vers: u32, proc_: u32, args: &[u8], max: usize) -> usize {
     const SMALL: usize = 4096;
     const HEADERS: usize = 512;
+    /// MOUNT's DUMP procedure.
+    const DUMP: u32 = 2;
+    if prog == programs::MOUNT && proc_ == DUMP {
+        return vmshare_proto::MOUNT_DUMP_MAX_REPLY.saturating_add(HEADERS);
+    }
     if prog != programs::NFS || vers != 3 {
         return SMALL;
     }
