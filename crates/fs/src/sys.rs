@@ -185,6 +185,21 @@ pub fn access_fd(fd: BorrowedFd<'_>, mode: rustix::fs::Access) -> io::Result<()>
     }
 }
 
+/// `sync_file_range(fd, offset, len, SYNC_FILE_RANGE_WRITE)`: starts
+/// writeback of a range without waiting for it. A hint, so it reports
+/// nothing: whatever fails here fails again, and is reported, in the
+/// fsync that COMMIT makes.
+pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: usize) {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: plain integers and a descriptor that is live for the call;
+    // the kernel reads and writes no memory of ours.
+    unsafe {
+        libc::sync_file_range(fd.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
 /// One `getdents64` call into `buf`; returns the bytes filled (0 at end).
 pub fn getdents(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes, which is what
