@@ -69,6 +69,13 @@ pub struct Args {
     #[arg(long, value_name = "MICROS", default_value_t = Limits::default().poll_window.as_micros() as u64)]
     poll_us: u64,
 
+    /// Never move a connection's reader thread to the CPU its client's
+    /// packets arrive on. By default, while several clients are at work,
+    /// each reader follows its client, so that the two wake each other
+    /// on one CPU instead of across CPUs.
+    #[arg(long)]
+    no_follow_cpu: bool,
+
     /// Milliseconds a directory listing (READDIRPLUS) may show an entry's
     /// attributes as they were looked up earlier, instead of a statx per
     /// entry. Changes made through the server show at once; changes made on
@@ -176,6 +183,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         request_budget: half,
         reply_budget: half,
         poll_window: std::time::Duration::from_micros(args.poll_us),
+        follow_cpu: !args.no_follow_cpu,
         ..Limits::default()
     };
     let config = ServerConfig {

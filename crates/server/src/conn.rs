@@ -19,6 +19,7 @@ use tracing::debug;
 use vmshare_wire::record::{RecordAssembler, RecordError};
 use vmshare_wire::rpc::peek_call;
 
+use crate::affinity::Follow;
 use crate::budget::Charge;
 use crate::bufs::Record;
 use crate::linger::Linger;
@@ -450,6 +451,7 @@ pub(crate) struct Reader<'a> {
     ahead_at: usize,
     ahead_end: usize,
     linger: Linger<'a>,
+    follow: Follow<'a>,
 }
 
 impl<'a> Reader<'a> {
@@ -465,6 +467,7 @@ impl<'a> Reader<'a> {
             ahead_at: 0,
             ahead_end: 0,
             linger: Linger::new(&shared.pollers, conn.id),
+            follow: Follow::new(&shared.placement),
         }
     }
 
@@ -484,6 +487,9 @@ impl<'a> Reader<'a> {
             }
             match self.read_record() {
                 Ok((record, charge)) => {
+                    // Before `arrived`, which makes this the latest call.
+                    let crowded = self.shared.pollers.others_busy(self.conn.id);
+                    self.follow.update(self.conn.stream.as_fd(), crowded);
                     self.linger
                         .arrived(self.started.unwrap_or_else(Instant::now));
                     self.idle_since = Instant::now();

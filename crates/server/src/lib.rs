@@ -17,6 +17,7 @@
 //! shared by all connections (see `docs/server.md`).
 #![deny(missing_docs)]
 
+mod affinity;
 mod budget;
 mod bufs;
 mod conn;
@@ -109,6 +110,10 @@ pub struct Limits {
     pub poll_window: Duration,
     /// Readers polling at once, all connections together.
     pub max_pollers: usize,
+    /// Whether, while several clients are at work, each connection's
+    /// reader moves to the CPU its client's packets arrive on (see
+    /// `docs/server.md`).
+    pub follow_cpu: bool,
 }
 
 impl Default for Limits {
@@ -130,6 +135,7 @@ impl Default for Limits {
             max_pollers: std::thread::available_parallelism()
                 .map_or(1, |n| n.get() / 2)
                 .max(1),
+            follow_cpu: true,
         }
     }
 }
@@ -250,6 +256,7 @@ pub(crate) struct Shared {
     pipes: Arc<pipes::Pipes>,
     bufs: Arc<bufs::BufPool>,
     pollers: linger::Pollers,
+    placement: affinity::Placement,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     next_conn: AtomicU64,
     /// Connection threads still running (they are not joined one by one).
@@ -391,6 +398,7 @@ impl Server {
             pipes: Arc::default(),
             bufs: bufs::BufPool::new(limits.max_record as usize),
             pollers: linger::Pollers::new(limits.poll_window, limits.max_pollers),
+            placement: affinity::Placement::new(limits.follow_cpu),
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             live: Mutex::new(0),

@@ -81,7 +81,7 @@ impl Pollers {
     }
 
     /// Whether a connection other than `conn` had a call within [`BUSY`].
-    fn others_busy(&self, conn: u64) -> bool {
+    pub(crate) fn others_busy(&self, conn: u64) -> bool {
         let last = self.last_call_us.load(Ordering::Relaxed);
         let other = self.last_conn.load(Ordering::Relaxed);
         // u64::MAX: no call yet.
