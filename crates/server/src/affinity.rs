@@ -36,6 +36,11 @@ use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
 /// forth.
 const STAY: Duration = Duration::from_millis(20);
 
+/// How often a crowded reader asks its socket where the client is: a
+/// `getsockopt` on every call would add a system call to each GETATTR,
+/// and a client that moves is followed within this time anyway.
+const LOOK_EVERY: Duration = Duration::from_millis(1);
+
 /// The server-wide view: which CPUs readers may use, and how many are
 /// pinned to each.
 ///
@@ -96,6 +101,8 @@ pub(crate) struct Follow<'a> {
     /// When the thread last saw other connections at work; `Some` while
     /// it counts in [`Placement::following`].
     crowded_at: Option<Instant>,
+    /// When the thread last asked its socket for the client's CPU.
+    looked_at: Option<Instant>,
 }
 
 impl<'a> Follow<'a> {
@@ -105,6 +112,7 @@ impl<'a> Follow<'a> {
             place,
             pinned: None,
             crowded_at: None,
+            looked_at: None,
         }
     }
 
@@ -133,6 +141,13 @@ impl<'a> Follow<'a> {
         if self.crowded_at.replace(now).is_none() {
             self.place.following.fetch_add(1, Ordering::Relaxed);
         }
+        if self
+            .looked_at
+            .is_some_and(|t| now.saturating_duration_since(t) < LOOK_EVERY)
+        {
+            return;
+        }
+        self.looked_at = Some(now);
         let Ok(cpu) = socket_incoming_cpu(sock) else {
             return;
         };
