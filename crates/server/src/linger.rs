@@ -37,11 +37,18 @@ pub(crate) struct Pollers {
     cap: usize,
     active: AtomicUsize,
     /// When the latest call arrived on any connection (µs since `epoch`),
-    /// and on which.
+    /// and on which; and when the latest call on any other connection
+    /// than that one did ([`NONE`]: no such call yet). Without the second,
+    /// a connection whose own call happened to be the latest would take
+    /// the server for idle while three others were at work, and poll.
     epoch: Instant,
     last_call_us: AtomicU64,
     last_conn: AtomicU64,
+    other_call_us: AtomicU64,
 }
+
+/// No call yet (as a time or a connection).
+const NONE: u64 = u64::MAX;
 
 /// Another connection with a call this recent means other clients are at
 /// work: no polling.
@@ -65,29 +72,39 @@ impl Pollers {
             cap,
             active: AtomicUsize::new(0),
             epoch: Instant::now(),
-            last_call_us: AtomicU64::new(0),
-            last_conn: AtomicU64::new(u64::MAX),
+            last_call_us: AtomicU64::new(NONE),
+            last_conn: AtomicU64::new(NONE),
+            other_call_us: AtomicU64::new(NONE),
         }
     }
 
     fn now_us(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(NONE - 1)
     }
 
     /// Connection `conn` has a call.
+    ///
+    /// The three stores are not one atomic step: two connections' calls
+    /// racing here can leave a time that belongs to the other connection,
+    /// off by the microseconds between them. A heuristic can take that.
     pub(crate) fn call_on(&self, conn: u64) {
-        self.last_call_us.store(self.now_us(), Ordering::Relaxed);
-        self.last_conn.store(conn, Ordering::Relaxed);
+        let now = self.now_us();
+        let before = self.last_conn.swap(conn, Ordering::Relaxed);
+        if before != conn {
+            let then = self.last_call_us.load(Ordering::Relaxed);
+            self.other_call_us.store(then, Ordering::Relaxed);
+        }
+        self.last_call_us.store(now, Ordering::Relaxed);
     }
 
     /// Whether a connection other than `conn` had a call within [`BUSY`].
     pub(crate) fn others_busy(&self, conn: u64) -> bool {
-        let last = self.last_call_us.load(Ordering::Relaxed);
-        let other = self.last_conn.load(Ordering::Relaxed);
-        // u64::MAX: no call yet.
-        other != conn
-            && other != u64::MAX
-            && u128::from(self.now_us().saturating_sub(last)) < BUSY.as_micros()
+        let at = if self.last_conn.load(Ordering::Relaxed) == conn {
+            self.other_call_us.load(Ordering::Relaxed)
+        } else {
+            self.last_call_us.load(Ordering::Relaxed)
+        };
+        at != NONE && u128::from(self.now_us().saturating_sub(at)) < BUSY.as_micros()
     }
 
     fn enter(&self) -> Option<Turn<'_>> {
@@ -280,5 +297,22 @@ mod tests {
         let t = Instant::now();
         l.wait(a.as_fd());
         assert!(t.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn others_stay_busy_when_this_connection_had_the_latest_call() {
+        let p = pollers(64);
+        assert!(!p.others_busy(1), "no calls yet");
+        p.call_on(1);
+        assert!(!p.others_busy(1), "only its own call");
+        assert!(p.others_busy(2));
+        p.call_on(2);
+        p.call_on(1);
+        p.call_on(1);
+        assert!(p.others_busy(1), "2's call is recent, though 1's is later");
+        assert!(p.others_busy(2));
+        std::thread::sleep(BUSY);
+        assert!(!p.others_busy(1));
+        assert!(!p.others_busy(2));
     }
 }
