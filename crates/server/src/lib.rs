@@ -218,6 +218,9 @@ pub(crate) trait Handler: Send + Sync + 'static {
         self.handle(client, call, out);
         0
     }
+    /// Runs on the same thread once the reply has been handed to the
+    /// connection: work that need not delay the answer.
+    fn after_reply(&self) {}
 }
 
 impl Handler for Dispatcher<vmshare_fs::FsBackend> {
@@ -234,6 +237,10 @@ impl Handler for Dispatcher<vmshare_fs::FsBackend> {
         room: usize,
     ) -> usize {
         self.handle_call_piped(client, call, out, pipe, room)
+    }
+
+    fn after_reply(&self) {
+        self.backend().after_reply();
     }
 }
 

@@ -351,6 +351,7 @@ pub(crate) fn run(shared: &Shared, job: Job) {
         _charge: Some(reply_charge),
         _slot: slot,
     });
+    shared.handler.after_reply();
 }
 
 /// Replaces whatever was encoded with a SYSTEM_ERR reply.
