@@ -83,6 +83,9 @@ cat /tmp/ro.err
 grep -q "Read-only file system" /tmp/ro.err && echo "ro=EROFS"
 # root is squashed on the squashing export
 echo sq > /mnt/sq/by-root
+# a file its creator made read-only, written through the creating
+# descriptor, as git writes its objects (squashed root is not privileged)
+(umask 0222; echo made-ro > /mnt/sq/made-ro)
 sync
 echo done
 "#;
@@ -240,6 +243,14 @@ fn kernel_client_workload() {
     assert!(!ro.join("new").exists());
     let sqf = std::fs::metadata(sq.join("by-root")).expect("stat");
     assert_eq!((sqf.uid(), sqf.gid()), (4321, 4321));
+    // The owner wrote its read-only file (the server lets the owner
+    // write whatever the mode, as knfsd does).
+    let ro_made = std::fs::metadata(sq.join("made-ro")).expect("stat");
+    assert_eq!((ro_made.uid(), ro_made.mode() & 0o777), (4321, 0o444));
+    assert_eq!(
+        std::fs::read_to_string(sq.join("made-ro")).expect("read"),
+        "made-ro\n"
+    );
     assert!(stdout.contains("done"));
 }
 

@@ -850,7 +850,13 @@ impl FsBackend {
         if let Some(f) = cached {
             return Ok(f);
         }
-        let f = Arc::new(self.reopen(&n.fd, if write { OFlags::RDWR } else { OFlags::RDONLY })?);
+        let flags = if write { OFlags::RDWR } else { OFlags::RDONLY };
+        let f = match self.reopen(&n.fd, flags) {
+            Err(NfsStat::Acces) if self.switch_ids && self.identity(c, n).uid == n.st.st_uid => {
+                Arc::new(self.reopen_as_owner(c, n, flags)?)
+            }
+            r => Arc::new(r?),
+        };
         if let Ok(mut m) = self.io.lock() {
             // An eighth, not all: a guest cycling through more files than
             // the cache holds still finds some of them open.
@@ -861,6 +867,24 @@ impl FsBackend {
                 self.closer.later(old);
             }
         }
+        Ok(f)
+    }
+
+    /// Opens `n` for its owner, the caller, although its mode bits refuse
+    /// them: the owner may read and write their own file whatever its
+    /// mode, as with knfsd. A process that created a file read-only (git
+    /// writes every object so, tar and `cp -p` read-only files) or did
+    /// `fchmod(fd, 0)` writes through the descriptor it holds, and the
+    /// kernel checked permission at open, in the guest; the server sees
+    /// only WRITEs. The owner could grant themselves the access with a
+    /// chmod anyway. The open is made as the server; the call then goes
+    /// on as the caller.
+    fn reopen_as_owner(&self, c: &Caller<'_>, n: &Node, flags: OFlags) -> Result<File, NfsStat> {
+        as_server(self.switch_ids);
+        let f = self.reopen(&n.fd, flags);
+        let back = CredGuard::become_(&self.identity(c, n), self.switch_ids);
+        let f = f?;
+        back.map_err(|e| status(&e))?;
         Ok(f)
     }
 

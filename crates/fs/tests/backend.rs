@@ -962,6 +962,53 @@ fn a_permission_change_is_seen_by_the_next_read() {
     assert_eq!(std::fs::read(&path).expect("read"), b"SHARED");
 }
 
+/// The owner reads and writes their own file whatever its mode, as with
+/// knfsd: a guest process that created a file read-only (git's objects)
+/// writes through the descriptor that created it. Nobody else does.
+#[test]
+fn the_owner_writes_a_file_it_created_read_only() {
+    if !running_as_root("switch identities") {
+        return;
+    }
+    let t = Tree::new("owner-override");
+    let (b, root) = served(&t);
+    chmod(&t.p("export"), 0o777);
+    let owner = user_cred(1000);
+    let other = user_cred(2000);
+    let ro = Sattr {
+        mode: Some(0o444),
+        ..Sattr::default()
+    };
+    let fh = b
+        .create(&caller(&owner), &root, b"object", &CreateHow::Guarded(ro))
+        .expect("create")
+        .fh
+        .expect("handle");
+    b.write(&caller(&owner), &fh, 0, StableHow::Unstable, b"blob")
+        .expect("the owner writes its read-only file");
+    b.commit(&caller(&owner), &fh, 0, 0).expect("commit");
+    let status = |r: Result<WriteOk, vmshare_proto::backend::Fail<WccData>>| r.err().map(|e| e.status);
+    assert_eq!(
+        status(b.write(&caller(&other), &fh, 0, StableHow::Unstable, b"evil")),
+        Some(NfsStat::Acces),
+        "another user may not"
+    );
+    // Mode 0 (a guest's fchmod(fd, 0)): the owner still reads it.
+    chmod(&t.p("export/object"), 0o000);
+    let mut buf = [0u8; 4];
+    b.read(&caller(&owner), &fh, 0, &mut buf)
+        .expect("the owner reads its mode-0 file");
+    assert_eq!(&buf, b"blob");
+    assert_eq!(
+        b.read(&caller(&other), &fh, 0, &mut buf).err().map(|e| e.status),
+        Some(NfsStat::Acces)
+    );
+    // The write went through as the owner's file, and the mode is as set.
+    vmshare_fs::cred::as_server(true);
+    let md = std::fs::metadata(t.p("export/object")).expect("stat");
+    assert_eq!((md.uid(), md.mode() & 0o7777), (1000, 0));
+}
+
 /// COMMIT on a read-only export is ROFS; CREATE UNCHECKED over a FIFO is
 /// EXIST (nfsd's answer) and leaves the FIFO alone.
 #[test]
