@@ -236,3 +236,69 @@ fn named_volume_survives_to_a_second_run() {
     );
     std::fs::remove_dir_all(on_host).unwrap();
 }
+
+/// A real program's way of writing files: the host's git, run in the
+/// guest as an ordinary user, makes a repository and a commit in a volume.
+/// git creates each object read-only and then writes it, which the server
+/// refused until the owner could write their own file whatever its mode.
+#[test]
+fn git_commits_in_a_volume() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    // The host's programs run in the guest from read-only volumes of /usr,
+    // which holds the libraries too on a merged-/usr system (Debian 12).
+    let merged = std::fs::read_link("/lib").is_ok_and(|l| l == Path::new("usr/lib"));
+    let git = ["/usr/bin/git", "/usr/local/bin/git"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let (true, Some(git)) = (merged, git) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs git under /usr and a merged /usr"
+        );
+        eprintln!("SKIPPED: needs git under /usr and a merged /usr");
+        return;
+    };
+    let dir = scratch_dir("git");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let script = format!(
+        "set -e; cd /work; {git} init -q r; cd r; echo hello > a; mkdir d; echo x > d/b; \
+         {git} add -A; {git} -c user.name=t -c user.email=t@t commit -qm first; {git} fsck --strict"
+    );
+    let out = h.vmshare(&[
+        "run",
+        "-v",
+        "/usr:/usr:ro",
+        "-v",
+        "/usr/lib:/lib:ro",
+        "-v",
+        "/usr/lib64:/lib64:ro",
+        "-v",
+        &vol(&dir, "/work"),
+        "-e",
+        "HOME=/work",
+        "-u",
+        "1000:1000",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_exit(&out, 0);
+    // The host's git reads what the guest's wrote.
+    let host_git = |args: &[&str]| {
+        let o = std::process::Command::new(git)
+            .arg("-C")
+            .arg(dir.join("r"))
+            .args(["-c", "safe.directory=*"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    host_git(&["fsck", "--strict"]);
+    assert_eq!(host_git(&["log", "--format=%s"]), "first\n");
+    assert_eq!(host_git(&["show", "HEAD:d/b"]), "x\n");
+}
