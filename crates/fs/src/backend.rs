@@ -1079,10 +1079,20 @@ impl FsBackend {
             return Ok(());
         }
         let fd = self.open_child(d.fd.as_fd(), name)?;
-        self.apply_sattr(&fd, a)
+        self.apply_sattr(&fd, a, None)
     }
 
-    fn apply_sattr(&self, fd: &OwnedFd, a: &Sattr) -> Result<(), NfsStat> {
+    /// Applies `a` to `fd` as the current caller. `owner` is the caller
+    /// and the node when the caller owns it: then a truncation its mode
+    /// refuses is made all the same, as for a WRITE (see
+    /// [`Self::reopen_as_owner`]): `ftruncate` on a descriptor the guest
+    /// opened before a chmod, or on a file it created read-only.
+    fn apply_sattr(
+        &self,
+        fd: &OwnedFd,
+        a: &Sattr,
+        owner: Option<(&Caller<'_>, &Node)>,
+    ) -> Result<(), NfsStat> {
         if a.uid.is_some() || a.gid.is_some() {
             let uid = a.uid.map(rustix::fs::Uid::from_raw);
             let gid = a.gid.map(rustix::fs::Gid::from_raw);
@@ -1118,7 +1128,12 @@ impl FsBackend {
             if !is_reg(&st) {
                 return Err(NfsStat::Inval);
             }
-            let f = self.reopen(fd, OFlags::WRONLY)?;
+            let f = match (self.reopen(fd, OFlags::WRONLY), owner) {
+                (Err(NfsStat::Acces), Some((c, n))) => {
+                    self.reopen_as_owner(c, n, OFlags::WRONLY)?
+                }
+                (r, _) => r?,
+            };
             rustix::fs::ftruncate(&f, size).map_err(status_rx)?;
         }
         if a.atime != SetTime::DontChange || a.mtime != SetTime::DontChange {
@@ -1262,9 +1277,10 @@ impl Backend for FsBackend {
                 return Err(fail(NfsStat::NotSync));
             }
         }
+        let owns = self.switch_ids && self.identity(c, &n).uid == n.st.st_uid;
         let applied = {
             let _g = self.become_(c, &n).map_err(fail)?;
-            self.apply_sattr(&n.fd, attrs)
+            self.apply_sattr(&n.fd, attrs, owns.then_some((c, &n)))
         };
         // Also when a later part failed: the mode may be changed already.
         if attrs.mode.is_some() || attrs.uid.is_some() || attrs.gid.is_some() {
@@ -1539,7 +1555,7 @@ impl Backend for FsBackend {
                         rest.mtime = SetTime::ClientTime(m);
                     }
                     if rest != Sattr::default() {
-                        self.apply_sattr(&fd, &rest)?;
+                        self.apply_sattr(&fd, &rest, None)?;
                     }
                     Ok(())
                 }

@@ -943,20 +943,19 @@ fn a_permission_change_is_seen_by_the_next_read() {
     chmod(&path, 0o660);
     b.read(&caller(&member), &f, 0, &mut buf)
         .expect("member reads again");
-    // ... then taken by the owner in a SETATTR whose truncation fails
-    // (0400 leaves the owner no write permission for it): the mode is
-    // changed, the error returned, and the member refused.
+    // ... then taken by the owner in a SETATTR whose truncation fails (a
+    // size past the largest file): the mode is changed, the error
+    // returned, and the member refused.
     let take = Sattr {
         mode: Some(0o400),
-        size: Some(0),
+        size: Some(u64::MAX),
         ..Sattr::default()
     };
-    assert_eq!(
-        b.setattr(&caller(&owner), &f, &take, None)
-            .err()
-            .map(|e| e.status),
-        Some(NfsStat::Acces)
-    );
+    let failed = b
+        .setattr(&caller(&owner), &f, &take, None)
+        .err()
+        .map(|e| e.status);
+    assert!(failed.is_some(), "the truncation failed");
     assert_eq!(refused(&b), (Some(NfsStat::Acces), Some(NfsStat::Acces)));
     vmshare_fs::cred::as_server(true);
     assert_eq!(std::fs::read(&path).expect("read"), b"SHARED");
@@ -993,6 +992,22 @@ fn the_owner_writes_a_file_it_created_read_only() {
         Some(NfsStat::Acces),
         "another user may not"
     );
+    // A truncation through the descriptor that created it (SETATTR size).
+    let cut = Sattr {
+        size: Some(2),
+        ..Sattr::default()
+    };
+    b.setattr(&caller(&owner), &fh, &cut, None)
+        .expect("the owner truncates its read-only file");
+    assert_eq!(
+        b.setattr(&caller(&other), &fh, &cut, None)
+            .err()
+            .map(|e| e.status),
+        Some(NfsStat::Acces),
+        "another user may not"
+    );
+    b.write(&caller(&owner), &fh, 2, StableHow::Unstable, b"ob")
+        .expect("write");
     // Mode 0 (a guest's fchmod(fd, 0)): the owner still reads it.
     chmod(&t.p("export/object"), 0o000);
     let mut buf = [0u8; 4];
