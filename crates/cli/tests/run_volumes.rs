@@ -237,12 +237,15 @@ fn named_volume_survives_to_a_second_run() {
     std::fs::remove_dir_all(on_host).unwrap();
 }
 
-/// A real program's way of writing files: the host's git, run in the
-/// guest as an ordinary user, makes a repository and a commit in a volume.
-/// git creates each object read-only and then writes it, which the server
-/// refused until the owner could write their own file whatever its mode.
+/// Real programs' ways with files, run in the guest as an ordinary user:
+/// the host's git makes a repository and a commit in a volume, and a
+/// root-owned binary of mode 0711 in the volume runs. git creates each
+/// object read-only and then writes it, which the server refused until the
+/// owner could write their own file whatever its mode; the guest reads a
+/// binary to run it, which the server refused without read permission
+/// until execute permission was enough.
 #[test]
-fn git_commits_in_a_volume() {
+fn git_commits_and_exec_only_binaries_run_in_a_volume() {
     let Some(h) = common::Harness::new() else {
         return;
     };
@@ -262,9 +265,16 @@ fn git_commits_in_a_volume() {
     };
     let dir = scratch_dir("git");
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::copy("/usr/bin/true", dir.join("tool")).unwrap();
+    std::fs::set_permissions(
+        dir.join("tool"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
     let script = format!(
         "set -e; cd /work; {git} init -q r; cd r; echo hello > a; mkdir d; echo x > d/b; \
-         {git} add -A; {git} -c user.name=t -c user.email=t@t commit -qm first; {git} fsck --strict"
+         {git} add -A; {git} -c user.name=t -c user.email=t@t commit -qm first; {git} fsck --strict; \
+         /work/tool; echo tool-ran"
     );
     let out = h.vmshare(&[
         "run",
@@ -286,6 +296,7 @@ fn git_commits_in_a_volume() {
         &script,
     ]);
     assert_exit(&out, 0);
+    assert!(text(&out.stdout).contains("tool-ran"));
     // The host's git reads what the guest's wrote.
     let host_git = |args: &[&str]| {
         let o = std::process::Command::new(git)

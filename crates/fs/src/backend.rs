@@ -852,8 +852,8 @@ impl FsBackend {
         }
         let flags = if write { OFlags::RDWR } else { OFlags::RDONLY };
         let f = match self.reopen(&n.fd, flags) {
-            Err(NfsStat::Acces) if self.switch_ids && self.identity(c, n).uid == n.st.st_uid => {
-                Arc::new(self.reopen_as_owner(c, n, flags)?)
+            Err(NfsStat::Acces) if self.overrides(c, n, write) => {
+                Arc::new(self.reopen_overriding(c, n, flags)?)
             }
             r => Arc::new(r?),
         };
@@ -870,16 +870,42 @@ impl FsBackend {
         Ok(f)
     }
 
-    /// Opens `n` for its owner, the caller, although its mode bits refuse
-    /// them: the owner may read and write their own file whatever its
-    /// mode, as with knfsd. A process that created a file read-only (git
-    /// writes every object so, tar and `cp -p` read-only files) or did
-    /// `fchmod(fd, 0)` writes through the descriptor it holds, and the
-    /// kernel checked permission at open, in the guest; the server sees
-    /// only WRITEs. The owner could grant themselves the access with a
-    /// chmod anyway. The open is made as the server; the call then goes
-    /// on as the caller.
-    fn reopen_as_owner(&self, c: &Caller<'_>, n: &Node, flags: OFlags) -> Result<File, NfsStat> {
+    /// Whether the caller (as whom this thread runs) may have `n` open for
+    /// I/O although its mode bits refuse it, as knfsd allows:
+    /// - the owner may read and write their own file whatever its mode. A
+    ///   process that created a file read-only (git writes every object
+    ///   so; tar and `cp -p` read-only files) or did `fchmod(fd, 0)` goes
+    ///   on with the descriptor it holds: the guest checked permission at
+    ///   open, and the server sees only the WRITEs. The owner could grant
+    ///   themselves the access with a chmod anyway;
+    /// - whoever may execute a regular file may read it: the guest kernel
+    ///   reads a binary of mode 0711 to run it, with the caller's
+    ///   credentials. Locally, `exec` needs only the x bit.
+    fn overrides(&self, c: &Caller<'_>, n: &Node, write: bool) -> bool {
+        if !self.switch_ids {
+            return false;
+        }
+        if self.identity(c, n).uid == n.st.st_uid {
+            return true;
+        }
+        // Through /proc/self/fd as `reopen` does (AT_EMPTY_PATH is refused
+        // here); AT_EACCESS: checked as this thread's fsuid and fsgid, the
+        // caller's, not the process's real ids.
+        let name = n.fd.as_raw_fd().to_string();
+        !write
+            && is_reg(&n.st)
+            && rustix::fs::accessat(
+                &self.proc_fd,
+                name.as_str(),
+                rustix::fs::Access::EXEC_OK,
+                AtFlags::EACCESS,
+            )
+            .is_ok()
+    }
+
+    /// Opens `n` as the server, for a caller that [`Self::overrides`] its
+    /// mode bits; the call then goes on as the caller.
+    fn reopen_overriding(&self, c: &Caller<'_>, n: &Node, flags: OFlags) -> Result<File, NfsStat> {
         as_server(self.switch_ids);
         let f = self.reopen(&n.fd, flags);
         let back = CredGuard::become_(&self.identity(c, n), self.switch_ids);
@@ -1085,7 +1111,7 @@ impl FsBackend {
     /// Applies `a` to `fd` as the current caller. `owner` is the caller
     /// and the node when the caller owns it: then a truncation its mode
     /// refuses is made all the same, as for a WRITE (see
-    /// [`Self::reopen_as_owner`]): `ftruncate` on a descriptor the guest
+    /// [`Self::overrides`]): `ftruncate` on a descriptor the guest
     /// opened before a chmod, or on a file it created read-only.
     fn apply_sattr(
         &self,
@@ -1130,7 +1156,7 @@ impl FsBackend {
             }
             let f = match (self.reopen(fd, OFlags::WRONLY), owner) {
                 (Err(NfsStat::Acces), Some((c, n))) => {
-                    self.reopen_as_owner(c, n, OFlags::WRONLY)?
+                    self.reopen_overriding(c, n, OFlags::WRONLY)?
                 }
                 (r, _) => r?,
             };

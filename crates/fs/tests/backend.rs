@@ -961,9 +961,10 @@ fn a_permission_change_is_seen_by_the_next_read() {
     assert_eq!(std::fs::read(&path).expect("read"), b"SHARED");
 }
 
-/// The owner reads and writes their own file whatever its mode, as with
-/// knfsd: a guest process that created a file read-only (git's objects)
-/// writes through the descriptor that created it. Nobody else does.
+/// The owner reads, writes and truncates their own file whatever its
+/// mode, as with knfsd: a guest process that created a file read-only
+/// (git's objects) writes through the descriptor that created it. Nobody
+/// else does; but whoever may execute a file may read it.
 #[test]
 fn the_owner_writes_a_file_it_created_read_only() {
     if !running_as_root("switch identities") {
@@ -1016,6 +1017,24 @@ fn the_owner_writes_a_file_it_created_read_only() {
     assert_eq!(&buf, b"blob");
     assert_eq!(
         b.read(&caller(&other), &fh, 0, &mut buf).err().map(|e| e.status),
+        Some(NfsStat::Acces)
+    );
+    // Whoever may execute a file may read it (the guest reads a binary to
+    // run it); without the x bit, or to write, no.
+    vmshare_fs::cred::as_server(true);
+    owned_file(&t, "export/tool", b"\x7fELF", (0, 0), 0o711);
+    owned_file(&t, "export/private", b"\x7fELF", (0, 0), 0o700);
+    let tool = b.lookup(&caller(&other), &root, b"tool").expect("lookup").fh;
+    let private = b.lookup(&caller(&other), &root, b"private").expect("lookup").fh;
+    b.read(&caller(&other), &tool, 0, &mut buf)
+        .expect("an executable file is readable");
+    assert_eq!(&buf, b"\x7fELF");
+    assert_eq!(
+        b.read(&caller(&other), &private, 0, &mut buf).err().map(|e| e.status),
+        Some(NfsStat::Acces)
+    );
+    assert_eq!(
+        status(b.write(&caller(&other), &tool, 0, StableHow::Unstable, b"evil")),
         Some(NfsStat::Acces)
     );
     // The write went through as the owner's file, and the mode is as set.
