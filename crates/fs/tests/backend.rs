@@ -987,7 +987,8 @@ fn the_owner_writes_a_file_it_created_read_only() {
     b.write(&caller(&owner), &fh, 0, StableHow::Unstable, b"blob")
         .expect("the owner writes its read-only file");
     b.commit(&caller(&owner), &fh, 0, 0).expect("commit");
-    let status = |r: Result<WriteOk, vmshare_proto::backend::Fail<WccData>>| r.err().map(|e| e.status);
+    let status =
+        |r: Result<WriteOk, vmshare_proto::backend::Fail<WccData>>| r.err().map(|e| e.status);
     assert_eq!(
         status(b.write(&caller(&other), &fh, 0, StableHow::Unstable, b"evil")),
         Some(NfsStat::Acces),
@@ -1016,7 +1017,9 @@ fn the_owner_writes_a_file_it_created_read_only() {
         .expect("the owner reads its mode-0 file");
     assert_eq!(&buf, b"blob");
     assert_eq!(
-        b.read(&caller(&other), &fh, 0, &mut buf).err().map(|e| e.status),
+        b.read(&caller(&other), &fh, 0, &mut buf)
+            .err()
+            .map(|e| e.status),
         Some(NfsStat::Acces)
     );
     // Whoever may execute a file may read it (the guest reads a binary to
@@ -1024,13 +1027,21 @@ fn the_owner_writes_a_file_it_created_read_only() {
     vmshare_fs::cred::as_server(true);
     owned_file(&t, "export/tool", b"\x7fELF", (0, 0), 0o711);
     owned_file(&t, "export/private", b"\x7fELF", (0, 0), 0o700);
-    let tool = b.lookup(&caller(&other), &root, b"tool").expect("lookup").fh;
-    let private = b.lookup(&caller(&other), &root, b"private").expect("lookup").fh;
+    let tool = b
+        .lookup(&caller(&other), &root, b"tool")
+        .expect("lookup")
+        .fh;
+    let private = b
+        .lookup(&caller(&other), &root, b"private")
+        .expect("lookup")
+        .fh;
     b.read(&caller(&other), &tool, 0, &mut buf)
         .expect("an executable file is readable");
     assert_eq!(&buf, b"\x7fELF");
     assert_eq!(
-        b.read(&caller(&other), &private, 0, &mut buf).err().map(|e| e.status),
+        b.read(&caller(&other), &private, 0, &mut buf)
+            .err()
+            .map(|e| e.status),
         Some(NfsStat::Acces)
     );
     assert_eq!(

@@ -912,11 +912,20 @@ mod tests {
     fn calls_are_classified_by_what_they_may_cost() {
         assert_eq!(classify(&call(1, &[0; 36])), (Kind::Quick, false));
         assert_eq!(classify(&call(21, &[0; 48])), (Kind::Sync, false));
-        assert_eq!(classify(&call(7, &write_args(0, 4096))), (Kind::Quick, true));
+        assert_eq!(
+            classify(&call(7, &write_args(0, 4096))),
+            (Kind::Quick, true)
+        );
         assert_eq!(classify(&call(7, &write_args(2, 4096))), (Kind::Sync, true));
         // Large goes to a worker even when stable.
-        assert_eq!(classify(&call(7, &write_args(2, 1 << 20))), (Kind::Large, true));
-        assert_eq!(classify(&call(7, &write_args(0, 1 << 20))), (Kind::Large, true));
+        assert_eq!(
+            classify(&call(7, &write_args(2, 1 << 20))),
+            (Kind::Large, true)
+        );
+        assert_eq!(
+            classify(&call(7, &write_args(0, 1 << 20))),
+            (Kind::Large, true)
+        );
         assert_eq!(classify(b"garbage"), (Kind::Quick, false));
     }
 
