@@ -53,6 +53,11 @@ pub struct Args {
     #[arg(long, default_value_t = Limits::default().max_connections)]
     max_connections: usize,
 
+    /// Open connections allowed at once from one client address (guests
+    /// behind one NAT share it).
+    #[arg(long, default_value_t = Limits::default().max_connections_per_client)]
+    max_connections_per_client: usize,
+
     /// Calls in flight per connection.
     #[arg(long, default_value_t = Limits::default().max_in_flight)]
     max_in_flight: usize,
@@ -179,6 +184,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let limits = Limits {
         workers: args.workers.max(1),
         max_connections: args.max_connections.max(1),
+        max_connections_per_client: args.max_connections_per_client.max(1),
         max_in_flight: args.max_in_flight.max(1),
         request_budget: half,
         reply_budget: half,

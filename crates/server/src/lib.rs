@@ -83,6 +83,11 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Open connections; further ones are accepted and closed at once.
     pub max_connections: usize,
+    /// Open connections from one client address, so that one guest cannot
+    /// take every slot (the Linux client opens one, or up to 16 with
+    /// `nconnect`). Guests behind one NAT, as QEMU's user networking
+    /// puts them, share an address and so this cap.
+    pub max_connections_per_client: usize,
     /// Worker threads running calls (many calls block in fsync, so more
     /// than the number of cores).
     pub workers: usize,
@@ -122,6 +127,7 @@ impl Default for Limits {
             max_record: (1 << 20) + 4096,
             max_in_flight: 64,
             max_connections: 256,
+            max_connections_per_client: 64,
             workers: 16,
             request_budget: 10 << 20,
             reply_budget: 10 << 20,
@@ -571,9 +577,22 @@ fn read_tick(limits: &Limits) -> Duration {
 }
 
 fn start_connection(shared: &Arc<Shared>, role: Role, stream: TcpStream, peer: SocketAddr) {
-    let count = lock(&shared.conns).len();
+    let (count, from_peer) = {
+        let conns = lock(&shared.conns);
+        let ip = peer.ip();
+        let from_peer = conns.values().filter(|c| c.peer.ip() == ip).count();
+        (conns.len(), from_peer)
+    };
     if count >= shared.limits.max_connections {
         warn!(%peer, max = shared.limits.max_connections, "too many connections; refusing one");
+        return;
+    }
+    if from_peer >= shared.limits.max_connections_per_client {
+        warn!(
+            %peer,
+            max = shared.limits.max_connections_per_client,
+            "too many connections from this address; refusing one"
+        );
         return;
     }
     let setup = stream

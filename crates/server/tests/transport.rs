@@ -3,6 +3,7 @@
 mod common;
 
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -179,6 +180,43 @@ fn idle_connection_is_closed() {
     send(&mut s, &call(3, UNKNOWN_PROG, 1, 0, &[]));
     assert!(recv(&mut s).is_some());
     assert!(is_closed(&mut s));
+}
+
+/// A TCP connection to `addr` from the local address `from`.
+fn connect_from(from: IpAddr, addr: SocketAddr) -> TcpStream {
+    use rustix::net::{AddressFamily, SocketType};
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
+    rustix::net::bind(&fd, &SocketAddr::new(from, 0)).expect("bind");
+    rustix::net::connect(&fd, &addr).expect("connect");
+    let s = TcpStream::from(fd);
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s
+}
+
+#[test]
+fn one_address_cannot_take_every_connection() {
+    let limits = Limits {
+        max_connections_per_client: 2,
+        ..Limits::default()
+    };
+    let server = start("conn-cap-per-client", limits);
+    let addr = server.local_addr();
+    let one: IpAddr = "127.0.0.1".parse().expect("ip");
+    let other: IpAddr = "127.0.0.2".parse().expect("ip");
+    let mut a = connect_from(one, addr);
+    let mut b = connect_from(one, addr);
+    for s in [&mut a, &mut b] {
+        send(s, &call(1, UNKNOWN_PROG, 1, 0, &[]));
+        assert!(recv(s).is_some());
+    }
+    let mut c = connect_from(one, addr);
+    assert!(is_closed(&mut c), "a third from the same address");
+    let mut d = connect_from(other, addr);
+    send(&mut d, &call(2, UNKNOWN_PROG, 1, 0, &[]));
+    assert!(recv(&mut d).is_some(), "another address is served");
+    send(&mut a, &call(3, UNKNOWN_PROG, 1, 0, &[]));
+    assert!(recv(&mut a).is_some(), "the first two still are");
 }
 
 #[test]
