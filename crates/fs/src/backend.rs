@@ -857,17 +857,21 @@ impl FsBackend {
             }
             r => Arc::new(r?),
         };
+        self.keep_io(key, perm, f.clone());
+        Ok(f)
+    }
+
+    fn keep_io(&self, key: IoKey, perm: IoPerm, f: Arc<File>) {
         if let Ok(mut m) = self.io.lock() {
             // An eighth, not all: a guest cycling through more files than
             // the cache holds still finds some of them open.
             if m.entries >= self.io_cache_max {
                 self.closer.later(m.evict(8));
             }
-            if let Some(old) = m.insert(key, perm, f.clone()) {
+            if let Some(old) = m.insert(key, perm, f) {
                 self.closer.later(old);
             }
         }
-        Ok(f)
     }
 
     /// Whether the caller (as whom this thread runs) may have `n` open for
@@ -1082,19 +1086,35 @@ impl FsBackend {
     /// Common tail of CREATE, MKDIR, SYMLINK, MKNOD: the new object's
     /// handle and attributes, and the directory's WCC data.
     fn created(&self, dir: &Node, name: &OsStr, before: Option<WccAttr>) -> Created {
+        self.created_stat(dir, name, before).0
+    }
+
+    /// [`Self::created`], with the `stat` the handle was made from.
+    fn created_stat(
+        &self,
+        dir: &Node,
+        name: &OsStr,
+        before: Option<WccAttr>,
+    ) -> (Created, Option<Stat>) {
         let after = self.post_op(dir);
         let dir_wcc = WccData { before, after };
         match self.child(dir, name.as_bytes()) {
-            Ok((fh, _, st)) => Created {
-                fh: Some(fh),
-                attr: Some(self.attrs(&dir.export, &st)),
-                dir_wcc,
-            },
-            Err(_) => Created {
-                fh: None,
-                attr: None,
-                dir_wcc,
-            },
+            Ok((fh, _, st)) => (
+                Created {
+                    fh: Some(fh),
+                    attr: Some(self.attrs(&dir.export, &st)),
+                    dir_wcc,
+                },
+                Some(st),
+            ),
+            Err(_) => (
+                Created {
+                    fh: None,
+                    attr: None,
+                    dir_wcc,
+                },
+                None,
+            ),
         }
     }
 
@@ -1548,7 +1568,7 @@ impl Backend for FsBackend {
         name: &[u8],
         how: &CreateHow,
     ) -> NfsResult<Created, WccData> {
-        let (d, before, ()) = self.dir_op(c, dir, name, |d, name| {
+        let (d, before, opened) = self.dir_op(c, dir, name, |d, name| {
             let base = OFlags::CREATE
                 | OFlags::RDWR
                 | OFlags::NOFOLLOW
@@ -1583,7 +1603,7 @@ impl Backend for FsBackend {
                     if rest != Sattr::default() {
                         self.apply_sattr(&fd, &rest, None)?;
                     }
-                    Ok(())
+                    Ok(Some(fd))
                 }
                 Err(rustix::io::Errno::EXIST) => {
                     let CreateHow::Exclusive(v) = how else {
@@ -1597,7 +1617,7 @@ impl Backend for FsBackend {
                         && i64::from(a.seconds) == st.st_atime
                         && i64::from(m.seconds) == st.st_mtime;
                     if ours {
-                        Ok(())
+                        Ok(None)
                     } else {
                         Err(NfsStat::Exist)
                     }
@@ -1605,7 +1625,21 @@ impl Backend for FsBackend {
                 Err(e) => Err(status_rx(e)),
             }
         })?;
-        Ok(self.created(&d, OsStr::from_bytes(name), before))
+        let (created, st) = self.created_stat(&d, OsStr::from_bytes(name), before);
+        if let (Some(fd), Some(fh), Some(st)) = (opened, created.fh, st) {
+            // The descriptor CREATE opened, read-write and as the caller,
+            // serves the caller's WRITEs that follow (a guest creating a
+            // file writes it next) instead of a reopen each. Only if the
+            // name still leads to the file it made: the handle is the
+            // name's.
+            if let Ok(own) = rustix::fs::fstat(&fd) {
+                if own.st_dev == st.st_dev && own.st_ino == st.st_ino && is_reg(&own) {
+                    let key = self.io_key(c, &fh, &d, true);
+                    self.keep_io(key, io_perm(&own), Arc::new(File::from(fd)));
+                }
+            }
+        }
+        Ok(created)
     }
 
     fn mkdir(

@@ -1054,6 +1054,64 @@ fn the_owner_writes_a_file_it_created_read_only() {
     assert_eq!((md.uid(), md.mode() & 0o7777), (1000, 0));
 }
 
+/// Descriptors of this process open for reading and writing on `path`
+/// (not the O_PATH ones the handle cache keeps).
+fn open_rw_on(path: &Path) -> usize {
+    let rw = |fd: &std::ffi::OsStr| {
+        let info =
+            std::fs::read_to_string(Path::new("/proc/self/fdinfo").join(fd)).unwrap_or_default();
+        info.lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+            .is_some_and(|f| f & 3 == 2)
+    };
+    std::fs::read_dir("/proc/self/fd")
+        .expect("fds")
+        .filter_map(Result::ok)
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
+        .filter(|e| rw(&e.file_name()))
+        .count()
+}
+
+/// The descriptor CREATE opened serves its caller's WRITEs (no reopen per
+/// new file), and only that caller's.
+#[test]
+fn a_created_file_is_written_through_the_descriptor_that_made_it() {
+    if !running_as_root("switch identities") {
+        return;
+    }
+    let t = Tree::new("create-fd");
+    let (b, root) = served(&t);
+    chmod(&t.p("export"), 0o777);
+    let owner = user_cred(1000);
+    let other = user_cred(2000);
+    let fh = b
+        .create(
+            &caller(&owner),
+            &root,
+            b"new",
+            &CreateHow::Guarded(Sattr::default()),
+        )
+        .expect("create")
+        .fh
+        .expect("handle");
+    let path = t.p("export/new");
+    assert_eq!(open_rw_on(&path), 1, "CREATE keeps its descriptor");
+    b.write(&caller(&owner), &fh, 0, StableHow::Unstable, b"data")
+        .expect("write");
+    assert_eq!(open_rw_on(&path), 1, "the WRITE used it");
+    assert_eq!(
+        b.write(&caller(&other), &fh, 0, StableHow::Unstable, b"evil")
+            .err()
+            .map(|e| e.status),
+        Some(NfsStat::Acces),
+        "not another caller's: 0644 lets them read only"
+    );
+    b.remove(&caller(&owner), &root, b"new").expect("remove");
+    vmshare_fs::cred::as_server(true);
+    assert!(!exists(&path));
+}
+
 /// COMMIT on a read-only export is ROFS; CREATE UNCHECKED over a FIFO is
 /// EXIST (nfsd's answer) and leaves the FIFO alone.
 #[test]
