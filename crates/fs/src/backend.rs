@@ -886,25 +886,29 @@ impl FsBackend {
     ///   reads a binary of mode 0711 to run it, with the caller's
     ///   credentials. Locally, `exec` needs only the x bit.
     fn overrides(&self, c: &Caller<'_>, n: &Node, write: bool) -> bool {
-        if !self.switch_ids {
-            return false;
-        }
-        if self.identity(c, n).uid == n.st.st_uid {
+        if self.owns(c, n) {
             return true;
+        }
+        if !self.switch_ids || write || !is_reg(&n.st) {
+            return false;
         }
         // Through /proc/self/fd as `reopen` does (AT_EMPTY_PATH is refused
         // here); AT_EACCESS: checked as this thread's fsuid and fsgid, the
         // caller's, not the process's real ids.
         let name = n.fd.as_raw_fd().to_string();
-        !write
-            && is_reg(&n.st)
-            && rustix::fs::accessat(
-                &self.proc_fd,
-                name.as_str(),
-                rustix::fs::Access::EXEC_OK,
-                AtFlags::EACCESS,
-            )
-            .is_ok()
+        rustix::fs::accessat(
+            &self.proc_fd,
+            name.as_str(),
+            rustix::fs::Access::EXEC_OK,
+            AtFlags::EACCESS,
+        )
+        .is_ok()
+    }
+
+    /// Whether the caller, mapped, owns `n` (as `n.st` last saw it), with
+    /// the server able to act for others at all.
+    fn owns(&self, c: &Caller<'_>, n: &Node) -> bool {
+        self.switch_ids && self.identity(c, n).uid == n.st.st_uid
     }
 
     /// Opens `n` as the server, for a caller that [`Self::overrides`] its
@@ -1280,8 +1284,9 @@ impl FsBackend {
     /// Work that a call on this thread left for after its reply was sent:
     /// starting the writeback of an UNSTABLE WRITE. The client's COMMIT is
     /// then on its way while the writeback is submitted, instead of after
-    /// it; one client's 4 KiB write+commit went from 4,000-4,450 to
-    /// 4,500-4,700 files a second. The writeback is only a hint, so a
+    /// it; one client's 4 KiB write+commit went from 3,950-4,450 to
+    /// 4,500-4,800 files a second (`docs/server.md`, "Writes"). The
+    /// writeback is only a hint, so a
     /// caller that never calls this loses nothing but speed.
     pub fn after_reply(&self) {
         if let Some((f, offset, len)) = DEFERRED.with(|d| d.borrow_mut().take()) {
@@ -1323,10 +1328,9 @@ impl Backend for FsBackend {
                 return Err(fail(NfsStat::NotSync));
             }
         }
-        let owns = self.switch_ids && self.identity(c, &n).uid == n.st.st_uid;
         let applied = {
             let _g = self.become_(c, &n).map_err(fail)?;
-            self.apply_sattr(&n.fd, attrs, owns.then_some((c, &n)))
+            self.apply_sattr(&n.fd, attrs, self.owns(c, &n).then_some((c, &n)))
         };
         // Also when a later part failed: the mode may be changed already.
         if attrs.mode.is_some() || attrs.uid.is_some() || attrs.gid.is_some() {

@@ -821,8 +821,8 @@ fn classify(record: &[u8]) -> (Kind, bool) {
 /// With several clients at work on two CPUs, handing a COMMIT to a worker
 /// costs a wake-up and two thread switches on CPUs that are already busy.
 /// Running it on the reader took four clients' WRITE + COMMIT of 4 KiB
-/// files from about 10,000 to 11,500-12,500 files a second
-/// (`bench/nfs.sh`). The price is that the connection reads nothing until
+/// files from about 10,000 to 11,200-12,500 files a second
+/// (`vmshare-bench --only vmshare --clients 4`; `docs/server.md`). The price is that the connection reads nothing until
 /// the fsync returns: the client's other calls wait behind it instead of
 /// running beside it. So a sync runs on the reader only
 /// - while other connections are busy too (alone, a client's COMMIT on a
@@ -893,12 +893,16 @@ mod tests {
 
     fn call(proc_: u32, args: &[u8]) -> Vec<u8> {
         let mut e = Encoder::default();
-        // xid, CALL, RPC version 2, NFS v3, proc, AUTH_NONE twice.
-        e.u32(1).u32(0).u32(2).u32(100_003).u32(3).u32(proc_);
-        e.u32(0).opaque(&[]).u32(0).opaque(&[]);
-        let mut v = e.into_inner();
-        v.extend_from_slice(args);
-        v
+        vmshare_wire::rpc::encode_call(
+            &mut e,
+            1,
+            vmshare_proto::programs::NFS,
+            3,
+            proc_,
+            &vmshare_wire::rpc::Credential::None,
+        );
+        e.fixed(args);
+        e.into_inner()
     }
 
     fn write_args(stable: u32, len: u32) -> Vec<u8> {
