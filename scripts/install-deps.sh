@@ -6,10 +6,10 @@
 #   e2fsprogs erofs-utils  block-device volume images (vmshare image build)
 #   iproute2          --net tap (network namespaces, TAP devices)
 #   libnfs-utils      a second, user-space NFS client used by the tests
-#   git               a real program the tests run in a guest, from the host's /usr
+#   git python3       real programs the tests run in a guest, from the host's /usr
 # With --bench it also installs the peers the benchmarks compare against.
 set -euo pipefail
-pkgs=(qemu-system-x86 linux-image-amd64 busybox-static e2fsprogs erofs-utils iproute2 libnfs-utils git ca-certificates)
+pkgs=(qemu-system-x86 linux-image-amd64 busybox-static e2fsprogs erofs-utils iproute2 libnfs-utils git python3 ca-certificates)
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(nfs-ganesha nfs-ganesha-vfs rpcbind)
 fi

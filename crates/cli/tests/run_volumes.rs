@@ -244,23 +244,43 @@ fn named_volume_survives_to_a_second_run() {
 /// owner could write their own file whatever its mode; the guest reads a
 /// binary to run it, which the server refused without read permission
 /// until execute permission was enough.
+/// A program of the host's to run in a guest, which sees the host's /usr
+/// through read-only volumes ([`USR_VOLUMES`]). That needs a merged /usr
+/// (Debian 12), where /usr holds the libraries too. `None`, after saying
+/// so, when the host lacks either; CI has both.
+fn host_program(name: &str) -> Option<String> {
+    let merged = std::fs::read_link("/lib").is_ok_and(|l| l == Path::new("usr/lib"));
+    let found = ["/usr/bin", "/usr/local/bin"]
+        .iter()
+        .map(|d| format!("{d}/{name}"))
+        .find(|p| Path::new(p).exists());
+    if !merged || found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs {name} under /usr and a merged /usr"
+        );
+        eprintln!("SKIPPED: needs {name} under /usr and a merged /usr");
+        return None;
+    }
+    found
+}
+
+/// The host's /usr, as `vmshare run` arguments, for [`host_program`].
+const USR_VOLUMES: [&str; 6] = [
+    "-v",
+    "/usr:/usr:ro",
+    "-v",
+    "/usr/lib:/lib:ro",
+    "-v",
+    "/usr/lib64:/lib64:ro",
+];
+
 #[test]
 fn git_commits_and_exec_only_binaries_run_in_a_volume() {
     let Some(h) = common::Harness::new() else {
         return;
     };
-    // The host's programs run in the guest from read-only volumes of /usr,
-    // which holds the libraries too on a merged-/usr system (Debian 12).
-    let merged = std::fs::read_link("/lib").is_ok_and(|l| l == Path::new("usr/lib"));
-    let git = ["/usr/bin/git", "/usr/local/bin/git"]
-        .into_iter()
-        .find(|p| Path::new(p).exists());
-    let (true, Some(git)) = (merged, git) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs git under /usr and a merged /usr"
-        );
-        eprintln!("SKIPPED: needs git under /usr and a merged /usr");
+    let Some(git) = host_program("git") else {
         return;
     };
     let dir = scratch_dir("git");
@@ -276,30 +296,17 @@ fn git_commits_and_exec_only_binaries_run_in_a_volume() {
          {git} add -A; {git} -c user.name=t -c user.email=t@t commit -qm first; {git} fsck --strict; \
          /work/tool; echo tool-ran"
     );
-    let out = h.vmshare(&[
-        "run",
-        "-v",
-        "/usr:/usr:ro",
-        "-v",
-        "/usr/lib:/lib:ro",
-        "-v",
-        "/usr/lib64:/lib64:ro",
-        "-v",
-        &vol(&dir, "/work"),
-        "-e",
-        "HOME=/work",
-        "-u",
-        "1000:1000",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let work = vol(&dir, "/work");
+    let mut args = vec!["run"];
+    args.extend(USR_VOLUMES);
+    args.extend(["-v", &work, "-e", "HOME=/work", "-u", "1000:1000"]);
+    args.extend(["--", "sh", "-c", &script]);
+    let out = h.vmshare(&args);
     assert_exit(&out, 0);
     assert!(text(&out.stdout).contains("tool-ran"));
     // The host's git reads what the guest's wrote.
     let host_git = |args: &[&str]| {
-        let o = std::process::Command::new(git)
+        let o = std::process::Command::new(&git)
             .arg("-C")
             .arg(dir.join("r"))
             .args(["-c", "safe.directory=*"])
@@ -312,4 +319,60 @@ fn git_commits_and_exec_only_binaries_run_in_a_volume() {
     host_git(&["fsck", "--strict"]);
     assert_eq!(host_git(&["log", "--format=%s"]), "first\n");
     assert_eq!(host_git(&["show", "HEAD:d/b"]), "x\n");
+}
+
+/// Random writes, truncates, reads and mmap writes through the guest's
+/// kernel client agree with a model of the file's bytes (`data/fsx.py`),
+/// and the host ends up with the bytes the model holds. The kernel client
+/// caches pages and attributes and trusts the server's WCC data to keep
+/// them: a wrong post-operation size or change time shows up here as a
+/// stale read, a lost write or a wrong length after a reopen.
+#[test]
+fn random_io_through_the_kernel_client_matches_a_model() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let Some(python) = host_program("python3") else {
+        return;
+    };
+    let dir = scratch_dir("fsx");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let tools = scratch_dir("fsx-tools");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fsx.py"),
+        tools.join("fsx.py"),
+    )
+    .unwrap();
+    let script =
+        format!("set -e; cd /work; for seed in 1 2 3; do {python} /tools/fsx.py $seed 1500; done");
+    let (work, tools_vol) = (vol(&dir, "/work"), format!("{}:/tools:ro", tools.display()));
+    let mut args = vec!["run"];
+    args.extend(USR_VOLUMES);
+    args.extend(["-v", &work, "-v", &tools_vol, "-u", "1000:1000"]);
+    args.extend(["--", "sh", "-c", &script]);
+    let out = h.vmshare(&args);
+    assert_exit(&out, 0);
+    let lines: Vec<String> = text(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("fsx "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 3, "three runs: {}", text(&out.stdout));
+    for line in lines {
+        let f: Vec<&str> = line.split(' ').collect();
+        let [_, name, len, sha] = f[..] else {
+            panic!("unexpected line {line:?}");
+        };
+        let host = std::fs::read(dir.join(name)).unwrap();
+        assert_eq!(host.len().to_string(), len, "{name}: length on the host");
+        let o = std::process::Command::new("sha256sum")
+            .arg(dir.join(name))
+            .output()
+            .unwrap();
+        assert_eq!(
+            text(&o.stdout).split(' ').next(),
+            Some(sha),
+            "{name}: bytes on the host"
+        );
+    }
 }
