@@ -513,6 +513,9 @@ pub fn small_files(
                 for phase in PHASES {
                     files.phase = phase;
                     barrier.wait();
+                    if c == 0 {
+                        perf_control(Some(phase));
+                    }
                     let Some(conn) = conn.as_mut().filter(|_| err.is_none()) else {
                         continue;
                     };
@@ -541,6 +544,9 @@ pub fn small_files(
                     }
                 }
                 drop(conn.take());
+                if c == 0 {
+                    perf_control(None);
+                }
                 match err {
                     Some(e) => (Err(e), 0, 0),
                     None => (Ok(times), files.handle_mismatches, files.readdir_calls),
@@ -587,4 +593,37 @@ pub fn small_files(
         entries_per_reply: entries as f64 / readdir_calls.max(1) as f64,
         spread,
     })
+}
+
+/// Profiling one phase: with `VMSHARE_BENCH_PERF_CTL` naming the control
+/// FIFO of `perf record --control=fifo:FIFO -D -1` and
+/// `VMSHARE_BENCH_PERF_PHASE` a word of a phase's label, perf records only
+/// while that phase runs (whole-run profiles are dominated by the phases
+/// that take longest, which are not the ones being studied).
+fn perf_control(starting: Option<Phase>) {
+    let (Some(ctl), Some(want)) = (
+        std::env::var_os("VMSHARE_BENCH_PERF_CTL"),
+        std::env::var("VMSHARE_BENCH_PERF_PHASE").ok(),
+    ) else {
+        return;
+    };
+    let cmd: &[u8] = if starting.is_some_and(|p| p.label().contains(want.as_str())) {
+        b"enable\n"
+    } else {
+        b"disable\n"
+    };
+    // perf reads one command per wake-up, so each waits for perf's
+    // "ack" on the second FIFO (`--control=fifo:CTL,ACK`).
+    let ack = std::env::var_os("VMSHARE_BENCH_PERF_ACK");
+    if let Err(e) = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&ctl)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, cmd))
+        .and_then(|()| match &ack {
+            Some(a) => std::io::Read::read_exact(&mut std::fs::File::open(a)?, &mut [0; 4]),
+            None => Ok(()),
+        })
+    {
+        eprintln!("vmshare-bench: perf control {}: {e}", ctl.to_string_lossy());
+    }
 }
