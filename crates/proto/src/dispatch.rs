@@ -534,25 +534,52 @@ impl<B: Backend> Dispatcher<B> {
         // list terminator and eof.
         let fixed = 4 + 4 + FATTR_SIZE + 8 + 4 + 4;
         let budget = (limit.min(MAX_IO) as usize).saturating_sub(fixed);
+        // The entries go straight into the reply, after room for the head
+        // (status, attributes, verifier), which is known only at the end.
+        // A separate buffer for them cost a copy of up to 64 KiB a call,
+        // and freeing it with the reply made the allocator hand memory
+        // back to the kernel and fault it in again on every call.
+        let base = out.len();
+        let head = 4 + 4 + FATTR_SIZE + 8;
+        for _ in 0..head / 4 {
+            out.u32(0);
+        }
         let mut sink = EntrySink {
-            enc: Encoder::with_capacity(budget.min(64 * 1024)),
+            start: out.len(),
+            enc: out,
             budget,
             plus,
             count: 0,
         };
-        match self.backend.readdir(c, dir, cookie, verf, &mut sink) {
-            Ok(ok) if sink.count == 0 && !ok.eof => {
+        let r = self.backend.readdir(c, dir, cookie, verf, &mut sink);
+        let count = sink.count;
+        match r {
+            Ok(ok) if count == 0 && !ok.eof => {
+                out.truncate(base);
                 status(out, NfsStat::TooSmall);
                 encode_post_op(out, &ok.dir_attr);
             }
             Ok(ok) => {
-                status(out, NfsStat::Ok);
-                encode_post_op(out, &ok.dir_attr);
-                out.fixed(&ok.verf);
-                out.fixed(sink.enc.as_slice());
+                let mut h = Encoder::with_capacity(head);
+                status(&mut h, NfsStat::Ok);
+                encode_post_op(&mut h, &ok.dir_attr);
+                h.fixed(&ok.verf);
+                if h.len() == head {
+                    out.patch_bytes(base, h.as_slice());
+                } else {
+                    // No attributes: a shorter head than was set aside.
+                    let entries = out
+                        .as_slice()
+                        .get(base + head..)
+                        .unwrap_or_default()
+                        .to_vec();
+                    out.truncate(base);
+                    out.fixed(h.as_slice()).fixed(&entries);
+                }
                 out.bool(false).bool(ok.eof);
             }
             Err(f) => {
+                out.truncate(base);
                 status(out, f.status);
                 encode_post_op(out, &f.data);
             }
@@ -560,33 +587,41 @@ impl<B: Backend> Dispatcher<B> {
     }
 }
 
-/// Encodes entries as they come, refusing any that would overflow the
-/// client's limit.
-struct EntrySink {
-    enc: Encoder,
+/// Encodes entries into the reply as they come, refusing any that would
+/// overflow the client's limit.
+struct EntrySink<'a> {
+    enc: &'a mut Encoder,
+    /// Where the first entry goes in `enc`.
+    start: usize,
     budget: usize,
     plus: bool,
     count: usize,
 }
 
-impl DirSink for EntrySink {
+impl EntrySink<'_> {
+    fn used(&self) -> usize {
+        self.enc.len().saturating_sub(self.start)
+    }
+}
+
+impl DirSink for EntrySink<'_> {
     fn plus(&self) -> bool {
         self.plus
     }
 
     fn push(&mut self, e: &DirEntry<'_>) -> bool {
-        let start = self.enc.len();
+        let at = self.enc.len();
         self.enc
             .bool(true)
             .u64(e.fileid)
             .string(e.name)
             .u64(e.cookie);
         if self.plus {
-            encode_post_op(&mut self.enc, &e.attr);
-            encode_post_op_fh(&mut self.enc, &e.fh);
+            encode_post_op(self.enc, &e.attr);
+            encode_post_op_fh(self.enc, &e.fh);
         }
-        if self.enc.len() > self.budget {
-            self.enc.truncate(start);
+        if self.used() > self.budget {
+            self.enc.truncate(at);
             return false;
         }
         self.count += 1;
@@ -594,7 +629,7 @@ impl DirSink for EntrySink {
     }
 
     fn room(&self) -> usize {
-        self.budget.saturating_sub(self.enc.len())
+        self.budget.saturating_sub(self.used())
     }
 }
 

@@ -9,32 +9,14 @@ use std::io::Write;
 use std::time::Duration;
 
 use common::*;
-use vmshare_proto::nfs3::{DirOpArgs, FileHandle, Nfs3Call, FATTR_SIZE};
-use vmshare_server::{
-    ClientMatch, ClientRule, ExportConfig, ExportOptions, Limits, Server, ServerConfig, Squash,
-};
-use vmshare_wire::rpc::encode_call;
-use vmshare_wire::{AcceptStat, Credential, Decoder, Encoder, ReplyBody};
+use vmshare_proto::nfs3::{DirOpArgs, Nfs3Call, FATTR_SIZE};
+use vmshare_server::Limits;
+use vmshare_wire::{AcceptStat, Decoder, ReplyBody};
 
-const MOUNT: u32 = 100_005;
 const SIZE: usize = 3 * 1024 * 1024 + 5;
 
 fn pattern(i: usize) -> u8 {
     (i.wrapping_mul(7919) >> 3).to_le_bytes()[0]
-}
-
-fn nfs_call(xid: u32, call: &Nfs3Call<'_>) -> Vec<u8> {
-    let mut e = Encoder::default();
-    encode_call(
-        &mut e,
-        xid,
-        NFS,
-        3,
-        vmshare_proto::nfs3::procedure_number(call),
-        &Credential::None,
-    );
-    vmshare_proto::nfs3::encode_call(&mut e, call);
-    e.into_inner()
 }
 
 /// The accepted results of a reply, checked for SUCCESS.
@@ -73,35 +55,11 @@ fn spliced_reads_carry_exact_bytes_and_padding() {
     std::fs::create_dir_all(&export).expect("export dir");
     let data: Vec<u8> = (0..SIZE).map(pattern).collect();
     std::fs::write(export.join("big"), &data).expect("file");
-    let options = ExportOptions {
-        secure: false,
-        squash: Squash::None,
-        ..ExportOptions::default()
-    };
-    let rules = vec![ClientRule {
-        client: ClientMatch::Any,
-        options,
-    }];
-    let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        state_dir: dir.join("state"),
-        exports: vec![ExportConfig::new(&export, "/data", rules)],
-        limits: Limits::default(),
-        ..Default::default()
-    };
-    let server = Server::bind(config).expect("bind").spawn().expect("spawn");
+    let server = serve_export(&export, Limits::default());
     let mut s = connect(server.local_addr());
     s.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
-
-    // MNT, then LOOKUP "big".
-    let mut args = Encoder::default();
-    args.string(b"/data");
-    send(&mut s, &call(1, MOUNT, 3, 1, args.as_slice()));
-    let (_, r) = results(&recv(&mut s).expect("MNT reply"));
-    let mut d = Decoder::new(&r);
-    assert_eq!(d.u32().expect("status"), 0);
-    let root = FileHandle::new(d.opaque(64).expect("fh")).expect("fh");
+    let root = mount_data(&mut s);
     send(
         &mut s,
         &nfs_call(
@@ -112,10 +70,7 @@ fn spliced_reads_carry_exact_bytes_and_padding() {
             }),
         ),
     );
-    let (_, r) = results(&recv(&mut s).expect("LOOKUP reply"));
-    let mut d = Decoder::new(&r);
-    assert_eq!(d.u32().expect("status"), 0);
-    let fh = FileHandle::new(d.opaque(64).expect("fh")).expect("fh");
+    let fh = handle(&recv(&mut s).expect("LOOKUP reply"), "LOOKUP");
 
     // (offset, count): whole MiBs, an odd length at an odd offset (padding
     // 3), a read running past EOF (5 bytes back, padding 3), one at EOF.

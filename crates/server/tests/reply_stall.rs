@@ -13,30 +13,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::*;
-use vmshare_proto::nfs3::{DirOpArgs, FileHandle, Nfs3Call};
-use vmshare_server::{
-    ClientMatch, ClientRule, ExportConfig, ExportOptions, Limits, Server, ServerConfig, Squash,
-};
-use vmshare_wire::rpc::encode_call;
-use vmshare_wire::{Credential, Decoder, Encoder};
-
-const MOUNT: u32 = 100_005;
-
-fn nfs_call(xid: u32, call: &Nfs3Call<'_>) -> Vec<u8> {
-    let mut e = Encoder::default();
-    let proc_ = vmshare_proto::nfs3::procedure_number(call);
-    encode_call(&mut e, xid, NFS, 3, proc_, &Credential::None);
-    vmshare_proto::nfs3::encode_call(&mut e, call);
-    e.into_inner()
-}
-
-/// The handle in a MNT or LOOKUP reply that must have succeeded.
-fn handle(reply: &[u8], what: &str) -> FileHandle {
-    let p = parse(reply);
-    let mut d = Decoder::new(p.results);
-    assert_eq!(d.u32().expect("status"), 0, "{what} failed");
-    FileHandle::new(d.opaque(64).expect("handle")).expect("handle")
-}
+use vmshare_proto::nfs3::{DirOpArgs, Nfs3Call};
+use vmshare_server::Limits;
 
 /// A connection whose receive buffer is tiny, so that the server's replies
 /// pile up on its side.
@@ -54,11 +32,6 @@ fn clients_that_never_read_replies_do_not_stall_the_others() {
     let export = dir.join("export");
     std::fs::create_dir_all(&export).expect("export dir");
     std::fs::write(export.join("f"), vec![7u8; 128 * 1024]).expect("file");
-    let options = ExportOptions {
-        secure: false,
-        squash: Squash::None,
-        ..ExportOptions::default()
-    };
     let limits = Limits {
         // Far longer than the bound asserted below: only the pressure rule
         // can answer the honest client in time.
@@ -66,28 +39,11 @@ fn clients_that_never_read_replies_do_not_stall_the_others() {
         ..Limits::default()
     };
     let budget = limits.reply_budget;
-    let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        state_dir: dir.join("state"),
-        exports: vec![ExportConfig::new(
-            &export,
-            "/data",
-            vec![ClientRule {
-                client: ClientMatch::Any,
-                options,
-            }],
-        )],
-        limits,
-        ..Default::default()
-    };
-    let server = Server::bind(config).expect("bind").spawn().expect("spawn");
+    let server = serve_export(&export, limits);
     let addr = server.local_addr();
 
     let mut s = connect(addr);
-    let mut path = Encoder::default();
-    path.string(b"/data");
-    send(&mut s, &call(1, MOUNT, 3, 1, path.as_slice()));
-    let root = handle(&recv(&mut s).expect("MNT reply"), "MNT");
+    let root = mount_data(&mut s);
     let lookup = Nfs3Call::Lookup(DirOpArgs {
         dir: root,
         name: b"f",

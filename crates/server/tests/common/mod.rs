@@ -97,3 +97,53 @@ pub fn is_closed(s: &mut TcpStream) -> bool {
         }
     }
 }
+
+pub const MOUNT: u32 = 100_005;
+
+/// The payload of an NFSv3 call (AUTH_NONE).
+pub fn nfs_call(xid: u32, call: &vmshare_proto::nfs3::Nfs3Call<'_>) -> Vec<u8> {
+    let mut e = Encoder::default();
+    let proc_ = vmshare_proto::nfs3::procedure_number(call);
+    encode_call(&mut e, xid, NFS, 3, proc_, &Credential::None);
+    vmshare_proto::nfs3::encode_call(&mut e, call);
+    e.into_inner()
+}
+
+/// A server exporting `export` as `/data` to anyone, without squashing,
+/// with these limits; its state goes beside the export.
+pub fn serve_export(export: &std::path::Path, limits: Limits) -> RunningServer {
+    use vmshare_server::{ClientMatch, ClientRule, ExportConfig, ExportOptions, Squash};
+    let options = ExportOptions {
+        secure: false,
+        squash: Squash::None,
+        ..ExportOptions::default()
+    };
+    let rules = vec![ClientRule {
+        client: ClientMatch::Any,
+        options,
+    }];
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        state_dir: export.with_extension("state"),
+        exports: vec![ExportConfig::new(export, "/data", rules)],
+        limits,
+        ..Default::default()
+    };
+    Server::bind(config).expect("bind").spawn().expect("spawn")
+}
+
+/// The handle in a MNT or LOOKUP reply that must have succeeded.
+pub fn handle(reply: &[u8], what: &str) -> vmshare_proto::nfs3::FileHandle {
+    let p = parse(reply);
+    let mut d = vmshare_wire::Decoder::new(p.results);
+    assert_eq!(d.u32().expect("status"), 0, "{what} failed");
+    vmshare_proto::nfs3::FileHandle::new(d.opaque(64).expect("handle")).expect("handle")
+}
+
+/// MNT of `/data` on `s`: the export's root handle.
+pub fn mount_data(s: &mut TcpStream) -> vmshare_proto::nfs3::FileHandle {
+    let mut path = Encoder::default();
+    path.string(b"/data");
+    send(s, &call(1, MOUNT, 3, 1, path.as_slice()));
+    handle(&recv(s).expect("MNT reply"), "MNT")
+}
