@@ -1893,8 +1893,11 @@ impl Backend for FsBackend {
             .map_err(fail)?;
         rustix::fs::seek(&f, rustix::fs::SeekFrom::Start(cookie))
             .map_err(|e| fail(status_rx(e)))?;
-        let mut buf = vec![0u8; DIRENT_BUF];
+        // Sized by the first read, the largest: the reply only fills up.
+        let mut buf = Vec::new();
         let plus = sink.plus();
+        // One clock reading for the cache's freshness test of every entry.
+        let now = std::time::Instant::now();
         // Entries may come from the cache only for a caller who could look
         // them up: one with search permission on the directory.
         let cached_ok = plus && self.may(&d.fd, rustix::fs::Access::EXEC_OK).is_ok();
@@ -1906,6 +1909,9 @@ impl Backend for FsBackend {
             // handle. Entries read and not sent cost a directory walk
             // (ext4 hashes each name) for nothing.
             let want = (sink.room() / if plus { 4 } else { 1 }).clamp(1024, DIRENT_BUF);
+            if buf.len() < want {
+                buf.resize(want, 0);
+            }
             let window = buf.get_mut(..want).unwrap_or_default();
             let n = sys::getdents(f.as_fd(), window).map_err(|e| fail(status(&e)))?;
             if n == 0 {
@@ -1926,7 +1932,7 @@ impl Backend for FsBackend {
                     e.ino
                 };
                 let cached = if cached_ok && !dots {
-                    self.entries.get(d.export.id, dir_key, e.name)
+                    self.entries.get(d.export.id, dir_key, e.name, now)
                 } else {
                     None
                 };
