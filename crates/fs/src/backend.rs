@@ -84,6 +84,9 @@ fn evict_share<K: Copy + Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>, parts: 
 pub const DEFAULT_ATTR_CACHE: Duration = Duration::from_secs(1);
 /// Buffer for one `getdents64` call.
 const DIRENT_BUF: usize = 32 * 1024;
+/// The smallest read: room for the longest record (19 bytes of header, a
+/// 255-byte name and its NUL) and then some.
+const DIRENT_MIN: usize = 512;
 
 /// One export, opened.
 #[derive(Debug)]
@@ -1902,18 +1905,30 @@ impl Backend for FsBackend {
         // them up: one with search permission on the directory.
         let cached_ok = plus && self.may(&d.fd, rustix::fs::Access::EXEC_OK).is_ok();
         let dir_key = inode_of(&d.st);
+        // Dirent bytes read and reply bytes they became, for the next
+        // read's size.
+        let (mut read, mut sent) = (0usize, 0usize);
         loop {
             // Read about as many entries as fit in what is left of the
-            // reply: a host dirent is 24 bytes and the name, an NFS entry
-            // about as much, and five times that with attributes and a
-            // handle. Entries read and not sent cost a directory walk
-            // (ext4 hashes each name) for nothing.
-            let want = (sink.room() / if plus { 4 } else { 1 }).clamp(1024, DIRENT_BUF);
+            // reply. Entries read and not sent are walked again by the
+            // next call (ext4 hashes every name of the block it starts
+            // in), so the first read stays under what can fit, and the
+            // next ones follow how much reply the entries so far made.
+            // A host dirent is 24 bytes and the name; an NFS entry about
+            // as much, and with attributes and a handle three times (long
+            // names) to six times (short ones) that.
+            let room = sink.room();
+            let want = room
+                .saturating_mul(read)
+                .checked_div(sent)
+                .unwrap_or(room / if plus { 6 } else { 1 })
+                .clamp(DIRENT_MIN, DIRENT_BUF);
             if buf.len() < want {
                 buf.resize(want, 0);
             }
             let window = buf.get_mut(..want).unwrap_or_default();
             let n = sys::getdents(f.as_fd(), window).map_err(|e| fail(status(&e)))?;
+            read += n;
             if n == 0 {
                 return Ok(ReaddirOk {
                     dir_attr,
@@ -1961,6 +1976,7 @@ impl Backend for FsBackend {
                     });
                 }
             }
+            sent += room.saturating_sub(sink.room());
         }
     }
 

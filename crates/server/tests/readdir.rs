@@ -135,6 +135,9 @@ fn listings_fit_the_limit_and_name_every_entry_once() {
     for i in 0..FILES as usize {
         std::fs::write(export.join(name(i)), b"x").expect("file");
     }
+    // And one name as long as a name can be, for the smallest reads.
+    let long = "L".repeat(255);
+    std::fs::write(export.join(&long), b"x").expect("file");
     let server = serve_export(&export, Limits::default());
     let mut s = connect(server.local_addr());
     let root = mount_data(&mut s);
@@ -142,6 +145,7 @@ fn listings_fit_the_limit_and_name_every_entry_once() {
     let mut want: BTreeMap<String, usize> = (0..FILES as usize).map(|i| (name(i), 1)).collect();
     want.insert(".".into(), 1);
     want.insert("..".into(), 1);
+    want.insert(long, 1);
     for (plus, limit) in [(true, 4096), (true, 65_536), (false, 1024), (false, 8192)] {
         assert_eq!(
             list(&mut s, root, plus, limit),
