@@ -5,8 +5,8 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{assert_exit, scratch_dir, text, vol};
@@ -237,15 +237,8 @@ fn named_volume_survives_to_a_second_run() {
     std::fs::remove_dir_all(on_host).unwrap();
 }
 
-/// Real programs' ways with files, run in the guest as an ordinary user:
-/// the host's git makes a repository and a commit in a volume, and a
-/// root-owned binary of mode 0711 in the volume runs. git creates each
-/// object read-only and then writes it, which the server refused until the
-/// owner could write their own file whatever its mode; the guest reads a
-/// binary to run it, which the server refused without read permission
-/// until execute permission was enough.
 /// A program of the host's to run in a guest, which sees the host's /usr
-/// through read-only volumes ([`USR_VOLUMES`]). That needs a merged /usr
+/// through read-only volumes ([`run_in_work`]). That needs a merged /usr
 /// (Debian 12), where /usr holds the libraries too. `None`, after saying
 /// so, when the host lacks either; CI has both.
 fn host_program(name: &str) -> Option<String> {
@@ -265,16 +258,41 @@ fn host_program(name: &str) -> Option<String> {
     found
 }
 
-/// The host's /usr, as `vmshare run` arguments, for [`host_program`].
-const USR_VOLUMES: [&str; 6] = [
-    "-v",
-    "/usr:/usr:ro",
-    "-v",
-    "/usr/lib:/lib:ro",
-    "-v",
-    "/usr/lib64:/lib64:ro",
-];
+/// A scratch directory anyone may write: the guest's user gets it as
+/// /work.
+fn world_writable(name: &str) -> PathBuf {
+    let dir = scratch_dir(name);
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    dir
+}
 
+/// `sh -c script` in a guest as uid 1000, with the host's /usr for
+/// [`host_program`], `work` as /work (and HOME), and `more` arguments
+/// before the command.
+fn run_in_work(h: &common::Harness, work: &Path, more: &[&str], script: &str) -> Output {
+    let work = vol(work, "/work");
+    let mut args = vec!["run"];
+    args.extend([
+        "-v",
+        "/usr:/usr:ro",
+        "-v",
+        "/usr/lib:/lib:ro",
+        "-v",
+        "/usr/lib64:/lib64:ro",
+    ]);
+    args.extend(["-v", &work, "-e", "HOME=/work", "-u", "1000:1000"]);
+    args.extend(more);
+    args.extend(["--", "sh", "-c", script]);
+    h.vmshare(&args)
+}
+
+/// Real programs' ways with files, run in the guest as an ordinary user:
+/// the host's git makes a repository and a commit in a volume, and a
+/// root-owned binary of mode 0711 in the volume runs. git creates each
+/// object read-only and then writes it, which the server refused until the
+/// owner could write their own file whatever its mode; the guest reads a
+/// binary to run it, which the server refused without read permission
+/// until execute permission was enough.
 #[test]
 fn git_commits_and_exec_only_binaries_run_in_a_volume() {
     let Some(h) = common::Harness::new() else {
@@ -283,8 +301,7 @@ fn git_commits_and_exec_only_binaries_run_in_a_volume() {
     let Some(git) = host_program("git") else {
         return;
     };
-    let dir = scratch_dir("git");
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let dir = world_writable("git");
     std::fs::copy("/usr/bin/true", dir.join("tool")).unwrap();
     std::fs::set_permissions(
         dir.join("tool"),
@@ -296,12 +313,7 @@ fn git_commits_and_exec_only_binaries_run_in_a_volume() {
          {git} add -A; {git} -c user.name=t -c user.email=t@t commit -qm first; {git} fsck --strict; \
          /work/tool; echo tool-ran"
     );
-    let work = vol(&dir, "/work");
-    let mut args = vec!["run"];
-    args.extend(USR_VOLUMES);
-    args.extend(["-v", &work, "-e", "HOME=/work", "-u", "1000:1000"]);
-    args.extend(["--", "sh", "-c", &script]);
-    let out = h.vmshare(&args);
+    let out = run_in_work(&h, &dir, &[], &script);
     assert_exit(&out, 0);
     assert!(text(&out.stdout).contains("tool-ran"));
     // The host's git reads what the guest's wrote.
@@ -335,8 +347,7 @@ fn random_io_through_the_kernel_client_matches_a_model() {
     let Some(python) = host_program("python3") else {
         return;
     };
-    let dir = scratch_dir("fsx");
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let dir = world_writable("fsx");
     let tools = scratch_dir("fsx-tools");
     std::fs::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fsx.py"),
@@ -345,12 +356,7 @@ fn random_io_through_the_kernel_client_matches_a_model() {
     .unwrap();
     let script =
         format!("set -e; cd /work; for seed in 1 2 3; do {python} /tools/fsx.py $seed 1500; done");
-    let (work, tools_vol) = (vol(&dir, "/work"), format!("{}:/tools:ro", tools.display()));
-    let mut args = vec!["run"];
-    args.extend(USR_VOLUMES);
-    args.extend(["-v", &work, "-v", &tools_vol, "-u", "1000:1000"]);
-    args.extend(["--", "sh", "-c", &script]);
-    let out = h.vmshare(&args);
+    let out = run_in_work(&h, &dir, &["-v", &vol(&tools, "/tools:ro")], &script);
     assert_exit(&out, 0);
     let lines: Vec<String> = text(&out.stdout)
         .lines()
