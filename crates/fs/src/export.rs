@@ -73,7 +73,8 @@ pub struct ExportConfig {
     pub path: PathBuf,
     /// Path clients mount (`/data`); defaults to the host path.
     pub mount_path: String,
-    /// Rules, first match wins; no match means no access.
+    /// Rules; no match means no access. Which of several matching rules
+    /// applies is exports(5)'s: see [`ExportConfig::options_for`].
     pub clients: Vec<ClientRule>,
     /// Serve only this one name in the export's root directory: the way a
     /// single host file is exported without its siblings.
@@ -81,6 +82,23 @@ pub struct ExportConfig {
 }
 
 impl ClientMatch {
+    /// exports(5)'s order among rules that match one client, lowest first:
+    /// a single address (a network of one, however it was written), a
+    /// network, everyone.
+    fn precedence(&self) -> u8 {
+        match self {
+            ClientMatch::Net { addr, prefix } => {
+                let full = if addr.is_ipv4() { 32 } else { 128 };
+                if *prefix >= full {
+                    0
+                } else {
+                    1
+                }
+            }
+            ClientMatch::Any => 2,
+        }
+    }
+
     /// Whether `ip` is covered. IPv4-mapped IPv6 addresses match IPv4 rules.
     pub fn matches(&self, ip: IpAddr) -> bool {
         let ip = match ip {
@@ -147,11 +165,18 @@ impl ExportConfig {
         }
     }
 
-    /// The options of the first rule that admits `ip`.
+    /// The options of the rule that applies to `ip`, by exports(5)'s
+    /// precedence: a rule for that one address before a network, a network
+    /// before `*`, and among rules of one kind the first written.
+    ///
+    /// Line order alone would read `*(rw) 10.0.0.5(ro)` as read-write for
+    /// 10.0.0.5: the opposite of what the same line means to knfsd, and
+    /// the kind of surprise an access list must not have.
     pub fn options_for(&self, ip: IpAddr) -> Option<ExportOptions> {
         self.clients
             .iter()
-            .find(|r| r.client.matches(ip))
+            .filter(|r| r.client.matches(ip))
+            .min_by_key(|r| r.client.precedence())
             .map(|r| r.options.clone())
     }
 }
@@ -176,5 +201,68 @@ mod tests {
         assert!(!one.matches("127.0.0.2".parse().expect("ip")));
         assert_eq!(one.to_string(), "127.0.0.1");
         assert!(ClientMatch::Any.matches("::1".parse().expect("ip")));
+    }
+
+    fn rule(client: &str, writable: bool) -> ClientRule {
+        let client = match client.split_once('/') {
+            _ if client == "*" => ClientMatch::Any,
+            Some((a, p)) => ClientMatch::Net {
+                addr: a.parse().expect("ip"),
+                prefix: p.parse().expect("prefix"),
+            },
+            None => {
+                let addr: IpAddr = client.parse().expect("ip");
+                let prefix = if addr.is_ipv4() { 32 } else { 128 };
+                ClientMatch::Net { addr, prefix }
+            }
+        };
+        ClientRule {
+            client,
+            options: ExportOptions {
+                writable,
+                ..ExportOptions::default()
+            },
+        }
+    }
+
+    /// Whether `ip` may write, or `None` when no rule admits it.
+    fn writable(rules: Vec<ClientRule>, ip: &str) -> Option<bool> {
+        ExportConfig::new("/x", "/x", rules)
+            .options_for(ip.parse().expect("ip"))
+            .map(|o| o.writable)
+    }
+
+    #[test]
+    fn an_address_beats_a_network_beats_everyone_whatever_the_order() {
+        let orders = [
+            vec![
+                rule("*", true),
+                rule("10.0.0.0/8", true),
+                rule("10.0.0.5", false),
+            ],
+            vec![
+                rule("10.0.0.5", false),
+                rule("*", true),
+                rule("10.0.0.0/8", true),
+            ],
+        ];
+        for rules in orders {
+            assert_eq!(writable(rules.clone(), "10.0.0.5"), Some(false));
+            assert_eq!(writable(rules.clone(), "::ffff:10.0.0.5"), Some(false));
+            assert_eq!(writable(rules, "10.0.0.6"), Some(true));
+        }
+        // A network of one is a single address, however it is written.
+        let rules = vec![rule("10.0.0.0/8", true), rule("10.0.0.5/32", false)];
+        assert_eq!(writable(rules, "10.0.0.5"), Some(false));
+        // A network before everyone.
+        let rules = vec![rule("*", false), rule("10.0.0.0/8", true)];
+        assert_eq!(writable(rules.clone(), "10.9.9.9"), Some(true));
+        assert_eq!(writable(rules, "192.168.0.1"), Some(false));
+        // Among rules of one kind, the first written.
+        let rules = vec![rule("10.0.0.0/8", false), rule("10.1.0.0/16", true)];
+        assert_eq!(writable(rules, "10.1.2.3"), Some(false));
+        let rules = vec![rule("fe80::/10", true), rule("2001:db8::/32", false)];
+        assert_eq!(writable(rules.clone(), "fe80::1"), Some(true));
+        assert_eq!(writable(rules, "10.0.0.1"), None);
     }
 }

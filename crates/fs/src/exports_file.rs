@@ -15,6 +15,18 @@
 //!   address, or a network as `addr/prefix` or `addr/netmask`. Host names
 //!   and netgroups are not supported: resolving names at start-up would make
 //!   access depend on DNS. A client without `(options)` gets the defaults.
+//! - A field `-options` sets the defaults for the clients after it on that
+//!   line, as in exports(5): `/srv -rw,insecure 10.0.0.1 10.0.0.2(ro)`.
+//! - When several clients match a caller, a single address wins over a
+//!   network and a network over `*`, wherever they stand on the line; among
+//!   clients of one kind the first written wins (exports(5)'s order, so a
+//!   line means here what it means to knfsd).
+//! - One directory may be given on several lines, as in /etc/exports: their
+//!   clients are taken together, in file order. A client named twice for one
+//!   export, or one mount path given to two host directories, is an error.
+//! - Paths are taken as written except for repeated and trailing slashes
+//!   and `.` components (`/srv/data/` is `/srv/data`): two spellings of one
+//!   export are one export.
 //! - Options: `rw`/`ro` (default `ro`, as in exports(5)), `root_squash`
 //!   (default), `no_root_squash`, `all_squash`, `no_all_squash`,
 //!   `anonuid=N`, `anongid=N` (default 65534), `secure` (default; source
@@ -123,16 +135,31 @@ fn parse_numbered(
         let Some(export) = parse_line(&line, None).map_err(err)? else {
             continue;
         };
-        if let Some((prev, _)) = exports
-            .iter()
+        match exports
+            .iter_mut()
             .find(|(_, e)| e.mount_path == export.mount_path)
         {
-            return Err(err(format!(
-                "mount path {} is already exported on line {prev}",
-                export.mount_path
-            )));
+            None => exports.push((first_line, export)),
+            Some((prev, e)) if e.path != export.path => {
+                return Err(err(format!(
+                    "mount path {} is already the export of {} on line {prev}",
+                    export.mount_path,
+                    e.path.display()
+                )))
+            }
+            // The same export on another line: more clients for it.
+            Some((prev, e)) => {
+                for rule in export.clients {
+                    if e.clients.iter().any(|r| r.client == rule.client) {
+                        return Err(err(format!(
+                            "client {} is already listed for {} on line {prev}",
+                            rule.client, e.mount_path
+                        )));
+                    }
+                    e.clients.push(rule);
+                }
+            }
         }
-        exports.push((first_line, export));
     }
     if !pending.trim().is_empty() {
         return Err(ExportsFileError::Line {
@@ -226,22 +253,41 @@ fn parse_line(
     if !host.starts_with('/') {
         return Err(format!("the host path {host:?} is not absolute"));
     }
+    let host = tidy(host);
     let mount_path = match it.peek() {
         Some(f) if f.starts_with('/') => {
             let m = it.next().map(String::as_str).unwrap_or_default();
             check_mount_path(m)?;
-            m.to_string()
+            tidy(m)
         }
         _ => {
-            check_mount_path(host)?;
+            check_mount_path(&host)?;
             host.clone()
         }
     };
-    let mut clients = Vec::new();
+    let mut clients: Vec<ClientRule> = Vec::new();
+    let mut defaults = file_defaults();
+    let mut defaults_field = None;
     for f in it {
-        clients.push(parse_client(f)?);
+        if let Some(opts) = f.strip_prefix('-') {
+            defaults =
+                parse_options(opts, defaults).map_err(|m| format!("default options {f}: {m}"))?;
+            defaults_field = Some(f);
+            continue;
+        }
+        let rule = parse_client(f, &defaults)?;
+        if clients.iter().any(|r| r.client == rule.client) {
+            return Err(format!("client {} is listed twice", rule.client));
+        }
+        clients.push(rule);
     }
     if clients.is_empty() {
+        if let Some(f) = defaults_field {
+            return Err(format!(
+                "{host} lists no clients for the default options {f} to apply to \
+                 (write `*` after them to export to everyone)"
+            ));
+        }
         match default_client {
             Some(d) => clients.push(d),
             None => {
@@ -259,6 +305,21 @@ fn parse_line(
     }))
 }
 
+/// `p` without repeated or trailing slashes and without `.` components,
+/// so that one directory written two ways is one export. `..` is left
+/// alone: removing it by text is wrong across a symbolic link.
+fn tidy(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    for c in p.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        out.push('/');
+        out.push_str(c);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
 fn check_mount_path(m: &str) -> Result<(), String> {
     if !m.starts_with('/') {
         return Err(format!("the mount path {m:?} is not absolute"));
@@ -274,7 +335,9 @@ fn check_mount_path(m: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_client(f: &str) -> Result<ClientRule, String> {
+/// One `CLIENT(options)` field; `defaults` are the line's (exports(5)'s
+/// unless a `-options` field came before).
+fn parse_client(f: &str, defaults: &ExportOptions) -> Result<ClientRule, String> {
     if f.starts_with('(') {
         return Err(format!(
             "options {f} are not attached to a client; exports(5) would apply them to everyone \
@@ -286,9 +349,9 @@ fn parse_client(f: &str) -> Result<ClientRule, String> {
             let Some(opts) = rest.strip_suffix(')') else {
                 return Err(format!("{f}: the options must end with `)`"));
             };
-            (who, parse_options(opts)?)
+            (who, parse_options(opts, defaults.clone())?)
         }
-        None => (f, file_defaults()),
+        None => (f, defaults.clone()),
     };
     Ok(ClientRule {
         client: parse_client_match(who)?,
@@ -351,8 +414,9 @@ fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
     }
 }
 
-fn parse_options(opts: &str) -> Result<ExportOptions, String> {
-    let mut o = file_defaults();
+/// `opts` applied, in order, over `base`.
+fn parse_options(opts: &str, base: ExportOptions) -> Result<ExportOptions, String> {
+    let mut o = base;
     for opt in opts.split(',') {
         let (name, value) = match opt.split_once('=') {
             Some((n, v)) => (n, Some(v)),
@@ -548,8 +612,21 @@ mod tests {
             (
                 "# c\n/x /m *(rw)\n/y /m *(ro)",
                 3,
-                "already exported on line 2",
+                "mount path /m is already the export of /x on line 2",
             ),
+            (
+                "/x 10.0.0.1(rw)\n/x/ 10.0.0.2(rw) 10.0.0.1(ro)",
+                2,
+                "client 10.0.0.1 is already listed for /x on line 1",
+            ),
+            ("/x *(rw) 10.0.0.0/8 *(ro)", 1, "client * is listed twice"),
+            ("/x -rw", 1, "no clients for the default options -rw"),
+            (
+                "/x -rw,bogus *",
+                1,
+                "default options -rw,bogus: unknown option",
+            ),
+            ("/x -(rw) *", 1, "unknown option \"(rw)\""),
             ("/x \\\n", 1, "ends inside a continued line"),
             ("/a *(ro)\n/x \\\n *(rw,nope)", 2, "unknown option"),
         ];
@@ -561,6 +638,68 @@ mod tests {
             );
             assert!(e.contains(want), "{text:?} gave {e}");
         }
+    }
+
+    #[test]
+    fn default_options_apply_to_the_clients_after_them() {
+        let e = parse("/x 10.0.0.1 -rw,insecure 10.0.0.2 10.0.0.3(ro) -no_root_squash *")
+            .expect("parses");
+        let c = &e[0].clients;
+        // Before any `-options`: exports(5)'s defaults.
+        assert_eq!(c[0].options, file_defaults());
+        let rw_insecure = ExportOptions {
+            writable: true,
+            secure: false,
+            ..file_defaults()
+        };
+        assert_eq!(c[1].options, rw_insecure);
+        // A client's own options go over the line's.
+        assert_eq!(
+            c[2].options,
+            ExportOptions {
+                writable: false,
+                ..rw_insecure.clone()
+            }
+        );
+        // A second `-options` adds to the first.
+        assert_eq!(
+            c[3].options,
+            ExportOptions {
+                squash: Squash::None,
+                ..rw_insecure
+            }
+        );
+    }
+
+    #[test]
+    fn one_directory_on_several_lines_is_one_export() {
+        let e = parse(
+            "/srv/data 10.0.0.1(rw)\n/srv//data/ /srv/data *(ro)\n/other *(ro)\n/srv/./data 10.0.0.0/8(rw)",
+        )
+        .expect("parses");
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].path, PathBuf::from("/srv/data"));
+        assert_eq!(e[0].mount_path, "/srv/data");
+        let clients: Vec<String> = e[0].clients.iter().map(|r| r.client.to_string()).collect();
+        assert_eq!(clients, ["10.0.0.1", "*", "10.0.0.0/8"]);
+        assert_eq!(e[1].mount_path, "/other");
+        // A mount path is tidied the same way, and the root stays the root.
+        let e = parse("/srv/data /data/ *(ro)\n/ //  *(ro)").expect("parses");
+        assert_eq!(e[0].mount_path, "/data");
+        assert_eq!(e[1].path, PathBuf::from("/"));
+        assert_eq!(e[1].mount_path, "/");
+    }
+
+    #[test]
+    fn precedence_follows_exports5_not_the_line_order() {
+        let e = parse("/x *(rw) 10.0.0.0/8(rw) 10.0.0.5(ro)").expect("parses");
+        let w = |ip: &str| {
+            e[0].options_for(ip.parse().expect("ip"))
+                .map(|o| o.writable)
+        };
+        assert_eq!(w("10.0.0.5"), Some(false));
+        assert_eq!(w("10.0.0.6"), Some(true));
+        assert_eq!(w("192.168.1.1"), Some(true));
     }
 
     #[test]

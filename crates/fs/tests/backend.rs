@@ -762,6 +762,40 @@ fn client_rules_and_secure_ports() {
     assert!(b.mount(&ok, b"/data/../secret").is_err());
 }
 
+#[test]
+fn an_address_rule_beats_everyone_written_before_it() {
+    // Read from an exports line, as a user writes it: everyone may write,
+    // 10.0.0.5 only read. In line order `*` would match 10.0.0.5 first.
+    let t = Tree::new("precedence");
+    let line = format!(
+        "{} /data *(rw,insecure,no_root_squash) 10.0.0.5(ro,insecure,no_root_squash)",
+        t.p("export").display()
+    );
+    let exports = vmshare_fs::exports_file::parse_exports(&line, "exports").expect("parses");
+    let b = FsBackend::new(exports, &t.p("state")).expect("backend");
+    let cred = root_cred();
+    let how = CreateHow::Unchecked(Sattr::default());
+    let reader = Caller {
+        addr: "10.0.0.5:40000".parse().expect("addr"),
+        cred: &cred,
+    };
+    let root = b.mount(&reader, b"/data").expect("mount");
+    assert_eq!(
+        b.create(&reader, &root, b"by-reader", &how)
+            .err()
+            .map(|f| f.status),
+        Some(NfsStat::RoFs)
+    );
+    let writer = Caller {
+        addr: "10.0.0.6:40000".parse().expect("addr"),
+        cred: &cred,
+    };
+    b.create(&writer, &root, b"by-writer", &how)
+        .expect("create");
+    assert!(t.p("export/by-writer").exists());
+    assert!(!t.p("export/by-reader").exists());
+}
+
 /// Descriptors of this process that point at a deleted file under `dir`.
 fn open_deleted_under(dir: &Path) -> Vec<String> {
     let prefix = dir.to_string_lossy().into_owned();
