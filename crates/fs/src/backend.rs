@@ -637,7 +637,10 @@ impl FsBackend {
         let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
             return;
         };
-        let root = export.cfg.path.as_os_str().as_bytes();
+        // Without a trailing slash, so that an export of `/` finds its
+        // mounts too.
+        let path = export.cfg.path.as_os_str().as_bytes();
+        let root = path.strip_suffix(b"/").unwrap_or(path);
         for line in table.lines() {
             let Some(point) = line.split(' ').nth(4) else {
                 continue;
@@ -646,9 +649,18 @@ impl FsBackend {
             if !point.starts_with(root) || point.get(root.len()) != Some(&b'/') {
                 continue;
             }
-            let path = Path::new(OsStr::from_bytes(&point));
+            // Beneath the export's root and through no symbolic link, as
+            // any name a guest sends: the guest may have renamed a
+            // directory on the way and put a link in its place. Mount
+            // points are crossed, which is what this is for.
+            let Some(rel) = point.get(root.len() + 1..).map(OsStr::from_bytes) else {
+                continue;
+            };
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-            let Ok(fd) = rustix::fs::open(path, flags, Mode::empty()) else {
+            let resolve =
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            let Ok(fd) = rustix::fs::openat2(&*export.root, rel, flags, Mode::empty(), resolve)
+            else {
                 continue;
             };
             if let (Ok(st), Ok(mut m)) = (rustix::fs::fstat(&fd), export.mounts.write()) {

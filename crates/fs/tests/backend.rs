@@ -295,6 +295,62 @@ fn handles_are_bound_to_their_export_and_survive_restart() {
     assert_eq!(b.getattr(&c, &file).err(), Some(NfsStat::BadHandle));
 }
 
+/// Unmounts on drop, so that a failed assertion leaves no mount behind.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        vmshare_fs::cred::as_server(true);
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_filesystem_mounted_inside_the_export_is_served_across_a_restart() {
+    if !running_as_root("mount a tmpfs") {
+        return;
+    }
+    let t = Tree::new("submount");
+    let point = t.p("export/sub/mnt");
+    std::fs::create_dir_all(&point).expect("mkdir");
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "vmshare-test"])
+        .arg(&point)
+        .status()
+        .expect("run mount");
+    assert!(ok.success(), "mount -t tmpfs failed");
+    let _mounted = Mounted(point.clone());
+    std::fs::write(point.join("f"), "on tmpfs").expect("write");
+
+    let cred = root_cred();
+    let c = caller(&cred);
+    let (file, export_fsid) = {
+        let (b, root) = served(&t);
+        let sub = b.lookup(&c, &root, b"sub").expect("sub").fh;
+        let mnt = b.lookup(&c, &sub, b"mnt").expect("mnt").fh;
+        let f = b.lookup(&c, &mnt, b"f").expect("f");
+        let a = f.attr.expect("attributes");
+        assert_eq!(a.size, 8);
+        (f.fh, b.getattr(&c, &root).expect("root").fsid)
+    };
+    // A new instance has met no object on the tmpfs yet: it must find the
+    // mount itself to decode the handle.
+    let b = backend(&t, opts());
+    let a = b
+        .getattr(&c, &file)
+        .expect("handle on the inner filesystem");
+    assert_eq!(a.size, 8);
+    // One export, one fsid, but fileids kept apart from the export's own.
+    assert_eq!(a.fsid, export_fsid);
+    let inner_ino = std::fs::metadata(point.join("f"))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .expect("stat");
+    assert_ne!(a.fileid, inner_ino);
+}
+
 #[test]
 fn readonly_exports_refuse_every_change() {
     let t = Tree::new("ro");
