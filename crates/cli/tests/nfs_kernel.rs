@@ -357,12 +357,7 @@ fn stock_client_finds_the_ports_through_the_portmapper() {
     let Some(h) = common::Harness::new() else {
         return;
     };
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the namespace tests as root"
-        );
-        eprintln!("SKIPPED: a network namespace needs root");
+    if !common::root::root_or_skip("a network namespace needs root") {
         return;
     }
     let top = common::scratch_dir("nfs_portmap");

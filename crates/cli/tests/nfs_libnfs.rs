@@ -2,6 +2,9 @@
 //! implementation sharing no code with the kernel's) against `vmshare serve`
 //! started as a process, the way users run it.
 
+#[path = "common/root.rs"]
+mod root;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -234,12 +237,7 @@ fn secure_refuses_unprivileged_ports_and_says_why() {
     if !have("nfs-ls") || !have("setpriv") {
         return;
     }
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run this test as root"
-        );
-        eprintln!("SKIPPED: needs root to be both a privileged and an unprivileged client");
+    if !root::root_or_skip("needs root to be both a privileged and an unprivileged client") {
         return;
     }
     let top = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libnfs-secure");

@@ -12,15 +12,7 @@ use std::time::{Duration, Instant};
 use common::{assert_exit, scratch_dir, text, vol};
 
 fn can_make_namespaces() -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run the --net tap tests as root"
-    );
-    eprintln!("SKIPPED: --net tap needs root");
-    false
+    common::root::root_or_skip("--net tap needs root")
 }
 
 fn vmshare_namespaces() -> Vec<String> {

@@ -81,20 +81,23 @@ pub struct ExportConfig {
     pub single_file: Option<std::ffi::OsString>,
 }
 
+/// The prefix length of a single address of `addr`'s family: 32 or 128.
+pub(crate) fn host_prefix(addr: &IpAddr) -> u8 {
+    if addr.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
 impl ClientMatch {
     /// exports(5)'s order among rules that match one client, lowest first:
     /// a single address (a network of one, however it was written), a
     /// network, everyone.
     fn precedence(&self) -> u8 {
         match self {
-            ClientMatch::Net { addr, prefix } => {
-                let full = if addr.is_ipv4() { 32 } else { 128 };
-                if *prefix >= full {
-                    0
-                } else {
-                    1
-                }
-            }
+            ClientMatch::Net { addr, prefix } if *prefix >= host_prefix(addr) => 0,
+            ClientMatch::Net { .. } => 1,
             ClientMatch::Any => 2,
         }
     }
@@ -139,8 +142,7 @@ impl std::fmt::Display for ClientMatch {
         match self {
             ClientMatch::Any => f.write_str("*"),
             ClientMatch::Net { addr, prefix } => {
-                let full = if addr.is_ipv4() { 32 } else { 128 };
-                if *prefix == full {
+                if *prefix == host_prefix(addr) {
                     write!(f, "{addr}")
                 } else {
                     write!(f, "{addr}/{prefix}")
@@ -212,7 +214,7 @@ mod tests {
             },
             None => {
                 let addr: IpAddr = client.parse().expect("ip");
-                let prefix = if addr.is_ipv4() { 32 } else { 128 };
+                let prefix = host_prefix(&addr);
                 ClientMatch::Net { addr, prefix }
             }
         };

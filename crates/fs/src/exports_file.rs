@@ -370,7 +370,7 @@ fn parse_client_match(who: &str) -> Result<ClientMatch, String> {
     let addr: IpAddr = addr_s.parse().map_err(|_| {
         format!("client {who:?} is not `*`, an IP address or a network (host names and netgroups are not supported)")
     })?;
-    let full: u8 = if addr.is_ipv4() { 32 } else { 128 };
+    let full = crate::export::host_prefix(&addr);
     let prefix = match prefix_s {
         None => full,
         Some(p) => match p.parse::<u8>() {

@@ -57,6 +57,14 @@ fn opts() -> ExportOptions {
     }
 }
 
+/// [`opts`], read-only.
+fn read_only() -> ExportOptions {
+    ExportOptions {
+        writable: false,
+        ..opts()
+    }
+}
+
 fn backend(t: &Tree, o: ExportOptions) -> FsBackend {
     let exports = vec![
         ExportConfig::new(t.p("export"), "/data", rule(o.clone())),
@@ -354,13 +362,7 @@ fn a_filesystem_mounted_inside_the_export_is_served_across_a_restart() {
 #[test]
 fn readonly_exports_refuse_every_change() {
     let t = Tree::new("ro");
-    let b = backend(
-        &t,
-        ExportOptions {
-            writable: false,
-            ..opts()
-        },
-    );
+    let b = backend(&t, read_only());
     let cred = root_cred();
     let c = caller(&cred);
     let root = root_fh(&b, &c, "/data");
@@ -1207,13 +1209,7 @@ fn a_created_file_is_written_through_the_descriptor_that_made_it() {
 #[test]
 fn commit_on_ro_and_unchecked_create_over_a_fifo() {
     let t = Tree::new("ro-commit");
-    let b = backend(
-        &t,
-        ExportOptions {
-            writable: false,
-            ..opts()
-        },
-    );
+    let b = backend(&t, read_only());
     let rootc = root_cred();
     let c = caller(&rootc);
     let root = root_fh(&b, &c, "/data");

@@ -32,6 +32,8 @@
 #![allow(dead_code)] // Each test file uses its own subset.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod root;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
