@@ -8,12 +8,13 @@ use vmshare_wire::Encoder;
 
 use crate::acl::{decode_acl, AclCall, MASK_ALL};
 use crate::backend::{Backend, Caller, DirEntry, DirSink, Fail};
-use crate::mount::{decode_mount, decode_portmap, MountCall, MountStat, PortmapCall};
+use crate::mount::{decode_mount, MountCall, MountStat};
 use crate::nfs3::{
     decode_call, encode_post_op, encode_post_op_fh, encode_wcc, DecodeError, Nfs3Call, NfsStat,
     FATTR_SIZE,
 };
 use crate::programs::{MOUNT, NFS, NFSACL, PORTMAP};
+use crate::rpcbind::{decode_portmap, decode_rpcbind, Ports};
 
 /// Largest READ or WRITE payload, and the largest directory reply. FSINFO
 /// advertises it; the server's record limit must exceed it plus headers.
@@ -40,15 +41,9 @@ pub const MOUNT_DUMP_MAX_REPLY: usize =
 pub struct Client {
     /// Peer address and port.
     pub addr: SocketAddr,
-}
-
-/// The ports advertised by the portmapper's GETPORT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Ports {
-    /// TCP port of NFS v3.
-    pub nfs: u16,
-    /// TCP port of MOUNT v3.
-    pub mount: u16,
+    /// The server's end of the connection: the address the client reached,
+    /// which the portmapper reports for listeners bound to a wildcard.
+    pub local: SocketAddr,
 }
 
 /// Runs calls against a backend.
@@ -72,7 +67,7 @@ fn accept(out: &mut Encoder, xid: u32, stat: AcceptStat) {
 }
 
 impl<B: Backend> Dispatcher<B> {
-    /// A dispatcher for `backend`, advertising `ports` through GETPORT.
+    /// A dispatcher for `backend`, whose portmapper reports `ports`.
     pub fn new(backend: B, ports: Ports) -> Self {
         Dispatcher {
             backend,
@@ -113,11 +108,25 @@ impl<B: Backend> Dispatcher<B> {
             },
             PORTMAP if call.vers == 2 => match decode_portmap(call.proc_, call.args) {
                 Ok(c) => {
+                    tracing::debug!(xid = call.xid, client = %client.addr, call = ?c, "portmap");
                     accept(out, call.xid, AcceptStat::Success);
-                    self.portmap(c, out);
+                    self.ports.portmap(c, out);
                 }
                 Err(e) => reject_args(out, call.xid, e),
             },
+            PORTMAP if matches!(call.vers, 3 | 4) => {
+                match decode_rpcbind(call.vers, call.proc_, call.args) {
+                    Ok(c) => {
+                        tracing::debug!(xid = call.xid, client = %client.addr, call = ?c, "rpcbind");
+                        accept(out, call.xid, AcceptStat::Success);
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+                        self.ports.rpcbind(c, client.local, now, out);
+                    }
+                    Err(e) => reject_args(out, call.xid, e),
+                }
+            }
             NFSACL if call.vers == 3 => match decode_acl(call.proc_, call.args) {
                 Ok(c) => {
                     tracing::debug!(xid = call.xid, client = %client.addr, call = ?c, "nfsacl");
@@ -129,7 +138,7 @@ impl<B: Backend> Dispatcher<B> {
             NFS | MOUNT | NFSACL => {
                 accept(out, call.xid, AcceptStat::ProgMismatch { low: 3, high: 3 })
             }
-            PORTMAP => accept(out, call.xid, AcceptStat::ProgMismatch { low: 2, high: 2 }),
+            PORTMAP => accept(out, call.xid, AcceptStat::ProgMismatch { low: 2, high: 4 }),
             _ => accept(out, call.xid, AcceptStat::ProgUnavail),
         }
     }
@@ -216,36 +225,6 @@ impl<B: Backend> Dispatcher<B> {
             AclCall::SetAcl { fh } => {
                 status(out, NfsStat::NotSupp);
                 encode_post_op(out, &self.backend.getattr(c, &fh).ok());
-            }
-        }
-    }
-
-    fn portmap(&self, call: PortmapCall, out: &mut Encoder) {
-        const IPPROTO_TCP: u32 = 6;
-        match call {
-            PortmapCall::Null => {}
-            // Registration is not offered: this is not a general rpcbind.
-            PortmapCall::Set | PortmapCall::Unset => {
-                out.bool(false);
-            }
-            PortmapCall::GetPort { prog, vers, prot } => {
-                let port = match (prog, vers, prot) {
-                    (NFS, 3, IPPROTO_TCP) => self.ports.nfs,
-                    (MOUNT, 3, IPPROTO_TCP) => self.ports.mount,
-                    (PORTMAP, 2, IPPROTO_TCP) => self.ports.nfs,
-                    _ => 0,
-                };
-                out.u32(u32::from(port));
-            }
-            PortmapCall::Dump => {
-                for (prog, vers, port) in [(NFS, 3, self.ports.nfs), (MOUNT, 3, self.ports.mount)] {
-                    out.bool(true)
-                        .u32(prog)
-                        .u32(vers)
-                        .u32(IPPROTO_TCP)
-                        .u32(u32::from(port));
-                }
-                out.bool(false);
             }
         }
     }

@@ -1,4 +1,5 @@
-//! NFSv3 (RFC 1813), MOUNT v3 and portmap v2 (RFC 1833): the procedures'
+//! NFSv3 (RFC 1813), MOUNT v3, and portmap v2 with rpcbind v3/v4 (RFC
+//! 1833): the procedures'
 //! arguments and results as Rust types, their XDR codecs, and a
 //! [`Dispatcher`] that decodes a call, runs it against a [`Backend`] and
 //! encodes the reply.
@@ -17,10 +18,12 @@ pub mod backend;
 pub mod dispatch;
 pub mod mount;
 pub mod nfs3;
+pub mod rpcbind;
 
 pub use backend::{Backend, Caller, Fail};
-pub use dispatch::{Client, Dispatcher, Ports, MAX_IO, MOUNT_DUMP_MAX_REPLY, SPLICE_MIN};
+pub use dispatch::{Client, Dispatcher, MAX_IO, MOUNT_DUMP_MAX_REPLY, SPLICE_MIN};
 pub use nfs3::{FileHandle, NfsStat};
+pub use rpcbind::Ports;
 
 /// ONC RPC program numbers served.
 pub mod programs {
@@ -68,7 +71,8 @@ pub fn fuzz_decode(prog: u32, vers: u32, proc_: u32, args: &[u8]) -> bool {
     match (prog, vers) {
         (programs::NFS, 3) => nfs3::decode_call(proc_, args).is_ok(),
         (programs::MOUNT, 3) => mount::decode_mount(proc_, args).is_ok(),
-        (programs::PORTMAP, 2) => mount::decode_portmap(proc_, args).is_ok(),
+        (programs::PORTMAP, 2) => rpcbind::decode_portmap(proc_, args).is_ok(),
+        (programs::PORTMAP, 3 | 4) => rpcbind::decode_rpcbind(vers, proc_, args).is_ok(),
         (programs::NFSACL, 3) => acl::decode_acl(proc_, args).is_ok(),
         _ => false,
     }

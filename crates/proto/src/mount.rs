@@ -1,6 +1,6 @@
-//! MOUNT v3 (RFC 1813 §5) and portmap v2 (RFC 1833 §3) details.
+//! MOUNT v3 (RFC 1813 §5) details.
 
-use vmshare_wire::{Decoder, XdrError};
+use vmshare_wire::Decoder;
 
 /// Longest MOUNT dirpath (`MNTPATHLEN`).
 pub const MNTPATHLEN: u32 = 1024;
@@ -36,18 +36,7 @@ pub enum MountCall<'a> {
     Export,
 }
 
-/// Decoded portmap v2 calls (only what a stock client needs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub enum PortmapCall {
-    Null,
-    Set,
-    Unset,
-    GetPort { prog: u32, vers: u32, prot: u32 },
-    Dump,
-}
-
-/// Why MOUNT/portmap arguments could not be decoded.
+/// Why MOUNT arguments could not be decoded.
 pub use crate::nfs3::DecodeError;
 
 /// Decodes MOUNT v3 arguments.
@@ -60,31 +49,6 @@ pub fn decode_mount(proc_: u32, args: &[u8]) -> Result<MountCall<'_>, DecodeErro
         3 => MountCall::Umnt(d.string(MNTPATHLEN)?),
         4 => MountCall::UmntAll,
         5 => MountCall::Export,
-        p => return Err(DecodeError::NoSuchProcedure(p)),
-    })
-}
-
-/// Decodes portmap v2 arguments.
-pub fn decode_portmap(proc_: u32, args: &[u8]) -> Result<PortmapCall, DecodeError> {
-    let d = &mut Decoder::new(args);
-    let mapping = |d: &mut Decoder<'_>| -> Result<(u32, u32, u32, u32), XdrError> {
-        Ok((d.u32()?, d.u32()?, d.u32()?, d.u32()?))
-    };
-    Ok(match proc_ {
-        0 => PortmapCall::Null,
-        1 => {
-            mapping(d)?;
-            PortmapCall::Set
-        }
-        2 => {
-            mapping(d)?;
-            PortmapCall::Unset
-        }
-        3 => {
-            let (prog, vers, prot, _port) = mapping(d)?;
-            PortmapCall::GetPort { prog, vers, prot }
-        }
-        4 => PortmapCall::Dump,
         p => return Err(DecodeError::NoSuchProcedure(p)),
     })
 }

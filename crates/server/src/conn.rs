@@ -85,6 +85,8 @@ struct Out {
 pub(crate) struct Conn {
     pub(crate) id: u64,
     pub(crate) peer: SocketAddr,
+    /// The server's end: the address the client reached.
+    pub(crate) local: SocketAddr,
     stream: TcpStream,
     closed: AtomicBool,
     out: Mutex<Out>,
@@ -176,10 +178,16 @@ impl<'a> Progress<'a> {
 }
 
 impl Conn {
-    pub(crate) fn new(id: u64, peer: SocketAddr, stream: TcpStream) -> Arc<Conn> {
+    pub(crate) fn new(
+        id: u64,
+        peer: SocketAddr,
+        local: SocketAddr,
+        stream: TcpStream,
+    ) -> Arc<Conn> {
         Arc::new(Conn {
             id,
             peer,
+            local,
             stream,
             closed: AtomicBool::new(false),
             out: Mutex::new(Out::default()),

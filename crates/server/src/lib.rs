@@ -379,8 +379,9 @@ impl Server {
             listeners.push((Role::Portmap, l));
         }
         let ports = Ports {
-            nfs: nfs.port(),
-            mount: addrs.mount.unwrap_or(nfs).port(),
+            nfs,
+            mount: addrs.mount.unwrap_or(nfs),
+            portmap: addrs.portmap.unwrap_or(nfs),
         };
         let backend = vmshare_fs::FsBackend::new(config.exports.clone(), &config.state_dir)?
             .with_attr_cache(config.attr_cache);
@@ -598,13 +599,17 @@ fn start_connection(shared: &Arc<Shared>, role: Role, stream: TcpStream, peer: S
     let setup = stream
         .set_nodelay(true)
         .and_then(|()| stream.set_read_timeout(Some(read_tick(&shared.limits))))
-        .and_then(|()| stream.set_write_timeout(Some(conn::WRITE_TICK)));
-    if let Err(e) = setup {
-        debug!(%peer, error = %e, "socket setup failed");
-        return;
-    }
+        .and_then(|()| stream.set_write_timeout(Some(conn::WRITE_TICK)))
+        .and_then(|()| stream.local_addr());
+    let local = match setup {
+        Ok(local) => local,
+        Err(e) => {
+            debug!(%peer, error = %e, "socket setup failed");
+            return;
+        }
+    };
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    let conn = Conn::new(id, peer, stream);
+    let conn = Conn::new(id, peer, local, stream);
     lock(&shared.conns).insert(id, Arc::clone(&conn));
     debug!(conn = id, %peer, ?role, "connection accepted");
     let live = LiveGuard::new(shared);

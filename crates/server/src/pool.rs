@@ -277,7 +277,10 @@ pub(crate) fn run(shared: &Shared, job: Job) {
             .flatten();
     let mut enc = Encoder::with_capacity(if lease.is_some() { 512 } else { hint });
     enc.u32(0);
-    let client = Client { addr: conn.peer };
+    let client = Client {
+        addr: conn.peer,
+        local: conn.local,
+    };
     let handled = catch_unwind(AssertUnwindSafe(|| {
         match lease.as_ref().and_then(|l| l.pipe()) {
             Some(p) => shared

@@ -290,8 +290,12 @@ fn from_listener_serves_a_given_socket() {
     server.shutdown();
 }
 
+/// Every listener answers, and the portmapper reports each program at its
+/// own: GETPORT (v2) and GETADDR (rpcbind v4) for MOUNT give the MOUNT
+/// listener, and the portmapper gives its own port, not NFS's.
 #[test]
 fn separate_mount_and_portmap_listeners() {
+    use vmshare_wire::{Decoder, Encoder};
     let config = vmshare_server::ServerConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         mount_listen: Some("127.0.0.1:0".parse().expect("addr")),
@@ -304,15 +308,57 @@ fn separate_mount_and_portmap_listeners() {
         .spawn()
         .expect("spawn");
     let addrs = server.addrs();
-    for addr in [
-        addrs.nfs,
-        addrs.mount.expect("mount"),
-        addrs.portmap.expect("portmap"),
-    ] {
+    let (mount, portmap) = (addrs.mount.expect("mount"), addrs.portmap.expect("portmap"));
+    for addr in [addrs.nfs, mount, portmap] {
         let mut s = connect(addr);
         send(&mut s, &call(8, UNKNOWN_PROG, 1, 0, &[]));
         assert_eq!(parse(&recv(&mut s).expect("reply")).xid, 8);
     }
+
+    let mut s = connect(portmap);
+    let mut ask = |xid: u32, vers: u32, proc_: u32, args: &Encoder| {
+        send(&mut s, &call(xid, PORTMAP, vers, proc_, args.as_slice()));
+        let reply = recv(&mut s).expect("reply");
+        let r = parse(&reply);
+        assert_eq!(r.body, ReplyBody::Accepted(AcceptStat::Success));
+        r.results.to_vec()
+    };
+    let getport = |prog: u32, vers: u32| {
+        let mut e = Encoder::default();
+        e.u32(prog).u32(vers).u32(6).u32(0);
+        e
+    };
+    let port = |b: Vec<u8>| Decoder::new(&b).u32().expect("port");
+    assert_eq!(
+        port(ask(1, 2, 3, &getport(NFS, 3))),
+        u32::from(addrs.nfs.port())
+    );
+    assert_eq!(
+        port(ask(2, 2, 3, &getport(MOUNT, 3))),
+        u32::from(mount.port())
+    );
+    assert_eq!(
+        port(ask(3, 2, 3, &getport(PORTMAP, 2))),
+        u32::from(portmap.port())
+    );
+
+    let mut e = Encoder::default();
+    e.u32(MOUNT).u32(3).string(b"tcp").string(b"").string(b"");
+    let results = ask(4, 4, 3, &e);
+    let uaddr = Decoder::new(&results).string(64).expect("uaddr").to_vec();
+    let [hi, lo] = mount.port().to_be_bytes();
+    assert_eq!(
+        String::from_utf8_lossy(&uaddr),
+        format!("127.0.0.1.{hi}.{lo}")
+    );
+
+    // Versions 2 to 4 are served; others get the range.
+    send(&mut s, &call(5, PORTMAP, 5, 0, &[]));
+    let reply = recv(&mut s).expect("reply");
+    assert_eq!(
+        parse(&reply).body,
+        ReplyBody::Accepted(AcceptStat::ProgMismatch { low: 2, high: 4 })
+    );
 }
 
 #[test]

@@ -99,6 +99,7 @@ pub fn is_closed(s: &mut TcpStream) -> bool {
 }
 
 pub const MOUNT: u32 = 100_005;
+pub const PORTMAP: u32 = 100_000;
 
 /// The payload of an NFSv3 call (AUTH_NONE).
 pub fn nfs_call(xid: u32, call: &vmshare_proto::nfs3::Nfs3Call<'_>) -> Vec<u8> {
