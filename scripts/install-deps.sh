@@ -6,12 +6,13 @@
 #   e2fsprogs erofs-utils  block-device volume images (vmshare image build)
 #   iproute2          --net tap (network namespaces, TAP devices)
 #   libnfs-utils      a second, user-space NFS client used by the tests
+#   nfs-common rpcbind  showmount and rpcinfo: stock RPC tools the tests point at the server
 #   git python3       real programs the tests run in a guest, from the host's /usr
 # With --bench it also installs the peers the benchmarks compare against.
 set -euo pipefail
-pkgs=(qemu-system-x86 linux-image-amd64 busybox-static e2fsprogs erofs-utils iproute2 libnfs-utils git python3 ca-certificates)
+pkgs=(qemu-system-x86 linux-image-amd64 busybox-static e2fsprogs erofs-utils iproute2 libnfs-utils nfs-common rpcbind git python3 ca-certificates)
 if [[ "${1:-}" == "--bench" ]]; then
-  pkgs+=(nfs-ganesha nfs-ganesha-vfs rpcbind)
+  pkgs+=(nfs-ganesha nfs-ganesha-vfs)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

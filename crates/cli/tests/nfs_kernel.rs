@@ -357,7 +357,7 @@ fn stock_client_finds_the_ports_through_the_portmapper() {
     let Some(h) = common::Harness::new() else {
         return;
     };
-    if !common::root::root_or_skip("a network namespace needs root") {
+    if !common::needs::root_or_skip("a network namespace needs root") {
         return;
     }
     let top = common::scratch_dir("nfs_portmap");

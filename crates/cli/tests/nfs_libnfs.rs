@@ -2,8 +2,8 @@
 //! implementation sharing no code with the kernel's) against `vmshare serve`
 //! started as a process, the way users run it.
 
-#[path = "common/root.rs"]
-mod root;
+#[path = "common/needs.rs"]
+mod needs;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -90,29 +90,15 @@ fn serve_in(mut cmd: Command, exports: &[&str], state: &Path) -> (Serve, u16) {
     (Serve { child, log }, port)
 }
 
-fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{tool} missing: CI must install libnfs-utils"
-        );
-        eprintln!("SKIPPED: {tool} not installed (apt-get install libnfs-utils)");
-    }
-    ok
-}
-
 fn url(port: u16, path: &str) -> String {
     format!("nfs://127.0.0.1{path}?nfsport={port}&mountport={port}")
 }
 
 #[test]
 fn libnfs_copies_and_lists() {
-    if !have("nfs-cp") || !have("nfs-ls") {
+    if !needs::tool_or_skip("nfs-cp", "libnfs-utils")
+        || !needs::tool_or_skip("nfs-ls", "libnfs-utils")
+    {
         return;
     }
     let top = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libnfs");
@@ -190,7 +176,9 @@ fn libnfs_copies_and_lists() {
 /// 16,384 + 1,024 descriptors, so that past the limit every open failed.)
 #[test]
 fn more_files_than_the_open_file_limit_are_all_served() {
-    if !have("nfs-cp") || !have("prlimit") {
+    if !needs::tool_or_skip("nfs-cp", "libnfs-utils")
+        || !needs::tool_or_skip("prlimit", "util-linux")
+    {
         return;
     }
     let top = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libnfs-nofile");
@@ -234,10 +222,12 @@ fn more_files_than_the_open_file_limit_are_all_served() {
 /// libnfs run as nobody.
 #[test]
 fn secure_refuses_unprivileged_ports_and_says_why() {
-    if !have("nfs-ls") || !have("setpriv") {
+    if !needs::tool_or_skip("nfs-ls", "libnfs-utils")
+        || !needs::tool_or_skip("setpriv", "util-linux")
+    {
         return;
     }
-    if !root::root_or_skip("needs root to be both a privileged and an unprivileged client") {
+    if !needs::root_or_skip("needs root to be both a privileged and an unprivileged client") {
         return;
     }
     let top = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libnfs-secure");

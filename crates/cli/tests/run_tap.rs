@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{assert_exit, scratch_dir, text, vol};
 
 fn can_make_namespaces() -> bool {
-    common::root::root_or_skip("--net tap needs root")
+    common::needs::root_or_skip("--net tap needs root")
 }
 
 fn vmshare_namespaces() -> Vec<String> {

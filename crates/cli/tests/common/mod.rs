@@ -32,7 +32,7 @@
 #![allow(dead_code)] // Each test file uses its own subset.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-pub mod root;
+pub mod needs;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
