@@ -348,6 +348,11 @@ cat dir/kept.txt
 /// link without NAT, so the kernel client's reserved source ports reach the
 /// server, and the export's client is written out (`*(rw)`), which gives
 /// it exports(5)'s defaults: `secure` and `root_squash` are tested too.
+///
+/// The server listens on the IPv6 wildcard, and the guest mounts the export
+/// twice: over IPv4, where the kernel asks portmap v2 GETPORT, and over
+/// IPv6 between the link's link-local addresses, where it asks rpcbind v4
+/// GETADDR (v2 cannot describe IPv6) and NFS runs over `tcp6`.
 #[test]
 fn stock_client_finds_the_ports_through_the_portmapper() {
     use std::io::{BufRead, BufReader};
@@ -370,15 +375,23 @@ fn stock_client_finds_the_ports_through_the_portmapper() {
 
     let run = h.state.new_run().expect("run directory");
     let net = std::sync::Arc::new(TapNetwork::create(&run).expect("namespace"));
+    // A link-local address the guest can name (the TAP's own is derived
+    // from a random MAC); `nodad` makes it usable at once.
+    let ip6 = Command::new("ip")
+        .args(["-n", net.name(), "-6", "addr", "add", "fe80::1/64"])
+        .args(["dev", vmshare_vmm::netns::TAP_NAME, "nodad"])
+        .status()
+        .expect("ip -6 addr add");
+    assert!(ip6.success(), "ip -6 addr add: {ip6}");
     let mut server = Command::new("ip")
         .args(["netns", "exec", net.name()])
         .arg(&h.vmshare)
         .args([
             "serve",
             "--listen",
-            &format!("{TAP_HOST_ADDR}:20049"),
+            "[::]:20049",
             "--portmap-listen",
-            &format!("{TAP_HOST_ADDR}:111"),
+            "[::]:111",
             "--export",
             &format!("{} /data *(rw)", data.display()),
             "--state-dir",
@@ -407,7 +420,7 @@ fn stock_client_finds_the_ports_through_the_portmapper() {
         }
         start.push_str(&line);
     }
-    assert!(start.contains("portmap=172.30.0.1:111"), "{start}");
+    assert!(start.contains("portmap=[::]:111"), "{start}");
     assert!(
         start.contains("*(rw,root_squash,anonuid=65534,anongid=65534,secure)"),
         "{start}"
@@ -424,6 +437,9 @@ set -e
 cat /mnt/data/hello
 echo guest > /mnt/data/by-guest
 grep ' /mnt/data ' /proc/mounts
+cat /mnt/data6/by-guest
+echo over-ipv6 > /mnt/data6/by-guest6
+grep ' /mnt/data6 ' /proc/mounts
 "#;
     let mut guest = h
         .guest(["sh", "-c", script])
@@ -432,6 +448,13 @@ grep ' /mnt/data ' /proc/mounts
         data: format!("vers=3,nolock,addr={TAP_HOST_ADDR}"),
         source: format!("{TAP_HOST_ADDR}:/data"),
         ..nfs_mount("data", "/data", "/mnt/data", 0)
+    });
+    // The guest's own link-local address appears once its interface is up
+    // and duplicate detection is done; init retries the mount until then.
+    guest.spec_mut().mounts.push(GuestMount {
+        data: "vers=3,nolock,addr=fe80::1%eth0".into(),
+        source: "[fe80::1]:/data".into(),
+        ..nfs_mount("data6", "/data", "/mnt/data6", 0)
     });
     let out = h.run(guest);
 
@@ -456,23 +479,33 @@ grep ' /mnt/data ' /proc/mounts
         out.errors
     );
     assert!(stdout.starts_with("from the host\n"), "{stdout}");
+    // What went over IPv4 is read back over IPv6.
+    assert!(stdout.contains("\nguest\n"), "{stdout}");
     // Mounted over TCP with no port given: nothing listens on 2049 in the
     // namespace, so the kernel can only have found 20049 by asking.
-    let mounts = stdout
-        .lines()
-        .find(|l| l.contains(" /mnt/data "))
-        .unwrap_or("");
-    let opts: Vec<&str> = mounts.split([',', ' ']).collect();
-    for opt in ["proto=tcp", "mountproto=tcp"] {
-        assert!(opts.contains(&opt), "{opt} missing from {mounts}");
+    for (target, proto) in [("/mnt/data", "tcp"), ("/mnt/data6", "tcp6")] {
+        let mounts = stdout
+            .lines()
+            .find(|l| l.contains(&format!(" {target} ")))
+            .unwrap_or("");
+        let opts: Vec<&str> = mounts.split([',', ' ']).collect();
+        for opt in [format!("proto={proto}"), format!("mountproto={proto}")] {
+            assert!(opts.contains(&opt.as_str()), "{opt} missing from {mounts}");
+        }
+        assert!(!opts.iter().any(|o| o.starts_with("port=")), "{mounts}");
     }
-    assert!(!opts.iter().any(|o| o.starts_with("port=")), "{mounts}");
     // root_squash applied through a `secure` export.
     let f = std::fs::metadata(data.join("by-guest")).expect("stat");
     assert_eq!((f.uid(), f.gid()), (65534, 65534));
     assert_eq!(
         std::fs::read_to_string(data.join("by-guest")).expect("read"),
         "guest\n"
+    );
+    let f = std::fs::metadata(data.join("by-guest6")).expect("stat");
+    assert_eq!((f.uid(), f.gid()), (65534, 65534));
+    assert_eq!(
+        std::fs::read_to_string(data.join("by-guest6")).expect("read"),
+        "over-ipv6\n"
     );
     assert!(status.success(), "server exit {status}:\n{start}{rest}");
 }
