@@ -359,14 +359,18 @@ fn run_server(name: &str, o: &Opts, base: &Path, exports: &Path, round: usize) -
                 .and_then(|(_, r)| r.rates.get(p))
                 .map_or(0.0, |(_, x)| *x)
         };
+        // write+commit is the row that moves most from round to round.
+        let last = m.small.len().saturating_sub(1);
         eprintln!(
             "  {name} round {}: write {:.0} MB/s, read {:.0} MB/s, create {:.0}/s, \
-             getattr {:.0}/s (1 client), peak RSS {:.1} MiB",
+             getattr {:.0}/s (1 client), write+commit {:.0}/s ({} clients), peak RSS {:.1} MiB",
             round + 1,
             size / m.seq.write.as_secs_f64(),
             size / m.seq.read.as_secs_f64(),
             rate(0, 0),
             rate(0, 2),
+            rate(last, 1),
+            m.small.get(last).map_or(0, |(n, _)| *n),
             m.rss_peak_kib as f64 / 1024.0
         );
     }
