@@ -355,8 +355,7 @@ cat dir/kept.txt
 /// GETADDR (v2 cannot describe IPv6) and NFS runs over `tcp6`.
 #[test]
 fn stock_client_finds_the_ports_through_the_portmapper() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     use vmshare_vmm::netns::{TapNetwork, TAP_HOST_ADDR};
 
     let Some(h) = common::Harness::new() else {
@@ -383,8 +382,8 @@ fn stock_client_finds_the_ports_through_the_portmapper() {
         .status()
         .expect("ip -6 addr add");
     assert!(ip6.success(), "ip -6 addr add: {ip6}");
-    let mut server = Command::new("ip")
-        .args(["netns", "exec", net.name()])
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", net.name()])
         .arg(&h.vmshare)
         .args([
             "serve",
@@ -396,41 +395,14 @@ fn stock_client_finds_the_ports_through_the_portmapper() {
             &format!("{} /data *(rw)", data.display()),
             "--state-dir",
         ])
-        .arg(top.join("state"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning vmshare serve");
-    /// Kills the server if an assertion fails before the test stops it.
-    struct Reaper(rustix::process::Pid);
-    impl Drop for Reaper {
-        fn drop(&mut self) {
-            let _ = rustix::process::kill_process(self.0, rustix::process::Signal::KILL);
-        }
-    }
-    let reaper = Reaper(rustix::process::Pid::from_child(&server));
-    let mut log = BufReader::new(server.stderr.take().expect("stderr"));
-    let mut start = String::new();
-    while !start.contains("listening") {
-        let mut line = String::new();
-        if log.read_line(&mut line).expect("server log") == 0 {
-            let _ = server.wait();
-            panic!("vmshare serve exited before listening:\n{start}");
-        }
-        start.push_str(&line);
-    }
+        .arg(top.join("state"));
+    let mut server = common::serve::Serve::start(cmd);
+    let start = server.log();
     assert!(start.contains("portmap=[::]:111"), "{start}");
     assert!(
         start.contains("*(rw,root_squash,anonuid=65534,anongid=65534,secure)"),
         "{start}"
     );
-    // Keep draining the log so the server never blocks on a full pipe.
-    let drain = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut log, &mut rest);
-        rest
-    });
 
     let script = r#"
 set -e
@@ -458,15 +430,8 @@ grep ' /mnt/data6 ' /proc/mounts
     });
     let out = h.run(guest);
 
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&server),
-        rustix::process::Signal::TERM,
-    )
-    .expect("SIGTERM to the server");
-    let status = server.wait().expect("wait for the server");
-    // Reaped: its pid may be reused now.
-    std::mem::forget(reaper);
-    let rest = drain.join().expect("log thread");
+    let status = server.terminate();
+    let log = server.log();
     drop(net);
     drop(run);
 
@@ -474,7 +439,7 @@ grep ' /mnt/data6 ' /proc/mounts
     assert_eq!(
         out.status,
         0,
-        "stdout:\n{stdout}\nstderr:\n{}\nerrors: {:?}\nserver log:\n{start}{rest}",
+        "stdout:\n{stdout}\nstderr:\n{}\nerrors: {:?}\nserver log:\n{log}",
         out.stderr_str(),
         out.errors
     );
@@ -507,5 +472,5 @@ grep ' /mnt/data6 ' /proc/mounts
         std::fs::read_to_string(data.join("by-guest6")).expect("read"),
         "over-ipv6\n"
     );
-    assert!(status.success(), "server exit {status}:\n{start}{rest}");
+    assert!(status.success(), "server exit {status}:\n{log}");
 }

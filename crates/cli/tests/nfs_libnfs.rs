@@ -5,29 +5,13 @@
 #[path = "common/needs.rs"]
 mod needs;
 
-use std::io::{BufRead, BufReader};
+#[path = "common/serve.rs"]
+mod serve;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 
-/// A running `vmshare serve`, killed on drop, and its log so far.
-struct Serve {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Serve {
-    fn log(&self) -> String {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use serve::Serve;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -54,40 +38,8 @@ fn serve_in(mut cmd: Command, exports: &[&str], state: &Path) -> (Serve, u16) {
     for e in exports {
         cmd.args(["--export", e]);
     }
-    let mut child = cmd
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn serve");
-    // Wait for the "listening" log line rather than sleeping.
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let log = Arc::new(Mutex::new(String::new()));
-    let keep = |log: &Mutex<String>, l: &str| {
-        if let Ok(mut log) = log.lock() {
-            log.push_str(l);
-            log.push('\n');
-        }
-    };
-    loop {
-        match lines.next() {
-            Some(Ok(l)) => {
-                keep(&log, &l);
-                if l.contains("listening") {
-                    break;
-                }
-            }
-            _ => panic!("vmshare serve exited before listening"),
-        }
-    }
-    let rest = log.clone();
-    std::thread::spawn(move || {
-        for l in lines.map_while(Result::ok) {
-            keep(&rest, &l);
-        }
-    });
-    (Serve { child, log }, port)
+    cmd.env("RUST_LOG", "info");
+    (Serve::start(cmd), port)
 }
 
 fn url(port: u16, path: &str) -> String {

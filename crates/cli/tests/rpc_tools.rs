@@ -6,9 +6,12 @@
 
 #[path = "common/needs.rs"]
 mod needs;
+#[path = "common/serve.rs"]
+mod serve;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+use serve::Serve;
 
 use vmshare_vmm::netns::TapNetwork;
 use vmshare_vmm::StateDir;
@@ -18,16 +21,6 @@ use vmshare_vmm::StateDir;
 fn has_row(text: &str, row: &[&str]) -> bool {
     text.lines()
         .any(|l| l.split_whitespace().take(row.len()).eq(row.iter().copied()))
-}
-
-/// `vmshare serve` in a namespace, killed on drop.
-struct Serve(std::process::Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -56,39 +49,24 @@ fn showmount_and_rpcinfo_find_everything_over_ipv4_and_ipv6() {
         c
     };
 
-    let mut child = in_ns(env!("CARGO_BIN_EXE_vmshare"))
-        .args([
-            "serve",
-            "--listen",
-            "[::]:2049",
-            "--mount-listen",
-            "[::]:20048",
-            "--portmap-listen",
-            "[::]:111",
-            "--export",
-            &format!("{} /data 10.0.0.0/8(rw) 127.0.0.1(ro)", data.display()),
-            "--export",
-            &format!("{} /other", other.display()),
-            "--state-dir",
-        ])
-        .arg(top.join("server-state"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn vmshare serve");
-    let mut log = BufReader::new(child.stderr.take().expect("stderr"));
-    let _serve = Serve(child);
-    let mut start = String::new();
-    while !start.contains("listening") {
-        let mut line = String::new();
-        if log.read_line(&mut line).expect("server log") == 0 {
-            panic!("vmshare serve exited before listening:\n{start}");
-        }
-        start.push_str(&line);
-    }
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+    let mut cmd = in_ns(env!("CARGO_BIN_EXE_vmshare"));
+    cmd.args([
+        "serve",
+        "--listen",
+        "[::]:2049",
+        "--mount-listen",
+        "[::]:20048",
+        "--portmap-listen",
+        "[::]:111",
+        "--export",
+        &format!("{} /data 10.0.0.0/8(rw) 127.0.0.1(ro)", data.display()),
+        "--export",
+        &format!("{} /other", other.display()),
+        "--state-dir",
+    ])
+    .arg(top.join("server-state"))
+    .env("RUST_LOG", "info");
+    let _server = Serve::start(cmd);
 
     let run_tool = |args: &[&str]| {
         let out = in_ns(args[0]).args(&args[1..]).output().expect("tool");

@@ -119,9 +119,11 @@ impl<B: Backend> Dispatcher<B> {
                     Ok(c) => {
                         tracing::debug!(xid = call.xid, client = %client.addr, call = ?c, "rpcbind");
                         accept(out, call.xid, AcceptStat::Success);
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+                        let now = || {
+                            std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+                        };
                         self.ports.rpcbind(c, client.local, now, out);
                     }
                     Err(e) => reject_args(out, call.xid, e),

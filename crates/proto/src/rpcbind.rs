@@ -213,12 +213,12 @@ impl Ports {
     /// PROG` and a client asking for a version not served reach the
     /// program and hear PROG_MISMATCH with the versions it has.
     fn find(&self, prog: u32, vers: u32, exact: bool) -> Option<SocketAddr> {
-        let mut of_prog = self.services().into_iter().filter(|&(p, _, _)| p == prog);
-        let any = of_prog.clone().next();
-        of_prog
-            .find(|&(_, v, _)| v == vers)
-            .or(if exact { None } else { any })
-            .map(|(_, _, a)| a)
+        let services = self.services();
+        let of_prog = || services.iter().filter(|&&(p, _, _)| p == prog);
+        of_prog()
+            .find(|&&(_, v, _)| v == vers)
+            .or_else(|| of_prog().find(|_| !exact))
+            .map(|&(_, _, a)| a)
     }
 
     /// Answers a portmap v2 call.
@@ -254,12 +254,12 @@ impl Ports {
 
     /// Answers an rpcbind v3/v4 call that reached the server on `local`
     /// (the connection's own address, which stands in for a listener bound
-    /// to a wildcard address), at `now_secs`.
+    /// to a wildcard address); `now_secs` is asked only by GETTIME.
     pub fn rpcbind(
         &self,
         call: RpcbindCall<'_>,
         local: SocketAddr,
-        now_secs: u32,
+        now_secs: impl FnOnce() -> u32,
         out: &mut Encoder,
     ) {
         match call {
@@ -307,7 +307,7 @@ impl Ports {
                 out.bool(false);
             }
             RpcbindCall::GetTime => {
-                out.u32(now_secs);
+                out.u32(now_secs());
             }
         }
     }
@@ -320,7 +320,16 @@ fn reaches(bound: SocketAddr, netid: Netid) -> bool {
     match (bound.ip(), netid) {
         (IpAddr::V4(_), n) => n == Netid::Tcp,
         (IpAddr::V6(ip), _) if ip.is_unspecified() => true,
-        (IpAddr::V6(ip), n) => (ip.to_ipv4_mapped().is_some()) == (n == Netid::Tcp),
+        (IpAddr::V6(ip), n) => ip.to_ipv4_mapped().is_some() == (n == Netid::Tcp),
+    }
+}
+
+/// An IPv4 address as itself, not as the IPv6 form a dual-stack socket
+/// reports it in.
+fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -333,19 +342,11 @@ fn universal(bound: SocketAddr, netid: Netid, local: SocketAddr) -> Option<Strin
     if !reaches(bound, netid) {
         return None;
     }
-    let local_ip = match local.ip() {
-        IpAddr::V6(ip) => ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4),
-        v4 => v4,
-    };
-    let ip = match (bound.ip(), netid) {
-        (ip, _) if !ip.is_unspecified() => match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        },
-        (_, Netid::Tcp) if local_ip.is_ipv4() => local_ip,
-        (_, Netid::Tcp6) if local_ip.is_ipv6() => local_ip,
-        (_, Netid::Tcp) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        (_, Netid::Tcp6) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    let ip = match (unmap(bound.ip()), netid, unmap(local.ip())) {
+        (ip, _, _) if !ip.is_unspecified() => ip,
+        (_, Netid::Tcp, here @ IpAddr::V4(_)) | (_, Netid::Tcp6, here @ IpAddr::V6(_)) => here,
+        (_, Netid::Tcp, _) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        (_, Netid::Tcp6, _) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
     let [hi, lo] = bound.port().to_be_bytes();
     Some(format!("{ip}.{hi}.{lo}"))
@@ -388,7 +389,7 @@ mod tests {
         } else {
             RpcbindCall::GetAddr(q)
         };
-        ports.rpcbind(call, addr(local), 0, &mut out);
+        ports.rpcbind(call, addr(local), || 0, &mut out);
         let mut d = Decoder::new(out.as_slice());
         let s = String::from_utf8_lossy(d.string(RPCB_STRING_MAX).expect("string")).into_owned();
         assert_eq!(d.remaining(), 0);
@@ -490,7 +491,7 @@ mod tests {
             portmap: addr("127.0.0.1:111"),
         };
         let mut out = Encoder::default();
-        ports.rpcbind(RpcbindCall::Dump, addr("127.0.0.1:111"), 0, &mut out);
+        ports.rpcbind(RpcbindCall::Dump, addr("127.0.0.1:111"), || 0, &mut out);
         let mut d = Decoder::new(out.as_slice());
         let mut rows = Vec::new();
         while d.bool().expect("more") {
@@ -535,7 +536,12 @@ mod tests {
             owner: b"",
         };
         let mut out = Encoder::default();
-        ports.rpcbind(RpcbindCall::GetAddrList(q), addr("[::1]:111"), 0, &mut out);
+        ports.rpcbind(
+            RpcbindCall::GetAddrList(q),
+            addr("[::1]:111"),
+            || 0,
+            &mut out,
+        );
         let mut d = Decoder::new(out.as_slice());
         let mut rows = Vec::new();
         while d.bool().expect("more") {
@@ -569,7 +575,7 @@ mod tests {
             Ok(RpcbindCall::Register)
         );
         let mut out = Encoder::default();
-        Ports::default().rpcbind(RpcbindCall::Register, addr("127.0.0.1:111"), 0, &mut out);
+        Ports::default().rpcbind(RpcbindCall::Register, addr("127.0.0.1:111"), || 0, &mut out);
         assert_eq!(out.as_slice(), [0, 0, 0, 0], "SET answers false");
         // CALLIT/BCAST, UADDR2TADDR, TADDR2UADDR; INDIRECT, GETSTAT in v4.
         for (vers, p) in [

@@ -33,6 +33,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod needs;
+pub mod serve;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
