@@ -204,12 +204,14 @@ pub fn sequential(
         write: true,
         data,
     };
+    perf_control(Some("sequential"));
     let t = Instant::now();
     conn.pipeline(&mut w, items, 1, depth)?;
     let tc = Instant::now();
     commit(conn, fh)?;
     let commit = tc.elapsed();
     let write = t.elapsed();
+    perf_control(None);
     between();
     w.write = false;
     let t = Instant::now();
@@ -514,7 +516,7 @@ pub fn small_files(
                     files.phase = phase;
                     barrier.wait();
                     if c == 0 {
-                        perf_control(Some(phase));
+                        perf_control(Some(phase.label()));
                     }
                     let Some(conn) = conn.as_mut().filter(|_| err.is_none()) else {
                         continue;
@@ -600,14 +602,14 @@ pub fn small_files(
 /// `VMSHARE_BENCH_PERF_PHASE` a word of a phase's label, perf records only
 /// while that phase runs (whole-run profiles are dominated by the phases
 /// that take longest, which are not the ones being studied).
-fn perf_control(starting: Option<Phase>) {
+fn perf_control(starting: Option<&str>) {
     let (Some(ctl), Some(want)) = (
         std::env::var_os("VMSHARE_BENCH_PERF_CTL"),
         std::env::var("VMSHARE_BENCH_PERF_PHASE").ok(),
     ) else {
         return;
     };
-    let cmd: &[u8] = if starting.is_some_and(|p| p.label().contains(want.as_str())) {
+    let cmd: &[u8] = if starting.is_some_and(|label| label.contains(want.as_str())) {
         b"enable\n"
     } else {
         b"disable\n"
