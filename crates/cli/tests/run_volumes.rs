@@ -97,21 +97,26 @@ fn bm003_read_only_refuses_writes_with_erofs() {
     assert!(!dir.join("new").exists());
 }
 
-/// BM-002: a read-write volume is live both ways while the VM runs.
+/// BM-002: a read-write volume is live both ways while the VM runs, for
+/// new files and for a file the guest has already read and the host then
+/// rewrites in place (same inode, same size: only the times tell the
+/// guest's cache that its pages are old).
 #[test]
 fn bm002_read_write_live_both_ways() {
     let Some(h) = common::Harness::new() else {
         return;
     };
     let dir = scratch_dir("bm002");
+    write(&dir.join("edit.txt"), "v1-host\n");
     // The guest announces itself, then waits (up to 120 s) for the host's
     // answer to show up through NFS, and prints it. It publishes with a
     // rename, as careful writers do: the create and the data reach the
     // server in separate calls, so waiting for the name alone could read
     // an empty file.
-    let script = "echo from-guest > /data/guest.tmp; mv /data/guest.tmp /data/guest.txt; \
+    let script = "cat /data/edit.txt; \
+                  echo from-guest > /data/guest.tmp; mv /data/guest.tmp /data/guest.txt; \
                   i=0; while [ ! -s /data/host.txt ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; \
-                  cat /data/host.txt";
+                  cat /data/host.txt /data/edit.txt";
     let child = h.spawn_vmshare(
         &["run", "-v", &vol(&dir, "/data"), "--", "sh", "-c", script],
         Stdio::null(),
@@ -130,11 +135,18 @@ fn bm002_read_write_live_both_ways() {
         "from-guest\n"
     );
     let seen_at = Instant::now();
+    // In place: the same inode, truncated and written again.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(dir.join("edit.txt"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"v2-host\n"))
+        .unwrap();
     write(&dir.join("host.tmp"), "from-host\n");
     std::fs::rename(dir.join("host.tmp"), dir.join("host.txt")).unwrap();
     let out = common::wait_with_watchdog(child, Duration::from_secs(300));
     assert_exit(&out, 0);
-    assert_eq!(text(&out.stdout), "from-host\n");
+    assert_eq!(text(&out.stdout), "v1-host\nfrom-host\nv2-host\n");
     eprintln!(
         "host change seen by the guest within {:?}",
         seen_at.elapsed()
