@@ -32,8 +32,13 @@
 //!   `anonuid=N`, `anongid=N` (default 65534), `secure` (default; source
 //!   port below 1024) and `insecure`. `sync`, `async`, `subtree_check`,
 //!   `no_subtree_check`, `wdelay` and `no_wdelay` are accepted, so that
-//!   lines copied from /etc/exports work, and have no effect. When options
-//!   conflict the last one wins.
+//!   lines copied from /etc/exports work, and have no effect; so are
+//!   `crossmnt` and `nohide` (filesystems mounted below an export are
+//!   always served), the NLM options `secure_locks`, `insecure_locks`,
+//!   `auth_nlm` and `no_auth_nlm` (there is no NLM), `fsid=` (handles do
+//!   not depend on device numbers) and `sec=sys` (`sec=` naming any flavor
+//!   but `sys` and `none` is an error). When options conflict the last one
+//!   wins.
 //! - `#` starts a comment; a line ending in `\` continues on the next.
 //!
 //! Every problem is an error naming the file and line: a server that
@@ -414,6 +419,35 @@ fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
     }
 }
 
+/// `fsid=` names the filesystem to knfsd, so that its handles outlive a
+/// change of device number. Handles here never contain device numbers and
+/// the fsid a client sees is derived from the mount path, so the value is
+/// checked (a number, `root`, or a UUID, as exports(5) allows) and has no
+/// effect.
+fn fsid(value: Option<&str>) -> Result<(), String> {
+    let v = value.ok_or("fsid needs a value, as in fsid=1")?;
+    let uuid = v.chars().filter(|c| *c != '-').count() == 32
+        && v.chars().all(|c| c == '-' || c.is_ascii_hexdigit());
+    if v == "root" || v.parse::<u32>().is_ok() || uuid {
+        Ok(())
+    } else {
+        Err(format!("fsid={v}: not a number, \"root\" or a UUID"))
+    }
+}
+
+/// `sec=` lists security flavors; the server speaks AUTH_SYS (and
+/// AUTH_NONE, squashed), so anything else would be a promise it cannot
+/// keep, and is refused rather than ignored.
+fn sec(value: Option<&str>) -> Result<(), String> {
+    let v = value.ok_or("sec needs a value, as in sec=sys")?;
+    match v.split(':').find(|f| !matches!(*f, "sys" | "none")) {
+        None => Ok(()),
+        Some(f) => Err(format!(
+            "sec={v}: flavor {f:?} is not served (only sys and none)"
+        )),
+    }
+}
+
 /// `opts` applied, in order, over `base`.
 fn parse_options(opts: &str, base: ExportOptions) -> Result<ExportOptions, String> {
     let mut o = base;
@@ -449,6 +483,12 @@ fn parse_options(opts: &str, base: ExportOptions) -> Result<ExportOptions, Strin
             "sync" | "async" | "subtree_check" | "no_subtree_check" | "wdelay" | "no_wdelay" => {
                 flag(value)?
             }
+            // Filesystems mounted below an export are always served.
+            "crossmnt" | "nohide" => flag(value)?,
+            // No NLM here: clients mount with `nolock`.
+            "secure_locks" | "insecure_locks" | "auth_nlm" | "no_auth_nlm" => flag(value)?,
+            "fsid" => fsid(value)?,
+            "sec" => sec(value)?,
             "" => return Err("empty option (a stray comma?)".into()),
             other => return Err(format!("unknown option {other:?}")),
         }
@@ -563,6 +603,14 @@ mod tests {
                 "sync,async,subtree_check,no_subtree_check,wdelay,no_wdelay",
                 file_defaults(),
             ),
+            (
+                "crossmnt,nohide,insecure_locks,no_auth_nlm,secure_locks,auth_nlm",
+                file_defaults(),
+            ),
+            (
+                "fsid=0,fsid=root,fsid=17,fsid=8d7c6b5a-4f3e-2d1c-0b9a-887766554433,sec=sys,sec=sys:none",
+                file_defaults(),
+            ),
         ];
         for (opts, want) in cases {
             let e = parse(&format!("/x *({opts})")).expect(opts);
@@ -596,6 +644,11 @@ mod tests {
             ("/x *(rw", 1, "must end with `)`"),
             ("/x 10.0.0.1 (rw)", 1, "not attached to a client"),
             ("/x *(rw,bogus)", 1, "unknown option \"bogus\""),
+            ("/x *(rw,fsid=abc)", 1, "fsid=abc: not a number"),
+            ("/x *(rw,fsid)", 1, "fsid needs a value"),
+            ("/x *(sec=krb5p)", 1, "flavor \"krb5p\" is not served"),
+            ("/x *(sec=sys:krb5)", 1, "flavor \"krb5\" is not served"),
+            ("/x *(crossmnt=1)", 1, "option crossmnt takes no value"),
             ("/x *(rw,,ro)", 1, "empty option"),
             ("/x *(anonuid=-1)", 1, "not a number"),
             ("/x *(anonuid)", 1, "needs a value"),
