@@ -599,7 +599,8 @@ pub fn small_files(
 
 /// Profiling one phase: with `VMSHARE_BENCH_PERF_CTL` naming the control
 /// FIFO of `perf record --control=fifo:FIFO -D -1` and
-/// `VMSHARE_BENCH_PERF_PHASE` a word of a phase's label, perf records only
+/// `VMSHARE_BENCH_PERF_PHASE` a word of a phase's label (`sequential` for
+/// the sequential write and its COMMIT), perf records only
 /// while that phase runs (whole-run profiles are dominated by the phases
 /// that take longest, which are not the ones being studied).
 fn perf_control(starting: Option<&str>) {

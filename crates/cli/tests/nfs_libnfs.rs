@@ -4,6 +4,8 @@
 
 #[path = "common/needs.rs"]
 mod needs;
+#[path = "common/scratch.rs"]
+mod scratch;
 
 #[path = "common/serve.rs"]
 mod serve;
@@ -53,8 +55,7 @@ fn libnfs_copies_and_lists() {
     {
         return;
     }
-    let top = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libnfs");
-    let _ = std::fs::remove_dir_all(&top);
+    let top = scratch::scratch_dir("libnfs");
     let (data, ro) = (top.join("data"), top.join("ro"));
     std::fs::create_dir_all(data.join("sub")).expect("mkdir");
     std::fs::create_dir_all(&ro).expect("mkdir");
@@ -133,8 +134,7 @@ fn more_files_than_the_open_file_limit_are_all_served() {
     {
         return;
     }
-    let top = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libnfs-nofile");
-    let _ = std::fs::remove_dir_all(&top);
+    let top = scratch::scratch_dir("libnfs-nofile");
     let data = top.join("data");
     std::fs::create_dir_all(&data).expect("mkdir");
     const LIMIT: usize = 128;
@@ -182,8 +182,7 @@ fn secure_refuses_unprivileged_ports_and_says_why() {
     if !needs::root_or_skip("needs root to be both a privileged and an unprivileged client") {
         return;
     }
-    let top = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libnfs-secure");
-    let _ = std::fs::remove_dir_all(&top);
+    let top = scratch::scratch_dir("libnfs-secure");
     let (sec, open) = (top.join("sec"), top.join("open"));
     for d in [&sec, &open] {
         std::fs::create_dir_all(d).expect("mkdir");

@@ -6,6 +6,8 @@
 
 #[path = "common/needs.rs"]
 mod needs;
+#[path = "common/scratch.rs"]
+mod scratch;
 #[path = "common/serve.rs"]
 mod serve;
 
@@ -34,8 +36,7 @@ fn showmount_and_rpcinfo_find_everything_over_ipv4_and_ipv6() {
     if !needs::root_or_skip("a network namespace needs root") {
         return;
     }
-    let top = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rpc-tools");
-    let _ = std::fs::remove_dir_all(&top);
+    let top = scratch::scratch_dir("rpc-tools");
     let (data, other) = (top.join("data"), top.join("other"));
     for d in [&data, &other] {
         std::fs::create_dir_all(d).expect("mkdir");

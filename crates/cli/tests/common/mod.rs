@@ -33,11 +33,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod needs;
+pub mod scratch;
 pub mod serve;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
+
+#[allow(unused_imports)]
+pub use scratch::scratch_dir;
 
 #[allow(unused_imports)]
 pub use vmshare_plan::guest::{GuestMount, GuestSpec};
@@ -184,17 +188,6 @@ pub fn assert_exit(out: &Output, code: i32) {
 /// vmshare server on `port` at the host (10.0.2.2 with user networking).
 pub fn nfs_options(addr: &str, port: u16) -> String {
     format!("vers=3,proto=tcp,port={port},mountport={port},mountproto=tcp,nolock,addr={addr}")
-}
-
-/// A fresh directory for a test's host files, under cargo's per-target
-/// temp dir (removed and recreated).
-pub fn scratch_dir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("scratch")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("scratch dir");
-    d
 }
 
 fn state_path() -> PathBuf {
