@@ -7,7 +7,7 @@
 //! [`Decoder`], so a bad reply is an error, never a panic.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -215,11 +215,14 @@ impl Conn {
                 e.patch_bytes(mark_at, &record::mark(len));
                 self.out = e.into_inner();
                 if !payload.is_empty() {
-                    self.w
-                        .write_all(&self.out)
-                        .and_then(|_| self.w.write_all(payload))
-                        .and_then(|_| self.w.write_all(&[0u8; 3][..pad]))
-                        .map_err(|e| format!("sending call: {e}"))?;
+                    // One system call for header and data, as the kernel
+                    // client sends a WRITE: separate writes with Nagle off
+                    // would put the header in a segment of its own and
+                    // wake the server once more per call.
+                    let flushed = std::mem::take(&mut self.out);
+                    let pending = [&flushed[..], payload, &[0u8; 3][..pad]];
+                    send_all(&mut self.w, &pending).map_err(|e| format!("sending call: {e}"))?;
+                    self.out = flushed;
                     self.out.clear();
                 } else if self.out.len() >= 32 * 1024 {
                     self.flush()?;
@@ -258,6 +261,32 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// Writes every byte of `parts`, in order, with as few system calls as the
+/// socket allows.
+fn send_all(w: &mut TcpStream, parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut skip = 0usize;
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    while skip < total {
+        let mut left = skip;
+        let mut slices = Vec::with_capacity(parts.len());
+        for p in parts {
+            if left >= p.len() {
+                left -= p.len();
+                continue;
+            }
+            slices.push(IoSlice::new(&p[left..]));
+            left = 0;
+        }
+        match w.write_vectored(&slices) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => skip += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn check_accepted(body: ReplyBody, prog: u32, proc_: u32) -> Result<()> {

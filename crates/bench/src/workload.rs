@@ -516,7 +516,10 @@ pub fn small_files(
                     files.phase = phase;
                     barrier.wait();
                     if c == 0 {
-                        perf_control(Some(phase.label()));
+                        // The table's row name, so that one client
+                        // count's phase can be picked out.
+                        let s = if clients == 1 { "" } else { "s" };
+                        perf_control(Some(&format!("{}, {clients} client{s}", phase.label())));
                     }
                     let Some(conn) = conn.as_mut().filter(|_| err.is_none()) else {
                         continue;
@@ -599,8 +602,9 @@ pub fn small_files(
 
 /// Profiling one phase: with `VMSHARE_BENCH_PERF_CTL` naming the control
 /// FIFO of `perf record --control=fifo:FIFO -D -1` and
-/// `VMSHARE_BENCH_PERF_PHASE` a word of a phase's label (`sequential` for
-/// the sequential write and its COMMIT), perf records only
+/// `VMSHARE_BENCH_PERF_PHASE` part of a row name of the table (`write`,
+/// `commit, 4 clients`; `sequential` for the sequential write and its
+/// COMMIT), perf records only
 /// while that phase runs (whole-run profiles are dominated by the phases
 /// that take longest, which are not the ones being studied).
 fn perf_control(starting: Option<&str>) {
