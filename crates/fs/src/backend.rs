@@ -121,12 +121,66 @@ type IoWho = (u32, u32, u64, bool);
 /// The file's mode, owner and group when a descriptor was opened: it is
 /// lent only while they are unchanged, so that a chmod or chown made any
 /// way (this handle, another export's, the host) is checked again at the
-/// next open. (A change of ACL alone is not seen until the descriptor
-/// leaves the cache.)
+/// next open. A change of ACL leaves them as they were and is caught by
+/// [`Checked`] instead.
 type IoPerm = (u32, u32, u32);
 
 fn io_perm(st: &Stat) -> IoPerm {
     (st.st_mode, st.st_uid, st.st_gid)
+}
+
+/// When a cached descriptor's access was last checked, told by the file's
+/// ctime then: a change of ACL on the host (`setfacl` taking a user's
+/// write away) leaves mode, owner and group as they were, but not the
+/// ctime. A descriptor whose file has the same ctime as at its last check
+/// is lent without another; any other is checked again first, as knfsd
+/// checks every call.
+///
+/// Timestamps may be coarse (a jiffy, 4 ms at HZ=250, on many kernels and
+/// filesystems; this host's 6.18 moved the ctime on at every change in
+/// the tests), so an ACL changed in the same tick as the ctime that was
+/// seen could leave it unchanged. As git does for its "racily clean"
+/// index entries, a ctime seen within [`Checked::RACY`] of the check is
+/// not trusted: the next use checks again, until the file has been left
+/// alone that long. A file being written by someone other than its owner
+/// is so checked at each WRITE, one `access` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Checked {
+    ctime: (i64, u64),
+    trusted: bool,
+}
+
+impl Checked {
+    /// Longer than any timestamp granularity a Linux filesystem uses.
+    const RACY: Duration = Duration::from_millis(20);
+
+    /// Access was checked just now, after `st` was taken.
+    fn now(st: &Stat) -> Checked {
+        let ctime = (st.st_ctime, st.st_ctime_nsec);
+        let ns = |(s, n): (i64, u64)| i128::from(s) * 1_000_000_000 + i128::from(n);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX));
+        // A clock set back makes the difference negative: not trusted,
+        // which is the safe side.
+        let racy = i128::try_from(Self::RACY.as_nanos()).unwrap_or(i128::MAX);
+        let trusted = now.saturating_sub(ns(ctime)) >= racy;
+        Checked { ctime, trusted }
+    }
+
+    /// Whether a file now carrying `st` needs no new check.
+    fn holds_for(&self, st: &Stat) -> bool {
+        self.trusted && self.ctime == (st.st_ctime, st.st_ctime_nsec)
+    }
+}
+
+/// One cached descriptor.
+#[derive(Debug)]
+struct IoEntry {
+    who: IoWho,
+    perm: IoPerm,
+    checked: Checked,
+    f: Arc<File>,
 }
 
 /// Descriptors open for I/O, by handle, then by [`IoWho`].
@@ -136,36 +190,57 @@ fn io_perm(st: &Stat) -> IoPerm {
 /// rate.
 #[derive(Debug, Default)]
 struct IoCache {
-    by_fh: HashMap<FileHandle, Vec<(IoWho, IoPerm, Arc<File>)>>,
+    by_fh: HashMap<FileHandle, Vec<IoEntry>>,
     entries: usize,
 }
 
 impl IoCache {
-    /// The descriptor for `key` opened when the file had `perm`, or with
+    /// The entry for `key` opened when the file had `perm`, or with
     /// `or_rw`, the same identity's read-write one when there is no
     /// read-only one.
-    fn get(&self, key: &IoKey, perm: IoPerm, or_rw: bool) -> Option<&Arc<File>> {
+    fn get(&self, key: &IoKey, perm: IoPerm, or_rw: bool) -> Option<&IoEntry> {
         let (fh, (uid, gid, groups, write)) = *key;
         let list = self.by_fh.get(&fh)?;
         let find = |w: bool| {
             list.iter()
-                .find(|(k, p, _)| *k == (uid, gid, groups, w) && *p == perm)
+                .find(|e| e.who == (uid, gid, groups, w) && e.perm == perm)
         };
-        find(write)
-            .or_else(|| or_rw.then(|| find(true)).flatten())
-            .map(|(_, _, f)| f)
+        find(write).or_else(|| or_rw.then(|| find(true)).flatten())
+    }
+
+    /// Records a new check of `f`, still cached for `fh`.
+    fn checked(&mut self, fh: &FileHandle, f: &Arc<File>, checked: Checked) {
+        if let Some(e) = self
+            .by_fh
+            .get_mut(fh)
+            .and_then(|l| l.iter_mut().find(|e| Arc::ptr_eq(&e.f, f)))
+        {
+            e.checked = checked;
+        }
     }
 
     /// Inserts `f`, opened when the file had `perm`; returns what it
     /// replaced.
-    fn insert(&mut self, key: IoKey, perm: IoPerm, f: Arc<File>) -> Option<Arc<File>> {
+    fn insert(
+        &mut self,
+        key: IoKey,
+        perm: IoPerm,
+        checked: Checked,
+        f: Arc<File>,
+    ) -> Option<Arc<File>> {
         let (fh, who) = key;
         let list = self.by_fh.entry(fh).or_default();
-        if let Some(slot) = list.iter_mut().find(|(k, _, _)| *k == who) {
-            slot.1 = perm;
-            return Some(std::mem::replace(&mut slot.2, f));
+        if let Some(slot) = list.iter_mut().find(|e| e.who == who) {
+            slot.perm = perm;
+            slot.checked = checked;
+            return Some(std::mem::replace(&mut slot.f, f));
         }
-        list.push((who, perm, f));
+        list.push(IoEntry {
+            who,
+            perm,
+            checked,
+            f,
+        });
         self.entries += 1;
         None
     }
@@ -175,7 +250,7 @@ impl IoCache {
         let gone: Vec<Arc<File>> = self
             .by_fh
             .remove(fh)
-            .map(|l| l.into_iter().map(|(_, _, f)| f).collect())
+            .map(|l| l.into_iter().map(|e| e.f).collect())
             .unwrap_or_default();
         self.entries = self.entries.saturating_sub(gone.len());
         gone
@@ -186,7 +261,7 @@ impl IoCache {
         let gone: Vec<Arc<File>> = evict_share(&mut self.by_fh, parts)
             .into_iter()
             .flatten()
-            .map(|(_, _, f)| f)
+            .map(|e| e.f)
             .collect();
         self.entries = self.entries.saturating_sub(gone.len());
         gone
@@ -861,9 +936,22 @@ impl FsBackend {
             .io
             .lock()
             .ok()
-            .and_then(|m| m.get(&key, perm, !write).cloned());
-        if let Some(f) = cached {
-            return Ok(f);
+            .and_then(|m| m.get(&key, perm, !write).map(|e| (e.f.clone(), e.checked)));
+        if let Some((f, checked)) = cached {
+            // The key holds the caller's mapped uid.
+            if checked.holds_for(&n.st) || self.unrestricted(key.1 .0, n) {
+                return Ok(f);
+            }
+            // The file changed since the last check (or too recently to
+            // tell): checked again, as this caller. Refused, the open
+            // below decides, with the overrides an open has.
+            if self.may_access(n, write) {
+                let now = Checked::now(&n.st);
+                if let Ok(mut m) = self.io.lock() {
+                    m.checked(fh, &f, now);
+                }
+                return Ok(f);
+            }
         }
         let flags = if write { OFlags::RDWR } else { OFlags::RDONLY };
         let f = match self.reopen(&n.fd, flags) {
@@ -872,21 +960,43 @@ impl FsBackend {
             }
             r => Arc::new(r?),
         };
-        self.keep_io(key, perm, f.clone());
+        self.keep_io(key, perm, Checked::now(&n.st), f.clone());
         Ok(f)
     }
 
-    fn keep_io(&self, key: IoKey, perm: IoPerm, f: Arc<File>) {
+    fn keep_io(&self, key: IoKey, perm: IoPerm, checked: Checked, f: Arc<File>) {
         if let Ok(mut m) = self.io.lock() {
             // An eighth, not all: a guest cycling through more files than
             // the cache holds still finds some of them open.
             if m.entries >= self.io_cache_max {
                 self.closer.later(m.evict(8));
             }
-            if let Some(old) = m.insert(key, perm, f) {
+            if let Some(old) = m.insert(key, perm, checked, f) {
                 self.closer.later(old);
             }
         }
+    }
+
+    /// Whether no permission bits or ACL can refuse `n` to the caller
+    /// mapped to `uid`: its owner, whom knfsd lets read and write whatever
+    /// the mode (see [`Self::overrides`]). A cached descriptor needs no
+    /// new check for it. (Not root as such: a server without
+    /// CAP_DAC_OVERRIDE, in a container, is refused like anyone.)
+    fn unrestricted(&self, uid: u32, n: &Node) -> bool {
+        self.switch_ids && uid == n.st.st_uid
+    }
+
+    /// Whether this thread's caller may read, or write, `n` now, as the
+    /// kernel judges it (mode bits and ACL); through /proc/self/fd as
+    /// [`Self::overrides`] checks, with the caller's fsuid and fsgid.
+    fn may_access(&self, n: &Node, write: bool) -> bool {
+        let name = n.fd.as_raw_fd().to_string();
+        let how = if write {
+            rustix::fs::Access::WRITE_OK
+        } else {
+            rustix::fs::Access::READ_OK
+        };
+        rustix::fs::accessat(&self.proc_fd, name.as_str(), how, AtFlags::EACCESS).is_ok()
     }
 
     /// Whether the caller (as whom this thread runs) may have `n` open for
@@ -1654,7 +1764,8 @@ impl Backend for FsBackend {
             if let Ok(own) = rustix::fs::fstat(&fd) {
                 if own.st_dev == st.st_dev && own.st_ino == st.st_ino && is_reg(&own) {
                     let key = self.io_key(c, &fh, &d, true);
-                    self.keep_io(key, io_perm(&own), Arc::new(File::from(fd)));
+                    let checked = Checked::now(&own);
+                    self.keep_io(key, io_perm(&own), checked, Arc::new(File::from(fd)));
                 }
             }
         }
@@ -2102,7 +2213,7 @@ impl Backend for FsBackend {
             .io
             .lock()
             .ok()
-            .and_then(|m| m.get(&key, io_perm(&n.st), false).cloned())
+            .and_then(|m| m.get(&key, io_perm(&n.st), false).map(|e| e.f.clone()))
         {
             Some(f) => f,
             None => {

@@ -1053,6 +1053,101 @@ fn a_permission_change_is_seen_by_the_next_read() {
     assert_eq!(std::fs::read(&path).expect("read"), b"SHARED");
 }
 
+/// Sets `path`'s access ACL (as the server), in the kernel's xattr form:
+/// `(tag, perm, id)` entries, sorted by tag and id. `false` when the
+/// filesystem has no ACLs.
+fn set_acl(path: &Path, entries: &[(u16, u16, u32)]) -> bool {
+    vmshare_fs::cred::as_server(true);
+    let mut blob = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        blob.extend_from_slice(&tag.to_le_bytes());
+        blob.extend_from_slice(&perm.to_le_bytes());
+        blob.extend_from_slice(&id.to_le_bytes());
+    }
+    match rustix::fs::setxattr(
+        path,
+        "system.posix_acl_access",
+        &blob,
+        rustix::fs::XattrFlags::empty(),
+    ) {
+        Ok(()) => true,
+        Err(rustix::io::Errno::OPNOTSUPP) => false,
+        Err(e) => panic!("setxattr {}: {e}", path.display()),
+    }
+}
+
+/// An ACL taken away on the host leaves the mode, owner and group as they
+/// were; the descriptors cached for the user it named must not go on
+/// serving them, whether the change came in the same timestamp tick as
+/// their last use or long after.
+#[test]
+fn an_acl_change_is_seen_by_the_next_call() {
+    if !running_as_root("switch identities") {
+        return;
+    }
+    const UNDEFINED: u32 = u32::MAX;
+    let (user_obj, user, group_obj, mask, other) = (0x01, 0x02, 0x04, 0x10, 0x20);
+    let acl = |named: u16| {
+        [
+            (user_obj, 6, UNDEFINED),
+            (user, named, 2000),
+            (group_obj, 0, UNDEFINED),
+            (mask, 6, UNDEFINED),
+            (other, 0, UNDEFINED),
+        ]
+    };
+    let t = Tree::new("acl-revoke");
+    let (b, root) = served(&t);
+    let path = owned_file(&t, "export/shared", b"shared", (1000, 5000), 0o600);
+    if !set_acl(&path, &acl(6)) {
+        eprintln!("skipped: {} has no POSIX ACLs", path.display());
+        return;
+    }
+    let mode = || {
+        vmshare_fs::cred::as_server(true);
+        std::fs::metadata(&path).expect("stat").mode() & 0o7777
+    };
+    // The mask is the group class: 0660, and it stays so below.
+    assert_eq!(mode(), 0o660);
+    let named = sys_cred(2000, 6000, vec![]);
+    let f = b
+        .lookup(&caller(&named), &root, b"shared")
+        .expect("lookup")
+        .fh;
+    let read = |b: &FsBackend| {
+        let mut buf = [0u8; 6];
+        b.read(&caller(&named), &f, 0, &mut buf)
+            .err()
+            .map(|e| e.status)
+    };
+    let write = |b: &FsBackend| {
+        b.write(&caller(&named), &f, 0, StableHow::Unstable, b"SHARED")
+            .err()
+            .map(|e| e.status)
+    };
+    assert_eq!((read(&b), write(&b)), (None, None), "granted by the ACL");
+    // At once: the ctime may not even have moved on.
+    assert!(set_acl(&path, &acl(4)));
+    assert_eq!(mode(), 0o660);
+    assert_eq!((read(&b), write(&b)), (None, Some(NfsStat::Acces)));
+    // Given back, used, and left alone long enough to be trusted ...
+    assert!(set_acl(&path, &acl(6)));
+    assert_eq!((read(&b), write(&b)), (None, None));
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    assert_eq!(read(&b), None);
+    assert_eq!(read(&b), None);
+    // ... then taken away altogether.
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    assert!(set_acl(&path, &acl(0)));
+    assert_eq!(mode(), 0o660);
+    assert_eq!(
+        (read(&b), write(&b)),
+        (Some(NfsStat::Acces), Some(NfsStat::Acces))
+    );
+    vmshare_fs::cred::as_server(true);
+    assert_eq!(std::fs::read(&path).expect("read"), b"SHARED");
+}
+
 /// The owner reads, writes and truncates their own file whatever its
 /// mode, as with knfsd: a guest process that created a file read-only
 /// (git's objects) writes through the descriptor that created it. Nobody
