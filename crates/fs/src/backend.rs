@@ -151,7 +151,8 @@ struct Checked {
 }
 
 impl Checked {
-    /// Longer than any timestamp granularity a Linux filesystem uses.
+    /// Longer than a jiffy at any HZ (10 ms at HZ=100), the coarsest
+    /// stamp of the filesystems that have ACLs (ext4, XFS, btrfs, tmpfs).
     const RACY: Duration = Duration::from_millis(20);
 
     /// Access was checked just now, after `st` was taken.
