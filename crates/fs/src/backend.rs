@@ -946,7 +946,12 @@ impl FsBackend {
             // The file changed since the last check (or too recently to
             // tell): checked again, as this caller. Refused, the open
             // below decides, with the overrides an open has.
-            if self.may_access(n, write) {
+            let how = if write {
+                rustix::fs::Access::WRITE_OK
+            } else {
+                rustix::fs::Access::READ_OK
+            };
+            if self.may(&n.fd, how).is_ok() {
                 let now = Checked::now(&n.st);
                 if let Ok(mut m) = self.io.lock() {
                     m.checked(fh, &f, now);
@@ -987,19 +992,6 @@ impl FsBackend {
         self.switch_ids && uid == n.st.st_uid
     }
 
-    /// Whether this thread's caller may read, or write, `n` now, as the
-    /// kernel judges it (mode bits and ACL); through /proc/self/fd as
-    /// [`Self::overrides`] checks, with the caller's fsuid and fsgid.
-    fn may_access(&self, n: &Node, write: bool) -> bool {
-        let name = n.fd.as_raw_fd().to_string();
-        let how = if write {
-            rustix::fs::Access::WRITE_OK
-        } else {
-            rustix::fs::Access::READ_OK
-        };
-        rustix::fs::accessat(&self.proc_fd, name.as_str(), how, AtFlags::EACCESS).is_ok()
-    }
-
     /// Whether the caller (as whom this thread runs) may have `n` open for
     /// I/O although its mode bits refuse it, as knfsd allows:
     /// - the owner may read and write their own file whatever its mode. A
@@ -1018,17 +1010,7 @@ impl FsBackend {
         if !self.switch_ids || write || !is_reg(&n.st) {
             return false;
         }
-        // Through /proc/self/fd as `reopen` does (AT_EMPTY_PATH is refused
-        // here); AT_EACCESS: checked as this thread's fsuid and fsgid, the
-        // caller's, not the process's real ids.
-        let name = n.fd.as_raw_fd().to_string();
-        rustix::fs::accessat(
-            &self.proc_fd,
-            name.as_str(),
-            rustix::fs::Access::EXEC_OK,
-            AtFlags::EACCESS,
-        )
-        .is_ok()
+        self.may(&n.fd, rustix::fs::Access::EXEC_OK).is_ok()
     }
 
     /// Whether the caller, mapped, owns `n` (as `n.st` last saw it), with
