@@ -504,6 +504,7 @@ impl<'a> Reader<'a> {
                         .arrived(self.started.unwrap_or_else(Instant::now));
                     let now = Instant::now();
                     self.idle_since = now;
+                    self.shared.bufs.trim_if_idle(now);
                     // A lone call runs here when it is quick (see `Kind`):
                     // handing it to a worker costs two thread switches,
                     // which is most of the time of a GETATTR. With calls
