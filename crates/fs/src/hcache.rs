@@ -2,12 +2,15 @@
 //!
 //! A READDIRPLUS entry needs attributes and a handle. Unless the entry
 //! cache (`ecache`) still holds both, the attributes cost one `statx` by
-//! name. The handle never changes while the inode lives,
-//! and making it costs a second lookup by name (`name_to_handle_at`) and a
-//! MAC. So handles are kept by (export, device, inode), checked against the
+//! name. The handle never changes while the inode lives, and making it
+//! costs opening the name, checking that it is still that inode,
+//! `name_to_handle_at` on the descriptor, a close and a MAC. So handles
+//! are kept by (export, device, inode), checked against the
 //! inode's birth time: an inode number freed and reused gets a new birth
 //! time, so a handle of the dead file is never handed out for the new one.
 //! On filesystems that do not report a birth time nothing is cached.
+//! How often lookups have lately missed also decides how a READDIRPLUS
+//! entry is looked up ([`HandleCache::mostly_misses`]).
 //!
 //! The cache is bounded: each shard is emptied when it reaches
 //! [`SHARD_CAP`] entries, which is cheaper than an LRU and, for a cache
@@ -15,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 
 use vmshare_proto::nfs3::FileHandle;
@@ -64,15 +68,44 @@ impl Hasher for KeyHasher {
     }
 }
 
+/// Bounds of [`HandleCache`]'s meter of recent hits and misses.
+const METER_MAX: i32 = 64;
+
 #[derive(Debug)]
 pub(crate) struct HandleCache {
     shards: [Mutex<Map>; SHARDS],
+    /// Recent lookups: up one for a hit, down two for a miss, within
+    /// ±[`METER_MAX`]. Below zero, more than a third of them missed, where
+    /// opening a READDIRPLUS entry first becomes the cheaper way (see
+    /// `FsBackend::entry_plus`). Shared by every listing: the caches are.
+    meter: AtomicI32,
 }
 
 impl HandleCache {
     pub(crate) fn new() -> HandleCache {
         HandleCache {
             shards: std::array::from_fn(|_| Mutex::new(Map::default())),
+            meter: AtomicI32::new(0),
+        }
+    }
+
+    /// Whether lookups have lately missed more than a third of the time.
+    pub(crate) fn mostly_misses(&self) -> bool {
+        self.meter.load(Ordering::Relaxed) < 0
+    }
+
+    /// A load and, unless the meter is at its bound, a store: not an
+    /// atomic update, so two threads counting at once may lose one count,
+    /// which a heuristic can afford; a hit on a full meter writes nothing.
+    fn count(&self, hit: bool) {
+        let m = self.meter.load(Ordering::Relaxed);
+        let next = if hit {
+            (m + 1).min(METER_MAX)
+        } else {
+            (m - 2).max(-METER_MAX)
+        };
+        if next != m {
+            self.meter.store(next, Ordering::Relaxed);
         }
     }
 
@@ -86,11 +119,16 @@ impl HandleCache {
     /// The handle of this incarnation of the inode, if known.
     pub(crate) fn get(&self, export: u32, dev: u64, ino: u64, birth: Birth) -> Option<FileHandle> {
         let key = (export, dev, ino);
-        let map = self.shard(&key).lock().ok()?;
-        match map.get(&key) {
-            Some((b, fh)) if *b == birth => Some(*fh),
-            _ => None,
-        }
+        let found = self
+            .shard(&key)
+            .lock()
+            .ok()
+            .and_then(|map| match map.get(&key) {
+                Some((b, fh)) if *b == birth => Some(*fh),
+                _ => None,
+            });
+        self.count(found.is_some());
+        found
     }
 
     pub(crate) fn put(&self, export: u32, dev: u64, ino: u64, birth: Birth, fh: FileHandle) {
@@ -122,6 +160,34 @@ mod tests {
         // Another export or device.
         assert_eq!(c.get(9, 2, 3, (10, 5)), None);
         assert_eq!(c.get(1, 9, 3, (10, 5)), None);
+    }
+
+    #[test]
+    fn the_meter_says_when_more_than_a_third_miss() {
+        let c = HandleCache::new();
+        c.put(1, 1, 1, (0, 0), fh(1));
+        assert!(!c.mostly_misses());
+        // One miss in three: at the edge, not below it.
+        for _ in 0..30 {
+            c.get(1, 1, 1, (0, 0));
+            c.get(1, 1, 1, (0, 0));
+            c.get(1, 1, 2, (0, 0));
+        }
+        assert!(!c.mostly_misses());
+        // Half of them missing: below.
+        for _ in 0..30 {
+            c.get(1, 1, 1, (0, 0));
+            c.get(1, 1, 2, (0, 0));
+        }
+        assert!(c.mostly_misses());
+        // Bounded: a long run of misses is undone by a short run of hits.
+        for _ in 0..10_000 {
+            c.get(1, 1, 2, (0, 0));
+        }
+        for _ in 0..(METER_MAX + 1) {
+            c.get(1, 1, 1, (0, 0));
+        }
+        assert!(!c.mostly_misses());
     }
 
     #[test]

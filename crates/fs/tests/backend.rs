@@ -1417,3 +1417,83 @@ fn a_rename_racing_a_lookup_never_pairs_two_files() {
         "LOOKUP paired other files' attributes: {wrong:?}"
     );
 }
+
+/// Every READDIRPLUS entry that has both, as (attributes' fileid, handle).
+struct Pairs(Vec<(u64, FileHandle)>);
+
+impl DirSink for Pairs {
+    fn plus(&self) -> bool {
+        true
+    }
+    fn push(&mut self, e: &DirEntry<'_>) -> bool {
+        if let (Some(a), Some(fh)) = (e.attr, e.fh) {
+            self.0.push((a.fileid, fh));
+        }
+        true
+    }
+}
+
+/// The READDIRPLUS form of the test above, with the names swapped
+/// atomically (`RENAME_EXCHANGE`). An entry is looked up by name
+/// and then opened (a warm handle cache), or opened first (a cold one,
+/// which is every fresh backend here after its first entry): either way
+/// its handle and attributes must be of one file while names move.
+#[test]
+fn a_rename_racing_a_listing_never_pairs_two_files() {
+    let t = Tree::new("listing-race");
+    let d = t.p("export/shared");
+    std::fs::create_dir(&d).expect("mkdir");
+    std::fs::write(d.join("X"), "x").expect("write");
+    std::fs::write(d.join("Y"), "y").expect("write");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // X and Y swapped atomically, over and over: each name always names
+    // one of the two files, and changes file every few microseconds.
+    let renamer = {
+        let (stop, d) = (stop.clone(), d.clone());
+        std::thread::spawn(move || {
+            let dir = std::fs::File::open(&d).expect("open dir");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = rustix::fs::renameat_with(
+                    &dir,
+                    "X",
+                    &dir,
+                    "Y",
+                    rustix::fs::RenameFlags::EXCHANGE,
+                );
+            }
+        })
+    };
+    let rootc = root_cred();
+    let c = caller(&rootc);
+    let (mut wrong, mut pairs) = (Vec::new(), 0usize);
+    for round in 0..4_000 {
+        // Fresh backends (cold caches) for most rounds, one kept warm for
+        // a few listings in a row otherwise.
+        let b = backend(&t, opts());
+        let root = root_fh(&b, &c, "/data");
+        let dir = b.lookup(&c, &root, b"shared").expect("lookup").fh;
+        for _ in 0..(1 + round % 4) {
+            let mut s = Pairs(Vec::new());
+            if b.readdir(&c, &dir, 0, [0; 8], &mut s).is_err() {
+                continue;
+            }
+            for (claimed, fh) in s.0 {
+                pairs += 1;
+                let by_handle = b.getattr(&c, &fh).expect("getattr").fileid;
+                if claimed != by_handle {
+                    wrong.push((claimed, by_handle));
+                }
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    renamer.join().expect("renamer");
+    assert!(
+        pairs > 1_000,
+        "only {pairs} entries with handle and attributes"
+    );
+    assert!(
+        wrong.is_empty(),
+        "READDIRPLUS paired other files' attributes: {wrong:?}"
+    );
+}
