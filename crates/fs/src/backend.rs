@@ -438,6 +438,12 @@ fn statx_name(dir: &Node, name: &[u8]) -> rustix::io::Result<rustix::fs::Statx> 
     )
 }
 
+/// The birth time, when the filesystem gives one.
+fn statx_birth(st: &rustix::fs::Statx) -> Option<crate::hcache::Birth> {
+    (st.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0)
+        .then_some((st.stx_btime.tv_sec, st.stx_btime.tv_nsec))
+}
+
 fn statx_dev(st: &rustix::fs::Statx) -> u64 {
     rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor)
 }
@@ -1076,10 +1082,7 @@ impl FsBackend {
         name: &[u8],
         st: &rustix::fs::Statx,
     ) -> Result<FileHandle, NfsStat> {
-        use rustix::fs::StatxFlags;
-        let (export, dev) = (dir.export.id, statx_dev(st));
-        let birth = (st.stx_mask & StatxFlags::BTIME.bits() != 0)
-            .then_some((st.stx_btime.tv_sec, st.stx_btime.tv_nsec));
+        let (export, dev, birth) = (dir.export.id, statx_dev(st), statx_birth(st));
         if let Some(fh) = birth.and_then(|b| self.by_inode.get(export, dev, st.stx_ino, b)) {
             return Ok(fh);
         }
@@ -1087,27 +1090,45 @@ impl FsBackend {
         // name twice (`st`, then name_to_handle_at), a rename in between
         // paired one file's handle with another's inode in the cache, and
         // every later LOOKUP of that inode answered with the wrong file.
+        let (fd, now) = self.open_statx(dir, name)?;
+        if (now.stx_ino, statx_dev(&now), statx_birth(&now)) != (st.stx_ino, dev, birth) {
+            // The name changed hands since `st` was taken: its attributes
+            // are not this object's. The client asks again a little later.
+            return Err(NfsStat::Jukebox);
+        }
+        self.make_handle(export, fd.as_fd(), st)
+    }
+
+    /// `name` in `dir` opened (`O_PATH`, never following it), and what
+    /// that descriptor refers to.
+    fn open_statx(&self, dir: &Node, name: &[u8]) -> Result<(OwnedFd, rustix::fs::Statx), NfsStat> {
+        use rustix::fs::StatxFlags;
         let fd = self.open_child(dir.fd.as_fd(), OsStr::from_bytes(name))?;
-        let now = rustix::fs::statx(
+        let st = rustix::fs::statx(
             &fd,
             "",
             AtFlags::EMPTY_PATH,
             StatxFlags::BASIC_STATS | StatxFlags::BTIME,
         )
         .map_err(status_rx)?;
-        let now_birth = (now.stx_mask & StatxFlags::BTIME.bits() != 0)
-            .then_some((now.stx_btime.tv_sec, now.stx_btime.tv_nsec));
-        if (now.stx_ino, statx_dev(&now), now_birth) != (st.stx_ino, dev, birth) {
-            // The name changed hands since `st` was taken: its attributes
-            // are not this object's. The client asks again a little later.
-            return Err(NfsStat::Jukebox);
-        }
-        let k = sys::handle_of(fd.as_fd()).map_err(|e| status(&e))?;
+        Ok((fd, st))
+    }
+
+    /// The handle of the object `fd` refers to, whose `statx` is `st`,
+    /// made and remembered in the handle cache.
+    fn make_handle(
+        &self,
+        export: u32,
+        fd: BorrowedFd<'_>,
+        st: &rustix::fs::Statx,
+    ) -> Result<FileHandle, NfsStat> {
+        let dev = statx_dev(st);
+        let k = sys::handle_of(fd).map_err(|e| status(&e))?;
         let fh = self
             .codec
             .encode(export, compress_dev(dev), &k)
             .ok_or(NfsStat::NotSupp)?;
-        if let Some(b) = birth {
+        if let Some(b) = statx_birth(st) {
             self.by_inode.put(export, dev, st.stx_ino, b, fh);
         }
         Ok(fh)
@@ -1186,9 +1207,9 @@ impl FsBackend {
     ///   on a hit.
     ///
     /// Listing a directory larger than the caches, or one never listed,
-    /// misses nearly every time, and opened first it ran 15-40% faster
-    /// (20,000 entries, one and four clients); a hit costs one call by
-    /// name and three opened first.
+    /// misses nearly every time, and opened first it ran 10-25% faster
+    /// (20,000 entries, one and four clients; docs/benchmarks.md); a hit
+    /// costs one call by name and three opened first.
     ///
     /// A name that leads onto another filesystem (a mount point) takes the
     /// full [`Self::child`] path, which registers that filesystem for
@@ -1236,33 +1257,17 @@ impl FsBackend {
         dir: &Node,
         name: &[u8],
     ) -> Result<Option<(rustix::fs::Statx, FileHandle)>, NfsStat> {
-        use rustix::fs::StatxFlags;
-        let fd = self.open_child(dir.fd.as_fd(), OsStr::from_bytes(name))?;
-        let st = rustix::fs::statx(
-            &fd,
-            "",
-            AtFlags::EMPTY_PATH,
-            StatxFlags::BASIC_STATS | StatxFlags::BTIME,
-        )
-        .map_err(status_rx)?;
+        let (fd, st) = self.open_statx(dir, name)?;
         let dev = statx_dev(&st);
         if dev != dir.st.st_dev {
             return Ok(None);
         }
         let export = dir.export.id;
-        let birth = (st.stx_mask & StatxFlags::BTIME.bits() != 0)
-            .then_some((st.stx_btime.tv_sec, st.stx_btime.tv_nsec));
-        if let Some(fh) = birth.and_then(|b| self.by_inode.get(export, dev, st.stx_ino, b)) {
-            return Ok(Some((st, fh)));
-        }
-        let k = sys::handle_of(fd.as_fd()).map_err(|e| status(&e))?;
-        let fh = self
-            .codec
-            .encode(export, compress_dev(dev), &k)
-            .ok_or(NfsStat::NotSupp)?;
-        if let Some(b) = birth {
-            self.by_inode.put(export, dev, st.stx_ino, b, fh);
-        }
+        let cached = statx_birth(&st).and_then(|b| self.by_inode.get(export, dev, st.stx_ino, b));
+        let fh = match cached {
+            Some(fh) => fh,
+            None => self.make_handle(export, fd.as_fd(), &st)?,
+        };
         Ok(Some((st, fh)))
     }
 
