@@ -1338,6 +1338,37 @@ fn commit_on_ro_and_unchecked_create_over_a_fifo() {
     assert_eq!(md.mode() & 0o7777, 0o644);
 }
 
+/// A directory `export/shared` holding files X and Y, and a thread that
+/// runs `step` on it (the directory path) over and over until stopped.
+struct Renamer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Renamer {
+    fn start(t: &Tree, step: impl Fn(&Path) + Send + 'static) -> Renamer {
+        let d = t.p("export/shared");
+        std::fs::create_dir(&d).expect("mkdir");
+        std::fs::write(d.join("X"), "x").expect("write");
+        std::fs::write(d.join("Y"), "y").expect("write");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    step(&d);
+                }
+            })
+        };
+        Renamer { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("renamer");
+    }
+}
+
 /// A caller other than root works without CAP_SYS_RESOURCE (which would
 /// let its writes pass quotas and take ext4's reserved blocks); root's
 /// calls have it back. Meaningful only where the server has it.
@@ -1376,22 +1407,12 @@ fn non_root_callers_work_without_the_resource_capability() {
 #[test]
 fn a_rename_racing_a_lookup_never_pairs_two_files() {
     let t = Tree::new("lookup-race");
-    let d = t.p("export/shared");
-    std::fs::create_dir(&d).expect("mkdir");
-    std::fs::write(d.join("X"), "x").expect("write");
-    std::fs::write(d.join("Y"), "y").expect("write");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let renamer = {
-        let (stop, d) = (stop.clone(), d.clone());
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = std::fs::rename(d.join("X"), d.join("t"));
-                let _ = std::fs::rename(d.join("Y"), d.join("X"));
-                let _ = std::fs::rename(d.join("X"), d.join("Y"));
-                let _ = std::fs::rename(d.join("t"), d.join("X"));
-            }
-        })
-    };
+    let renamer = Renamer::start(&t, |d| {
+        let _ = std::fs::rename(d.join("X"), d.join("t"));
+        let _ = std::fs::rename(d.join("Y"), d.join("X"));
+        let _ = std::fs::rename(d.join("X"), d.join("Y"));
+        let _ = std::fs::rename(d.join("t"), d.join("X"));
+    });
     let rootc = root_cred();
     let c = caller(&rootc);
     let mut wrong = Vec::new();
@@ -1410,8 +1431,7 @@ fn a_rename_racing_a_lookup_never_pairs_two_files() {
             }
         }
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    renamer.join().expect("renamer");
+    renamer.stop();
     assert!(
         wrong.is_empty(),
         "LOOKUP paired other files' attributes: {wrong:?}"
@@ -1441,28 +1461,13 @@ impl DirSink for Pairs {
 #[test]
 fn a_rename_racing_a_listing_never_pairs_two_files() {
     let t = Tree::new("listing-race");
-    let d = t.p("export/shared");
-    std::fs::create_dir(&d).expect("mkdir");
-    std::fs::write(d.join("X"), "x").expect("write");
-    std::fs::write(d.join("Y"), "y").expect("write");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // X and Y swapped atomically, over and over: each name always names
     // one of the two files, and changes file every few microseconds.
-    let renamer = {
-        let (stop, d) = (stop.clone(), d.clone());
-        std::thread::spawn(move || {
-            let dir = std::fs::File::open(&d).expect("open dir");
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = rustix::fs::renameat_with(
-                    &dir,
-                    "X",
-                    &dir,
-                    "Y",
-                    rustix::fs::RenameFlags::EXCHANGE,
-                );
-            }
-        })
-    };
+    let renamer = Renamer::start(&t, |d| {
+        let (x, y) = (d.join("X"), d.join("Y"));
+        let cwd = rustix::fs::CWD;
+        let _ = rustix::fs::renameat_with(cwd, &x, cwd, &y, rustix::fs::RenameFlags::EXCHANGE);
+    });
     let rootc = root_cred();
     let c = caller(&rootc);
     let (mut wrong, mut pairs) = (Vec::new(), 0usize);
@@ -1486,8 +1491,7 @@ fn a_rename_racing_a_listing_never_pairs_two_files() {
             }
         }
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    renamer.join().expect("renamer");
+    renamer.stop();
     assert!(
         pairs > 1_000,
         "only {pairs} entries with handle and attributes"
