@@ -397,6 +397,23 @@ fn lock_stripe<'a>(
 }
 
 /// READ's result for `done` bytes read at `offset` of a file of `size`.
+/// The largest file the export's filesystem holds, for FSINFO: the Linux
+/// client refuses a write past it with EFBIG itself instead of sending
+/// it. ext4 (extents) stops at 2^32 - 1 blocks, 16 TiB less one block
+/// for 4 KiB blocks; the other filesystems Linux exports (xfs, btrfs,
+/// tmpfs) go to i64's limit.
+fn max_file_size(fd: &OwnedFd) -> u64 {
+    const EXT4_SUPER_MAGIC: u64 = 0xef53;
+    let max = i64::MAX.unsigned_abs();
+    match rustix::fs::fstatfs(fd) {
+        Ok(s) if u64::try_from(s.f_type) == Ok(EXT4_SUPER_MAGIC) => u64::try_from(s.f_bsize)
+            .ok()
+            .filter(|&b| b > 0)
+            .map_or(max, |b| ((1u64 << 32) - 1).saturating_mul(b)),
+        _ => max,
+    }
+}
+
 fn read_ok(attr: Fattr, size: u64, offset: u64, done: usize) -> ReadOk {
     ReadOk {
         attr,
@@ -1306,14 +1323,72 @@ impl FsBackend {
         }
     }
 
+    /// The owner a new object may be given: what `a` asks for, less what
+    /// the caller could not set. Only root gives a file away, and others
+    /// may pick only a group of their own (chown(2)'s rules). Asked for
+    /// anyway, the object would be made and the chown then refused: a
+    /// CREATE that answers PERM and leaves a file behind, whose retry
+    /// finds EXIST. knfsd drops the owner of a non-root caller's new
+    /// object likewise (`nfsd_create_setattr`).
+    fn new_owner(&self, c: &Caller<'_>, d: &Node, a: &Sattr) -> Sattr {
+        if a.uid.is_none() && a.gid.is_none() {
+            return *a;
+        }
+        let (uid, gid, groups) = if self.switch_ids {
+            let id = self.identity(c, d);
+            (id.uid, id.gid, id.groups)
+        } else {
+            // Not root: every call runs as this process.
+            let groups = rustix::process::getgroups().unwrap_or_default();
+            (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+                groups.into_iter().map(|g| g.as_raw()).collect(),
+            )
+        };
+        if uid == 0 {
+            return *a;
+        }
+        Sattr {
+            uid: a.uid.filter(|&u| u == uid),
+            gid: a.gid.filter(|&g| g == gid || groups.contains(&g)),
+            ..*a
+        }
+    }
+
     /// Sets `a` on the object just made as `name` in `d`, if it asks for
-    /// anything.
+    /// anything. If that fails, the object is removed again: a creation
+    /// either succeeds or leaves nothing (a client retrying it would find
+    /// EXIST, and the error would not say that the object is there).
     fn set_new_attrs(&self, d: &Node, name: &OsStr, a: &Sattr) -> Result<(), NfsStat> {
         if *a == Sattr::default() {
             return Ok(());
         }
         let fd = self.open_child(d.fd.as_fd(), name)?;
-        self.apply_sattr(&fd, a, None)
+        self.apply_sattr(&fd, a, None).inspect_err(|_| {
+            self.unmake(d, name, &fd);
+        })
+    }
+
+    /// Removes `name` from `d` if it is still the object `made` (just
+    /// created by this call, whose attributes could not be set). Best
+    /// effort: the error the caller gets is the one that made it undo.
+    fn unmake(&self, d: &Node, name: &OsStr, made: &OwnedFd) {
+        let (Ok(own), Ok(now)) = (
+            rustix::fs::fstat(made),
+            rustix::fs::statat(&*d.fd, name, AtFlags::SYMLINK_NOFOLLOW),
+        ) else {
+            return;
+        };
+        if own.st_dev == now.st_dev && own.st_ino == now.st_ino {
+            let flags = if is_dir(&now) {
+                AtFlags::REMOVEDIR
+            } else {
+                AtFlags::empty()
+            };
+            // Ignored: nothing better to answer than the first error.
+            let _ = rustix::fs::unlinkat(&*d.fd, name, flags);
+        }
     }
 
     /// Applies `a` to `fd` as the current caller. `owner` is the caller
@@ -1327,6 +1402,25 @@ impl FsBackend {
         a: &Sattr,
         owner: Option<(&Caller<'_>, &Node)>,
     ) -> Result<(), NfsStat> {
+        // The size first, as knfsd does: it is what fails most (a
+        // directory, a size past the filesystem's limit, no write
+        // permission), and failing first it leaves the rest unchanged.
+        if let Some(size) = a.size {
+            let st = stat(fd)?;
+            if is_dir(&st) {
+                return Err(NfsStat::IsDir);
+            }
+            if !is_reg(&st) {
+                return Err(NfsStat::Inval);
+            }
+            let f = match (self.reopen(fd, OFlags::WRONLY), owner) {
+                (Err(NfsStat::Acces), Some((c, n))) => {
+                    self.reopen_overriding(c, n, OFlags::WRONLY)?
+                }
+                (r, _) => r?,
+            };
+            rustix::fs::ftruncate(&f, size).map_err(status_rx)?;
+        }
         if a.uid.is_some() || a.gid.is_some() {
             let uid = a.uid.map(rustix::fs::Uid::from_raw);
             let gid = a.gid.map(rustix::fs::Gid::from_raw);
@@ -1353,22 +1447,6 @@ impl FsBackend {
                 )
                 .map_err(status_rx)?;
             }
-        }
-        if let Some(size) = a.size {
-            let st = stat(fd)?;
-            if is_dir(&st) {
-                return Err(NfsStat::IsDir);
-            }
-            if !is_reg(&st) {
-                return Err(NfsStat::Inval);
-            }
-            let f = match (self.reopen(fd, OFlags::WRONLY), owner) {
-                (Err(NfsStat::Acces), Some((c, n))) => {
-                    self.reopen_overriding(c, n, OFlags::WRONLY)?
-                }
-                (r, _) => r?,
-            };
-            rustix::fs::ftruncate(&f, size).map_err(status_rx)?;
         }
         if a.atime != SetTime::DontChange || a.mtime != SetTime::DontChange {
             let ts = Timestamps {
@@ -1412,6 +1490,22 @@ impl FsBackend {
                     after: self.post_op(&dir),
                 },
             )),
+        }
+    }
+}
+
+impl FsBackend {
+    /// The failure of a REMOVE or RMDIR of `.` or `..` in `dir`.
+    fn refuse_dots(&self, c: &Caller<'_>, dir: &FileHandle, s: NfsStat) -> Fail<WccData> {
+        match self.node(c, dir) {
+            Ok(d) => Fail::new(
+                s,
+                WccData {
+                    before: None,
+                    after: self.post_op(&d),
+                },
+            ),
+            Err(e) => Fail::from(e),
         }
     }
 }
@@ -1619,6 +1713,10 @@ impl Backend for FsBackend {
         buf: &mut [u8],
     ) -> NfsResult<ReadOk, PostOpAttr> {
         let (f, attr, size) = self.open_for_read(c, fh)?;
+        if i64::try_from(offset).is_err() {
+            // No file reaches past i64 (pread would say EINVAL): the end.
+            return Ok(read_ok(attr, size, offset, 0));
+        }
         let mut done = 0;
         while done < buf.len() {
             match f.read_at(&mut buf[done..], offset.saturating_add(done as u64)) {
@@ -1697,8 +1795,12 @@ impl Backend for FsBackend {
         if !is_reg(&st) {
             return Err(fail(NfsStat::Inval));
         }
-        if data.len() > MAX_IO as usize {
-            return Err(fail(NfsStat::Inval));
+        // More than FSINFO's wtmax (which fits in a record) gets a short
+        // write, which the client follows with the rest.
+        let data = data.get(..MAX_IO as usize).unwrap_or(data);
+        let end = offset.checked_add(data.len() as u64);
+        if end.is_none_or(|e| i64::try_from(e).is_err()) {
+            return Err(fail(NfsStat::FBig));
         }
         let f = {
             let _g = self.become_(c, &n).map_err(fail)?;
@@ -1763,22 +1865,16 @@ impl Backend for FsBackend {
                 | OFlags::NOCTTY
                 | OFlags::CLOEXEC
                 | OFlags::NONBLOCK;
-            let (flags, attrs) = match how {
-                CreateHow::Unchecked(a) => (base, *a),
-                CreateHow::Guarded(a) => (base | OFlags::EXCL, *a),
-                CreateHow::Exclusive(_) => (base | OFlags::EXCL, Sattr::default()),
+            let attrs = match how {
+                CreateHow::Unchecked(a) | CreateHow::Guarded(a) => self.new_owner(c, d, a),
+                CreateHow::Exclusive(_) => Sattr::default(),
             };
             let mode = Mode::from_raw_mode(attrs.mode.unwrap_or(0o644) & 0o7777);
-            match rustix::fs::openat2(&*d.fd, name, flags, mode, beneath()) {
+            // Always exclusive at first, so that what this call made is
+            // known, and is what a failure removes again.
+            let made = rustix::fs::openat2(&*d.fd, name, base | OFlags::EXCL, mode, beneath());
+            match made {
                 Ok(fd) => {
-                    // UNCHECKED over something that is not a regular file
-                    // (a FIFO, a device): EXIST, as nfsd answers, and no
-                    // attributes applied to it.
-                    if matches!(how, CreateHow::Unchecked(_))
-                        && !is_reg(&rustix::fs::fstat(&fd).map_err(status_rx)?)
-                    {
-                        return Err(NfsStat::Exist);
-                    }
                     let mut rest = attrs;
                     rest.mode = None;
                     if let CreateHow::Exclusive(v) = how {
@@ -1789,27 +1885,54 @@ impl Backend for FsBackend {
                         rest.mtime = SetTime::ClientTime(m);
                     }
                     if rest != Sattr::default() {
-                        self.apply_sattr(&fd, &rest, None)?;
+                        if let Err(e) = self.apply_sattr(&fd, &rest, None) {
+                            self.unmake(d, name, &fd);
+                            return Err(e);
+                        }
                     }
                     Ok(Some(fd))
                 }
-                Err(rustix::io::Errno::EXIST) => {
-                    let CreateHow::Exclusive(v) = how else {
-                        return Err(NfsStat::Exist);
-                    };
-                    let st = rustix::fs::statat(&*d.fd, name, AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(status_rx)?;
-                    let (a, m) = verifier_times(v);
-                    let ours = is_reg(&st)
-                        && st.st_size == 0
-                        && i64::from(a.seconds) == st.st_atime
-                        && i64::from(m.seconds) == st.st_mtime;
-                    if ours {
+                Err(rustix::io::Errno::EXIST) => match how {
+                    CreateHow::Guarded(_) => Err(NfsStat::Exist),
+                    CreateHow::Unchecked(_) => {
+                        // UNCHECKED over an existing regular file opens it
+                        // and applies only a size, as knfsd does: the
+                        // truncation of an O_TRUNC open. Over anything
+                        // else (a directory, a link, a FIFO): EXIST.
+                        // Opened as a path: a file the caller may not
+                        // write is still found, and its truncation is
+                        // checked on its own.
+                        let fd = self.open_child(d.fd.as_fd(), name)?;
+                        if !is_reg(&rustix::fs::fstat(&fd).map_err(status_rx)?) {
+                            return Err(NfsStat::Exist);
+                        }
+                        if let CreateHow::Unchecked(Sattr {
+                            size: Some(size), ..
+                        }) = how
+                        {
+                            let only_size = Sattr {
+                                size: Some(*size),
+                                ..Sattr::default()
+                            };
+                            self.apply_sattr(&fd, &only_size, None)?;
+                        }
                         Ok(None)
-                    } else {
-                        Err(NfsStat::Exist)
                     }
-                }
+                    CreateHow::Exclusive(v) => {
+                        let st = rustix::fs::statat(&*d.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                            .map_err(status_rx)?;
+                        let (a, m) = verifier_times(v);
+                        let ours = is_reg(&st)
+                            && st.st_size == 0
+                            && i64::from(a.seconds) == st.st_atime
+                            && i64::from(m.seconds) == st.st_mtime;
+                        if ours {
+                            Ok(None)
+                        } else {
+                            Err(NfsStat::Exist)
+                        }
+                    }
+                },
                 Err(e) => Err(status_rx(e)),
             }
         })?;
@@ -1841,12 +1964,14 @@ impl Backend for FsBackend {
         let (d, before, ()) = self.dir_op(c, dir, name, |d, name| {
             let mode = Mode::from_raw_mode(attrs.mode.unwrap_or(0o755) & 0o7777);
             rustix::fs::mkdirat(&*d.fd, name, mode).map_err(status_rx)?;
+            // A directory has no size to set: dropped, as knfsd does.
             self.set_new_attrs(
                 d,
                 name,
                 &Sattr {
                     mode: None,
-                    ..*attrs
+                    size: None,
+                    ..self.new_owner(c, d, attrs)
                 },
             )
         })?;
@@ -1868,12 +1993,13 @@ impl Backend for FsBackend {
             // The target is stored as text and never followed here.
             rustix::fs::symlinkat(OsStr::from_bytes(target), &*d.fd, name).map_err(status_rx)?;
             // A symlink takes only an owner.
+            let owner = self.new_owner(c, d, attrs);
             self.set_new_attrs(
                 d,
                 name,
                 &Sattr {
-                    uid: attrs.uid,
-                    gid: attrs.gid,
+                    uid: owner.uid,
+                    gid: owner.gid,
                     ..Sattr::default()
                 },
             )
@@ -1909,7 +2035,7 @@ impl Backend for FsBackend {
                 &Sattr {
                     mode: None,
                     size: None,
-                    ..*a
+                    ..self.new_owner(c, d, a)
                 },
             )
         })?;
@@ -1917,6 +2043,10 @@ impl Backend for FsBackend {
     }
 
     fn remove(&self, c: &Caller<'_>, dir: &FileHandle, name: &[u8]) -> NfsResult<WccData, WccData> {
+        if name == b"." || name == b".." {
+            // ACCES, as knfsd answers (EXIST is not among REMOVE's errors).
+            return Err(self.refuse_dots(c, dir, NfsStat::Acces));
+        }
         let (d, before, ()) = self.dir_op(c, dir, name, |d, name| {
             let gone = self.named(d, name);
             rustix::fs::unlinkat(&*d.fd, name, AtFlags::empty()).map_err(status_rx)?;
@@ -1930,25 +2060,12 @@ impl Backend for FsBackend {
     }
 
     fn rmdir(&self, c: &Caller<'_>, dir: &FileHandle, name: &[u8]) -> NfsResult<WccData, WccData> {
+        // As rmdir(2) answers.
         if name == b"." {
-            let d = self.node(c, dir).map_err(Fail::from)?;
-            return Err(Fail::new(
-                NfsStat::Inval,
-                WccData {
-                    before: None,
-                    after: self.post_op(&d),
-                },
-            ));
+            return Err(self.refuse_dots(c, dir, NfsStat::Inval));
         }
         if name == b".." {
-            let d = self.node(c, dir).map_err(Fail::from)?;
-            return Err(Fail::new(
-                NfsStat::NotEmpty,
-                WccData {
-                    before: None,
-                    after: self.post_op(&d),
-                },
-            ));
+            return Err(self.refuse_dots(c, dir, NfsStat::NotEmpty));
         }
         let (d, before, ()) = self.dir_op(c, dir, name, |d, name| {
             let gone = self.named(d, name);
@@ -1987,6 +2104,12 @@ impl Backend for FsBackend {
         let r = (|| {
             if fd.export.id != td.export.id {
                 return Err(NfsStat::XDev);
+            }
+            // `.` and `..` cannot be moved or replaced: INVAL, as
+            // rename(2) answers for them (EXIST would say a target is in
+            // the way).
+            if [from, to].iter().any(|n| *n == b"." || *n == b"..") {
+                return Err(NfsStat::Inval);
             }
             let from = check_new_name(from)?;
             let to = check_new_name(to)?;
@@ -2076,8 +2199,17 @@ impl Backend for FsBackend {
         let f = self
             .reopen(&d.fd, OFlags::RDONLY | OFlags::DIRECTORY)
             .map_err(fail)?;
-        rustix::fs::seek(&f, rustix::fs::SeekFrom::Start(cookie))
-            .map_err(|e| fail(status_rx(e)))?;
+        // A cookie the filesystem cannot seek to (past i64, say) was not
+        // one of its own.
+        if i64::try_from(cookie).is_err() {
+            return Err(fail(NfsStat::BadCookie));
+        }
+        rustix::fs::seek(&f, rustix::fs::SeekFrom::Start(cookie)).map_err(|e| {
+            fail(match e {
+                rustix::io::Errno::INVAL => NfsStat::BadCookie,
+                e => status_rx(e),
+            })
+        })?;
         // Sized by the first read, the largest: the reply only fills up.
         let mut buf = Vec::new();
         let plus = sink.plus();
@@ -2123,10 +2255,13 @@ impl Backend for FsBackend {
                     continue;
                 }
                 let dots = e.name == b"." || e.name == b"..";
+                // The fileid GETATTR gives: on a filesystem mounted inside
+                // the export, its inode numbers are mapped off the
+                // export's own.
                 let fileid = if at_root && e.name == b".." {
                     root_fileid
                 } else {
-                    e.ino
+                    self.fileid_of(&d.export, d.st.st_dev, e.ino)
                 };
                 let cached = if cached_ok && !dots {
                     self.entries.get(d.export.id, dir_key, e.name, now)
@@ -2201,7 +2336,7 @@ impl Backend for FsBackend {
                 wtpref: MAX_IO,
                 wtmult: 4096,
                 dtpref: 64 * 1024,
-                maxfilesize: i64::MAX as u64,
+                maxfilesize: max_file_size(&n.fd),
                 time_delta: NfsTime {
                     seconds: 0,
                     nseconds: 1,
@@ -2300,25 +2435,27 @@ impl Backend for FsBackend {
         } else {
             path
         };
-        // The longest export whose mount path (or host path) is a prefix at
-        // a component boundary; the rest is resolved beneath it.
+        // The longest export whose mount path is a prefix at a component
+        // boundary; the rest is resolved beneath it. Only the mount path:
+        // an export given one is not found by its host path, which a guest
+        // could otherwise probe for (the host's layout is none of its
+        // business). Without one, the mount path is the host path.
         let mut best: Option<(&Arc<Export>, &str)> = None;
         for e in &self.exports {
-            for prefix in [e.cfg.mount_path.as_str(), e.cfg.path.to_str().unwrap_or("")] {
-                if prefix.is_empty() {
-                    continue;
-                }
-                let rest = if trimmed == prefix {
-                    Some("")
-                } else {
-                    trimmed
-                        .strip_prefix(prefix)
-                        .filter(|r| r.starts_with('/') || prefix == "/")
-                };
-                if let Some(rest) = rest {
-                    if best.map(|(_, r)| rest.len() < r.len()).unwrap_or(true) {
-                        best = Some((e, rest));
-                    }
+            let prefix = e.cfg.mount_path.as_str();
+            if prefix.is_empty() {
+                continue;
+            }
+            let rest = if trimmed == prefix {
+                Some("")
+            } else {
+                trimmed
+                    .strip_prefix(prefix)
+                    .filter(|r| r.starts_with('/') || prefix == "/")
+            };
+            if let Some(rest) = rest {
+                if best.map(|(_, r)| rest.len() < r.len()).unwrap_or(true) {
+                    best = Some((e, rest));
                 }
             }
         }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use vmshare_fs::{ClientMatch, ClientRule, ExportConfig, ExportOptions, FsBackend, Squash};
 use vmshare_proto::backend::*;
+use vmshare_proto::mount::MountStat;
 use vmshare_proto::nfs3::*;
 use vmshare_proto::NfsStat;
 use vmshare_wire::rpc::{AuthSys, Credential};
@@ -316,6 +317,22 @@ impl Drop for Mounted {
     }
 }
 
+/// Names and fileids of a listing.
+struct Fileids {
+    plus: bool,
+    ids: Vec<(Vec<u8>, u64)>,
+}
+
+impl DirSink for Fileids {
+    fn plus(&self) -> bool {
+        self.plus
+    }
+    fn push(&mut self, e: &DirEntry<'_>) -> bool {
+        self.ids.push((e.name.to_vec(), e.fileid));
+        true
+    }
+}
+
 #[test]
 fn a_filesystem_mounted_inside_the_export_is_served_across_a_restart() {
     if !running_as_root("mount a tmpfs") {
@@ -351,8 +368,24 @@ fn a_filesystem_mounted_inside_the_export_is_served_across_a_restart() {
         .getattr(&c, &file)
         .expect("handle on the inner filesystem");
     assert_eq!(a.size, 8);
-    // One export, one fsid, but fileids kept apart from the export's own.
+    // One export, one fsid, but fileids kept apart from the export's own,
+    // in a listing as in GETATTR.
     assert_eq!(a.fsid, export_fsid);
+    let root = root_fh(&b, &c, "/data");
+    let sub = b.lookup(&c, &root, b"sub").expect("sub").fh;
+    let mnt = b.lookup(&c, &sub, b"mnt").expect("mnt").fh;
+    for plus in [false, true] {
+        let mut ids = Fileids {
+            plus,
+            ids: Vec::new(),
+        };
+        b.readdir(&c, &mnt, 0, [0; 8], &mut ids).expect("readdir");
+        let listed = ids.ids.iter().find(|(n, _)| n == b"f").map(|e| e.1);
+        assert_eq!(listed, Some(a.fileid), "READDIR (plus: {plus}) as GETATTR");
+        let dot = ids.ids.iter().find(|(n, _)| n == b".").map(|e| e.1);
+        let mnt_id = b.getattr(&c, &mnt).expect("mnt").fileid;
+        assert_eq!(dot, Some(mnt_id), "`.` as GETATTR (plus: {plus})");
+    }
     let inner_ino = std::fs::metadata(point.join("f"))
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .expect("stat");
@@ -812,10 +845,14 @@ fn client_rules_and_secure_ports() {
     let root = b.mount(&ok, b"/data").expect("mount");
     // A handle obtained legitimately is still refused to an outsider.
     assert_eq!(b.getattr(&outsider, &root).err(), Some(NfsStat::Acces));
-    // Mounting by host path works too; subdirectories resolve beneath.
-    assert!(b
-        .mount(&ok, t.p("export").to_str().expect("utf8").as_bytes())
-        .is_ok());
+    // An export with a mount path is not found by its host path (a guest
+    // must not learn the host's layout by probing); subdirectories of the
+    // mount path resolve beneath it.
+    assert_eq!(
+        b.mount(&ok, t.p("export").to_str().expect("utf8").as_bytes())
+            .err(),
+        Some(MountStat::NoEnt)
+    );
     assert!(b.mount(&ok, b"/data/sub").is_ok());
     assert!(b.mount(&ok, b"/data/../secret").is_err());
 }
@@ -997,7 +1034,7 @@ fn cached_listings_need_search_permission() {
 /// A cached READ/WRITE descriptor is lent only while the file's mode and
 /// owner are what they were at its open: a chmod made any way (here on
 /// the host) is checked again at the next call, and so is one made by a
-/// SETATTR that then failed on its size.
+/// SETATTR.
 #[test]
 fn a_permission_change_is_seen_by_the_next_read() {
     if !running_as_root("switch identities") {
@@ -1035,9 +1072,9 @@ fn a_permission_change_is_seen_by_the_next_read() {
     chmod(&path, 0o660);
     b.read(&caller(&member), &f, 0, &mut buf)
         .expect("member reads again");
-    // ... then taken by the owner in a SETATTR whose truncation fails (a
-    // size past the largest file): the mode is changed, the error
-    // returned, and the member refused.
+    // A SETATTR by the owner that would take it, but fails on its size (past
+    // the largest file), changes nothing: the size is tried first. The
+    // member still reads.
     let take = Sattr {
         mode: Some(0o400),
         size: Some(u64::MAX),
@@ -1048,6 +1085,18 @@ fn a_permission_change_is_seen_by_the_next_read() {
         .err()
         .map(|e| e.status);
     assert!(failed.is_some(), "the truncation failed");
+    vmshare_fs::cred::as_server(true);
+    let mode = std::fs::metadata(&path).expect("stat").mode();
+    assert_eq!(mode & 0o777, 0o660, "nothing was changed");
+    b.read(&caller(&member), &f, 0, &mut buf)
+        .expect("member reads after the failed SETATTR");
+    // Taken by the owner's SETATTR: the member is refused at once.
+    let take = Sattr {
+        mode: Some(0o400),
+        ..Sattr::default()
+    };
+    b.setattr(&caller(&owner), &f, &take, None)
+        .expect("owner takes it");
     assert_eq!(refused(&b), (Some(NfsStat::Acces), Some(NfsStat::Acces)));
     vmshare_fs::cred::as_server(true);
     assert_eq!(std::fs::read(&path).expect("read"), b"SHARED");
@@ -1500,4 +1549,146 @@ fn a_rename_racing_a_listing_never_pairs_two_files() {
         wrong.is_empty(),
         "READDIRPLUS paired other files' attributes: {wrong:?}"
     );
+}
+
+/// A creation succeeds whole or leaves nothing. A caller other than root
+/// asking for an owner it could not give is given its own (knfsd drops
+/// it too): made, then refused the chown, the object stayed behind under
+/// a PERM, and the client's retry found EXIST. MKDIR ignores a size; and
+/// attributes that do fail take the new object away again.
+#[test]
+fn a_new_objects_attributes_never_fail_it_halfway() {
+    if !running_as_root("switch identities") {
+        return;
+    }
+    let t = Tree::new("newattrs");
+    let (b, root) = served(&t);
+    chmod(&t.p("export"), 0o1777);
+    let user = sys_cred(1000, 1000, vec![4000]);
+    let c = caller(&user);
+    let give_away = Sattr {
+        mode: Some(0o640),
+        uid: Some(0),
+        gid: Some(4242),
+        ..Sattr::default()
+    };
+    b.create(&c, &root, b"f", &CreateHow::Guarded(give_away))
+        .expect("create");
+    b.mkdir(&c, &root, b"d", &give_away).expect("mkdir");
+    b.symlink(&c, &root, b"l", &give_away, b"target")
+        .expect("symlink");
+    b.mknod(&c, &root, b"p", &MknodKind::Fifo(give_away))
+        .expect("mknod");
+    vmshare_fs::cred::as_server(true);
+    for n in ["f", "d", "l", "p"] {
+        let md = std::fs::symlink_metadata(t.p(&format!("export/{n}"))).expect("stat");
+        assert_eq!((md.uid(), md.gid()), (1000, 1000), "{n} is the caller's");
+    }
+    // A group of the caller's own is given.
+    let own_group = Sattr {
+        gid: Some(4000),
+        ..Sattr::default()
+    };
+    b.create(&c, &root, b"g", &CreateHow::Unchecked(own_group))
+        .expect("create in a group of one's own");
+    vmshare_fs::cred::as_server(true);
+    assert_eq!(
+        std::fs::metadata(t.p("export/g")).expect("stat").gid(),
+        4000
+    );
+    // MKDIR with a size: made, the size ignored.
+    let rootc = root_cred();
+    let rc = caller(&rootc);
+    let sized = Sattr {
+        size: Some(10),
+        ..Sattr::default()
+    };
+    b.mkdir(&rc, &root, b"sized", &sized)
+        .expect("mkdir with a size");
+    // Attributes that fail (a size past the largest file) leave nothing.
+    let too_big = Sattr {
+        size: Some(u64::MAX),
+        ..Sattr::default()
+    };
+    assert!(b
+        .create(&rc, &root, b"huge", &CreateHow::Guarded(too_big))
+        .is_err());
+    assert!(!exists(&t.p("export/huge")), "the failed file was removed");
+    b.create(&rc, &root, b"huge", &CreateHow::Guarded(Sattr::default()))
+        .expect("a retry that can succeed does");
+    // UNCHECKED over a file the caller may not write finds it; over a
+    // directory it is EXIST.
+    owned_file(&t, "export/theirs", b"x", (0, 0), 0o444);
+    b.create(
+        &c,
+        &root,
+        b"theirs",
+        &CreateHow::Unchecked(Sattr::default()),
+    )
+    .expect("unchecked over a read-only file");
+    vmshare_fs::cred::as_server(true);
+    assert_eq!(std::fs::read(t.p("export/theirs")).expect("read"), b"x");
+    assert_eq!(
+        b.create(&c, &root, b"sub", &CreateHow::Unchecked(Sattr::default()))
+            .err()
+            .map(|f| f.status),
+        Some(NfsStat::Exist)
+    );
+}
+
+/// Offsets, counts and cookies no file or directory reaches get the
+/// answers RFC 1813 gives them, not EINVAL from the system call.
+#[test]
+fn offsets_and_cookies_past_any_file_are_answered_as_the_rfc_says() {
+    let t = Tree::new("edges");
+    let (b, root) = served(&t);
+    let rootc = root_cred();
+    let c = caller(&rootc);
+    let f = b.lookup(&c, &root, b"file").expect("lookup").fh;
+    let mut buf = [0u8; 8];
+    for offset in [1 << 63, u64::MAX] {
+        let r = b.read(&c, &f, offset, &mut buf).expect("read past i64");
+        assert_eq!((r.count, r.eof), (0, true), "at {offset}");
+    }
+    let w = b.write(&c, &f, (1 << 63) - 2, StableHow::Unstable, b"xyz");
+    assert_eq!(w.err().map(|e| e.status), Some(NfsStat::FBig));
+    // More than wtmax: a short write, which the client completes.
+    let big = vec![7u8; vmshare_proto::MAX_IO as usize + 4];
+    let w = b
+        .write(&c, &f, 0, StableHow::Unstable, &big)
+        .expect("write");
+    assert_eq!(w.count, vmshare_proto::MAX_IO);
+    let mut s = Collect {
+        plus: false,
+        max: 10,
+        entries: Vec::new(),
+    };
+    assert_eq!(
+        b.readdir(&c, &root, u64::MAX, [0; 8], &mut s)
+            .err()
+            .map(|e| e.status),
+        Some(NfsStat::BadCookie)
+    );
+    // `.` and `..`: REMOVE answers ACCES (as knfsd), RENAME INVAL (as
+    // rename(2)); EXIST is for CREATE.
+    assert_eq!(
+        b.remove(&c, &root, b".").err().map(|e| e.status),
+        Some(NfsStat::Acces)
+    );
+    for (from, to) in [(&b".."[..], &b"x"[..]), (b"file", b".")] {
+        assert_eq!(
+            b.rename(&c, &root, from, &root, to).err().map(|e| e.status),
+            Some(NfsStat::Inval)
+        );
+    }
+    assert!(exists(&t.p("export/file")));
+    // FSINFO gives the filesystem's own largest file where it is known.
+    let (_, info) = b.fsinfo(&c, &root).expect("fsinfo");
+    let fs = rustix::fs::statfs(t.p("export")).expect("statfs");
+    if u64::try_from(fs.f_type) == Ok(0xef53) {
+        let bsize = u64::try_from(fs.f_bsize).expect("block size");
+        assert_eq!(info.maxfilesize, ((1 << 32) - 1) * bsize);
+    } else {
+        assert_eq!(info.maxfilesize, i64::MAX as u64);
+    }
 }
