@@ -17,27 +17,29 @@ use vmshare_server::{Limits, Server, ServerConfig};
 pub struct Args {
     /// Address for NFS, and for MOUNT and the portmapper unless they get
     /// their own listener.
-    #[arg(long, default_value = "127.0.0.1:2049")]
+    #[arg(long, default_value = "127.0.0.1:2049", value_parser = listen_addr)]
     listen: SocketAddr,
 
-    /// A separate listener for MOUNT (e.g. 0.0.0.0:20048).
-    #[arg(long, value_name = "ADDR")]
+    /// A separate listener for MOUNT (e.g. 0.0.0.0:20048, or :20048 for
+    /// every address).
+    #[arg(long, value_name = "ADDR", value_parser = listen_addr)]
     mount_listen: Option<SocketAddr>,
 
     /// A separate listener for the portmapper (e.g. 0.0.0.0:111, so that a
     /// stock client finds the ports without `port=`/`mountport=`).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = listen_addr)]
     portmap_listen: Option<SocketAddr>,
 
     /// An export, written like an exports-file line: `HOST_PATH [MOUNT_PATH]
-    /// [CLIENT(options)...]`. Without clients it is read-write to everyone
-    /// (with root squashing). Repeatable.
+    /// [CLIENT(options)...]`. Without clients it is `*(rw,insecure)`:
+    /// read-write to everyone, with root squashing, from any source port
+    /// (a guest behind QEMU's NAT has no privileged one). Repeatable.
     #[arg(long = "export", value_name = "SPEC")]
     exports: Vec<String>,
 
-    /// An exports file (exports(5) shape; see docs/server.md).
+    /// An exports file (exports(5) shape; see docs/server.md). Repeatable.
     #[arg(long = "exports", value_name = "FILE")]
-    exports_file: Option<PathBuf>,
+    exports_files: Vec<PathBuf>,
 
     /// Where the file handle key is kept, so that handles survive restarts.
     /// Default: /var/lib/vmshare as root, else $XDG_STATE_HOME/vmshare or
@@ -90,6 +92,27 @@ pub struct Args {
     attr_cache_ms: u64,
 }
 
+/// A listening address: `IP:PORT`, `:PORT` for every IPv4 address, or a
+/// host name such as `localhost:2049` (its first address).
+fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    if let Some(port) = s.strip_prefix(':') {
+        return port
+            .parse::<u16>()
+            .map(|p| SocketAddr::from(([0, 0, 0, 0], p)))
+            .map_err(|_| format!("{s:?}: the port is not a number from 0 to 65535"));
+    }
+    let mut found = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?}: not IP:PORT, :PORT or HOST:PORT ({e})"))?;
+    found
+        .next()
+        .ok_or_else(|| format!("{s:?}: the name has no address"))
+}
+
 fn default_state_dir(root: bool) -> PathBuf {
     if root {
         return PathBuf::from("/var/lib/vmshare");
@@ -99,7 +122,12 @@ fn default_state_dir(root: bool) -> PathBuf {
     }
     match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
         Some(h) => PathBuf::from(h).join(".local/state/vmshare"),
-        None => std::env::temp_dir().join("vmshare-state"),
+        // Per user: the key kept there must be this user's alone (it is
+        // refused otherwise, see `HandleCodec`).
+        None => std::env::temp_dir().join(format!(
+            "vmshare-state-{}",
+            rustix::process::geteuid().as_raw()
+        )),
     }
 }
 
@@ -117,7 +145,7 @@ fn init_logging() {
         .try_init();
 }
 
-/// Blocks SIGINT and SIGTERM in this thread and every thread it starts
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread it starts
 /// afterwards, so that they can be taken synchronously with [`wait_signal`]
 /// instead of killing the process mid-write.
 fn block_signals() -> Result<libc::sigset_t, std::io::Error> {
@@ -131,6 +159,7 @@ fn block_signals() -> Result<libc::sigset_t, std::io::Error> {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
     };
     if rc != 0 {
@@ -159,8 +188,16 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     for spec in &args.exports {
         exports.push(parse_export_spec(spec)?);
     }
-    if let Some(file) = &args.exports_file {
-        exports.extend(parse_exports_file(file)?);
+    for file in &args.exports_files {
+        let found = parse_exports_file(file)?;
+        if found.is_empty() {
+            return Err(format!(
+                "{}: no exports in it (every line is blank or a comment)",
+                file.display()
+            )
+            .into());
+        }
+        exports.extend(found);
     }
     if exports.is_empty() {
         return Err("nothing to serve: give --export PATH or --exports FILE".into());
@@ -176,8 +213,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         warn!(
             "not running as root: calls cannot take on the callers' identities, so every file is \
              created as this user and permission checks are this user's, not the guest's; \
-             squash options have no effect on ownership; and file handles may not survive a \
-             restart if they cannot be opened by handle"
+             squash options have no effect on ownership"
         );
     }
     let half = args.memory_budget.saturating_mul(1 << 20) / 2;
@@ -202,8 +238,39 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // Before any server thread exists, so that they all inherit the mask.
     let signals = block_signals()?;
     let running = Server::bind(config)?.spawn()?;
-    let sig = wait_signal(&signals);
+    let sig = loop {
+        match wait_signal(&signals) {
+            // unfs3 and knfsd users reach for it to reload the exports;
+            // killing the server (SIGHUP's default) would break every
+            // guest's mount instead.
+            libc::SIGHUP => warn!(
+                "SIGHUP: the exports are read only at start; restart the server to change \
+                 them (clients with hard mounts carry on after a restart)"
+            ),
+            sig => break sig,
+        }
+    };
     info!(signal = sig, "stopping");
     running.shutdown();
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listen_addr;
+
+    #[test]
+    fn listen_addresses_in_the_forms_people_write() {
+        assert_eq!(
+            listen_addr("10.0.0.1:2049").ok(),
+            "10.0.0.1:2049".parse().ok()
+        );
+        assert_eq!(listen_addr(":20048").ok(), "0.0.0.0:20048".parse().ok());
+        assert_eq!(listen_addr("[::1]:111").ok(), "[::1]:111".parse().ok());
+        let local = listen_addr("localhost:2049").expect("localhost resolves");
+        assert!(local.ip().is_loopback() && local.port() == 2049);
+        for bad in [":70000", "nowhere", ":x"] {
+            assert!(listen_addr(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -223,3 +223,66 @@ fn secure_refuses_unprivileged_ports_and_says_why() {
         "{log}"
     );
 }
+
+/// A server that is not root cannot open files by handle (that needs
+/// CAP_DAC_READ_SEARCH): it must reach every object by name and keep it.
+/// Files that were in the export before it started answered PERM to
+/// everything after their LOOKUP. Run as nobody, from a copy of the binary
+/// in /tmp, which nobody can reach wherever the build is.
+#[test]
+fn a_server_not_running_as_root_serves_the_files_already_there() {
+    if !needs::tool_or_skip("nfs-cp", "libnfs-utils")
+        || !needs::tool_or_skip("setpriv", "util-linux")
+    {
+        return;
+    }
+    if !needs::root_or_skip("needs root to start the server as nobody") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let top = std::env::temp_dir().join(format!("vmshare-nonroot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&top);
+    let data = top.join("data");
+    std::fs::create_dir_all(data.join("sub")).expect("mkdir");
+    std::fs::write(data.join("top.txt"), "at the top\n").expect("write");
+    std::fs::write(data.join("sub/deep.txt"), "further down\n").expect("write");
+    let state = top.join("state");
+    std::fs::create_dir_all(&state).expect("mkdir");
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).expect("chown");
+    for d in [&top, &data, &data.join("sub")] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let bin = top.join("vmshare");
+    std::fs::copy(env!("CARGO_BIN_EXE_vmshare"), &bin).expect("copy the binary");
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin);
+    let e = format!("{} /data *(ro,insecure)", data.display());
+    let (server, port) = serve_in(cmd, &[&e], &state);
+    let back = top.join("back");
+    for (path, want) in [
+        ("/data/top.txt", "at the top\n"),
+        ("/data/sub/deep.txt", "further down\n"),
+    ] {
+        let out = Command::new("nfs-cp")
+            .arg(url(port, path))
+            .arg(&back)
+            .output()
+            .expect("nfs-cp");
+        assert!(
+            out.status.success(),
+            "{path}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            server.log()
+        );
+        assert_eq!(std::fs::read_to_string(&back).expect("read"), want);
+        let _ = std::fs::remove_file(&back);
+    }
+    assert!(
+        server.log().contains("cannot open files by handle"),
+        "the log says what not being root costs: {}",
+        server.log()
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&top);
+}

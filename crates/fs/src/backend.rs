@@ -293,6 +293,10 @@ pub struct FsBackend {
     codec: HandleCodec,
     /// Whether this process can act as other users (it is root).
     switch_ids: bool,
+    /// Whether this process may open files by handle (CAP_DAC_READ_SEARCH).
+    /// Without it a handle resolves only while its descriptor is kept in
+    /// `paths`, so every lookup keeps one.
+    by_handle: bool,
     paths: Mutex<HashMap<FileHandle, Arc<OwnedFd>>>,
     io: Mutex<IoCache>,
     /// Keys the hash of a caller's groups in [`IoWho`]. Random per process,
@@ -484,11 +488,18 @@ impl FsBackend {
     /// `state_dir`.
     pub fn new(exports: Vec<ExportConfig>, state_dir: &Path) -> Result<FsBackend, FsError> {
         let (path_cache_max, io_cache_max) = fd_budget(sys::raise_nofile_limit());
-        let codec = HandleCodec::load_or_create(state_dir).map_err(|source| FsError::State {
-            path: state_dir.display().to_string(),
-            source,
+        let codec = HandleCodec::load_or_create(state_dir).map_err(|source| {
+            if source.kind() == io::ErrorKind::InvalidData {
+                FsError::Key(source.to_string())
+            } else {
+                FsError::State {
+                    path: state_dir.display().to_string(),
+                    source,
+                }
+            }
         })?;
         let mut opened = Vec::with_capacity(exports.len());
+        let mut by_handle = true;
         for cfg in exports {
             let err = |source: io::Error| FsError::Export {
                 path: cfg.path.display().to_string(),
@@ -518,6 +529,22 @@ impl FsBackend {
                 Mode::empty(),
             )
             .map_err(|e| err(e.into()))?;
+            // NFS names files by handle: a filesystem that cannot make
+            // them (procfs, some FUSE filesystems) cannot be served, and
+            // is better refused here than by every MNT.
+            let k = sys::handle_of(root.as_fd()).map_err(|e| {
+                err(io::Error::other(format!(
+                    "its filesystem gives no file handles, which NFS needs \
+                     (name_to_handle_at: {e})"
+                )))
+            })?;
+            // Without CAP_DAC_READ_SEARCH (not root) the kernel opens no
+            // handle: every object must then be reached by name and kept.
+            if let Err(e) = sys::open_by_handle(mount_fd.as_fd(), &k, libc::O_PATH) {
+                if e.raw_os_error() == Some(libc::EPERM) {
+                    by_handle = false;
+                }
+            }
             let root = Arc::new(root);
             let mut mounts = HashMap::new();
             mounts.insert(compress_dev(st.st_dev), Arc::new(mount_fd));
@@ -552,6 +579,7 @@ impl FsBackend {
             exports: opened,
             codec,
             switch_ids: rustix::process::geteuid().is_root(),
+            by_handle,
             paths: Mutex::new(HashMap::new()),
             io: Mutex::new(IoCache::default()),
             groups_hasher: std::hash::RandomState::new(),
@@ -586,6 +614,19 @@ impl FsBackend {
     /// is not root: then every operation runs as the server's user.
     pub fn switches_identity(&self) -> bool {
         self.switch_ids
+    }
+
+    /// Whether handles are opened by the kernel (so they outlive this
+    /// process and its caches), or only resolve while this process keeps
+    /// the object's descriptor (without CAP_DAC_READ_SEARCH).
+    pub fn opens_by_handle(&self) -> bool {
+        self.by_handle
+    }
+
+    /// How many objects' descriptors are kept at most: without
+    /// [`Self::opens_by_handle`], how many handles stay valid at once.
+    pub fn kept_objects(&self) -> usize {
+        self.path_cache_max
     }
 
     /// The options that apply to `addr` in `export`, if any rule admits it.
@@ -700,6 +741,10 @@ impl FsBackend {
                             Some(libc::ESTALE) | Some(libc::ENOENT) | Some(libc::EINVAL) => {
                                 NfsStat::Stale
                             }
+                            // Not root: no handle opens, and this one's
+                            // descriptor is no longer kept (a restart, or
+                            // evicted). The client looks the name up again.
+                            Some(libc::EPERM) => NfsStat::Stale,
                             _ => status(&e),
                         }
                     })?;
@@ -1232,7 +1277,10 @@ impl FsBackend {
     /// full [`Self::child`] path, which registers that filesystem for
     /// decoding its handles later.
     fn entry_plus(&self, dir: &Node, name: &[u8]) -> Result<(FileHandle, Fattr), NfsStat> {
-        let looked_up = if self.by_inode.mostly_misses() {
+        let looked_up = if !self.by_handle {
+            // Only a kept descriptor will resolve the handle later.
+            None
+        } else if self.by_inode.mostly_misses() {
             self.entry_opened(dir, name)?
         } else {
             let st = statx_name(dir, name).map_err(status_rx)?;

@@ -80,11 +80,19 @@ pub enum ExportsFileError {
 
 /// Reads and parses an exports file.
 pub fn parse_exports_file(path: &Path) -> Result<Vec<ExportConfig>, ExportsFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ExportsFileError::Read {
+    let bytes = std::fs::read(path).map_err(|source| ExportsFileError::Read {
         path: path.to_path_buf(),
         source,
     })?;
     let origin = path.display().to_string();
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let good = e.as_bytes().get(..e.utf8_error().valid_up_to());
+        ExportsFileError::Line {
+            origin: origin.clone(),
+            line: 1 + good.map_or(0, |g| g.iter().filter(|&&b| b == b'\n').count()),
+            message: "not UTF-8 text (an exports file is read as UTF-8)".into(),
+        }
+    })?;
     let exports = parse_numbered(&text, &origin)?;
     // The server would refuse these too, but without saying which line
     // named the path.
@@ -130,7 +138,9 @@ fn parse_numbered(
             line: first_line,
             message,
         };
-        if let Some(body) = raw.strip_suffix('\\') {
+        // A comment ends with its line: a backslash there continues
+        // nothing (else `# old \` would swallow the export below it).
+        if let Some(body) = raw.strip_suffix('\\').filter(|_| !has_comment(raw)) {
             pending.push_str(body);
             pending.push(' ');
             continue;
@@ -216,8 +226,24 @@ fn file_defaults() -> ExportOptions {
     }
 }
 
+/// Whether `line` has a comment: a `#` starting a field, outside quotes.
+fn has_comment(line: &str) -> bool {
+    let mut quoted = false;
+    let mut at_start = true;
+    for c in line.chars() {
+        match c {
+            '#' if at_start && !quoted => return true,
+            '"' => quoted = !quoted,
+            _ => {}
+        }
+        at_start = c.is_whitespace() && !quoted;
+    }
+    false
+}
+
 /// Splits a line into fields: whitespace-separated, `"..."` quoting,
-/// `#` at the start of a field comments out the rest.
+/// exports(5)'s octal escapes (`\040` for a space), and `#` at the start
+/// of a field comments out the rest.
 fn fields(line: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut chars = line.chars().peekable();
@@ -231,9 +257,10 @@ fn fields(line: &str) -> Result<Vec<String>, String> {
         }
         let mut field = String::new();
         let mut quoted = false;
-        for c in chars.by_ref() {
+        while let Some(c) = chars.next() {
             match c {
                 '"' => quoted = !quoted,
+                '\\' => field.push(octal_escape(&mut chars)?),
                 c if c.is_whitespace() && !quoted => break,
                 c => field.push(c),
             }
@@ -242,6 +269,28 @@ fn fields(line: &str) -> Result<Vec<String>, String> {
             return Err("unterminated double quote".into());
         }
         out.push(field);
+    }
+}
+
+/// The character of an escape `\NNN` (three octal digits, after the
+/// backslash already read). Only ASCII: names are kept as UTF-8 text.
+fn octal_escape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<char, String> {
+    let digits: String = chars.clone().take(3).collect();
+    let code = (digits.len() == 3 && digits.chars().all(|d| ('0'..='7').contains(&d)))
+        .then(|| u8::from_str_radix(&digits, 8).ok())
+        .flatten()
+        .filter(u8::is_ascii);
+    match code {
+        Some(b) => {
+            for _ in 0..3 {
+                chars.next();
+            }
+            Ok(char::from(b))
+        }
+        None => Err(format!(
+            "`\\{digits}`: a backslash starts an octal escape of an ASCII \
+             character, such as \\040 for a space (or ends a line to continue it)"
+        )),
     }
 }
 
@@ -266,7 +315,8 @@ fn parse_line(
             tidy(m)
         }
         _ => {
-            check_mount_path(&host)?;
+            // Without a mount path the host path is also the mount path.
+            check_mount_path(&host).map_err(|m| m.replace("the mount path", "the host path"))?;
             host.clone()
         }
     };
@@ -451,6 +501,12 @@ fn sec(value: Option<&str>) -> Result<(), String> {
 /// `opts` applied, in order, over `base`.
 fn parse_options(opts: &str, base: ExportOptions) -> Result<ExportOptions, String> {
     let mut o = base;
+    // all_squash and root_squash are two flags in exports(5), and
+    // `all_squash,no_root_squash` squashes everyone: the second only
+    // matters once `no_all_squash` takes the first away. Defaults that
+    // squash all are taken as squashing root too (the safe side).
+    let mut all = o.squash == Squash::All;
+    let mut root = o.squash != Squash::None;
     for opt in opts.split(',') {
         let (name, value) = match opt.split_once('=') {
             Some((n, v)) => (n, Some(v)),
@@ -458,8 +514,15 @@ fn parse_options(opts: &str, base: ExportOptions) -> Result<ExportOptions, Strin
         };
         let id = |v: Option<&str>| -> Result<u32, String> {
             let v = v.ok_or_else(|| format!("{name} needs a value, as in {name}=65534"))?;
-            v.parse()
-                .map_err(|_| format!("{name}={v}: not a number from 0 to 4294967295"))
+            match v.parse::<u32>() {
+                // (uid_t)-1 tells chown "no change": no file can be given
+                // it, so every call by a squashed caller would fail.
+                Ok(u32::MAX) => Err(format!(
+                    "{name}={v}: 4294967295 is (uid_t)-1, which no file can be owned by"
+                )),
+                Ok(id) => Ok(id),
+                Err(_) => Err(format!("{name}={v}: not a number from 0 to 4294967294")),
+            }
         };
         let flag = |v: Option<&str>| match v {
             None => Ok(()),
@@ -468,14 +531,10 @@ fn parse_options(opts: &str, base: ExportOptions) -> Result<ExportOptions, Strin
         match name {
             "rw" => flag(value).map(|()| o.writable = true)?,
             "ro" => flag(value).map(|()| o.writable = false)?,
-            "root_squash" => flag(value).map(|()| o.squash = Squash::Root)?,
-            "no_root_squash" => flag(value).map(|()| o.squash = Squash::None)?,
-            "all_squash" => flag(value).map(|()| o.squash = Squash::All)?,
-            "no_all_squash" => flag(value).map(|()| {
-                if o.squash == Squash::All {
-                    o.squash = Squash::Root;
-                }
-            })?,
+            "root_squash" => flag(value).map(|()| root = true)?,
+            "no_root_squash" => flag(value).map(|()| root = false)?,
+            "all_squash" => flag(value).map(|()| all = true)?,
+            "no_all_squash" => flag(value).map(|()| all = false)?,
             "anonuid" => o.anonuid = id(value)?,
             "anongid" => o.anongid = id(value)?,
             "secure" => flag(value).map(|()| o.secure = true)?,
@@ -493,6 +552,11 @@ fn parse_options(opts: &str, base: ExportOptions) -> Result<ExportOptions, Strin
             other => return Err(format!("unknown option {other:?}")),
         }
     }
+    o.squash = match (all, root) {
+        (true, _) => Squash::All,
+        (false, true) => Squash::Root,
+        (false, false) => Squash::None,
+    };
     Ok(o)
 }
 
@@ -509,6 +573,23 @@ mod tests {
             addr: addr.parse().expect("addr"),
             prefix,
         }
+    }
+
+    #[test]
+    fn escapes_and_comments_that_end_in_a_backslash() {
+        let text = "\
+/srv/my\\040files /spaced *(rw)
+# an old export, commented out \\
+/srv/b /b *(ro)
+/srv/c /c *(ro) # a note \\
+/srv/d /d *(ro)
+";
+        let e = parse(text).expect("parses");
+        let paths: Vec<_> = e.iter().map(|e| e.path.clone()).collect();
+        assert_eq!(
+            paths,
+            ["/srv/my files", "/srv/b", "/srv/c", "/srv/d"].map(PathBuf::from)
+        );
     }
 
     #[test]
@@ -583,11 +664,41 @@ mod tests {
                 },
             ),
             ("all_squash,no_all_squash", file_defaults()),
+            // Two flags, as in exports(5): no_root_squash does not undo
+            // all_squash, whichever comes first.
             (
-                "anonuid=0,anongid=4294967295",
+                "all_squash,no_root_squash",
+                ExportOptions {
+                    squash: Squash::All,
+                    ..file_defaults()
+                },
+            ),
+            (
+                "no_root_squash,all_squash",
+                ExportOptions {
+                    squash: Squash::All,
+                    ..file_defaults()
+                },
+            ),
+            (
+                "all_squash,root_squash",
+                ExportOptions {
+                    squash: Squash::All,
+                    ..file_defaults()
+                },
+            ),
+            (
+                "all_squash,no_root_squash,no_all_squash",
+                ExportOptions {
+                    squash: Squash::None,
+                    ..file_defaults()
+                },
+            ),
+            (
+                "anonuid=0,anongid=4294967294",
                 ExportOptions {
                     anonuid: 0,
-                    anongid: u32::MAX,
+                    anongid: u32::MAX - 1,
                     ..file_defaults()
                 },
             ),
@@ -661,6 +772,14 @@ mod tests {
             ),
             ("/x ::1/129(rw)", 1, "prefix longer than 128"),
             ("/x /a/../b *(rw)", 1, "contains . or .."),
+            (
+                "/a/../b *(rw)",
+                1,
+                "the host path \"/a/../b\" contains . or ..",
+            ),
+            ("/x *(anonuid=4294967295)", 1, "(uid_t)-1"),
+            ("/x\\1 *(rw)", 1, "octal escape"),
+            ("/x\\400 *(rw)", 1, "octal escape"),
             ("\"/x *(rw)", 1, "unterminated double quote"),
             (
                 "# c\n/x /m *(rw)\n/y /m *(ro)",

@@ -49,6 +49,44 @@ impl std::fmt::Debug for HandleCodec {
     }
 }
 
+/// Refuses a key that someone else could have read or chosen: whoever
+/// knows it can forge a handle for any file of any export. It must be
+/// this user's, readable by no one else, and whole. These errors are
+/// `InvalidData`, and say what to do.
+fn check_key_file(f: &std::fs::File, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let md = f.metadata()?;
+    let me = rustix::process::geteuid().as_raw();
+    let bad = |problem: String| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("handle key {}: {problem}", path.display()),
+        ))
+    };
+    if md.uid() != me {
+        return bad(format!(
+            "owned by uid {}, not by this server's uid {me}: whoever made it may know it \
+             and forge handles (remove it, or give --state-dir a directory of this user's)",
+            md.uid()
+        ));
+    }
+    if md.mode() & 0o077 != 0 {
+        return bad(format!(
+            "mode {:o} lets others read it and forge handles (chmod 600 it, or remove it \
+             to make a new key, which makes every handle given out so far stale)",
+            md.mode() & 0o777
+        ));
+    }
+    if md.len() != 32 {
+        return bad(format!(
+            "{} bytes, not 32: damaged (remove it to make a new key, which makes every \
+             handle given out so far stale)",
+            md.len()
+        ));
+    }
+    Ok(())
+}
+
 impl HandleCodec {
     /// A codec with an explicit key (tests).
     pub fn with_key(key: [u8; 32]) -> Self {
@@ -78,7 +116,9 @@ impl HandleCodec {
                 f.sync_all()?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                std::fs::File::open(&path)?.read_exact(&mut key)?;
+                let mut f = std::fs::File::open(&path)?;
+                check_key_file(&f, &path)?;
+                f.read_exact(&mut key)?;
             }
             Err(e) => return Err(e),
         }
@@ -208,6 +248,25 @@ mod tests {
         let a = HandleCodec::load_or_create(&dir).expect("create");
         let b = HandleCodec::load_or_create(&dir).expect("load");
         assert_eq!(a.key, b.key);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A key others can read (they could forge handles) or a damaged one
+    /// is refused, saying what to do, rather than used.
+    #[test]
+    fn a_key_others_can_read_or_a_damaged_one_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("vmshare-key-bad-{}", std::process::id()));
+        HandleCodec::load_or_create(&dir).expect("create");
+        let key = dir.join(KEY_FILE);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let e = HandleCodec::load_or_create(&dir).expect_err("world-readable");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        std::fs::write(&key, [0u8; 5]).expect("write");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let e = HandleCodec::load_or_create(&dir).expect_err("short");
+        assert!(e.to_string().contains("5 bytes, not 32"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -46,6 +46,9 @@ pub enum FsError {
         #[source]
         source: std::io::Error,
     },
+    /// The handle key found is not safe to use, or damaged.
+    #[error("{0}")]
+    Key(String),
     /// Two exports share one mount path.
     #[error("two exports are mounted as {mount_path}; give each a distinct mount path")]
     Duplicate {

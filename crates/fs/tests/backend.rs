@@ -1692,3 +1692,18 @@ fn offsets_and_cookies_past_any_file_are_answered_as_the_rfc_says() {
         assert_eq!(info.maxfilesize, i64::MAX as u64);
     }
 }
+
+/// A filesystem that gives no file handles (procfs) cannot be served: it
+/// is refused at start, saying why, not by every MNT later.
+#[test]
+fn an_export_without_file_handles_is_refused_at_start() {
+    let t = Tree::new("nohandles");
+    let e = FsBackend::new(
+        vec![ExportConfig::new("/proc", "/p", rule(opts()))],
+        &t.p("state"),
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(e.contains("gives no file handles"), "{e:?}");
+}

@@ -385,6 +385,16 @@ impl Server {
         };
         let backend = vmshare_fs::FsBackend::new(config.exports.clone(), &config.state_dir)?
             .with_attr_cache(config.attr_cache);
+        if !backend.opens_by_handle() {
+            warn!(
+                kept = backend.kept_objects(),
+                "this process cannot open files by handle (that needs CAP_DAC_READ_SEARCH): a \
+                 handle stays valid only while the server runs and keeps its file open, for at \
+                 most `kept` files at once; past that, and after a restart, clients get STALE \
+                 and look the name up again, which fails for a file open in the guest whose \
+                 name has changed"
+            );
+        }
         let handler = Arc::new(Dispatcher::new(backend, ports));
         Ok(Server::with_handler(
             handler,
@@ -449,16 +459,16 @@ impl Server {
         for e in &exports {
             match &e.single_file {
                 None => info!(
-                    host_path = %e.path.display(),
-                    mount_path = %e.mount_path,
+                    host_path = ?e.path,
+                    mount_path = ?e.mount_path,
                     clients = %describe_rules(&e.clients),
                     "export"
                 ),
                 // Only `vmshare run` makes these (a file volume): the export
                 // is the file's directory, but the client sees just the file.
                 Some(name) => info!(
-                    host_path = %e.path.display(),
-                    mount_path = %e.mount_path,
+                    host_path = ?e.path,
+                    mount_path = ?e.mount_path,
                     clients = %describe_rules(&e.clients),
                     only = %name.to_string_lossy(),
                     "export"
