@@ -5,7 +5,17 @@
 //! RSS near its configured size whatever the number of clients: a reader
 //! charges the buffer capacity it is about to fill, a worker charges the reply
 //! it is about to build, and the charge is released when the bytes are gone.
+//!
+//! Charges are counted per client address too, for one rule: an address
+//! that holds nothing may take a reserve that addresses already holding
+//! bytes may not. Clients that send calls and never read the replies fill
+//! the budget; without the reserve another client's 1 MiB READ waited
+//! until they were found stalled and closed (two seconds a wave, several
+//! waves for 60 such connections), while with it the newcomer is served
+//! at once.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -15,14 +25,43 @@ use crate::lock;
 /// Requests up to this size may use the budget's headroom.
 const SMALL: usize = 64 * 1024;
 
+/// What an address holding nothing may take beyond what others may: one
+/// largest READ or WRITE and its headers.
+const RESERVE: usize = (1 << 20) + SMALL;
+
 /// How often a blocked acquirer re-checks whether it should give up.
 const POLL: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Default)]
+struct Used {
+    total: usize,
+    /// Bytes charged per client address (absent: none).
+    by_addr: HashMap<IpAddr, usize>,
+}
+
+impl Used {
+    fn add(&mut self, addr: IpAddr, n: usize) {
+        self.total = self.total.saturating_add(n);
+        let held = self.by_addr.entry(addr).or_insert(0);
+        *held = held.saturating_add(n);
+    }
+
+    fn sub(&mut self, addr: IpAddr, n: usize) {
+        self.total = self.total.saturating_sub(n);
+        if let Some(held) = self.by_addr.get_mut(&addr) {
+            *held = held.saturating_sub(n);
+            if *held == 0 {
+                self.by_addr.remove(&addr);
+            }
+        }
+    }
+}
 
 /// A pool of bytes with a cap.
 #[derive(Debug)]
 pub(crate) struct Budget {
     cap: usize,
-    used: Mutex<usize>,
+    used: Mutex<Used>,
     freed: Condvar,
     /// Acquirers blocked right now: a sign of memory pressure.
     waiting: AtomicUsize,
@@ -32,7 +71,7 @@ impl Budget {
     pub(crate) fn new(cap: usize) -> Arc<Budget> {
         Arc::new(Budget {
             cap,
-            used: Mutex::new(0),
+            used: Mutex::new(Used::default()),
             freed: Condvar::new(),
             waiting: AtomicUsize::new(0),
         })
@@ -41,13 +80,14 @@ impl Budget {
     /// Bytes currently charged.
     #[cfg(test)]
     pub(crate) fn used(&self) -> usize {
-        *lock(&self.used)
+        lock(&self.used).total
     }
 
-    /// An empty charge, to be grown.
-    pub(crate) fn charge(self: &Arc<Self>) -> Charge {
+    /// An empty charge for a client at `addr`, to be grown.
+    pub(crate) fn charge(self: &Arc<Self>, addr: IpAddr) -> Charge {
         Charge {
             budget: Arc::clone(self),
+            addr,
             bytes: 0,
         }
     }
@@ -62,13 +102,11 @@ impl Budget {
         self.freed.notify_all();
     }
 
-    fn release(&self, n: usize) {
+    fn release(&self, addr: IpAddr, n: usize) {
         if n == 0 {
             return;
         }
-        let mut used = lock(&self.used);
-        *used = used.saturating_sub(n);
-        drop(used);
+        lock(&self.used).sub(addr, n);
         // A waker is a system call; most releases have no one to wake. A
         // waiter counts itself under the lock before it sleeps, so one
         // that missed this release's count sees the bytes freed instead.
@@ -77,24 +115,36 @@ impl Budget {
         }
     }
 
+    /// What a request of `n` bytes from an address holding `held` may fill
+    /// the budget up to. Large requests may not take the last eighth: that
+    /// headroom keeps small calls (a GETATTR, a NULL) flowing while big
+    /// records from slow or hostile clients fill the rest. Nor, from an
+    /// address that holds bytes already, the [`RESERVE`] before it, which
+    /// is for addresses holding none.
+    fn limit(&self, n: usize, held: usize) -> usize {
+        if n <= SMALL {
+            return self.cap;
+        }
+        let large = self.cap - self.cap / 8;
+        if held == 0 {
+            large
+        } else {
+            // A budget too small for a reserve keeps none.
+            large.saturating_sub(RESERVE).max(large / 2)
+        }
+    }
+
     /// Waits until `n` more bytes fit, or `abort` says to stop. A request
     /// larger than the whole budget is let through once nothing else is
-    /// charged, so that it cannot wait forever. Large requests may not take
-    /// the last eighth of the budget: that headroom keeps small calls (a
-    /// GETATTR, a NULL) flowing while big records from slow or hostile
-    /// clients fill the rest.
-    fn acquire(&self, n: usize, abort: &dyn Fn() -> bool) -> Option<Duration> {
-        let limit = if n > SMALL {
-            self.cap - self.cap / 8
-        } else {
-            self.cap
-        };
+    /// charged, so that it cannot wait forever.
+    fn acquire(&self, addr: IpAddr, n: usize, abort: &dyn Fn() -> bool) -> Option<Duration> {
         let start = Instant::now();
         let mut used = lock(&self.used);
         let mut counted = false;
         let result = loop {
-            if *used == 0 || used.saturating_add(n) <= limit {
-                *used = used.saturating_add(n);
+            let held = used.by_addr.get(&addr).copied().unwrap_or(0);
+            if used.total == 0 || used.total.saturating_add(n) <= self.limit(n, held) {
+                used.add(addr, n);
                 break Some(start.elapsed());
             }
             if abort() {
@@ -115,9 +165,8 @@ impl Budget {
         result
     }
 
-    fn force(&self, n: usize) {
-        let mut used = lock(&self.used);
-        *used = used.saturating_add(n);
+    fn force(&self, addr: IpAddr, n: usize) {
+        lock(&self.used).add(addr, n);
     }
 }
 
@@ -125,6 +174,7 @@ impl Budget {
 #[derive(Debug)]
 pub(crate) struct Charge {
     budget: Arc<Budget>,
+    addr: IpAddr,
     bytes: usize,
 }
 
@@ -132,7 +182,7 @@ impl Charge {
     /// Grows the charge by `n` bytes, waiting for room. Returns how long it
     /// waited, or `None` if `abort` stopped the wait (the charge is unchanged).
     pub(crate) fn grow(&mut self, n: usize, abort: &dyn Fn() -> bool) -> Option<Duration> {
-        let waited = self.budget.acquire(n, abort)?;
+        let waited = self.budget.acquire(self.addr, n, abort)?;
         self.bytes = self.bytes.saturating_add(n);
         Some(waited)
     }
@@ -143,9 +193,9 @@ impl Charge {
     /// that already holds the bytes.
     pub(crate) fn set(&mut self, n: usize) {
         if n > self.bytes {
-            self.budget.force(n - self.bytes);
+            self.budget.force(self.addr, n - self.bytes);
         } else {
-            self.budget.release(self.bytes - n);
+            self.budget.release(self.addr, self.bytes - n);
         }
         self.bytes = n;
     }
@@ -153,7 +203,7 @@ impl Charge {
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.budget.release(self.bytes);
+        self.budget.release(self.addr, self.bytes);
     }
 }
 
@@ -161,10 +211,13 @@ impl Drop for Charge {
 mod tests {
     use super::*;
 
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
     #[test]
     fn charges_are_released_on_drop() {
         let b = Budget::new(100);
-        let mut c = b.charge();
+        let mut c = b.charge(A);
         assert!(c.grow(60, &|| false).is_some());
         assert_eq!(b.used(), 60);
         c.set(10);
@@ -176,9 +229,9 @@ mod tests {
     #[test]
     fn full_budget_blocks_until_abort() {
         let b = Budget::new(100);
-        let mut c1 = b.charge();
+        let mut c1 = b.charge(A);
         assert!(c1.grow(80, &|| false).is_some());
-        let mut c2 = b.charge();
+        let mut c2 = b.charge(A);
         assert!(c2.grow(30, &|| true).is_none());
         assert_eq!(b.used(), 80);
     }
@@ -186,36 +239,63 @@ mod tests {
     #[test]
     fn headroom_is_kept_for_small_requests() {
         let b = Budget::new(800 * 1024);
-        let mut big = b.charge();
+        let mut big = b.charge(A);
         assert!(big.grow(600 * 1024, &|| false).is_some());
-        let mut big2 = b.charge();
+        let mut big2 = b.charge(A);
         assert!(
             big2.grow(150 * 1024, &|| true).is_none(),
             "a large request took the headroom"
         );
-        let mut small = b.charge();
+        let mut small = b.charge(A);
         assert!(small.grow(60 * 1024, &|| true).is_some());
     }
 
     #[test]
     fn oversized_request_passes_alone() {
         let b = Budget::new(10);
-        let mut c = b.charge();
+        let mut c = b.charge(A);
         assert!(c.grow(50, &|| true).is_some());
     }
 
     #[test]
     fn waiter_wakes_when_bytes_are_freed() {
         let b = Budget::new(100);
-        let mut c1 = b.charge();
+        let mut c1 = b.charge(A);
         assert!(c1.grow(100, &|| false).is_some());
         let b2 = Arc::clone(&b);
         let t = std::thread::spawn(move || {
-            let mut c2 = b2.charge();
+            let mut c2 = b2.charge(A);
             c2.grow(50, &|| false).is_some()
         });
         std::thread::sleep(Duration::from_millis(20));
         drop(c1);
         assert!(t.join().unwrap_or(false));
+    }
+
+    #[test]
+    fn an_address_holding_nothing_may_take_the_reserve() {
+        const MIB: usize = 1 << 20;
+        let b = Budget::new(10 * MIB);
+        // One address fills what it may with 1 MiB calls...
+        let mut hoard = Vec::new();
+        loop {
+            let mut c = b.charge(A);
+            if c.grow(MIB, &|| true).is_none() {
+                break;
+            }
+            hoard.push(c);
+        }
+        assert!(b.used() <= 10 * MIB - 10 * MIB / 8 - RESERVE + MIB);
+        // ... and another still gets one at once.
+        let mut newcomer = b.charge(B);
+        assert!(
+            newcomer.grow(MIB, &|| true).is_some(),
+            "the reserve was taken"
+        );
+        // Having one, it waits like everyone else.
+        let mut second = b.charge(B);
+        assert!(second.grow(MIB, &|| true).is_none());
+        drop(hoard);
+        assert_eq!(b.used(), MIB);
     }
 }

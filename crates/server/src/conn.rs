@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -93,6 +93,9 @@ pub(crate) struct Conn {
     out_cv: Condvar,
     inflight: Mutex<Inflight>,
     inflight_cv: Condvar,
+    /// When the last call arrived, in [`Shared::ms`] (at accept: when the
+    /// connection was made), to find the longest-idle connection.
+    last_call_ms: AtomicU64,
 }
 
 /// One call counted against the connection's in-flight cap until dropped.
@@ -183,6 +186,7 @@ impl Conn {
         peer: SocketAddr,
         local: SocketAddr,
         stream: TcpStream,
+        now_ms: u64,
     ) -> Arc<Conn> {
         Arc::new(Conn {
             id,
@@ -194,7 +198,17 @@ impl Conn {
             out_cv: Condvar::new(),
             inflight: Mutex::new(Inflight::default()),
             inflight_cv: Condvar::new(),
+            last_call_ms: AtomicU64::new(now_ms),
         })
+    }
+
+    /// How long the connection has been idle at `now_ms`: no call in
+    /// flight (so no reply unsent) and none arrived since. `None` if busy.
+    pub(crate) fn idle_ms(&self, now_ms: u64) -> Option<u64> {
+        if self.is_closed() || self.inflight() > 0 {
+            return None;
+        }
+        Some(now_ms.saturating_sub(self.last_call_ms.load(Ordering::Relaxed)))
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -316,12 +330,16 @@ impl Conn {
                     Some((lease, len)) => self.send_spliced(rest, lease, *len, &mut progress),
                 };
                 if let Err(e) = sent {
-                    tracing::info!(
-                        conn = self.id,
-                        peer = %self.peer,
-                        error = %e,
-                        "client not reading its replies; closing"
-                    );
+                    if let Some(held_back) = shared.log_gates.stalled.allow() {
+                        tracing::info!(
+                            conn = self.id,
+                            peer = %self.peer,
+                            error = %e,
+                            held_back,
+                            "client not reading its replies; closing (`held_back`: lines like \
+                             this one not written since the last)"
+                        );
+                    }
                     self.close();
                     return;
                 }
@@ -504,6 +522,9 @@ impl<'a> Reader<'a> {
                         .arrived(self.started.unwrap_or_else(Instant::now));
                     let now = Instant::now();
                     self.idle_since = now;
+                    self.conn
+                        .last_call_ms
+                        .store(self.shared.ms(now), Ordering::Relaxed);
                     self.shared.bufs.trim_if_idle(now);
                     // A lone call runs here when it is quick (see `Kind`):
                     // handing it to a worker costs two thread switches,
@@ -520,11 +541,25 @@ impl<'a> Reader<'a> {
                         Kind::Sync => self.sync_gate.admit(now) && lone && crowded,
                         Kind::Large => false,
                     };
+                    // A call going to the workers takes its reply's
+                    // memory here, so that a worker never waits for it: a
+                    // client that does not read its replies would
+                    // otherwise park every worker on the budget, and
+                    // other clients' calls behind them.
+                    let reply = if inline {
+                        None
+                    } else {
+                        match crate::pool::reply_charge(self.shared, self.conn, &record) {
+                            Some(c) => Some(c),
+                            None => break End::Closed,
+                        }
+                    };
                     let slot = self.conn.take_slot();
                     let job = Job {
                         conn: Arc::clone(self.conn),
                         record,
                         charge,
+                        reply,
                         slot,
                     };
                     if inline {
@@ -563,7 +598,16 @@ impl<'a> Reader<'a> {
                 debug!(conn = self.conn.id, peer = %self.conn.peer, error = %e, "connection reset by the client")
             }
             other => {
-                tracing::info!(conn = self.conn.id, peer = %self.conn.peer, reason = ?other, "closing connection")
+                if let Some(held_back) = self.shared.log_gates.closing.allow() {
+                    tracing::info!(
+                        conn = self.conn.id,
+                        peer = %self.conn.peer,
+                        reason = ?other,
+                        held_back,
+                        "closing connection (`held_back`: lines like this one not written since \
+                         the last)"
+                    )
+                }
             }
         }
         self.conn.close();
@@ -707,7 +751,7 @@ impl<'a> Reader<'a> {
         let mut record: Vec<u8> = Vec::new();
         let mut pooled = false;
         let mut filled = 0usize;
-        let mut charge = self.shared.request_budget.charge();
+        let mut charge = self.shared.request_budget.charge(self.conn.peer.ip());
         loop {
             let mut mark = [0u8; 4];
             self.read_exact(&mut mark)?;

@@ -23,6 +23,7 @@ mod bufs;
 mod conn;
 mod drc;
 mod linger;
+mod loggate;
 mod pipes;
 mod pool;
 
@@ -99,6 +100,11 @@ pub struct Limits {
     /// A connection with no call for this long, and none in flight, is
     /// closed.
     pub idle_timeout: Duration,
+    /// At a connection limit, a connection idle at least this long is
+    /// closed (the one idle longest) to admit a new one, instead of the
+    /// new one being refused. The Linux client reconnects by itself at
+    /// its next call; knfsd closes its oldest connection likewise.
+    pub evict_idle: Duration,
     /// A record must arrive completely within this time of its first byte,
     /// so that a client that stalls mid-record cannot pin its buffer.
     pub record_timeout: Duration,
@@ -132,6 +138,7 @@ impl Default for Limits {
             request_budget: 10 << 20,
             reply_budget: 10 << 20,
             idle_timeout: Duration::from_secs(300),
+            evict_idle: Duration::from_secs(5),
             record_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(30),
             drc_entries: 4096,
@@ -275,9 +282,39 @@ pub(crate) struct Shared {
     /// Connection threads still running (they are not joined one by one).
     live: Mutex<usize>,
     live_cv: Condvar,
+    /// Start of [`Shared::ms`]'s clock.
+    epoch: Instant,
+    log_gates: LogGates,
+}
+
+/// Gates for log lines a client can provoke at will (see `loggate`).
+#[derive(Debug)]
+struct LogGates {
+    refused: loggate::LogGate,
+    evicted: loggate::LogGate,
+    closing: loggate::LogGate,
+    stalled: loggate::LogGate,
+}
+
+impl LogGates {
+    fn new() -> LogGates {
+        let every = || loggate::LogGate::new(Duration::from_secs(10));
+        LogGates {
+            refused: every(),
+            evicted: every(),
+            closing: every(),
+            stalled: every(),
+        }
+    }
 }
 
 impl Shared {
+    /// Milliseconds since the server was made: a cheap clock for
+    /// timestamps kept in atomics.
+    fn ms(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// How long a partial record may make no progress while others wait
     /// for request memory.
     fn pressure_stall(&self) -> Duration {
@@ -427,6 +464,8 @@ impl Server {
             next_conn: AtomicU64::new(1),
             live: Mutex::new(0),
             live_cv: Condvar::new(),
+            epoch: Instant::now(),
+            log_gates: LogGates::new(),
             limits,
         });
         Server {
@@ -601,23 +640,67 @@ fn read_tick(limits: &Limits) -> Duration {
         .clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
-fn start_connection(shared: &Arc<Shared>, role: Role, stream: TcpStream, peer: SocketAddr) {
-    let (count, from_peer) = {
+/// Makes room for a connection from `peer` within the limits: at a limit,
+/// the connection idle longest (at least `Limits::evict_idle`) among those it
+/// counts is closed, as knfsd does; idle connections would otherwise keep
+/// every new client out until the idle timeout. `false` if none is idle.
+fn admit(shared: &Shared, peer: SocketAddr) -> bool {
+    let now = shared.ms(Instant::now());
+    let victim = {
         let conns = lock(&shared.conns);
+        // Connections being closed are on their way out.
+        let open = || conns.values().filter(|c| !c.is_closed());
         let ip = peer.ip();
-        let from_peer = conns.values().filter(|c| c.peer.ip() == ip).count();
-        (conns.len(), from_peer)
+        let (count, from_peer) = (open().count(), open().filter(|c| c.peer.ip() == ip).count());
+        let (limit, same_address) = if from_peer >= shared.limits.max_connections_per_client {
+            ("from this address", true)
+        } else if count >= shared.limits.max_connections {
+            ("in all", false)
+        } else {
+            return true;
+        };
+        let oldest = open()
+            .filter(|c| !same_address || c.peer.ip() == ip)
+            .filter_map(|c| c.idle_ms(now).map(|idle| (idle, c)))
+            .filter(|(idle, _)| u128::from(*idle) >= shared.limits.evict_idle.as_millis())
+            .max_by_key(|(idle, _)| *idle)
+            .map(|(idle, c)| (idle, Arc::clone(c)));
+        match oldest {
+            Some(v) => v,
+            None => {
+                if let Some(held_back) = shared.log_gates.refused.allow() {
+                    warn!(
+                        %peer,
+                        limit,
+                        per_address = shared.limits.max_connections_per_client,
+                        total = shared.limits.max_connections,
+                        held_back,
+                        "too many connections, none idle; refusing one (`held_back`: refusals \
+                         not logged since the last line)"
+                    );
+                }
+                return false;
+            }
+        }
     };
-    if count >= shared.limits.max_connections {
-        warn!(%peer, max = shared.limits.max_connections, "too many connections; refusing one");
-        return;
-    }
-    if from_peer >= shared.limits.max_connections_per_client {
-        warn!(
+    let (idle, conn) = victim;
+    if let Some(held_back) = shared.log_gates.evicted.allow() {
+        info!(
             %peer,
-            max = shared.limits.max_connections_per_client,
-            "too many connections from this address; refusing one"
+            closed = conn.id,
+            closed_peer = %conn.peer,
+            idle_ms = idle,
+            held_back,
+            "at the connection limit: closing the connection idle longest to admit a new one \
+             (its client reconnects when it needs to)"
         );
+    }
+    conn.close();
+    true
+}
+
+fn start_connection(shared: &Arc<Shared>, role: Role, stream: TcpStream, peer: SocketAddr) {
+    if !admit(shared, peer) {
         return;
     }
     let setup = stream
@@ -633,7 +716,7 @@ fn start_connection(shared: &Arc<Shared>, role: Role, stream: TcpStream, peer: S
         }
     };
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    let conn = Conn::new(id, peer, local, stream);
+    let conn = Conn::new(id, peer, local, stream, shared.ms(Instant::now()));
     lock(&shared.conns).insert(id, Arc::clone(&conn));
     debug!(conn = id, %peer, ?role, "connection accepted");
     let live = LiveGuard::new(shared);

@@ -30,7 +30,23 @@ pub(crate) struct Job {
     pub(crate) record: Record,
     /// The record's bytes in the request budget.
     pub(crate) charge: Charge,
+    /// The reply's bytes, when the reader took them (see
+    /// [`reply_charge`]); else the call takes them where it runs.
+    pub(crate) reply: Option<Charge>,
     pub(crate) slot: Slot,
+}
+
+/// The reply budget charge for `record`'s reply, waited for; `None` if the
+/// connection closed or the server stopped meanwhile.
+pub(crate) fn reply_charge(shared: &Shared, conn: &Conn, record: &[u8]) -> Option<Charge> {
+    let max = shared.limits.max_record as usize;
+    let hint = match vmshare_wire::rpc::peek_call(record) {
+        Some(c) => reply_hint(c.prog, c.vers, c.proc_, c.args, max),
+        None => 64,
+    };
+    let mut c = shared.reply_budget.charge(conn.peer.ip());
+    let abort = || conn.is_closed() || shared.stop.load(Ordering::Acquire);
+    c.grow(hint, &abort).map(|_| c)
 }
 
 #[derive(Debug, Default)]
@@ -194,6 +210,7 @@ pub(crate) fn run(shared: &Shared, job: Job) {
         conn,
         record,
         charge,
+        reply,
         slot,
     } = job;
     if conn.is_closed() || shared.stop.load(Ordering::Acquire) {
@@ -262,14 +279,20 @@ pub(crate) fn run(shared: &Shared, job: Job) {
     }
     let max = shared.limits.max_record as usize;
     let hint = reply_hint(prog, vers, proc_, call.args, max);
-    let mut reply_charge = shared.reply_budget.charge();
-    let abort = || conn.is_closed() || shared.stop.load(Ordering::Acquire);
-    if reply_charge.grow(hint, &abort).is_none() {
-        if let Some(key) = &drc_key {
-            shared.drc.forget(key);
+    let mut reply_charge = match reply {
+        Some(c) => c,
+        None => {
+            let mut c = shared.reply_budget.charge(conn.peer.ip());
+            let abort = || conn.is_closed() || shared.stop.load(Ordering::Acquire);
+            if c.grow(hint, &abort).is_none() {
+                if let Some(key) = &drc_key {
+                    shared.drc.forget(key);
+                }
+                return;
+            }
+            c
         }
-        return;
-    }
+    };
     // A large READ's data may go through a pipe instead of `enc`.
     let mut lease =
         (prog == programs::NFS && vers == 3 && proc_ == READ && hint >= SPLICE_MIN as usize)

@@ -19,11 +19,95 @@ use vmshare_server::Limits;
 /// A connection whose receive buffer is tiny, so that the server's replies
 /// pile up on its side.
 fn hoarder(addr: SocketAddr) -> TcpStream {
-    use rustix::net::{connect, socket, sockopt, AddressFamily, SocketType};
+    hoarder_from(addr, None)
+}
+
+/// [`hoarder`], from the local address `src` if given.
+fn hoarder_from(addr: SocketAddr, src: Option<&str>) -> TcpStream {
+    use rustix::net::{bind, connect, socket, sockopt, AddressFamily, SocketType};
     let fd = socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
     sockopt::set_socket_recv_buffer_size(&fd, 4096).expect("SO_RCVBUF");
+    if let Some(src) = src {
+        let from: SocketAddr = format!("{src}:0").parse().expect("source address");
+        bind(&fd, &from).expect("bind the source address");
+    }
     connect(&fd, &addr).expect("connect");
     TcpStream::from(fd)
+}
+
+/// Hoarders on one address that never read their 1 MiB READ replies fill
+/// the reply budget. A client on another address still has its 1 MiB READs
+/// answered at once, from the reserve that an address holding nothing may
+/// take, instead of after the pressure rule closed hoarders (two seconds a
+/// wave: the first READ took 2-8 s with 60 hoarders). Nor do hoarders' calls
+/// park the workers: each waits for reply memory on its own reader.
+#[test]
+fn another_address_reads_at_once_while_hoarders_fill_the_reply_budget() {
+    let dir = state_dir("reply-reserve");
+    let export = dir.join("export");
+    std::fs::create_dir_all(&export).expect("export dir");
+    std::fs::write(export.join("f"), vec![7u8; 2 << 20]).expect("file");
+    let limits = Limits {
+        send_timeout: Duration::from_secs(120),
+        ..Limits::default()
+    };
+    let server = serve_export(&export, limits);
+    let addr = server.local_addr();
+    let mut s = connect(addr);
+    let root = mount_data(&mut s);
+    let lookup = Nfs3Call::Lookup(DirOpArgs {
+        dir: root,
+        name: b"f",
+    });
+    send(&mut s, &nfs_call(2, &lookup));
+    let fh = handle(&recv(&mut s).expect("LOOKUP reply"), "LOOKUP");
+    let read = |xid: u32| {
+        nfs_call(
+            xid,
+            &Nfs3Call::Read {
+                fh,
+                offset: 0,
+                count: 1 << 20,
+            },
+        )
+    };
+    let mut hoarders = Vec::new();
+    for c in 0..24u32 {
+        let mut h = hoarder_from(addr, Some("127.0.0.2"));
+        let mut batch = Vec::new();
+        for i in 0..16u32 {
+            batch.extend_from_slice(&framed(&read(10_000 + 100 * c + i)));
+        }
+        h.write_all(&batch).expect("hoarder's calls");
+        hoarders.push(h);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    use rustix::net::{bind, connect as tcp_connect, socket, AddressFamily, SocketType};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
+    let from: SocketAddr = "127.0.0.3:0".parse().expect("addr");
+    bind(&fd, &from).expect("bind");
+    tcp_connect(&fd, &addr).expect("connect");
+    let mut honest = TcpStream::from(fd);
+    honest
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let t = Instant::now();
+    for i in 0..5 {
+        send(&mut honest, &read(20 + i));
+        let r = recv(&mut honest).expect("READ reply");
+        assert!(r.len() > 1 << 20, "a whole 1 MiB READ");
+    }
+    let took = t.elapsed();
+    // A READ takes milliseconds here; the pressure rule would have made
+    // the first alone wait two seconds.
+    assert!(
+        took < Duration::from_millis(1500),
+        "five 1 MiB READs beside {} hoarders took {took:?}",
+        hoarders.len()
+    );
+    drop(hoarders);
+    server.shutdown();
 }
 
 #[test]

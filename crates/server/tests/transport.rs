@@ -251,6 +251,38 @@ fn connection_cap_refuses_extra_connections() {
     assert!(recv(&mut b).is_some());
 }
 
+/// At the connection limit, the connection idle longest (past
+/// `evict_idle`) is closed to admit a new one, as knfsd does; one in use is
+/// not. Before, idle connections kept every new client out until the
+/// 5-minute idle timeout.
+#[test]
+fn an_idle_connection_makes_way_for_a_new_one_at_the_limit() {
+    let limits = Limits {
+        max_connections: 2,
+        evict_idle: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let server = start("conn-evict", limits);
+    let addr = server.local_addr();
+    let mut idle = connect(addr);
+    let mut busy = connect(addr);
+    for s in [&mut idle, &mut busy] {
+        send(s, &call(1, UNKNOWN_PROG, 1, 0, &[]));
+        assert!(recv(s).is_some());
+    }
+    let mut early = connect(addr);
+    assert!(is_closed(&mut early), "none idle yet: refused");
+    std::thread::sleep(Duration::from_millis(400));
+    send(&mut busy, &call(2, UNKNOWN_PROG, 1, 0, &[]));
+    assert!(recv(&mut busy).is_some());
+    let mut new = connect(addr);
+    send(&mut new, &call(3, UNKNOWN_PROG, 1, 0, &[]));
+    assert!(recv(&mut new).is_some(), "the new connection is admitted");
+    assert!(is_closed(&mut idle), "the idle one made way");
+    send(&mut busy, &call(4, UNKNOWN_PROG, 1, 0, &[]));
+    assert!(recv(&mut busy).is_some(), "the busy one stays");
+}
+
 #[test]
 fn shutdown_is_prompt_with_clients_connected() {
     let server = start("shutdown", Limits::default());
