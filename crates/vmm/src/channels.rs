@@ -166,6 +166,14 @@ pub(crate) fn pump_stdin(
             }
         }
         let _ = to.shutdown(std::net::Shutdown::Write);
+        // Closed now, the socket would hang up on QEMU, whose chardev then
+        // drops what it has not yet passed to the guest (which takes it
+        // only as fast as CMD reads): `wc -c` of 100,000 bytes counted
+        // 4,096. Shut for writing, QEMU reads the rest and then the end of
+        // file; it closes its end after that (or when the VM stops), and
+        // this waits for that before letting go.
+        let mut sink = [0u8; 64];
+        while matches!(to.read(&mut sink), Ok(n) if n > 0) {}
     });
 }
 
