@@ -334,7 +334,7 @@ fn build_images(plan: &Plan, say: &dyn Fn(&str)) -> Result<Vec<Snapshot>, String
 /// Writes each read-write copy volume back to its host directory, or,
 /// when the host directory changed meanwhile, leaves it alone and keeps
 /// the guest's version beside it (`HOST.vmshare-guest-N`). Every volume is
-/// tried; the first failure is returned.
+/// tried; the first failure is returned, later ones are said on stderr.
 fn sync_copy_volumes(
     plan: &Plan,
     baselines: &[Snapshot],
@@ -356,10 +356,10 @@ fn sync_copy_volumes(
                 "copy volume {}: {} written, {} removed on the host",
                 s.volume, r.written, r.removed
             )),
-            Err(e) => {
-                eprintln!("vmshare: {e}");
-                first_error.get_or_insert(e);
-            }
+            // The first is returned, and said by the caller; said here as
+            // well, it was printed twice.
+            Err(e) if first_error.is_some() => eprintln!("vmshare: {e}"),
+            Err(e) => first_error = Some(e),
         }
     }
     match first_error {

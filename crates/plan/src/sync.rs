@@ -7,7 +7,13 @@
 //! VM ran, and overwriting would lose their work, so both versions are kept
 //! and the user decides. Files are compared by kind, size, mode and
 //! modification time in whole seconds, as rsync does by default (debugfs
-//! restores times to the second).
+//! restores times to the second), and by contents where those match.
+//!
+//! What the extraction cannot carry back: FIFOs, sockets and devices (the
+//! host's stay as they are, made or removed in the guest or not), hard
+//! links (each name comes back as a file of its own), holes (a sparse
+//! file comes back allocated), and the set-id and sticky bits of entries
+//! whose permissions the guest changed.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -39,6 +45,80 @@ pub enum SyncError {
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SyncError {
     let what = what.into();
     move |source| SyncError::Io { what, source }
+}
+
+const DIR: u32 = 0o040000;
+const REG: u32 = 0o100000;
+const LNK: u32 = 0o120000;
+
+/// Whether debugfs rdump extracts entries of this kind (it skips FIFOs,
+/// sockets and devices).
+fn is_dumped_kind(kind: u32) -> bool {
+    matches!(kind, DIR | REG | LNK)
+}
+
+/// Whether two files hold the same bytes.
+fn same_contents(a: &Path, b: &Path) -> Result<bool, SyncError> {
+    use std::io::Read;
+    let open = |p: &Path| std::fs::File::open(p).map_err(io(format!("reading {}", p.display())));
+    let (mut fa, mut fb) = (open(a)?, open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = fa
+            .read(&mut ba)
+            .map_err(io(format!("reading {}", a.display())))?;
+        if n == 0 {
+            // Equal sizes were checked; the other must end here too.
+            return Ok(fb
+                .read(&mut bb[..1])
+                .map_err(io(format!("reading {}", b.display())))?
+                == 0);
+        }
+        let mut got = 0;
+        while got < n {
+            let m = fb
+                .read(&mut bb[got..n])
+                .map_err(io(format!("reading {}", b.display())))?;
+            if m == 0 {
+                return Ok(false);
+            }
+            got += m;
+        }
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+/// Puts the guest's `from` at `to` by a rename over it, with its times and
+/// (as root) its owner. Not by writing into `to`: a host file hard-linked
+/// to another name had both names changed, where the guest had replaced
+/// only one.
+fn replace_file(from: &Path, to: &Path) -> Result<(), SyncError> {
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = to.with_file_name(format!(".{name}.vmshare-sync"));
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::copy(from, &tmp).map_err(io(format!("writing {}", tmp.display())))?;
+    let md = std::fs::symlink_metadata(from).map_err(io(format!("stat {}", from.display())))?;
+    let times = std::fs::FileTimes::new()
+        .set_accessed(md.accessed().unwrap_or(std::time::SystemTime::UNIX_EPOCH))
+        .set_modified(md.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH));
+    let set = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&tmp)
+        .and_then(|f| f.set_times(times));
+    set.map_err(io(format!("setting the times of {}", tmp.display())))?;
+    // Only root gives a file away; anyone else keeps it as their own.
+    match std::os::unix::fs::lchown(&tmp, Some(md.uid()), Some(md.gid())) {
+        Err(e) if e.kind() != std::io::ErrorKind::PermissionDenied => {
+            return Err(io(format!("chown {}", tmp.display()))(e));
+        }
+        _ => {}
+    }
+    std::fs::rename(&tmp, to).map_err(io(format!("replacing {}", to.display())))
 }
 
 /// What one entry looked like.
@@ -132,15 +212,21 @@ pub fn sync_back(
     }
     let theirs = Snapshot::take(guest)?;
     let mut report = SyncReport::default();
-    // Removals first, deepest paths first, so directories empty out.
+    // Removals first, deepest paths first, so directories empty out. The
+    // extraction (debugfs rdump) leaves out FIFOs, sockets and devices,
+    // so their absence says nothing: they stay (a host FIFO the guest
+    // never touched was deleted).
     for (rel, entry) in now.0.iter().rev() {
+        if !is_dumped_kind(entry.kind) {
+            continue;
+        }
         let gone = match theirs.0.get(rel) {
             None => true,
             Some(t) => t.kind != entry.kind,
         };
         if gone {
             let p = host.join(rel);
-            let r = if entry.kind == 0o040000 {
+            let r = if entry.kind == DIR {
                 std::fs::remove_dir_all(&p)
             } else {
                 std::fs::remove_file(&p)
@@ -152,15 +238,24 @@ pub fn sync_back(
     // Then additions and changes, parents before children.
     for (rel, entry) in &theirs.0 {
         let (from, to) = (guest.join(rel), host.join(rel));
-        // Extracted images keep whole seconds only: compare at that grain.
-        let same = now.0.get(rel).is_some_and(|n| {
-            n.kind == entry.kind && n.size == entry.size && n.mtime.0 == entry.mtime.0
-        });
+        let before = now.0.get(rel).filter(|n| n.kind == entry.kind);
+        // Extracted images keep whole seconds only: compare at that grain,
+        // and the contents when that says nothing changed (a same-size
+        // edit whose time was put back, as `cp -p`, `tar x` or `touch -r`
+        // leave it, was lost).
+        let same = match before {
+            Some(n) if n.size == entry.size && n.mtime.0 == entry.mtime.0 => match entry.kind {
+                REG => same_contents(&from, &to)?,
+                LNK => std::fs::read_link(&from).ok() == std::fs::read_link(&to).ok(),
+                _ => true,
+            },
+            _ => false,
+        };
         match entry.kind {
-            0o040000 if !to.is_dir() => {
+            DIR if !to.is_dir() => {
                 std::fs::create_dir(&to).map_err(io(format!("creating {}", to.display())))?;
             }
-            0o120000 if !same => {
+            LNK if !same => {
                 let target =
                     std::fs::read_link(&from).map_err(io(format!("reading {}", from.display())))?;
                 let _ = std::fs::remove_file(&to);
@@ -168,13 +263,20 @@ pub fn sync_back(
                     .map_err(io(format!("linking {}", to.display())))?;
                 report.written += 1;
             }
-            0o100000 if !same => {
-                std::fs::copy(&from, &to).map_err(io(format!("writing {}", to.display())))?;
+            REG if !same => {
+                replace_file(&from, &to)?;
                 report.written += 1;
             }
             _ => {}
         }
-        if entry.kind != 0o120000 {
+        if entry.kind == LNK {
+            continue;
+        }
+        // The extraction drops set-id and sticky bits (a directory of mode
+        // 1777 came back 0777): a host entry whose permission bits the
+        // guest left alone keeps its mode whole.
+        let kept = before.is_some_and(|n| n.mode & 0o777 == entry.mode & 0o777);
+        if !kept {
             std::fs::set_permissions(&to, std::fs::Permissions::from_mode(entry.mode))
                 .map_err(io(format!("chmod {}", to.display())))?;
         }

@@ -219,3 +219,71 @@ fn sync_back_refuses_when_host_changed_and_keeps_both() {
     assert_eq!(fs::read_to_string(host.join("f")).unwrap(), "host edit");
     assert_eq!(fs::read_to_string(kept.join("f")).unwrap(), "guest version");
 }
+
+/// What a copy volume's write-back got wrong (an audit, with real images):
+/// a guest that replaced one of two hard-linked names changed both on the
+/// host; a host FIFO the guest never saw (the extraction skips FIFOs) was
+/// deleted; a same-size edit whose time was put back was not written; a
+/// sticky directory lost its bit; written files took the time of the
+/// write-back instead of the guest's.
+#[test]
+fn sync_back_keeps_what_the_guest_left_alone_and_writes_what_it_changed() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let t = tempfile::tempdir().unwrap();
+    let host = t.path().join("host");
+    tree(&host, &[("a", "OLD"), ("same", "HOSTS"), ("pub/x", "x")]);
+    fs::hard_link(host.join("a"), host.join("b")).unwrap();
+    fs::set_permissions(host.join("pub"), fs::Permissions::from_mode(0o1777)).unwrap();
+    let fifo = host.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let baseline = Snapshot::take(&host).unwrap();
+    let img = t.path().join("copy.ext4");
+    build_image(
+        &img,
+        ImageFormat::Ext4,
+        &[content(&host, "")],
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    let guest = t.path().join("guest");
+    extract_ext4(&img, "", &guest).unwrap();
+    // The guest replaces `a` (the extraction has `a` and `b` apart), and
+    // edits `same` in place, putting its time back.
+    fs::write(guest.join("a"), "NEW").unwrap();
+    let then = fs::metadata(guest.join("same"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    fs::write(guest.join("same"), "GUEST").unwrap();
+    let restore = fs::FileTimes::new().set_modified(then);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(guest.join("same"))
+        .unwrap()
+        .set_times(restore)
+        .unwrap();
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_117_584_000);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(guest.join("a"))
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_modified(old))
+        .unwrap();
+    sync_back(&host, &guest, &baseline, &t.path().join("kept")).unwrap();
+    assert_eq!(fs::read_to_string(host.join("a")).unwrap(), "NEW");
+    assert_eq!(
+        fs::read_to_string(host.join("b")).unwrap(),
+        "OLD",
+        "the other name"
+    );
+    assert_eq!(fs::read_to_string(host.join("same")).unwrap(), "GUEST");
+    assert!(fs::symlink_metadata(&fifo).is_ok(), "the FIFO is kept");
+    let mode = fs::metadata(host.join("pub")).unwrap().mode();
+    assert_eq!(mode & 0o7777, 0o1777, "the sticky bit is kept");
+    assert_eq!(fs::metadata(host.join("a")).unwrap().mtime(), 1_117_584_000);
+}
