@@ -219,6 +219,54 @@ fn single_file_volume_hides_its_siblings() {
     );
 }
 
+/// A single-file volume follows the host's file when the host replaces it
+/// with a rename, as editors and `sed -i` save: the guest's bind mount
+/// pins one NFS inode, and read "Stale file handle" until it exited.
+#[test]
+fn single_file_volume_follows_a_file_the_host_replaces() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let dir = scratch_dir("single-file-replaced");
+    let sig = scratch_dir("single-file-signals");
+    write(&dir.join("app.yaml"), "first\n");
+    let script = "cat /etc/app.yaml; touch /sig/ready; \
+                  i=0; while [ ! -e /sig/go ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; \
+                  sleep 3; cat /etc/app.yaml; echo from-guest >> /etc/app.yaml";
+    let child = h.spawn_vmshare(
+        &[
+            "run",
+            "-v",
+            &vol(&dir.join("app.yaml"), "/etc/app.yaml"),
+            "-v",
+            &vol(&sig, "/sig"),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+        Stdio::null(),
+    );
+    let start = Instant::now();
+    while !sig.join("ready").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "the guest never got ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    write(&dir.join("app.yaml.tmp"), "second\n");
+    std::fs::rename(dir.join("app.yaml.tmp"), dir.join("app.yaml")).unwrap();
+    write(&sig.join("go"), "");
+    let out = common::wait_with_watchdog(child, Duration::from_secs(300));
+    assert_exit(&out, 0);
+    assert_eq!(text(&out.stdout), "first\nsecond\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("app.yaml")).unwrap(),
+        "second\nfrom-guest\n"
+    );
+}
+
 /// A named volume is created on first use and keeps its content for the
 /// next run.
 #[test]

@@ -643,7 +643,12 @@ impl FsBackend {
     }
 
     fn fileid_of(&self, export: &Export, dev: u64, ino: u64) -> u64 {
-        if dev == export.root_dev {
+        if export.cfg.single_file.is_some() && (dev, ino) != (export.root_dev, export.root_ino) {
+            // The one file of a single-file export, whichever inode has its
+            // name (see `single_file_now`): one fileid, or the Linux client
+            // would call its inode stale when the host replaces the file.
+            export.root_ino ^ (1 << 62)
+        } else if dev == export.root_dev {
             ino
         } else {
             // Another filesystem mounted inside the export: keep its inode
@@ -715,6 +720,45 @@ impl FsBackend {
     /// Resolves a handle to an object, checking the caller's access to its
     /// export. Runs with the server's own identity (before any switch).
     fn node(&self, c: &Caller<'_>, fh: &FileHandle) -> Result<Node, NfsStat> {
+        match self.node_by_handle(c, fh) {
+            Err(NfsStat::Stale) => self.single_file_now(c, fh).ok_or(NfsStat::Stale),
+            r => r,
+        }
+    }
+
+    /// In a single-file export, a handle whose file is gone names the file
+    /// that has its name now. The guest bind-mounts that one file
+    /// (`vmshare run -v FILE:...`), so its NFS inode is pinned: a host that
+    /// saves the file by writing a new one and renaming it over the old
+    /// (editors, `sed -i`, configuration tools) left the guest with
+    /// "Stale file handle" until it exited. With a fileid that stays the
+    /// same too ([`Self::fileid_of`]), the guest sees the new contents as
+    /// it sees any change made on the host.
+    fn single_file_now(&self, c: &Caller<'_>, fh: &FileHandle) -> Option<Node> {
+        let d = self.codec.decode(fh).ok()?;
+        let export = self.exports.iter().find(|e| e.id == d.export_id)?;
+        let name = export.cfg.single_file.as_ref()?;
+        let opts = self.options_for(export, c).ok()?;
+        as_server(self.switch_ids);
+        let fd = self.open_child(export.root.as_fd(), name).ok()?;
+        let st = stat(&fd).ok()?;
+        if !is_reg(&st) || st.st_nlink == 0 {
+            return None;
+        }
+        let fd = Arc::new(fd);
+        self.remember(*fh, fd.clone());
+        // Descriptors opened for I/O were the old file's.
+        self.forget_io(fh);
+        Some(Node {
+            export: export.clone(),
+            fd,
+            opts,
+            st,
+        })
+    }
+
+    /// [`Self::node`] by the handle alone.
+    fn node_by_handle(&self, c: &Caller<'_>, fh: &FileHandle) -> Result<Node, NfsStat> {
         let d = self.codec.decode(fh)?;
         let export = self
             .exports
