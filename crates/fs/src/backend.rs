@@ -2522,11 +2522,18 @@ impl Backend for FsBackend {
 
     fn mount(&self, c: &Caller<'_>, path: &[u8]) -> Result<FileHandle, MountStat> {
         let path = std::str::from_utf8(path).map_err(|_| MountStat::NoEnt)?;
-        let trimmed = if path.len() > 1 {
-            path.trim_end_matches('/')
-        } else {
-            path
-        };
+        // `//data/`, `/./data` and `/data` are one path, as the exports
+        // file reads them (`..` is not resolved by text: it is left to the
+        // walk beneath the export, which refuses to leave it).
+        let mut tidy = String::with_capacity(path.len());
+        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            tidy.push('/');
+            tidy.push_str(part);
+        }
+        if tidy.is_empty() {
+            tidy.push('/');
+        }
+        let trimmed = tidy.as_str();
         // The longest export whose mount path is a prefix at a component
         // boundary; the rest is resolved beneath it. Only the mount path:
         // an export given one is not found by its host path, which a guest

@@ -1707,3 +1707,20 @@ fn an_export_without_file_handles_is_refused_at_start() {
     .unwrap_or_default();
     assert!(e.contains("gives no file handles"), "{e:?}");
 }
+
+/// MNT reads a path as the exports file does: repeated slashes and `.`
+/// components go; `..` is still refused by the walk beneath the export.
+#[test]
+fn mount_paths_are_read_as_the_exports_file_reads_them() {
+    let t = Tree::new("mntpaths");
+    let b = backend(&t, opts());
+    let cred = root_cred();
+    let c = caller(&cred);
+    let root = root_fh(&b, &c, "/data");
+    for p in ["//data", "/./data/", "/data/."] {
+        assert_eq!(b.mount(&c, p.as_bytes()).ok(), Some(root), "{p}");
+    }
+    let sub = b.lookup(&c, &root, b"sub").expect("sub").fh;
+    assert_eq!(b.mount(&c, b"/data//./sub").ok(), Some(sub));
+    assert!(b.mount(&c, b"/data/sub/../../other").is_err());
+}

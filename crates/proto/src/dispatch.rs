@@ -232,7 +232,9 @@ impl<B: Backend> Dispatcher<B> {
     }
 
     fn mount3(&self, c: &Caller<'_>, call: MountCall<'_>, out: &mut Encoder) {
-        let host = c.addr.ip().to_string().into_bytes();
+        // An IPv4 client of a `[::]` listener arrives as ::ffff:a.b.c.d;
+        // DUMP names it as showmount users know it.
+        let host = c.addr.ip().to_canonical().to_string().into_bytes();
         match call {
             MountCall::Null => {}
             MountCall::Mnt(path) => match self.backend.mount(c, path) {
