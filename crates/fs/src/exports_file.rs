@@ -546,9 +546,28 @@ fn parse_options(opts: &str, base: ExportOptions) -> Result<ExportOptions, Strin
             "crossmnt" | "nohide" => flag(value)?,
             // No NLM here: clients mount with `nolock`.
             "secure_locks" | "insecure_locks" | "auth_nlm" | "no_auth_nlm" => flag(value)?,
+            // NFSv4 only: no effect on NFSv3, as under knfsd.
+            "pnfs" | "no_pnfs" | "security_label" => flag(value)?,
             "fsid" => fsid(value)?,
             "sec" => sec(value)?,
             "" => return Err("empty option (a stray comma?)".into()),
+            "hide" => {
+                return Err("hide: a filesystem mounted below an export is always served \
+                            here (as with nohide); remove the option"
+                    .into())
+            }
+            "mp" | "mountpoint" => {
+                return Err(format!(
+                    "{name}: not supported (the export is served whether or not a \
+                     filesystem is mounted on it); remove the option"
+                ))
+            }
+            "nordirplus" | "no_acl" | "acl" => {
+                return Err(format!(
+                    "{name}: not supported (READDIRPLUS and the NFSACL program are always \
+                     offered); remove the option"
+                ))
+            }
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -760,6 +779,8 @@ mod tests {
             ("/x *(sec=krb5p)", 1, "flavor \"krb5p\" is not served"),
             ("/x *(sec=sys:krb5)", 1, "flavor \"krb5\" is not served"),
             ("/x *(crossmnt=1)", 1, "option crossmnt takes no value"),
+            ("/x *(ro,hide)", 1, "always served here (as with nohide)"),
+            ("/x *(ro,mp)", 1, "mp: not supported"),
             ("/x *(rw,,ro)", 1, "empty option"),
             ("/x *(anonuid=-1)", 1, "not a number"),
             ("/x *(anonuid)", 1, "needs a value"),
