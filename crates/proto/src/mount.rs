@@ -25,7 +25,7 @@ pub enum MountStat {
 }
 
 /// Decoded MOUNT v3 calls.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum MountCall<'a> {
     Null,
@@ -34,6 +34,21 @@ pub enum MountCall<'a> {
     Umnt(&'a [u8]),
     UmntAll,
     Export,
+}
+
+/// Paths as text in debug logs (`Mnt("/data")`), not byte values.
+impl std::fmt::Debug for MountCall<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = |p: &[u8]| p.escape_ascii().to_string();
+        match self {
+            MountCall::Null => f.write_str("Null"),
+            MountCall::Mnt(p) => f.debug_tuple("Mnt").field(&path(p)).finish(),
+            MountCall::Dump => f.write_str("Dump"),
+            MountCall::Umnt(p) => f.debug_tuple("Umnt").field(&path(p)).finish(),
+            MountCall::UmntAll => f.write_str("UmntAll"),
+            MountCall::Export => f.write_str("Export"),
+        }
+    }
 }
 
 /// Why MOUNT arguments could not be decoded.

@@ -334,12 +334,23 @@ impl Sattr {
 }
 
 /// A directory and a name in it (`diropargs3`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct DirOpArgs<'a> {
     /// The directory.
     pub dir: FileHandle,
     /// The name: raw bytes, not necessarily UTF-8, not yet validated.
     pub name: &'a [u8],
+}
+
+/// The name as text (bytes that are not UTF-8 escaped), so that a debug
+/// log reads `name: "a.txt"`, not a list of byte values.
+impl std::fmt::Debug for DirOpArgs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirOpArgs")
+            .field("dir", &self.dir)
+            .field("name", &self.name.escape_ascii().to_string())
+            .finish()
+    }
 }
 
 impl<'a> DirOpArgs<'a> {

@@ -366,6 +366,7 @@ pub(crate) fn run(shared: &Shared, job: Job) {
         prog,
         vers,
         proc_,
+        status = %ReplyStatus(&bytes),
         reply_len = bytes.len() + piped,
         micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "call done"
@@ -378,6 +379,31 @@ pub(crate) fn run(shared: &Shared, job: Job) {
         _slot: slot,
     });
     shared.handler.after_reply();
+}
+
+/// What a reply says, for the debug log: for an accepted call the first
+/// word of its results, which for NFS and MOUNT procedures (but NULL, `-`)
+/// is their status (`status=13` is NFS3ERR_ACCES); else `denied` or the
+/// `accept_stat`. Formatted only when the line is written.
+struct ReplyStatus<'a>(&'a [u8]);
+
+impl std::fmt::Display for ReplyStatus<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Past the record mark, the XID and the message type.
+        let mut d = Decoder::new(self.0.get(12..).unwrap_or_default());
+        match d.u32() {
+            Ok(0) => {}
+            Ok(_) => return f.write_str("denied"),
+            Err(_) => return f.write_str("?"),
+        }
+        let accept = d.u32().and_then(|_| d.opaque(400)).and_then(|_| d.u32());
+        match (accept, d.u32()) {
+            (Ok(0), Ok(first)) => write!(f, "{first}"),
+            (Ok(0), Err(_)) => f.write_str("-"),
+            (Ok(a), _) => write!(f, "accept_stat {a}"),
+            (Err(_), _) => f.write_str("?"),
+        }
+    }
 }
 
 /// Replaces whatever was encoded with a SYSTEM_ERR reply.
