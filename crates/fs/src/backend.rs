@@ -2579,6 +2579,19 @@ impl Backend for FsBackend {
             );
             return Err(MountStat::Perm);
         }
+        // The directory this export opened at start was removed on the
+        // host: its handles are all stale, and a new directory of that
+        // name is another one. Said, rather than a handle every call of
+        // which is STALE.
+        if rustix::fs::fstat(&*export.root).map_or(true, |st| st.st_nlink == 0) {
+            self.refused_mount(
+                c,
+                export,
+                "the export's directory was removed on the host after the server started; \
+                 restart the server to serve the one there now",
+            );
+            return Err(MountStat::NoEnt);
+        }
         let rest = rest.trim_start_matches('/');
         let fd = if rest.is_empty() {
             export.root.clone()

@@ -552,9 +552,11 @@ fn parse_options(opts: &str, base: ExportOptions) -> Result<ExportOptions, Strin
             "sec" => sec(value)?,
             "" => return Err("empty option (a stray comma?)".into()),
             "hide" => {
-                return Err("hide: a filesystem mounted below an export is always served \
+                return Err(
+                    "hide: a filesystem mounted below an export is always served \
                             here (as with nohide); remove the option"
-                    .into())
+                        .into(),
+                )
             }
             "mp" | "mountpoint" => {
                 return Err(format!(

@@ -1724,3 +1724,18 @@ fn mount_paths_are_read_as_the_exports_file_reads_them() {
     assert_eq!(b.mount(&c, b"/data//./sub").ok(), Some(sub));
     assert!(b.mount(&c, b"/data/sub/../../other").is_err());
 }
+
+/// An export whose directory was removed on the host after the start is
+/// refused at MNT (NOENT, and a line in the log), instead of handing out a
+/// handle every call of which is STALE.
+#[test]
+fn an_export_whose_directory_was_removed_is_refused_at_mnt() {
+    let t = Tree::new("rmexport");
+    let b = backend(&t, opts());
+    let cred = root_cred();
+    let c = caller(&cred);
+    assert!(b.mount(&c, b"/other").is_ok());
+    std::fs::remove_dir(t.p("other")).expect("rmdir");
+    std::fs::create_dir(t.p("other")).expect("mkdir");
+    assert_eq!(b.mount(&c, b"/other").err(), Some(MountStat::NoEnt));
+}
