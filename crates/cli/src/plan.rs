@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use vmshare_plan::plan::{plan, PlanConfig, RootDisk, Vmm};
 use vmshare_plan::render::{document, render, NetConfig, RenderConfig};
-use vmshare_plan::{ImageFormat, SystemHost};
+use vmshare_plan::SystemHost;
 
 use crate::volumes::{self, FrontEnds};
 
@@ -35,21 +35,22 @@ pub struct Args {
     /// Guest initramfs.
     #[arg(long)]
     initrd: Option<PathBuf>,
-    /// Guest memory in MiB.
-    #[arg(long, default_value_t = 512)]
+    /// Guest memory in MiB (at least 128).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(128..))]
     memory: u32,
-    /// Guest vCPUs.
-    #[arg(long, default_value_t = 1)]
+    /// Guest vCPUs (1 to 32, Firecracker's most).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
     cpus: u32,
     /// Host tap device (QEMU uses its user-mode network without one).
     #[arg(long)]
     tap: Option<String>,
     /// Guest MAC address.
-    #[arg(long, default_value = "06:00:0a:00:02:0f")]
+    #[arg(long, default_value = "06:00:0a:00:02:0f", value_parser = parse_mac)]
     mac: String,
-    /// Guest vsock CID.
-    #[arg(long, default_value_t = 3)]
-    vsock_cid: u32,
+    /// A vsock device with this guest CID (3 or more; none by default:
+    /// vmshare's guest does not use one, and two VMs must not share a CID).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(3..))]
+    vsock_cid: Option<u32>,
     /// NFS server address as the guest sees it; with --nfs-port, also print the final guest mounts.
     #[arg(long, requires = "nfs_port")]
     nfs_server: Option<std::net::IpAddr>,
@@ -65,43 +66,75 @@ fn parse_vmm(s: &str) -> Result<Vmm, String> {
     s.parse()
 }
 
+/// Six hex pairs separated by colons, as every VMM takes them.
+fn parse_mac(s: &str) -> Result<String, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let ok = parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()));
+    if ok {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{s:?} is not a MAC address (six hex pairs, as 06:00:0a:00:02:0f)"
+        ))
+    }
+}
+
 /// Runs the subcommand.
 pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let cwd = std::env::current_dir()?;
+    // The configuration is read by a VMM started who knows where: paths in
+    // it must not depend on this directory.
+    let abs = |p: &PathBuf| cwd.join(p);
     let volumes::Volumes {
         specs, mut notes, ..
     } = volumes::read(&args.front, &cwd)?;
-    let mut config = PlanConfig::new(args.vmm, &args.volume_store, &args.runtime_dir);
+    let runtime_dir = abs(&args.runtime_dir);
+    let mut config = PlanConfig::new(args.vmm, &abs(&args.volume_store), &runtime_dir);
+    // As `vmshare run --rootfs IMAGE` attaches it: by what the image is, not
+    // its name, and never written (the guest's writes go to a tmpfs layer).
     config.root_disks = args
         .root_disks
         .iter()
         .map(|image| {
-            let erofs = image.extension().is_some_and(|e| e == "erofs");
-            RootDisk {
-                image: image.clone(),
-                format: if erofs {
-                    ImageFormat::Erofs
-                } else {
-                    ImageFormat::Ext4
-                },
-                readonly: erofs,
-            }
+            let image = abs(image);
+            let format = vmshare_plan::image::detect_format(&image)
+                .map_err(|e| format!("--root-disk {}: {e}", image.display()))?
+                .ok_or_else(|| {
+                    format!(
+                        "--root-disk {}: neither an ext4 nor an erofs image",
+                        image.display()
+                    )
+                })?;
+            Ok(RootDisk {
+                image,
+                format,
+                readonly: true,
+            })
         })
-        .collect();
+        .collect::<Result<_, String>>()?;
     let mut p = plan(&specs, &config, &SystemHost)?;
     notes.append(&mut p.notes);
     p.notes = notes;
+    // Firecracker and Cloud Hypervisor have no user-mode network: without
+    // a tap, a plan that needs no network (no NFS) gets none.
+    let net =
+        (args.tap.is_some() || args.vmm == Vmm::Qemu || !p.nfs_exports.is_empty()).then(|| {
+            NetConfig {
+                tap: args.tap,
+                mac: args.mac,
+            }
+        });
     let machine = RenderConfig {
-        kernel: args.kernel,
-        initrd: args.initrd,
+        kernel: abs(&args.kernel),
+        initrd: args.initrd.as_ref().map(abs),
         memory_mib: args.memory,
         vcpus: args.cpus,
-        net: Some(NetConfig {
-            tap: args.tap,
-            mac: args.mac,
-        }),
-        vsock_cid: Some(args.vsock_cid),
-        runtime_dir: args.runtime_dir,
+        net,
+        vsock_cid: args.vsock_cid,
+        runtime_dir,
     };
     let rendered = render(&p, &machine)?;
     let mut doc = document(&p, &rendered);

@@ -86,3 +86,65 @@ fn oci_with_docker_volumes() {
         serde_json::json!(["/run/vmshare/layer2/upper", "/run/vmshare/layer2/work"])
     );
 }
+
+/// What the audit of `vmshare plan` found, through the real binary: a
+/// single-file volume given as a symbolic link is its target (the server
+/// never follows links, so the guest got a link to a host path); the QEMU
+/// command line ends the VM when the guest init reboots (`-no-reboot`),
+/// doubles commas in paths, and has no vsock device unless asked; relative
+/// paths become absolute; bad machine values are refused.
+#[test]
+fn plan_configs_start_as_given() {
+    let dir = scratch_dir("plan-audit");
+    std::fs::write(dir.join("real.conf"), "x").unwrap();
+    std::os::unix::fs::symlink(dir.join("real.conf"), dir.join("link.conf")).unwrap();
+    let comma = dir.join("with,comma");
+    std::fs::create_dir(&comma).unwrap();
+    let plan = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_vmshare"))
+            .current_dir(&dir)
+            .arg("plan")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = plan(&[
+        "-v",
+        "./link.conf:/etc/app.conf",
+        "-v",
+        "./with,comma:/c:copy",
+        "--runtime-dir",
+        "rd",
+        "--kernel",
+        "k",
+    ]);
+    assert_exit(&out, 0);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let export = &doc["plan"]["nfs_exports"][0];
+    assert_eq!(export["single_file"], "real.conf");
+    let args: Vec<&str> = doc["render"]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.contains(&"-no-reboot"), "{args:?}");
+    assert!(!args.iter().any(|a| a.contains("vsock")), "{args:?}");
+    let kernel = dir.join("k");
+    assert!(args.contains(&kernel.to_str().unwrap()), "{args:?}");
+    let drive = args.iter().find(|a| a.contains("file=")).unwrap();
+    assert!(
+        drive.contains(&format!("file={}/", dir.join("rd").display()))
+            && !drive.contains("file=rd"),
+        "{drive}"
+    );
+    for bad in [
+        &["--cpus", "0"][..],
+        &["--memory", "0"],
+        &["--vsock-cid", "2"],
+        &["--mac", "zz"],
+    ] {
+        let out = plan(bad);
+        assert!(!out.status.success(), "{bad:?} was taken");
+    }
+}

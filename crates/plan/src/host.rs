@@ -38,6 +38,12 @@ impl HostKind {
 pub trait HostFacts {
     /// What `path` is, following symlinks.
     fn kind(&self, path: &Path) -> HostKind;
+
+    /// `path` with every symbolic link in it resolved (as a bind mount
+    /// resolves its source). The default: `path` itself.
+    fn resolve(&self, path: &Path) -> PathBuf {
+        path.to_path_buf()
+    }
 }
 
 /// The real host: `stat(2)` and nothing else.
@@ -52,6 +58,10 @@ impl HostFacts for SystemHost {
             Ok(_) => HostKind::Other,
             Err(_) => HostKind::Missing,
         }
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
     }
 }
 

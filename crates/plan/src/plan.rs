@@ -536,6 +536,12 @@ fn classify(
                         create: false,
                     },
                     HostKind::File => {
+                        // The file a link names, as docker's bind mount
+                        // resolves it: the server never follows links, so
+                        // exporting the link itself gave the guest a link
+                        // to a host path (`-v /etc/resolv.conf:...` on a
+                        // host where it is a link to systemd's).
+                        let path = &host.resolve(path);
                         let (Some(parent), Some(file)) = (path.parent(), path.file_name()) else {
                             return Err(wrong(path, kind, "a volume needs a directory or a file"));
                         };

@@ -14,6 +14,26 @@ pub(super) fn render(plan: &Plan, m: &RenderConfig) -> Result<Rendered, PlanErro
             hint: "use FILESYSTEM_DRIVER=virtiofs or nfs".into(),
         });
     }
+    // Its option parser splits values at commas, with no escape.
+    let paths = plan
+        .block_devices
+        .iter()
+        .map(|d| (d.id.clone(), d.image.clone()))
+        .chain(
+            plan.shares
+                .iter()
+                .map(|s| (s.volume.clone(), virtiofsd_socket(m, s))),
+        );
+    for (what, path) in paths {
+        if path.to_string_lossy().contains(',') {
+            return Err(PlanError::Unsupported {
+                volume: what,
+                vmm: "cloud-hypervisor".into(),
+                what: format!("take a path with a comma ({})", path.display()),
+                hint: "rename it, or use --runtime-dir without commas".into(),
+            });
+        }
+    }
     let shared = if plan.shares.is_empty() {
         ""
     } else {

@@ -116,7 +116,9 @@ fn needs_tap(plan: &Plan, net: &NetConfig) -> Result<String, PlanError> {
         volume: "network".into(),
         vmm: plan.vmm.to_string(),
         what: "use QEMU's user-mode network".into(),
-        hint: "give it a tap device".into(),
+        hint:
+            "give it a tap device (vmshare plan --tap NAME; vmshare run makes one with --net tap)"
+                .into(),
     })
 }
 

@@ -34,6 +34,12 @@ pub fn ninep_args(index: usize, share: &Share) -> [String; 4] {
     ]
 }
 
+/// A path as a QEMU option value: commas doubled, or QEMU reads the rest
+/// as further options (`file=/img/with,comma` opened `/img/with`).
+fn qemu_value(p: &std::path::Path) -> String {
+    p.display().to_string().replace(',', ",,")
+}
+
 pub(super) fn render(plan: &Plan, m: &RenderConfig) -> Rendered {
     let mut args: Vec<String> = Vec::new();
     let mut push = |a: &str, b: String| {
@@ -52,10 +58,13 @@ pub(super) fn render(plan: &Plan, m: &RenderConfig) -> Rendered {
     push("-m", format!("{}M", m.memory_mib));
     push("-smp", m.vcpus.to_string());
     let mut helpers = Vec::new();
+    // vmshare's guest init ends the VM with a reboot (microvm has no ACPI
+    // to power off with): -no-reboot makes that an exit, not a new boot.
     let mut rest = vec![
         "-nodefaults".to_string(),
         "-no-user-config".into(),
         "-nographic".into(),
+        "-no-reboot".into(),
     ];
     rest.extend(["-serial".into(), "stdio".into()]);
     rest.extend(["-kernel".into(), m.kernel.display().to_string()]);
@@ -79,7 +88,7 @@ pub(super) fn render(plan: &Plan, m: &RenderConfig) -> Rendered {
             format!(
                 "id={},file={},format=raw,if=none,cache=writeback{ro}",
                 d.id,
-                d.image.display()
+                qemu_value(&d.image)
             ),
             "-device".into(),
             format!("virtio-blk-device,drive={}", d.id),
@@ -92,7 +101,10 @@ pub(super) fn render(plan: &Plan, m: &RenderConfig) -> Rendered {
                 helpers.push(virtiofsd(m, s));
                 rest.extend([
                     "-chardev".into(),
-                    format!("socket,id=fs{i},path={}", virtiofsd_socket(m, s).display()),
+                    format!(
+                        "socket,id=fs{i},path={}",
+                        qemu_value(&virtiofsd_socket(m, s))
+                    ),
                     "-device".into(),
                     format!("vhost-user-fs-device,chardev=fs{i},tag={}", s.tag),
                 ]);
