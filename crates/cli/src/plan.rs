@@ -92,7 +92,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         specs, mut notes, ..
     } = volumes::read(&args.front, &cwd)?;
     let runtime_dir = abs(&args.runtime_dir);
-    let mut config = PlanConfig::new(args.vmm, &abs(&args.volume_store), &runtime_dir);
+    let mut config = PlanConfig::new(args.vmm, abs(&args.volume_store), &runtime_dir);
     // As `vmshare run --rootfs IMAGE` attaches it: by what the image is, not
     // its name, and never written (the guest's writes go to a tmpfs layer).
     config.root_disks = args
@@ -120,13 +120,11 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     p.notes = notes;
     // Firecracker and Cloud Hypervisor have no user-mode network: without
     // a tap, a plan that needs no network (no NFS) gets none.
-    let net =
-        (args.tap.is_some() || args.vmm == Vmm::Qemu || !p.nfs_exports.is_empty()).then(|| {
-            NetConfig {
-                tap: args.tap,
-                mac: args.mac,
-            }
-        });
+    let wants_net = args.tap.is_some() || args.vmm == Vmm::Qemu || !p.nfs_exports.is_empty();
+    let net = wants_net.then_some(NetConfig {
+        tap: args.tap,
+        mac: args.mac,
+    });
     let machine = RenderConfig {
         kernel: abs(&args.kernel),
         initrd: args.initrd.as_ref().map(abs),
