@@ -312,8 +312,11 @@ pub struct PlannedMount {
 /// The price is one GETATTR per open file per second, which the server
 /// answers from an fstat.
 pub fn nfs_mount_data(addr: IpAddr, port: u16) -> String {
+    // `tcp` names IPv4 to the kernel, which refuses it with an IPv6
+    // address ("proto mismatch").
+    let tcp = if addr.is_ipv6() { "tcp6" } else { "tcp" };
     format!(
-        "vers=3,proto=tcp,port={port},mountport={port},mountproto=tcp,nolock,actimeo=1,lookupcache=positive,addr={addr}"
+        "vers=3,proto={tcp},port={port},mountport={port},mountproto={tcp},nolock,actimeo=1,lookupcache=positive,addr={addr}"
     )
 }
 
@@ -326,7 +329,12 @@ impl Plan {
             .map(|p| {
                 let mut m = p.mount.clone();
                 if let Some(export) = &p.nfs_export {
-                    m.source = format!("{server}:{export}");
+                    // The kernel takes the server up to the first colon
+                    // unless it is in brackets.
+                    m.source = match server {
+                        IpAddr::V4(v4) => format!("{v4}:{export}"),
+                        IpAddr::V6(v6) => format!("[{v6}]:{export}"),
+                    };
                     let base = nfs_mount_data(server, port);
                     m.data = if m.data.is_empty() {
                         base
@@ -820,6 +828,24 @@ impl<'a> Builder<'a> {
             }
             Kind::Image { path, format } => {
                 let readonly = spec.readonly || *format == ImageFormat::Erofs;
+                // One filesystem mounted through two disks, one of them
+                // writable, is corrupted: each guest-side mount caches its
+                // own view of the blocks.
+                if let Some(other) = self
+                    .disks
+                    .iter()
+                    .find(|d| d.image == *path && !(d.readonly && readonly))
+                {
+                    return Err(PlanError::Syntax {
+                        volume: spec.name.clone(),
+                        reason: format!(
+                            "{} is already attached as {}; an image may be attached twice \
+                             only read-only (add readonly to both)",
+                            path.display(),
+                            other.device
+                        ),
+                    });
+                }
                 mount.source = self.disk(path.clone(), *format, readonly, DiskRole::Volume);
                 mount.fstype = format.fstype().into();
                 mount.readonly = readonly;
@@ -1222,6 +1248,15 @@ mod tests {
         );
         assert!(mounts[0].retry && !mounts[0].file);
         assert!(mounts[3].file && !mounts[3].retry && mounts[3].data.is_empty());
+        // An IPv6 server: in brackets in the source, and the v6 transports
+        // (the kernel refuses `proto=tcp` with an IPv6 address).
+        let v6 = p.guest_mounts("fd00::2".parse().unwrap(), 2049);
+        assert_eq!(v6[0].source, "[fd00::2]:/v0");
+        assert!(
+            v6[0].data.contains("proto=tcp6,") && v6[0].data.contains("mountproto=tcp6,"),
+            "{}",
+            v6[0].data
+        );
     }
 
     #[test]

@@ -178,3 +178,35 @@ fn long_or_duplicate_tags_are_refused() {
     )
     .is_ok());
 }
+
+/// One ext4 image mounted through two disks, one of them writable, would
+/// be corrupted; twice read-only is fine.
+#[test]
+fn an_image_is_attached_twice_only_read_only() {
+    use std::path::Path;
+    let attach = |opts: &str| {
+        let cwd = Path::new("/work");
+        let specs = [
+            vmshare_plan::docker::parse_mount(
+                &format!("type=ext4,src=/i/db.ext4,dst=/x{opts}"),
+                cwd,
+            )
+            .unwrap(),
+            vmshare_plan::docker::parse_mount(
+                &format!("type=ext4,src=/i/db.ext4,dst=/y{opts}"),
+                cwd,
+            )
+            .unwrap(),
+        ];
+        plan(
+            &specs,
+            &PlanConfig::new(Vmm::Qemu, "/vols", "/state"),
+            &ImagesAreFiles,
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    let e = attach("").unwrap_err();
+    assert!(e.contains("already attached as /dev/vda"), "{e}");
+    assert!(attach(",readonly").is_ok());
+}
