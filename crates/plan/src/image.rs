@@ -27,6 +27,14 @@ pub enum ImageError {
     /// The output exists already.
     #[error("{}: exists; remove it or choose another output", .0.display())]
     OutputExists(PathBuf),
+    /// The output would be inside the tree it is made from.
+    #[error("{}: inside {}, the directory it is made from; write the image elsewhere", .output.display(), .source_dir.display())]
+    OutputInside {
+        /// The output.
+        output: PathBuf,
+        /// The source directory.
+        source_dir: PathBuf,
+    },
     /// The requested size cannot hold the tree.
     #[error("--size {size} bytes is smaller than the {needed} bytes the tree needs; give a larger --size")]
     TooSmall {
@@ -160,9 +168,32 @@ pub fn build_image(
             return Err(ImageError::NotADirectory(c.host_path.clone()));
         }
     }
-    if output.exists() {
+    // Not `exists()`: a dangling link would be followed, and the image
+    // written wherever it points.
+    if std::fs::symlink_metadata(output).is_ok() {
         return Err(ImageError::OutputExists(output.to_path_buf()));
     }
+    let out_dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(out_dir) = std::fs::canonicalize(out_dir) {
+        for c in contents {
+            if let Ok(src) = std::fs::canonicalize(&c.host_path) {
+                if out_dir.starts_with(&src) {
+                    return Err(ImageError::OutputInside {
+                        output: output.to_path_buf(),
+                        source_dir: c.host_path.clone(),
+                    });
+                }
+            }
+        }
+    }
+    // Before the output is made: missing, it would be left behind.
+    let tool_path = match format {
+        ImageFormat::Ext4 => find_tool("mkfs.ext4", "e2fsprogs")?,
+        ImageFormat::Erofs => find_tool("mkfs.erofs", "erofs-utils")?,
+    };
     let scratch;
     let source = match contents {
         [one] if one.subdir.is_empty() => one.host_path.clone(),
@@ -184,14 +215,21 @@ pub fn build_image(
                 .map_err(io(format!("creating {}", output.display())))?;
             f.set_len(size)
                 .map_err(io(format!("sizing {}", output.display())))?;
-            let mut c = Command::new(find_tool("mkfs.ext4", "e2fsprogs")?);
-            c.args(["-q", "-F", "-t", "ext4", "-d"])
+            // At least half as many inodes again as the tree has files:
+            // past 512 MiB mke2fs gives one per 16 KiB, and a tree of
+            // many small files (node_modules) did not fit at all.
+            let per_inode = if size > 512 << 20 { 16 << 10 } else { 4 << 10 };
+            let inodes = (size / per_inode).max(files + files / 2 + 4096);
+            let mut c = Command::new(&tool_path);
+            c.args(["-q", "-F", "-t", "ext4", "-N"])
+                .arg(inodes.to_string())
+                .arg("-d")
                 .arg(&source)
                 .arg(output);
             c
         }
         ImageFormat::Erofs => {
-            let mut c = Command::new(find_tool("mkfs.erofs", "erofs-utils")?);
+            let mut c = Command::new(&tool_path);
             c.arg("--quiet").arg(output).arg(&source);
             c
         }
@@ -201,11 +239,65 @@ pub fn build_image(
     } else {
         "mkfs.erofs"
     };
-    let result = run_watching(tool, &mut cmd, output, bytes, progress);
+    let mut result = run_watching(tool, &mut cmd, output, bytes, progress);
+    // Gathered contents have a scratch directory as their root, nothing of
+    // the user's to copy.
+    let direct = matches!(contents, [one] if one.subdir.is_empty());
+    if result.is_ok() && format == ImageFormat::Ext4 && direct {
+        result = root_like(output, &source);
+    }
     if result.is_err() {
         let _ = std::fs::remove_file(output);
     }
     result
+}
+
+/// Gives an ext4 image's root directory the mode, owner and times of the
+/// directory it was made from. `mkfs.ext4 -d` copies what is inside but
+/// leaves the root 0755 root:root: a copy volume of a directory owned by
+/// 1000 was not writable at its top by the guest's user 1000, and a 1777
+/// directory lost its sticky bit.
+fn root_like(image: &Path, dir: &Path) -> Result<(), ImageError> {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(dir).map_err(io(format!("stat {}", dir.display())))?;
+    let script = format!(
+        "sif <2> mode 0{:o}\nsif <2> uid {}\nsif <2> gid {}\nsif <2> mtime @{}\nsif <2> atime @{}\n",
+        md.mode(),
+        md.uid(),
+        md.gid(),
+        md.mtime(),
+        md.atime()
+    );
+    let mut child = Command::new(find_tool("debugfs", "e2fsprogs")?)
+        .args(["-w", "-f", "-"])
+        .arg(image)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(io("starting debugfs"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(io("writing to debugfs"))?;
+    }
+    let out = child.wait_with_output().map_err(io("running debugfs"))?;
+    // debugfs exits 0 even when a command fails; its complaints say so.
+    let err = String::from_utf8_lossy(&out.stderr);
+    let complaint = err
+        .lines()
+        .find(|l| !l.starts_with("debugfs ") && !l.trim().is_empty());
+    match (out.status.success(), complaint) {
+        (true, None) => Ok(()),
+        (_, c) => Err(ImageError::Failed {
+            tool: "debugfs",
+            status: out.status.to_string(),
+            message: c
+                .unwrap_or("setting the root directory's attributes")
+                .to_string(),
+        }),
+    }
 }
 
 /// Runs `cmd`, reporting the output's allocated size as progress: ext4

@@ -287,3 +287,64 @@ fn sync_back_keeps_what_the_guest_left_alone_and_writes_what_it_changed() {
     assert_eq!(mode & 0o7777, 0o1777, "the sticky bit is kept");
     assert_eq!(fs::metadata(host.join("a")).unwrap().mtime(), 1_117_584_000);
 }
+
+/// An ext4 image's root is the source directory's (mode, owner, time):
+/// `mkfs.ext4 -d` left it 0755 root:root, so a copy volume of a directory
+/// owned by 1000 was not writable at its top by the guest's user 1000.
+/// An output inside the source, or a dangling link as the output, is
+/// refused before anything is written.
+#[test]
+fn ext4_root_is_the_source_directory_and_bad_outputs_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    tree(&src, &[("a", "x")]);
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o1777)).unwrap();
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_012_608_000);
+    fs::File::open(&src)
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_modified(when).set_accessed(when))
+        .unwrap();
+    let img = t.path().join("root.ext4");
+    build_image(
+        &img,
+        ImageFormat::Ext4,
+        &[content(&src, "")],
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    let out = std::process::Command::new("debugfs")
+        .args(["-R", "stat <2>"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let stat = String::from_utf8_lossy(&out.stdout);
+    assert!(stat.contains("Mode:  01777"), "{stat}");
+    assert!(stat.contains("mtime: 0x3c5b2c00"), "{stat}");
+
+    let inside = src.join("self.ext4");
+    let e = build_image(
+        &inside,
+        ImageFormat::Ext4,
+        &[content(&src, "")],
+        None,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(e, ImageError::OutputInside { .. }), "{e}");
+    assert!(!inside.exists());
+    let target = t.path().join("elsewhere.ext4");
+    let link = t.path().join("link.ext4");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let e = build_image(
+        &link,
+        ImageFormat::Ext4,
+        &[content(&src, "")],
+        None,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(e, ImageError::OutputExists(_)), "{e}");
+    assert!(!target.exists(), "nothing written through the link");
+}
