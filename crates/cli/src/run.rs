@@ -197,8 +197,18 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         // Volumes are shared live, and the guest mounts them with
         // actimeo=1 so that host changes show within a second: listings
         // are not served from the server's attribute cache on top of that.
+        //
+        // On loopback (user networking), QEMU connects for the guest, and
+        // so could any user of the host, claiming to be root: only
+        // sockets of this process's user are served. Behind a tap, the
+        // guest's own kernel connects, in a namespace no one else enters.
+        let limits = vmshare_server::Limits {
+            local_peer_uid: tap.is_none().then(|| rustix::process::geteuid().as_raw()),
+            ..vmshare_server::Limits::default()
+        };
         let cfg = ServerConfig {
             attr_cache: std::time::Duration::ZERO,
+            limits,
             ..ServerConfig::new(
                 exports,
                 SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),

@@ -568,8 +568,6 @@ impl FsBackend {
             path: "/proc/self/fd".into(),
             source: e.into(),
         })?;
-        // Modes come from the client; the process umask must not alter them.
-        rustix::process::umask(Mode::empty());
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).map_err(|e| FsError::State {
             path: "random".into(),
@@ -1558,6 +1556,8 @@ impl FsBackend {
         name: &[u8],
         f: impl FnOnce(&Node, &OsStr) -> Result<T, NfsStat>,
     ) -> Result<(Node, Option<WccAttr>, T), Fail<WccData>> {
+        // Modes come from the client; a umask must not alter them.
+        sys::clear_thread_umask();
         let dir = self.node(c, dirfh).map_err(Fail::from)?;
         let name = check_new_name(name).map_err(|s| {
             Fail::new(

@@ -281,3 +281,32 @@ pub fn raise_nofile_limit() -> Option<u64> {
     }
     Some(lim.rlim_cur)
 }
+
+thread_local! {
+    /// Whether this thread has a umask of its own, cleared.
+    static OWN_UMASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Gives the calling thread a umask of its own, 0, once: new objects then
+/// get exactly the mode the client asked for. Not the process's umask: a
+/// process-wide 0 made everything else `vmshare run` wrote (its cached
+/// guest init among it) writable by every user of the host.
+pub fn clear_thread_umask() {
+    if OWN_UMASK.with(|c| c.replace(true)) {
+        return;
+    }
+    // SAFETY: CLONE_FS gives this thread its own copy of the filesystem
+    // context (root, working directory, umask); unlike CLONE_FILES it
+    // leaves the descriptor table shared, so no descriptor any thread
+    // holds is affected.
+    match unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) } {
+        Ok(()) => {
+            rustix::process::umask(rustix::fs::Mode::empty());
+        }
+        // Then the process's umask applies to new objects' modes, which is
+        // safer than clearing it for the whole process.
+        Err(e) => {
+            tracing::warn!(error = %e, "unshare(CLONE_FS) failed; new files' modes follow the umask")
+        }
+    }
+}

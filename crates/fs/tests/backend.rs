@@ -1739,3 +1739,42 @@ fn an_export_whose_directory_was_removed_is_refused_at_mnt() {
     std::fs::create_dir(t.p("other")).expect("mkdir");
     assert_eq!(b.mount(&c, b"/other").err(), Some(MountStat::NoEnt));
 }
+
+/// New objects get exactly the mode asked for, whatever the umask; and
+/// the process's umask is left alone (it was set to 0 for the whole
+/// process, and `vmshare run` then wrote its cached guest init 0666).
+#[test]
+fn modes_are_the_clients_and_the_process_umask_is_left_alone() {
+    let t = Tree::new("umask");
+    use rustix::fs::Mode;
+    let before = rustix::process::umask(Mode::from_raw_mode(0o022));
+    let worker = std::thread::spawn({
+        let t = t.p("");
+        move || {
+            let b = FsBackend::new(
+                vec![ExportConfig::new(t.join("export"), "/data", rule(opts()))],
+                &t.join("state"),
+            )
+            .expect("backend");
+            let cred = root_cred();
+            let c = caller(&cred);
+            let root = root_fh(&b, &c, "/data");
+            let a = Sattr {
+                mode: Some(0o666),
+                ..Sattr::default()
+            };
+            b.create(&c, &root, b"open", &CreateHow::Guarded(a))
+                .expect("create");
+        }
+    });
+    worker.join().expect("worker");
+    let now = rustix::process::umask(before);
+    assert_eq!(
+        now,
+        Mode::from_raw_mode(0o022),
+        "the process umask is unchanged"
+    );
+    vmshare_fs::cred::as_server(true);
+    let mode = std::fs::metadata(t.p("export/open")).expect("stat").mode();
+    assert_eq!(mode & 0o777, 0o666);
+}

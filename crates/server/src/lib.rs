@@ -125,6 +125,12 @@ pub struct Limits {
     /// reader moves to the CPU its client's packets arrive on (see
     /// `docs/server.md`).
     pub follow_cpu: bool,
+    /// Only connections from a local socket owned by this uid (as
+    /// `/proc/net/tcp` says) are served: for a server on loopback that is
+    /// for one local program (`vmshare run`'s QEMU), not for every user of
+    /// the host, who could otherwise mount its exports and claim to be
+    /// root. `None`: any peer the exports admit.
+    pub local_peer_uid: Option<u32>,
 }
 
 impl Default for Limits {
@@ -149,6 +155,7 @@ impl Default for Limits {
                 .map_or(1, |n| n.get() / 2)
                 .max(1),
             follow_cpu: true,
+            local_peer_uid: None,
         }
     }
 }
@@ -700,6 +707,25 @@ fn admit(shared: &Shared, peer: SocketAddr) -> bool {
 }
 
 fn start_connection(shared: &Arc<Shared>, role: Role, stream: TcpStream, peer: SocketAddr) {
+    if let Some(uid) = shared.limits.local_peer_uid {
+        let owner = stream
+            .local_addr()
+            .ok()
+            .and_then(|local| peer_socket_owner(peer, local));
+        if owner != Some(uid) {
+            if let Some(held_back) = shared.log_gates.refused.allow() {
+                warn!(
+                    %peer,
+                    owner = ?owner,
+                    expected = uid,
+                    held_back,
+                    "refusing a connection whose socket is not this server's client's (another \
+                     user of the host, or not local)"
+                );
+            }
+            return;
+        }
+    }
     if !admit(shared, peer) {
         return;
     }
@@ -752,6 +778,51 @@ fn start_connection(shared: &Arc<Shared>, role: Role, stream: TcpStream, peer: S
         conn.close();
         lock(&shared.conns).remove(&id);
     }
+}
+
+/// The uid owning the local socket at `peer` connected to `local`, from
+/// `/proc/net/tcp` (or `tcp6`) of this network namespace; `None` if it is
+/// not a local socket.
+fn peer_socket_owner(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    // The kernel prints addresses as the in-memory words of the network-
+    // order address, each as %08X, and ports as %04X.
+    fn hex(addr: SocketAddr) -> String {
+        let octets: Vec<u8> = match addr.ip() {
+            std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+            std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+        };
+        let mut s: String = octets
+            .chunks(4)
+            .map(|c| {
+                let w = [c[0], c[1], c[2], c[3]];
+                format!("{:08X}", u32::from_ne_bytes(w))
+            })
+            .collect();
+        s.push_str(&format!(":{:04X}", addr.port()));
+        s
+    }
+    let table = if peer.is_ipv4() && local.is_ipv4() {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/tcp6"
+    };
+    // The peer's socket, from its side: its address is ours' remote one.
+    let (want_local, want_remote) = if table.ends_with('6') {
+        let v6 = |a: SocketAddr| match a {
+            SocketAddr::V4(v4) => SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port())),
+            v6 => v6,
+        };
+        (hex(v6(peer)), hex(v6(local)))
+    } else {
+        (hex(peer), hex(local))
+    };
+    let text = std::fs::read_to_string(table).ok()?;
+    text.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.get(1) == Some(&want_local.as_str()) && f.get(2) == Some(&want_remote.as_str()))
+            .then(|| f.get(7).and_then(|u| u.parse().ok()))
+            .flatten()
+    })
 }
 
 impl RunningServer {

@@ -283,6 +283,28 @@ fn an_idle_connection_makes_way_for_a_new_one_at_the_limit() {
     assert!(recv(&mut busy).is_some(), "the busy one stays");
 }
 
+/// With `local_peer_uid`, only connections from local sockets owned by
+/// that uid are served: `vmshare run`'s server on loopback is for its own
+/// QEMU, not for every user of the host (who could claim to be root).
+#[test]
+fn only_the_local_peer_uid_is_served_when_asked() {
+    let me = rustix::process::geteuid().as_raw();
+    for (uid, served) in [(me, true), (me.wrapping_add(1), false)] {
+        let limits = Limits {
+            local_peer_uid: Some(uid),
+            ..Limits::default()
+        };
+        let server = start(&format!("peer-uid-{served}"), limits);
+        let mut s = connect(server.local_addr());
+        if served {
+            send(&mut s, &call(1, UNKNOWN_PROG, 1, 0, &[]));
+            assert!(recv(&mut s).is_some(), "its own user is served");
+        } else {
+            assert!(is_closed(&mut s), "another user's socket is refused");
+        }
+    }
+}
+
 #[test]
 fn shutdown_is_prompt_with_clients_connected() {
     let server = start("shutdown", Limits::default());

@@ -189,6 +189,12 @@ impl Assets {
 
         let key = cache_key(&kernel, init_binary, busybox, &modules, &index)?;
         let initramfs = state.cache_dir().join(format!("initramfs-{key}.cpio"));
+        // It holds the guest's init, which sees every volume: one that
+        // another user could have written is made again. (A process-wide
+        // umask of 0 once left them 0666.)
+        if !trusted(&initramfs) {
+            let _ = std::fs::remove_file(&initramfs);
+        }
         if !initramfs.exists() {
             build_base(&initramfs, &kernel, init_binary, busybox, &modules, &index)?;
             prune_cache(&state.cache_dir(), &initramfs);
@@ -437,6 +443,14 @@ fn busybox_applets(busybox: &Path) -> Result<Vec<String>, VmmError> {
 
 /// Keeps the cache from growing with every rebuild of vmshare: only the
 /// newest few base archives stay.
+/// Whether `path` is a file of this user's that no one else may write.
+fn trusted(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| {
+        m.is_file() && m.uid() == rustix::process::geteuid().as_raw() && m.mode() & 0o022 == 0
+    })
+}
+
 fn prune_cache(dir: &Path, keep: &Path) {
     const KEEP: usize = 4;
     let Ok(entries) = std::fs::read_dir(dir) else {
