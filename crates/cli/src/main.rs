@@ -38,7 +38,15 @@ fn main() -> ExitCode {
     if rustix::process::getpid().is_init() {
         return vmshare_init::main();
     }
-    let cli = Cli::parse();
+    // 125 for a command line that does not parse, as for vmshare's other
+    // errors and docker's: clap's own 2 cannot be told from CMD's exit 2.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 125 } else { 0 });
+        }
+    };
     let result = match cli.command {
         Command::Serve(a) => serve::main(a),
         Command::Run(a) => run::main(a),

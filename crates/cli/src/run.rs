@@ -97,11 +97,7 @@ pub struct Args {
     verbose: bool,
     /// The command and its arguments (required unless --oci gives
     /// process.args).
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
+    #[arg(trailing_var_arg = true, value_name = "CMD")]
     command: Vec<String>,
 }
 
@@ -235,7 +231,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         })
         .state_dir(state.clone())
         .memory_mib(parse_memory(args.memory.as_deref())?)
-        .cpus(args.cpus.map(cpus).unwrap_or(1))
+        .cpus(parse_cpus(args.cpus)?)
         .interrupt(&INTERRUPTED);
     if let Some(k) = &args.kernel {
         run = run.kernel(k);
@@ -538,36 +534,66 @@ fn parse_user(user: Option<&str>) -> Result<(u32, u32), String> {
     }
 }
 
+/// The least memory a guest boots in: the kernel unpacks the initramfs
+/// (modules, busybox, vmshare) into memory first, and with 128 MiB or 144
+/// MiB it panicked ("System is deadlocked on memory"); 150 MiB booted.
+const MIN_MEMORY_MIB: u32 = 192;
+
+/// docker's sizes: a number, with a fraction if wanted, and a unit (`k`,
+/// `m`, `g`, `t`, optionally followed by `i`, `b` or `ib`, any case).
 fn parse_memory(text: Option<&str>) -> Result<u32, String> {
     let Some(text) = text else { return Ok(512) };
     let t = text.trim().to_ascii_lowercase();
-    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: u64 = num
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
         .parse()
-        .map_err(|_| format!("--memory {text}: expected e.g. 512m or 1g"))?;
-    let bytes = match unit.trim_end_matches('b') {
-        "" if unit.is_empty() => n,
-        "" => n,
-        "k" => n << 10,
-        "m" => n << 20,
-        "g" => n << 30,
-        _ => return Err(format!("--memory {text}: unit must be b, k, m or g")),
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n > 0.0)
+        .ok_or_else(|| format!("--memory {text}: expected e.g. 512m, 1.5g or 2GiB"))?;
+    let unit = unit.trim();
+    let unit = unit.strip_suffix('b').unwrap_or(unit);
+    let unit = unit.strip_suffix('i').unwrap_or(unit);
+    let scale: f64 = match unit {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        "t" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("--memory {text}: the unit must be k, m, g or t")),
     };
-    let mib = u32::try_from(bytes >> 20).map_err(|_| format!("--memory {text}: too large"))?;
-    if mib < 128 {
+    let mib = (n * scale / (1024.0 * 1024.0)).floor();
+    if mib > f64::from(u32::MAX) {
+        return Err(format!("--memory {text}: too large"));
+    }
+    // In range just above, so the conversion is exact.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let mib = mib as u32;
+    if mib < MIN_MEMORY_MIB {
         return Err(format!(
-            "--memory {text}: at least 128m (the kernel and initramfs need it)"
+            "--memory {text}: at least {MIN_MEMORY_MIB}m (the kernel unpacks its initramfs into it)"
         ));
     }
     Ok(mib)
 }
 
-fn cpus(n: f64) -> u32 {
-    let n = n.ceil().clamp(1.0, 64.0);
-    // Clamped to 1..=64 just above, so the conversion is exact.
+/// vCPUs: fractions round up, as a VM has whole CPUs; more than the host
+/// has is refused, as docker refuses it (under TCG a guest with many more
+/// vCPUs than cores did not finish booting).
+fn parse_cpus(n: Option<f64>) -> Result<u32, String> {
+    let Some(n) = n else { return Ok(1) };
+    let host = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let host_f = f64::from(u32::try_from(host).unwrap_or(u32::MAX));
+    if !n.is_finite() || n <= 0.0 || n.ceil() > host_f {
+        return Err(format!(
+            "--cpus {n}: from 0.01 to {host}, the CPUs this host has"
+        ));
+    }
+    // In 1..=host just above, so the conversion is exact.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let n = n as u32;
-    n
+    Ok(n.ceil() as u32)
 }
 
 /// `KEY=VALUE` as is; `KEY` alone takes the host's value (dropped if unset),
@@ -616,9 +642,16 @@ mod tests {
         assert_eq!(parse_memory(Some("1g")), Ok(1024));
         assert_eq!(parse_memory(Some("256m")), Ok(256));
         assert_eq!(parse_memory(Some("268435456")), Ok(256));
-        assert!(parse_memory(Some("64m")).is_err());
-        assert!(parse_memory(Some("1x")).is_err());
-        assert_eq!(cpus(1.5), 2);
-        assert_eq!(cpus(0.1), 1);
+        assert_eq!(parse_memory(Some("1.5g")), Ok(1536));
+        assert_eq!(parse_memory(Some("512MiB")), Ok(512));
+        assert_eq!(parse_memory(Some("2GB")), Ok(2048));
+        for bad in ["64m", "128m", "1x", "-1g", "nan", ""] {
+            assert!(parse_memory(Some(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(parse_cpus(Some(0.1)), Ok(1));
+        assert_eq!(parse_cpus(None), Ok(1));
+        for bad in [0.0, -1.0, f64::NAN, 10_000.0] {
+            assert!(parse_cpus(Some(bad)).is_err(), "{bad}");
+        }
     }
 }

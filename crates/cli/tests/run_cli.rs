@@ -244,7 +244,7 @@ fn other_vmms_are_refused_with_what_is_missing() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(
             err.contains(&format!(
-                "`vmshare plan --vmm {vmm} -v '/srv/my data:/data'` prints {vmm}'s configuration"
+                "`vmshare plan --vmm {vmm} --tap TAP -v '/srv/my data:/data'` prints {vmm}'s configuration"
             )),
             "{err}"
         );
@@ -269,4 +269,25 @@ fn other_vmms_are_refused_with_what_is_missing() {
         };
         assert!(err.contains(&kvm), "{err}\nexpected: {kvm}");
     }
+}
+
+/// A docker option vmshare does not have (`--rm`) is an error before
+/// anything boots, exit 125, not the start of CMD (which booted a VM to
+/// fail with "--rm: No such file or directory").
+#[test]
+fn unknown_options_are_refused_before_boot() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmshare"))
+        .env(
+            "VMSHARE_STATE_DIR",
+            scratch_dir("unknown-option").join("state"),
+        )
+        .args(["run", "--rm", "-e", "X=1", "--", "sh", "-c", "echo $X"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 125);
+    assert!(
+        text(&out.stderr).contains("unexpected argument '--rm'"),
+        "{}",
+        text(&out.stderr)
+    );
 }

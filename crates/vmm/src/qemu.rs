@@ -214,6 +214,11 @@ impl QemuConfig {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
+        // A process group of its own: a Ctrl-C at the terminal (or a
+        // signal to vmshare's group) is vmshare's to forward to CMD, and
+        // reached QEMU too, which quit on it ("terminating on signal 2")
+        // before the guest could run CMD's trap.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let ns = netns.map(AsRawFd::as_raw_fd);
         // SAFETY: the closure runs in the forked child before exec and
         // makes only async-signal-safe system calls (prctl, setns) on

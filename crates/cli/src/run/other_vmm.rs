@@ -36,7 +36,9 @@ pub(crate) fn refusal(vmm: Vmm, state: &StateDir, plan_args: &[String]) -> Strin
             ),
         },
     };
-    let mut hint = format!("vmshare plan --vmm {vmm}");
+    // Neither has a user-mode network: volumes served over NFS need a tap
+    // device (TAP, the user's to make), or the hinted command fails.
+    let mut hint = format!("vmshare plan --vmm {vmm} --tap TAP");
     for a in plan_args {
         hint.push(' ');
         hint.push_str(&shell_quote(a));
