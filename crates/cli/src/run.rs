@@ -243,12 +243,12 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     for s in &plan.shares {
         run = run.share(s.clone());
     }
-    if server.is_some() || tap.is_some() {
-        run = run.network(match &tap {
-            Some(t) => GuestNetwork::Tap(t.clone()),
-            None => GuestNetwork::User,
-        });
-    }
+    // Always a network, as docker gives one (it was there only for an NFS
+    // server: `--tmpfs` alone or `--rootfs IMAGE` had none).
+    run = run.network(match &tap {
+        Some(t) => GuestNetwork::Tap(t.clone()),
+        None => GuestNetwork::User,
+    });
     if verbose {
         let offset = t0.elapsed();
         run = run

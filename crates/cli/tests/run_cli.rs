@@ -291,3 +291,24 @@ fn unknown_options_are_refused_before_boot() {
         text(&out.stderr)
     );
 }
+
+/// A guest has a network, `lo` up, `/etc/hosts` and `/etc/resolv.conf`
+/// even without a volume, as a container has them: a run with no NFS
+/// volume had no network at all, and no guest had either file.
+#[test]
+fn a_guest_has_a_network_and_its_name_files_without_volumes() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let out = h.vmshare(&[
+        "run",
+        "--name",
+        "web1",
+        "--",
+        "sh",
+        "-c",
+        "hostname -i; grep -c nameserver /etc/resolv.conf; ip -o link show lo | grep -c UP",
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(text(&out.stdout), "10.0.2.15\n1\n1\n");
+}

@@ -132,6 +132,7 @@ impl Init {
         if !spec.hostname.is_empty() {
             sys::set_hostname(&spec.hostname)?;
         }
+        net::loopback_up()?;
         if let Some(network) = &spec.network {
             net::configure(network)?;
             self.event(&format!(
@@ -146,6 +147,7 @@ impl Init {
                 rootfs.lower.source, rootfs.lower.fstype
             ));
         }
+        net::write_name_files(&spec.hostname, spec.network.as_ref())?;
         for m in &spec.mounts {
             let took = mounts::mount(m)?;
             self.event(&format!(

@@ -10,6 +10,12 @@ use crate::InitError;
 
 const INTERFACE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Brings up `lo`, which every guest has, with or without a network:
+/// programs talk to 127.0.0.1 (it was down in a guest without one).
+pub(crate) fn loopback_up() -> Result<(), InitError> {
+    Socket::new()?.up("lo")
+}
+
 /// Brings up `lo` and the interface with the address (and default route)
 /// given.
 pub(crate) fn configure(net: &GuestNet) -> Result<(), InitError> {
@@ -210,4 +216,32 @@ mod tests {
         assert_eq!(netmask(0), Ipv4Addr::new(0, 0, 0, 0));
         assert_eq!(netmask(32), Ipv4Addr::new(255, 255, 255, 255));
     }
+}
+
+/// Writes `/etc/hosts` (localhost, and the host name at the guest's
+/// address) and, when the network names servers, `/etc/resolv.conf`, as
+/// docker writes them into a container: without them names did not
+/// resolve (only `nslookup NAME 10.0.2.3` did) and `hostname -i` failed.
+/// In the root CMD runs in (a `--rootfs` has a writable layer over it), and
+/// before the volumes, so that a volume on either file wins.
+pub(crate) fn write_name_files(hostname: &str, net: Option<&GuestNet>) -> Result<(), InitError> {
+    let addr = net
+        .and_then(|n| parse_cidr(&n.address))
+        .map_or_else(|| "127.0.1.1".to_string(), |(a, _)| a.to_string());
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    if !hostname.is_empty() {
+        hosts.push_str(&format!("{addr}\t{hostname}\n"));
+    }
+    let write = |path: &str, text: &str| {
+        std::fs::create_dir_all("/etc")
+            .and_then(|()| std::fs::write(path, text))
+            .map_err(|e| InitError::sys(format!("writing {path}"), e))
+    };
+    write("/etc/hosts", &hosts)?;
+    if let Some(n) = net.filter(|n| !n.dns.is_empty()) {
+        let text: String = n.dns.iter().map(|s| format!("nameserver {s}\n")).collect();
+        write("/etc/resolv.conf", &text)?;
+    }
+    Ok(())
 }

@@ -70,6 +70,9 @@ pub struct GuestNet {
     /// Default gateway, if any.
     #[serde(default)]
     pub gateway: Option<String>,
+    /// Name servers for `/etc/resolv.conf` (none: the file is left alone).
+    #[serde(default)]
+    pub dns: Vec<String>,
 }
 
 /// One mount(2) call in the guest.

@@ -52,6 +52,8 @@ pub enum GuestNetwork {
 pub const USER_NET_GUEST: &str = "10.0.2.15/24";
 /// The host as the guest sees it with user networking.
 pub const USER_NET_HOST: &str = "10.0.2.2";
+/// QEMU user networking's DNS server, as the guest sees it.
+pub const USER_NET_DNS: &str = "10.0.2.3";
 
 /// One step of the timeline, host side or guest side.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -648,6 +650,8 @@ impl GuestRun {
                         interface: "eth0".into(),
                         address: USER_NET_GUEST.into(),
                         gateway: Some(USER_NET_HOST.into()),
+                        // QEMU's user network answers DNS here.
+                        dns: vec![USER_NET_DNS.into()],
                     },
                     GuestNetwork::Tap(_) => GuestNet {
                         interface: "eth0".into(),
@@ -657,6 +661,8 @@ impl GuestRun {
                             crate::netns::TAP_PREFIX
                         ),
                         gateway: None,
+                        // Nothing beyond the /30 link is routed.
+                        dns: Vec::new(),
                     },
                 });
             }
