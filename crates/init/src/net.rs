@@ -200,24 +200,6 @@ impl Socket {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cidr_and_netmask() {
-        assert_eq!(
-            parse_cidr("10.0.2.15/24"),
-            Some((Ipv4Addr::new(10, 0, 2, 15), 24))
-        );
-        assert_eq!(parse_cidr("10.0.2.15/33"), None);
-        assert_eq!(netmask(24), Ipv4Addr::new(255, 255, 255, 0));
-        assert_eq!(netmask(30), Ipv4Addr::new(255, 255, 255, 252));
-        assert_eq!(netmask(0), Ipv4Addr::new(0, 0, 0, 0));
-        assert_eq!(netmask(32), Ipv4Addr::new(255, 255, 255, 255));
-    }
-}
-
 /// Writes `/etc/hosts` (localhost, and the host name at the guest's
 /// address) and, when the network names servers, `/etc/resolv.conf`, as
 /// docker writes them into a container: without them names did not
@@ -244,4 +226,22 @@ pub(crate) fn write_name_files(hostname: &str, net: Option<&GuestNet>) -> Result
         write("/etc/resolv.conf", &text)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_and_netmask() {
+        assert_eq!(
+            parse_cidr("10.0.2.15/24"),
+            Some((Ipv4Addr::new(10, 0, 2, 15), 24))
+        );
+        assert_eq!(parse_cidr("10.0.2.15/33"), None);
+        assert_eq!(netmask(24), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(netmask(30), Ipv4Addr::new(255, 255, 255, 252));
+        assert_eq!(netmask(0), Ipv4Addr::new(0, 0, 0, 0));
+        assert_eq!(netmask(32), Ipv4Addr::new(255, 255, 255, 255));
+    }
 }
