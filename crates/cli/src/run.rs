@@ -617,7 +617,17 @@ fn read_env_file(path: &Path) -> Result<Vec<String>, String> {
 }
 
 fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+    // Forwarded to CMD, as docker forwards them; left at their defaults
+    // SIGUSR1, SIGUSR2 and SIGQUIT killed vmshare and left the VM's run
+    // directory behind.
+    for sig in [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ] {
         // SAFETY: on_signal only stores to an atomic, which is
         // async-signal-safe; the handler stays valid for the whole process.
         unsafe {

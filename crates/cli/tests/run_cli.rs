@@ -312,3 +312,21 @@ fn a_guest_has_a_network_and_its_name_files_without_volumes() {
     assert_exit(&out, 0);
     assert_eq!(text(&out.stdout), "10.0.2.15\n1\n1\n");
 }
+
+/// `vmshare run -- yes | head -2` ends: when whoever reads CMD's output
+/// goes away, CMD gets SIGPIPE, as on the host, and vmshare exits 141
+/// (it ran on, unread, at full CPU).
+#[test]
+fn a_reader_that_goes_away_ends_the_command_with_sigpipe() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let mut child = h.spawn_vmshare(&["run", "--", "yes"], Stdio::null());
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 4];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    assert_eq!(&first, b"y\ny\n");
+    drop(out);
+    let done = common::wait_with_watchdog(child, Duration::from_secs(120));
+    assert_eq!(done.status.code(), Some(141), "{}", text(&done.stderr));
+}

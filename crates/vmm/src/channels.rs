@@ -109,34 +109,44 @@ pub(crate) enum AcceptError {
     Timeout,
 }
 
-/// Copies a guest output stream to its sink until QEMU closes it.
+/// Copies a guest output stream to its sink until QEMU closes it. If the
+/// sink's reader has gone (EPIPE), `broken` is set and the rest is read
+/// and dropped, so that the guest is never blocked on a full port.
 pub(crate) fn pump_output(
     mut from: UnixStream,
     sink: Sink,
     stderr: bool,
     captured: Arc<Mutex<Vec<u8>>>,
+    broken: Arc<std::sync::atomic::AtomicBool>,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
+        let mut gone = false;
         loop {
             let n = match from.read(&mut buf) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            match sink {
+            let written = match sink {
+                _ if gone => Ok(()),
                 Sink::Capture => {
                     if let Ok(mut c) = captured.lock() {
                         c.extend_from_slice(&buf[..n]);
                     }
+                    Ok(())
                 }
                 Sink::Inherit if stderr => {
                     let mut e = std::io::stderr().lock();
-                    let _ = e.write_all(&buf[..n]).and_then(|()| e.flush());
+                    e.write_all(&buf[..n]).and_then(|()| e.flush())
                 }
                 Sink::Inherit => {
                     let mut o = std::io::stdout().lock();
-                    let _ = o.write_all(&buf[..n]).and_then(|()| o.flush());
+                    o.write_all(&buf[..n]).and_then(|()| o.flush())
                 }
+            };
+            if matches!(&written, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe) {
+                gone = true;
+                broken.store(true, std::sync::atomic::Ordering::SeqCst);
             }
         }
     })

@@ -1,7 +1,7 @@
 //! [`GuestRun`]: boot a microVM, run one command in it, get its result.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,9 +20,9 @@ use crate::{StateDir, VmmError};
 
 /// Lines of console shown in errors.
 const CONSOLE_TAIL_LINES: usize = 40;
-/// How long a signalled guest gets before QEMU is killed.
 /// How long a guest may take to power off after reporting its exit.
 const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
+/// How long a guest told to stop gets before QEMU is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// A file to put into the guest's root filesystem (e.g. a test script).
@@ -320,9 +320,12 @@ impl GuestRun {
         self
     }
 
-    /// When the value becomes non-zero, that signal is forwarded to CMD;
+    /// Each time the value becomes non-zero, that signal is forwarded to
+    /// CMD (and the value reset), as docker forwards every signal. A
+    /// SIGTERM or SIGHUP, or a third SIGINT (Ctrl-C pressed again and
+    /// again), asks for a stop:
     /// if the guest has not stopped [`STOP_GRACE`] later, QEMU is killed.
-    /// For Ctrl-C handling.
+    /// (A CMD that traps a Ctrl-C and carries on was killed 10 s later.)
     pub fn interrupt(mut self, flag: &'static AtomicI32) -> Self {
         self.interrupt = Some(flag);
         self
@@ -466,6 +469,7 @@ impl GuestRun {
             Arc::new(Mutex::new(Vec::new())),
         );
         let mut pumps = Vec::new();
+        let broken_pipe = Arc::new(AtomicBool::new(false));
         let mut control_tx = None;
         let mut stdin_go: Option<mpsc::Sender<()>> = None;
         for (name, stream) in streams {
@@ -475,12 +479,14 @@ impl GuestRun {
                     self.stdout.clone(),
                     false,
                     out_buf.clone(),
+                    broken_pipe.clone(),
                 )),
                 protocol::PORT_STDERR => pumps.push(channels::pump_output(
                     stream,
                     self.stderr.clone(),
                     true,
                     err_buf.clone(),
+                    broken_pipe.clone(),
                 )),
                 protocol::PORT_STDIN => {
                     let (go, wait) = mpsc::channel();
@@ -500,6 +506,8 @@ impl GuestRun {
         let deadline = self.timeout.map(|t| t0 + t);
         let (mut started, mut status, mut errors) = (false, None, Vec::new());
         let mut signalled_at: Option<Instant> = None;
+        let mut interrupts = 0u32;
+        let mut pipe_told = false;
         let mut exited_at: Option<Instant> = None;
         let mut failure: Option<String> = None;
         let mut handle = |m: Message, timeline: &mut Timeline, started: &mut bool| match m {
@@ -567,15 +575,29 @@ impl GuestRun {
                 let _ = child.wait();
                 break;
             }
-            if let (None, Some(flag)) = (signalled_at, &self.interrupt) {
-                let sig = flag.load(Ordering::SeqCst);
-                if sig != 0 {
+            let mut sig = self
+                .interrupt
+                .map_or(0, |flag| flag.swap(0, Ordering::SeqCst));
+            if sig == 0 && !pipe_told && broken_pipe.load(Ordering::SeqCst) {
+                // Whoever read CMD's output is gone (`vmshare run -- yes |
+                // head -2`): CMD gets the SIGPIPE it would get on the host,
+                // instead of running, unread, forever.
+                pipe_told = true;
+                sig = libc::SIGPIPE;
+            }
+            if sig != 0 {
+                if sig == libc::SIGINT {
+                    interrupts += 1;
+                }
+                timeline.push(format!("forwarding signal {sig} to the command"));
+                send(&mut control_tx, &Message::Signal(sig));
+                if !started {
+                    let _ = child.kill();
+                }
+                let stop =
+                    matches!(sig, libc::SIGTERM | libc::SIGHUP | libc::SIGPIPE) || interrupts >= 3;
+                if stop && signalled_at.is_none() {
                     signalled_at = Some(now);
-                    timeline.push(format!("forwarding signal {sig} to the command"));
-                    send(&mut control_tx, &Message::Signal(sig));
-                    if !started {
-                        let _ = child.kill();
-                    }
                 }
             }
             // Before CMD runs its pty may not exist yet, nor init be
