@@ -256,6 +256,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     let spec = run.spec_mut();
     spec.hostname = args.name.clone().unwrap_or_else(|| "vmshare".into());
+    check_hostname(&spec.hostname)?;
     spec.mounts = plan.guest_mounts(server_ip, port);
     spec.verbose = verbose;
     spec.process = process;
@@ -446,7 +447,16 @@ fn guest_process(args: &Args, oci: Option<OciProcess>) -> Result<GuestProcess, S
     for f in &args.env_files {
         env.extend(read_env_file(f)?);
     }
-    env.extend(args.env.iter().filter_map(|e| expand_env(e)));
+    for e in &args.env {
+        env.extend(expand_env(e).map_err(|why| format!("-e {e:?}: {why}"))?);
+    }
+    // As docker: a relative directory would be relative to whatever the
+    // image's default is, which says nothing here.
+    if let Some(w) = args.workdir.as_deref().filter(|w| !w.starts_with('/')) {
+        return Err(format!(
+            "-w {w}: the working directory must be an absolute path"
+        ));
+    }
     let (uid, gid, additional_gids) = match (&args.user, oci.user) {
         (Some(u), _) => {
             let (uid, gid) = parse_user(Some(u))?;
@@ -597,23 +607,57 @@ fn parse_cpus(n: Option<f64>) -> Result<u32, String> {
 }
 
 /// `KEY=VALUE` as is; `KEY` alone takes the host's value (dropped if unset),
-/// as docker does.
-fn expand_env(item: &str) -> Option<String> {
-    if item.contains('=') {
-        return Some(item.to_string());
+/// as docker does. A name that is empty or has white space is refused, as
+/// docker refuses it (`export K=V` from a shell file became a variable
+/// called "export K").
+fn expand_env(item: &str) -> Result<Option<String>, String> {
+    let name = item.split_once('=').map_or(item, |(n, _)| n);
+    if name.is_empty() {
+        return Err("no variable name".into());
     }
-    std::env::var(item).ok().map(|v| format!("{item}={v}"))
+    if name.chars().any(char::is_whitespace) {
+        return Err(format!("the name {name:?} has white space"));
+    }
+    if item.contains('=') {
+        return Ok(Some(item.to_string()));
+    }
+    Ok(std::env::var(item).ok().map(|v| format!("{item}={v}")))
 }
 
+/// docker's env-file: `KEY=VALUE` or `KEY` lines, `#` comments; leading
+/// white space is dropped, and the value is kept as written to its end.
 fn read_env_file(path: &Path) -> Result<Vec<String>, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("--env-file {}: {e}", path.display()))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(expand_env)
-        .collect())
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let item = expand_env(line)
+            .map_err(|why| format!("--env-file {}:{}: {why}", path.display(), i + 1))?;
+        out.extend(item);
+    }
+    Ok(out)
+}
+
+/// A host name the guest can take: letters, digits, `-` and `.`, at most
+/// 64 bytes (what sethostname(2) takes). Checked before boot: a name the
+/// guest then refused failed the run after a full boot.
+fn check_hostname(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "--name {name:?}: a host name is 1 to 64 letters, digits, '-' and '.'"
+        ))
+    }
 }
 
 fn install_signal_handlers() {
@@ -642,6 +686,18 @@ fn install_signal_handlers() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_and_host_names_as_docker_takes_them() {
+        assert_eq!(expand_env("A=1 2 "), Ok(Some("A=1 2 ".into())));
+        for bad in ["", "=x", "export D=x", "G =v"] {
+            assert!(expand_env(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_hostname("web-1.local").is_ok());
+        for bad in ["", "bad name!", &"x".repeat(65)] {
+            assert!(check_hostname(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn users_memory_and_cpus() {

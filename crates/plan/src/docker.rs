@@ -78,6 +78,7 @@ pub fn parse_volume(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
             o => return Err(unknown(&name, o, VOLUME_OPTIONS_HINT)),
         }
     }
+    refuse_tilde(&name, src)?;
     let source = if is_path(src) {
         let path = host_path(cwd, src);
         if copy {
@@ -150,6 +151,9 @@ pub fn parse_mount(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
     };
     if kind != "tmpfs" && !options.is_empty() {
         return Err(syntax(&name, "tmpfs-size and tmpfs-mode need type=tmpfs"));
+    }
+    if let Some(s) = src {
+        refuse_tilde(&name, s)?;
     }
     let need_src = |what: &str| match src {
         Some(s) if !s.is_empty() => Ok(s),
@@ -276,6 +280,18 @@ fn is_path(src: &str) -> bool {
     src.starts_with('/') || src.starts_with('.') || src.contains('/')
 }
 
+/// `~` is the shell's to expand: quoted, it reached here and became a
+/// directory literally named `~` under the working directory.
+fn refuse_tilde(name: &str, src: &str) -> Result<(), PlanError> {
+    if src == "~" || src.starts_with("~/") {
+        return Err(syntax(
+            name,
+            &format!("'{src}': ~ is not expanded here (the shell expands it unquoted); write the full path"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_volume_name(name: &str, volume: &str) -> Result<(), PlanError> {
     let mut chars = volume.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
@@ -381,6 +397,7 @@ mod tests {
             ("/data", "anonymous volumes are not supported"),
             ("/a:/b:c:d", "paths cannot contain ':'"),
             ("bad name:/b", "neither a path nor a volume name"),
+            ("~/x:/x", "~ is not expanded here"),
         ];
         for (text, want) in cases {
             let e = parse_volume(text, &cwd()).unwrap_err().to_string();
