@@ -82,9 +82,11 @@ pub struct OciUser {
     pub additional_gids: Vec<u32>,
 }
 
-/// One OCI mount entry (every field the runtime spec defines).
+/// One OCI mount entry (every field the runtime spec defines). Fields it
+/// does not define are ignored, as the spec says a runtime must ignore
+/// unknown properties (they were refused).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 struct Mount {
     #[serde(default)]
     destination: Option<String>,
@@ -214,6 +216,11 @@ fn parse_mount(
         } else {
             break;
         }
+    }
+    // runc's type "none" with bind or rbind among the options is a bind
+    // mount (podman and older docker write it so).
+    if kind == "none" && m.options.iter().any(|o| o == "bind" || o == "rbind") {
+        kind = "bind";
     }
     if SYSTEM_TYPES.contains(&kind) {
         return Ok(None);

@@ -62,8 +62,26 @@ fn oci_errors() {
     assert!(e.starts_with("two mounts on /a"), "{e}");
     let e = oci_error(r#"{"type": "nfs", "source": "/h", "destination": "/a"}"#);
     assert!(e.contains("unsupported type 'nfs'"), "{e}");
-    let e = oci_error(r#"{"type": "bind", "source": "/h", "destination": "/d", "colour": 1}"#);
-    assert!(e.contains("unknown field `colour`"), "{e}");
+}
+
+/// What runtimes write that the runtime spec allows: a property it does
+/// not define is ignored (it was refused), and type "none" with `rbind`
+/// is a bind mount, as runc reads it.
+#[test]
+fn oci_mounts_as_runtimes_write_them() {
+    let json = r#"{"mounts": [
+        {"type": "bind", "source": "/h", "destination": "/d", "colour": 1},
+        {"type": "none", "source": "/g", "destination": "/g", "options": ["rbind", "ro"]}
+    ]}"#;
+    let o = oci::parse_config(json).unwrap();
+    let p = plan(
+        &o.volumes,
+        &PlanConfig::new(Vmm::Qemu, "/vols", "/state"),
+        &ImagesAreFiles,
+    )
+    .unwrap();
+    assert_eq!(p.nfs_exports.len(), 2);
+    assert!(p.nfs_exports[1].readonly);
 }
 
 #[test]
