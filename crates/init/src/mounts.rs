@@ -100,6 +100,9 @@ fn generic_flags(names: &[String]) -> MountFlags {
             "noexec" => MountFlags::NOEXEC,
             "noatime" => MountFlags::NOATIME,
             "relatime" => MountFlags::RELATIME,
+            "strictatime" => MountFlags::STRICTATIME,
+            "nodiratime" => MountFlags::NODIRATIME,
+            "lazytime" => MountFlags::LAZYTIME,
             "sync" => MountFlags::SYNCHRONOUS,
             _ => MountFlags::empty(),
         }

@@ -625,7 +625,20 @@ fn classify(
                 }
             }
         }
-        Source::Tmpfs => Kind::Tmpfs,
+        Source::Tmpfs => {
+            let (_, data) = split_options(spec);
+            if let Some(bad) = data.iter().find(|o| !crate::spec::is_tmpfs_data(o)) {
+                return Err(PlanError::Syntax {
+                    volume: name.clone(),
+                    reason: format!(
+                        "tmpfs option '{bad}' is not one tmpfs takes (size=64m or 50%, mode=1777, \
+                         uid=, gid=, nr_inodes=, huge=, or {})",
+                        GENERIC_FLAGS.join(", ")
+                    ),
+                });
+            }
+            Kind::Tmpfs
+        }
         Source::Image { path, format } => {
             absolute(path)?;
             match host.kind(path) {

@@ -137,8 +137,49 @@ impl ImageFormat {
 /// Generic mount flags the guest init turns into mount(2) flags; every other
 /// option is filesystem data.
 pub const GENERIC_FLAGS: &[&str] = &[
-    "nosuid", "nodev", "noexec", "noatime", "relatime", "sync", "suid", "dev", "exec",
+    "nosuid",
+    "nodev",
+    "noexec",
+    "noatime",
+    "relatime",
+    "strictatime",
+    "nodiratime",
+    "lazytime",
+    "sync",
+    "suid",
+    "dev",
+    "exec",
 ];
+
+/// Whether `opt` is something tmpfs takes as data: `size`, `nr_blocks`
+/// and `nr_inodes` (a number, with k, m, g or, for `size`, %), `mode`
+/// (octal), `uid`, `gid`, `huge`. Checked before boot: tmpfs refused
+/// anything else with EINVAL when the guest mounted it.
+pub fn is_tmpfs_data(opt: &str) -> bool {
+    let Some((key, value)) = opt.split_once('=') else {
+        return false;
+    };
+    let number = |v: &str, percent: bool| {
+        let v = v
+            .strip_suffix(['k', 'm', 'g', 'K', 'M', 'G'])
+            .or_else(|| v.strip_suffix('%').filter(|_| percent))
+            .unwrap_or(v);
+        !v.is_empty() && v.chars().all(|c| c.is_ascii_digit())
+    };
+    match key {
+        "size" => number(value, true),
+        "nr_blocks" | "nr_inodes" => number(value, false),
+        "mode" => {
+            !value.is_empty() && value.len() <= 4 && value.chars().all(|c| ('0'..='7').contains(&c))
+        }
+        "uid" | "gid" => value.parse::<u32>().is_ok(),
+        "huge" => matches!(
+            value,
+            "never" | "always" | "within_size" | "advise" | "deny" | "force"
+        ),
+        _ => false,
+    }
+}
 
 /// Removes `.`, `..` and repeated slashes without touching the disk, so that
 /// `/a/../proc` is recognised as `/proc` and `/data/` equals `/data`.

@@ -228,3 +228,26 @@ fn an_image_is_attached_twice_only_read_only() {
     assert!(e.contains("already attached as /dev/vda"), "{e}");
     assert!(attach(",readonly").is_ok());
 }
+
+/// tmpfs options are checked before boot: tmpfs refused a bad one with
+/// EINVAL when the guest mounted it. The atime flags runtimes write
+/// (`strictatime`, `nodiratime`) are mount flags, not tmpfs data.
+#[test]
+fn tmpfs_options_are_checked_before_boot() {
+    let check = |text: &str| {
+        let spec = vmshare_plan::docker::parse_tmpfs(text).unwrap();
+        plan(
+            &[spec],
+            &PlanConfig::new(Vmm::Qemu, "/vols", "/state"),
+            &ImagesAreFiles,
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    assert!(check("/t:size=64m,mode=1777,uid=1000,strictatime,nodiratime,noexec").is_ok());
+    assert!(check("/t:size=50%").is_ok());
+    for bad in ["/t:size=bogus", "/t:size=-1", "/t:mode=0o777", "/t:frob"] {
+        let e = check(bad).unwrap_err();
+        assert!(e.contains("is not one tmpfs takes"), "{bad}: {e}");
+    }
+}
