@@ -507,6 +507,7 @@ impl GuestRun {
         let (mut started, mut status, mut errors) = (false, None, Vec::new());
         let mut signalled_at: Option<Instant> = None;
         let mut interrupts = 0u32;
+        let mut interrupted_boot: Option<i32> = None;
         let mut pipe_told = false;
         let mut exited_at: Option<Instant> = None;
         let mut failure: Option<String> = None;
@@ -592,6 +593,11 @@ impl GuestRun {
                 timeline.push(format!("forwarding signal {sig} to the command"));
                 send(&mut control_tx, &Message::Signal(sig));
                 if !started {
+                    // No CMD yet to take it: the run ends as CMD would
+                    // have, 128+N, not as a failed boot ("kernel panic?",
+                    // and the last failed console overwritten).
+                    timeline.push("interrupted while booting; QEMU stopped".into());
+                    interrupted_boot.get_or_insert(sig);
                     let _ = child.kill();
                 }
                 let stop =
@@ -627,6 +633,7 @@ impl GuestRun {
                 .map(|mut v| std::mem::take(&mut *v))
                 .unwrap_or_default()
         };
+        let status = status.or(interrupted_boot.map(|sig| 128 + sig));
         match (status, failure) {
             (Some(status), None) => Ok(GuestOutput {
                 status,
