@@ -75,11 +75,22 @@ pub(crate) fn mount(m: &GuestMount) -> Result<Duration, InitError> {
             }
         }
     }
-    // A bind mount takes its read-only flag only on a remount.
-    if bind && m.readonly {
-        let ro = MountFlags::BIND | MountFlags::RDONLY | generic_flags(&m.flags);
-        rustix::mount::mount_remount(target, ro, c"")
-            .map_err(|e| fail(format!("making bind mount on {} read-only: {e}", m.target)))?;
+    // A bind mount takes its read-only flag, and nosuid, nodev, noexec and
+    // the atime flags, only on a remount: made at once, they were dropped
+    // (a single-file volume's `noexec` did nothing).
+    let extra = generic_flags(&m.flags);
+    if bind && (m.readonly || !extra.is_empty()) {
+        let mut again = MountFlags::BIND | extra;
+        if m.readonly {
+            again |= MountFlags::RDONLY;
+        }
+        rustix::mount::mount_remount(target, again, c"").map_err(|e| {
+            fail(format!(
+                "applying {} to the bind mount on {}: {e}",
+                if m.readonly { "ro" } else { "its flags" },
+                m.target
+            ))
+        })?;
     }
     Ok(start.elapsed())
 }
