@@ -34,10 +34,21 @@ where
         };
         let group = if number.is_empty() {
             1
+        } else if !number.chars().all(|c| c.is_ascii_digit()) {
+            continue;
         } else {
+            // FILESYSTEM1_ was ignored without a word, and FILESYSTEM02_
+            // silently overrode FILESYSTEM2_.
             match number.parse::<u32>() {
-                Ok(n) if n >= 2 => n,
-                _ => continue,
+                Ok(n) if n >= 2 && !number.starts_with('0') => n,
+                _ => {
+                    return Err(PlanError::Env {
+                        var: k.to_string(),
+                        reason: "the first share is FILESYSTEM_*, the next FILESYSTEM2_*, \
+                                 FILESYSTEM3_*... (no 1, no leading zeros)"
+                            .into(),
+                    })
+                }
             }
         };
         if !FIELDS.contains(&field) {

@@ -116,7 +116,7 @@ fn oci_templates_count_the_spec_indexes_even_after_skipping_system_mounts() {
 
 #[test]
 fn env_errors() {
-    let cases: [(&[(&str, &str)], &str); 6] = [
+    let cases: [(&[(&str, &str)], &str); 8] = [
         (
             &[("FILESYSTEM_SOURCE", "share"), ("FILESYSTEM_TARGET", "t")],
             "FILESYSTEM_SOURCE: 'share' is relative",
@@ -150,6 +150,14 @@ fn env_errors() {
         (
             &[("FILESYSTEM_MODE", "x")],
             "FILESYSTEM_MODE: unknown variable",
+        ),
+        (
+            &[("FILESYSTEM1_SOURCE", "/s")],
+            "FILESYSTEM1_SOURCE: the first share is FILESYSTEM_*",
+        ),
+        (
+            &[("FILESYSTEM02_SOURCE", "/s")],
+            "no 1, no leading zeros",
         ),
     ];
     for (vars, want) in cases {
