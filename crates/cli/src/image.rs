@@ -37,20 +37,41 @@ struct BuildArgs {
 /// Trees smaller than this build too fast for a progress bar to help.
 const PROGRESS_THRESHOLD: u64 = 64 << 20;
 
+/// A size as docker and dd users write it: a number, a fraction if
+/// wanted, and K, M, G or T (with an optional `i`/`B`, any case). At
+/// least 1 MiB: mkfs.ext4 failed below that with "Illegal inode number".
 fn parse_size(s: &str) -> Result<u64, String> {
-    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
         .parse()
-        .map_err(|_| format!("'{s}' is not a size; write e.g. 512M or 2G"))?;
-    let shift = match unit {
-        "" => 0,
-        "K" | "k" => 10,
-        "M" | "m" => 20,
-        "G" | "g" => 30,
-        _ => return Err(format!("'{s}': unknown unit; use K, M or G")),
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+        .ok_or_else(|| format!("'{s}' is not a size; write e.g. 512M, 1.5G or 2GiB"))?;
+    let unit = unit.to_ascii_lowercase();
+    let unit = unit.strip_suffix('b').unwrap_or(&unit);
+    let unit = unit.strip_suffix('i').unwrap_or(unit);
+    let scale: f64 = match unit {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        "t" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("'{s}': unknown unit; use K, M, G or T")),
     };
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("'{s}' is too large"))
+    let bytes = (n * scale).floor();
+    if bytes >= 2f64.powi(63) {
+        return Err(format!("'{s}' is too large"));
+    }
+    if bytes < 1024.0 * 1024.0 {
+        return Err(format!("'{s}' is too small; an image takes 1M at least"));
+    }
+    // In range just above, so the conversion is exact.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok(bytes as u64)
 }
 
 /// Runs the subcommand.
@@ -108,4 +129,20 @@ fn draw(p: Progress) {
         mib(p.total)
     );
     let _ = err.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_as_people_write_them() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        for bad in ["64k", "x", "-1G", "2Q"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 }

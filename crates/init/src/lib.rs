@@ -148,6 +148,12 @@ impl Init {
             ));
         }
         net::write_name_files(&spec.hostname, spec.network.as_ref())?;
+        if spec.rootfs.is_none() {
+            // The initramfs's root comes up 1777, so any `-u` user could
+            // create files in `/`; a container's root is 0755.
+            rustix::fs::chmod("/", rustix::fs::Mode::from_raw_mode(0o755))
+                .map_err(|e| InitError::sys("chmod /".to_string(), e.into()))?;
+        }
         for m in &spec.mounts {
             let took = mounts::mount(m)?;
             self.event(&format!(

@@ -155,10 +155,7 @@ fn env_errors() {
             &[("FILESYSTEM1_SOURCE", "/s")],
             "FILESYSTEM1_SOURCE: the first share is FILESYSTEM_*",
         ),
-        (
-            &[("FILESYSTEM02_SOURCE", "/s")],
-            "no 1, no leading zeros",
-        ),
+        (&[("FILESYSTEM02_SOURCE", "/s")], "no 1, no leading zeros"),
     ];
     for (vars, want) in cases {
         let e = env::parse_env(vars.iter().copied())
