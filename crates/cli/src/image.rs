@@ -37,41 +37,14 @@ struct BuildArgs {
 /// Trees smaller than this build too fast for a progress bar to help.
 const PROGRESS_THRESHOLD: u64 = 64 << 20;
 
-/// A size as docker and dd users write it: a number, a fraction if
-/// wanted, and K, M, G or T (with an optional `i`/`B`, any case). At
-/// least 1 MiB: mkfs.ext4 failed below that with "Illegal inode number".
+/// `--size`, as docker sizes are written (`crate::size`). At least 1 MiB:
+/// mkfs.ext4 failed below that with "Illegal inode number".
 fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .ok()
-        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
-        .ok_or_else(|| format!("'{s}' is not a size; write e.g. 512M, 1.5G or 2GiB"))?;
-    let unit = unit.to_ascii_lowercase();
-    let unit = unit.strip_suffix('b').unwrap_or(&unit);
-    let unit = unit.strip_suffix('i').unwrap_or(unit);
-    let scale: f64 = match unit {
-        "" => 1.0,
-        "k" => 1024.0,
-        "m" => 1024.0 * 1024.0,
-        "g" => 1024.0 * 1024.0 * 1024.0,
-        "t" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(format!("'{s}': unknown unit; use K, M, G or T")),
-    };
-    let bytes = (n * scale).floor();
-    if bytes >= 2f64.powi(63) {
-        return Err(format!("'{s}' is too large"));
-    }
-    if bytes < 1024.0 * 1024.0 {
+    let bytes = crate::size::parse_bytes(s).map_err(|why| format!("'{s}': {why}"))?;
+    if bytes < 1 << 20 {
         return Err(format!("'{s}' is too small; an image takes 1M at least"));
     }
-    // In range just above, so the conversion is exact.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    Ok(bytes as u64)
+    Ok(bytes)
 }
 
 /// Runs the subcommand.

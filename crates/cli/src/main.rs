@@ -8,6 +8,7 @@ mod image;
 mod plan;
 mod run;
 mod serve;
+mod size;
 mod volumes;
 
 use clap::{Parser, Subcommand};

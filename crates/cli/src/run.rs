@@ -549,38 +549,11 @@ fn parse_user(user: Option<&str>) -> Result<(u32, u32), String> {
 /// MiB it panicked ("System is deadlocked on memory"); 150 MiB booted.
 const MIN_MEMORY_MIB: u32 = 192;
 
-/// docker's sizes: a number, with a fraction if wanted, and a unit (`k`,
-/// `m`, `g`, `t`, optionally followed by `i`, `b` or `ib`, any case).
+/// `-m`, as docker sizes are written (`crate::size`).
 fn parse_memory(text: Option<&str>) -> Result<u32, String> {
     let Some(text) = text else { return Ok(512) };
-    let t = text.trim().to_ascii_lowercase();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .ok()
-        .filter(|n: &f64| n.is_finite() && *n > 0.0)
-        .ok_or_else(|| format!("--memory {text}: expected e.g. 512m, 1.5g or 2GiB"))?;
-    let unit = unit.trim();
-    let unit = unit.strip_suffix('b').unwrap_or(unit);
-    let unit = unit.strip_suffix('i').unwrap_or(unit);
-    let scale: f64 = match unit {
-        "" => 1.0,
-        "k" => 1024.0,
-        "m" => 1024.0 * 1024.0,
-        "g" => 1024.0 * 1024.0 * 1024.0,
-        "t" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(format!("--memory {text}: the unit must be k, m, g or t")),
-    };
-    let mib = (n * scale / (1024.0 * 1024.0)).floor();
-    if mib > f64::from(u32::MAX) {
-        return Err(format!("--memory {text}: too large"));
-    }
-    // In range just above, so the conversion is exact.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let mib = mib as u32;
+    let bytes = crate::size::parse_bytes(text).map_err(|why| format!("--memory {text}: {why}"))?;
+    let mib = u32::try_from(bytes >> 20).map_err(|_| format!("--memory {text}: too large"))?;
     if mib < MIN_MEMORY_MIB {
         return Err(format!(
             "--memory {text}: at least {MIN_MEMORY_MIB}m (the kernel unpacks its initramfs into it)"

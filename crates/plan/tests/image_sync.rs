@@ -24,6 +24,23 @@ fn content(dir: &Path, subdir: &str) -> ImageContent {
     }
 }
 
+/// What a copy volume goes through before the guest's changes: `host`
+/// built into an ext4 image in `dir`, and extracted again to `dir/guest`.
+fn copy_volume_round_trip(dir: &Path, host: &Path) -> std::path::PathBuf {
+    let img = dir.join("copy.ext4");
+    build_image(
+        &img,
+        ImageFormat::Ext4,
+        &[content(host, "")],
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    let guest = dir.join("guest");
+    extract_ext4(&img, "", &guest).unwrap();
+    guest
+}
+
 #[test]
 fn ext4_image_round_trips_through_debugfs() {
     let t = tempfile::tempdir().unwrap();
@@ -171,18 +188,8 @@ fn sync_back_applies_guest_changes() {
         ],
     );
     let baseline = Snapshot::take(&host).unwrap();
-    let img = t.path().join("copy.ext4");
-    build_image(
-        &img,
-        ImageFormat::Ext4,
-        &[content(&host, "")],
-        None,
-        &mut |_| {},
-    )
-    .unwrap();
     // What the guest would have done, applied to the extracted image.
-    let guest = t.path().join("guest");
-    extract_ext4(&img, "", &guest).unwrap();
+    let guest = copy_volume_round_trip(t.path(), &host);
     fs::write(guest.join("edit"), "new and longer").unwrap();
     fs::remove_file(guest.join("gone")).unwrap();
     fs::remove_dir_all(guest.join("d")).unwrap();
@@ -241,17 +248,7 @@ fn sync_back_keeps_what_the_guest_left_alone_and_writes_what_it_changed() {
         .unwrap();
     assert!(made.success());
     let baseline = Snapshot::take(&host).unwrap();
-    let img = t.path().join("copy.ext4");
-    build_image(
-        &img,
-        ImageFormat::Ext4,
-        &[content(&host, "")],
-        None,
-        &mut |_| {},
-    )
-    .unwrap();
-    let guest = t.path().join("guest");
-    extract_ext4(&img, "", &guest).unwrap();
+    let guest = copy_volume_round_trip(t.path(), &host);
     // The guest replaces `a` (the extraction has `a` and `b` apart), and
     // edits `same` in place, putting its time back.
     fs::write(guest.join("a"), "NEW").unwrap();

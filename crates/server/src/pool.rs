@@ -389,19 +389,18 @@ struct ReplyStatus<'a>(&'a [u8]);
 
 impl std::fmt::Display for ReplyStatus<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Past the record mark, the XID and the message type.
-        let mut d = Decoder::new(self.0.get(12..).unwrap_or_default());
-        match d.u32() {
-            Ok(0) => {}
-            Ok(_) => return f.write_str("denied"),
-            Err(_) => return f.write_str("?"),
-        }
-        let accept = d.u32().and_then(|_| d.opaque(400)).and_then(|_| d.u32());
-        match (accept, d.u32()) {
-            (Ok(0), Ok(first)) => write!(f, "{first}"),
-            (Ok(0), Err(_)) => f.write_str("-"),
-            (Ok(a), _) => write!(f, "accept_stat {a}"),
-            (Err(_), _) => f.write_str("?"),
+        // Past the record mark.
+        let record = self.0.get(4..).unwrap_or_default();
+        match vmshare_wire::rpc::parse_reply(record) {
+            Ok(r) => match r.body {
+                ReplyBody::Accepted(AcceptStat::Success) => match Decoder::new(r.results).u32() {
+                    Ok(first) => write!(f, "{first}"),
+                    Err(_) => f.write_str("-"),
+                },
+                ReplyBody::Accepted(a) => write!(f, "{a:?}"),
+                ReplyBody::Denied(d) => write!(f, "denied {d:?}"),
+            },
+            Err(_) => f.write_str("?"),
         }
     }
 }
@@ -433,5 +432,31 @@ mod tests {
         );
         assert_eq!(reply_hint(programs::NFS, 3, 6, &[0xff; 3], 1 << 20), 4096);
         assert_eq!(reply_hint(programs::MOUNT, 3, 1, &[], 1 << 20), 4096);
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    /// The debug log's status: the first result word of a successful
+    /// call, `-` when there is none, the RPC outcome otherwise.
+    #[test]
+    fn the_debug_logs_status_reads_the_reply() {
+        let reply = |body: ReplyBody, results: &[u32]| {
+            let mut enc = Encoder::with_capacity(64);
+            enc.u32(0);
+            encode_reply_header(&mut enc, 7, body);
+            for r in results {
+                enc.u32(*r);
+            }
+            finish_record(enc)
+        };
+        let ok = ReplyBody::Accepted(AcceptStat::Success);
+        assert_eq!(ReplyStatus(&reply(ok, &[13, 1])).to_string(), "13");
+        assert_eq!(ReplyStatus(&reply(ok, &[])).to_string(), "-");
+        let unavail = ReplyBody::Accepted(AcceptStat::ProcUnavail);
+        assert_eq!(ReplyStatus(&reply(unavail, &[])).to_string(), "ProcUnavail");
+        assert_eq!(ReplyStatus(&[0, 0]).to_string(), "?");
     }
 }

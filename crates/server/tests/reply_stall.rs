@@ -13,8 +13,31 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::*;
-use vmshare_proto::nfs3::{DirOpArgs, Nfs3Call};
+use vmshare_proto::nfs3::{DirOpArgs, FileHandle, Nfs3Call};
 use vmshare_server::Limits;
+
+/// A server (send timeout 120 s) exporting one file `f` of `size` bytes,
+/// and the file's handle.
+fn serve_one_file(name: &str, size: usize) -> (vmshare_server::RunningServer, FileHandle) {
+    let dir = state_dir(name);
+    let export = dir.join("export");
+    std::fs::create_dir_all(&export).expect("export dir");
+    std::fs::write(export.join("f"), vec![7u8; size]).expect("file");
+    let limits = Limits {
+        send_timeout: Duration::from_secs(120),
+        ..Limits::default()
+    };
+    let server = serve_export(&export, limits);
+    let mut s = connect(server.local_addr());
+    let root = mount_data(&mut s);
+    let lookup = Nfs3Call::Lookup(DirOpArgs {
+        dir: root,
+        name: b"f",
+    });
+    send(&mut s, &nfs_call(2, &lookup));
+    let fh = handle(&recv(&mut s).expect("LOOKUP reply"), "LOOKUP");
+    (server, fh)
+}
 
 /// A connection whose receive buffer is tiny, so that the server's replies
 /// pile up on its side.
@@ -43,24 +66,8 @@ fn hoarder_from(addr: SocketAddr, src: Option<&str>) -> TcpStream {
 /// park the workers: each waits for reply memory on its own reader.
 #[test]
 fn another_address_reads_at_once_while_hoarders_fill_the_reply_budget() {
-    let dir = state_dir("reply-reserve");
-    let export = dir.join("export");
-    std::fs::create_dir_all(&export).expect("export dir");
-    std::fs::write(export.join("f"), vec![7u8; 2 << 20]).expect("file");
-    let limits = Limits {
-        send_timeout: Duration::from_secs(120),
-        ..Limits::default()
-    };
-    let server = serve_export(&export, limits);
+    let (server, fh) = serve_one_file("reply-reserve", 2 << 20);
     let addr = server.local_addr();
-    let mut s = connect(addr);
-    let root = mount_data(&mut s);
-    let lookup = Nfs3Call::Lookup(DirOpArgs {
-        dir: root,
-        name: b"f",
-    });
-    send(&mut s, &nfs_call(2, &lookup));
-    let fh = handle(&recv(&mut s).expect("LOOKUP reply"), "LOOKUP");
     let read = |xid: u32| {
         nfs_call(
             xid,
@@ -112,28 +119,11 @@ fn another_address_reads_at_once_while_hoarders_fill_the_reply_budget() {
 
 #[test]
 fn clients_that_never_read_replies_do_not_stall_the_others() {
-    let dir = state_dir("reply-stall");
-    let export = dir.join("export");
-    std::fs::create_dir_all(&export).expect("export dir");
-    std::fs::write(export.join("f"), vec![7u8; 128 * 1024]).expect("file");
-    let limits = Limits {
-        // Far longer than the bound asserted below: only the pressure rule
-        // can answer the honest client in time.
-        send_timeout: Duration::from_secs(120),
-        ..Limits::default()
-    };
-    let budget = limits.reply_budget;
-    let server = serve_export(&export, limits);
+    // The send timeout (120 s) is far longer than the bound asserted
+    // below: only the pressure rule can answer the honest client in time.
+    let budget = Limits::default().reply_budget;
+    let (server, fh) = serve_one_file("reply-stall", 128 * 1024);
     let addr = server.local_addr();
-
-    let mut s = connect(addr);
-    let root = mount_data(&mut s);
-    let lookup = Nfs3Call::Lookup(DirOpArgs {
-        dir: root,
-        name: b"f",
-    });
-    send(&mut s, &nfs_call(2, &lookup));
-    let fh = handle(&recv(&mut s).expect("LOOKUP reply"), "LOOKUP");
 
     // Enough hoarders, each with 64 READs of 65,000 bytes in flight, to
     // ask for many times the reply budget: the kernel takes up to a few
