@@ -24,6 +24,41 @@ fn export(path: &Path, mount: &str, opts: ExportOptions) -> ExportConfig {
     )
 }
 
+/// A scratch directory for a test, and its `data` directory, made.
+fn data_dir(test: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let top = common::scratch_dir(test);
+    let data = top.join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    (top, data)
+}
+
+/// The md5 of a host file, as md5sum prints it.
+fn host_md5(p: &Path) -> String {
+    let o = std::process::Command::new("md5sum")
+        .arg(p)
+        .output()
+        .expect("md5sum");
+    String::from_utf8_lossy(&o.stdout)
+        .split(' ')
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The guest's stdout, once it is known to have exited 0; else a panic
+/// with its output and the server's log.
+fn guest_stdout(out: &common::GuestOutput, log: &str) -> String {
+    let stdout = out.stdout_str();
+    assert_eq!(
+        out.status,
+        0,
+        "stdout:\n{stdout}\nstderr:\n{}\nerrors: {:?}\nserver log:\n{log}",
+        out.stderr_str(),
+        out.errors
+    );
+    stdout.to_string()
+}
+
 fn nfs_mount(name: &str, export: &str, target: &str, port: u16) -> GuestMount {
     GuestMount {
         name: name.into(),
@@ -161,24 +196,13 @@ fn kernel_client_workload() {
     );
 
     // Data written in the guest is on the host, bit for bit.
-    let md5 = |p: &Path| {
-        let o = std::process::Command::new("md5sum")
-            .arg(p)
-            .output()
-            .expect("md5sum");
-        String::from_utf8_lossy(&o.stdout)
-            .split(' ')
-            .next()
-            .unwrap_or("")
-            .to_string()
-    };
     let read = |p: &str| {
         std::fs::read_to_string(rw.join(p))
             .expect(p)
             .trim()
             .to_string()
     };
-    assert_eq!(md5(&rw.join("rand.bin")), read("rand.md5"));
+    assert_eq!(host_md5(&rw.join("rand.bin")), read("rand.md5"));
     assert_eq!(
         std::fs::metadata(rw.join("rand.bin")).expect("stat").len(),
         48 * 65536
@@ -232,7 +256,7 @@ fn kernel_client_workload() {
         "sparse file was filled: {} blocks",
         sp.blocks()
     );
-    assert_eq!(md5(&rw.join("chunk")), read("chunk.md5"));
+    assert_eq!(host_md5(&rw.join("chunk")), read("chunk.md5"));
     // Listing, read-only, squashing.
     assert!(stdout.contains("big=10000"), "{stdout}");
     assert!(stdout.contains("read-only content"), "{stdout}");
@@ -262,9 +286,7 @@ fn hard_mount_survives_server_restart() {
     let Some(h) = common::Harness::new() else {
         return;
     };
-    let top = common::scratch_dir("nfs_restart");
-    let data = top.join("data");
-    std::fs::create_dir_all(&data).expect("mkdir");
+    let (top, data) = data_dir("nfs_restart");
     let open = ExportOptions {
         secure: false,
         squash: Squash::None,
@@ -364,9 +386,7 @@ fn stock_client_finds_the_ports_through_the_portmapper() {
     if !common::needs::root_or_skip("a network namespace needs root") {
         return;
     }
-    let top = common::scratch_dir("nfs_portmap");
-    let data = top.join("data");
-    std::fs::create_dir_all(&data).expect("mkdir");
+    let (top, data) = data_dir("nfs_portmap");
     std::fs::write(data.join("hello"), "from the host\n").expect("write");
     // Root is squashed to 65534, which must be able to create files here.
     std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o777))
@@ -435,14 +455,7 @@ grep ' /mnt/data6 ' /proc/mounts
     drop(net);
     drop(run);
 
-    let stdout = out.stdout_str();
-    assert_eq!(
-        out.status,
-        0,
-        "stdout:\n{stdout}\nstderr:\n{}\nerrors: {:?}\nserver log:\n{log}",
-        out.stderr_str(),
-        out.errors
-    );
+    let stdout = guest_stdout(&out, &log);
     assert!(stdout.starts_with("from the host\n"), "{stdout}");
     // What went over IPv4 is read back over IPv6.
     assert!(stdout.contains("\nguest\n"), "{stdout}");
@@ -473,4 +486,106 @@ grep ' /mnt/data6 ' /proc/mounts
         "over-ipv6\n"
     );
     assert!(status.success(), "server exit {status}:\n{log}");
+}
+
+/// Write stability as the kernel client uses it. A small file is flushed at
+/// its close in one WRITE asked FILE_SYNC, and when the reply says the data
+/// is durable the client sends no COMMIT: a server that wrote it UNSTABLE,
+/// or answered so, would be sent one. A file written in several WRITEs is
+/// written UNSTABLE and committed. Every byte arrives either way. The
+/// guest marks each part with a LOOKUP of a name that does not exist,
+/// which the server's debug log shows between the calls. (This is also
+/// why the benchmark has a row for WRITE FILE_SYNC: docs/benchmarks.md.)
+#[test]
+fn small_files_are_written_file_sync_and_large_ones_committed() {
+    use std::process::Command;
+
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let (top, data) = data_dir("nfs_small_commit");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let mut cmd = Command::new(&h.vmshare);
+    cmd.env("RUST_LOG", "info,vmshare_proto=debug")
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--export",
+            &format!("{} /data *(rw,no_root_squash,insecure)", data.display()),
+            "--state-dir",
+        ])
+        .arg(top.join("state"));
+    let mut server = common::serve::Serve::start(cmd);
+
+    let script = r#"
+set -e
+cd /mnt/data
+dd if=/dev/urandom of=large bs=1M count=3 2>/dev/null
+ls marker-small-begin 2>/dev/null || true
+for i in 1 2 3 4 5 6 7 8; do echo "small file $i" > small-$i; done
+ls marker-small-end 2>/dev/null || true
+md5sum large | cut -d' ' -f1
+"#;
+    let mut guest = h.guest(["sh", "-c", script]).network(GuestNetwork::User);
+    guest
+        .spec_mut()
+        .mounts
+        .push(nfs_mount("data", "/data", "/mnt/data", port));
+    let out = h.run(guest);
+    let status = server.terminate();
+    let log = server.log();
+    let stdout = guest_stdout(&out, &log);
+    assert!(status.success(), "server exit {status}:\n{log}");
+
+    for i in 1..=8 {
+        assert_eq!(
+            std::fs::read_to_string(data.join(format!("small-{i}"))).expect("read"),
+            format!("small file {i}\n")
+        );
+    }
+    assert_eq!(
+        stdout.trim(),
+        host_md5(&data.join("large")),
+        "the large file's data"
+    );
+
+    // The calls, in the order the server decoded them.
+    let calls: Vec<&str> = log.lines().filter(|l| l.contains(" nfs ")).collect();
+    let at = |name: &str| {
+        calls
+            .iter()
+            .position(|l| l.contains(&format!("name: \"{name}\"")))
+            .unwrap_or_else(|| panic!("no LOOKUP of {name} in the log:\n{log}"))
+    };
+    let (begin, end) = (at("marker-small-begin"), at("marker-small-end"));
+    let count = |from: usize, to: usize, what: &str| {
+        calls[from..to]
+            .iter()
+            .filter(|l| l.contains(&format!("call={what} ")))
+            .count()
+    };
+    assert!(
+        count(0, begin, "Commit") >= 1,
+        "the large file was not committed:\n{log}"
+    );
+    assert!(
+        count(begin, end, "Write") >= 8,
+        "the small files' WRITEs are not in the log:\n{log}"
+    );
+    let small_writes = calls[begin..end]
+        .iter()
+        .filter(|l| l.contains("call=Write "));
+    for l in small_writes {
+        assert!(
+            l.contains("offset: 0,") && l.contains("stable: FileSync"),
+            "a small file's WRITE: {l}"
+        );
+    }
+    assert_eq!(
+        count(begin, end, "Commit"),
+        0,
+        "a small file written FILE_SYNC was committed:\n{log}"
+    );
 }
