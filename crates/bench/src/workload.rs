@@ -238,6 +238,10 @@ pub enum Phase {
     Lookup,
     /// READ 4 KiB of every file.
     Read,
+    /// WRITE 4 KiB FILE_SYNC at the end of every file: how the Linux
+    /// client writes a small file at its close (one WRITE, asked to be
+    /// durable, and no COMMIT). Not one of the issue's rows.
+    WriteSync,
     /// READDIRPLUS of the whole directory, several passes.
     Readdirplus,
     /// REMOVE of every file.
@@ -245,12 +249,13 @@ pub enum Phase {
 }
 
 /// All phases in order.
-pub const PHASES: [Phase; 7] = [
+pub const PHASES: [Phase; 8] = [
     Phase::Create,
     Phase::WriteCommit,
     Phase::Getattr,
     Phase::Lookup,
     Phase::Read,
+    Phase::WriteSync,
     Phase::Readdirplus,
     Phase::Remove,
 ];
@@ -264,6 +269,7 @@ impl Phase {
             Phase::Getattr => "getattr",
             Phase::Lookup => "lookup",
             Phase::Read => "read 4 KiB",
+            Phase::WriteSync => "append 4 KiB FILE_SYNC",
             Phase::Readdirplus => "readdirplus",
             Phase::Remove => "remove",
         }
@@ -273,9 +279,14 @@ impl Phase {
     pub fn unit(self) -> &'static str {
         match self {
             Phase::Readdirplus => "entries/s",
-            Phase::WriteCommit => "files/s",
+            Phase::WriteCommit | Phase::WriteSync => "files/s",
             _ => "ops/s",
         }
+    }
+
+    /// Whether the issue sets a target for the phase.
+    pub fn has_target(self) -> bool {
+        self != Phase::WriteSync
     }
 }
 
@@ -311,6 +322,7 @@ impl Work for Files {
             Phase::Getattr => P_GETATTR,
             Phase::Lookup => P_LOOKUP,
             Phase::Read => P_READ,
+            Phase::WriteSync => P_WRITE,
             Phase::Remove => P_REMOVE,
             Phase::Readdirplus => 17,
         }
@@ -342,6 +354,12 @@ impl Work for Files {
                 offset: 0,
                 count: SMALL_U32,
             },
+            Phase::WriteSync => Nfs3Call::Write {
+                fh: self.fh(item)?,
+                offset: SMALL as u64,
+                stable: StableHow::FileSync,
+                data: &self.data,
+            },
             Phase::Remove => Nfs3Call::Remove(at),
             Phase::Readdirplus => return Err("READDIRPLUS is not pipelined".into()),
         };
@@ -368,6 +386,12 @@ impl Work for Files {
                 }
             }
             Phase::WriteCommit => client::status(d, "COMMIT")?,
+            Phase::WriteSync => {
+                let n = client::write_res(results)?;
+                if n as usize != SMALL {
+                    return Err(format!("WRITE {name} FILE_SYNC: short write of {n}"));
+                }
+            }
             Phase::Getattr => {
                 client::status(d, "GETATTR")?;
                 let a = vmshare_proto::nfs3::Fattr::decode(d).map_err(xdr("GETATTR"))?;
