@@ -93,6 +93,11 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     } = volumes::read(&args.front, &cwd)?;
     let runtime_dir = abs(&args.runtime_dir);
     let mut config = PlanConfig::new(args.vmm, abs(&args.volume_store), &runtime_dir);
+    // Only the devices the configuration will have count against the
+    // VMM's budget: a network when there is a tap or QEMU's user network
+    // (the plan adds one for NFS), a vsock when asked for.
+    config.network = args.tap.is_some() || args.vmm == Vmm::Qemu;
+    config.vsock = args.vsock_cid.is_some();
     // As `vmshare run --rootfs IMAGE` attaches it: by what the image is, not
     // its name, and never written (the guest's writes go to a tmpfs layer).
     config.root_disks = args

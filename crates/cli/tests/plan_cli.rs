@@ -148,3 +148,44 @@ fn plan_configs_start_as_given() {
         assert!(!out.status.success(), "{bad:?} was taken");
     }
 }
+
+/// Only devices the configuration has count against the VMM's budget:
+/// Firecracker without a tap or NFS gets no network, and no vsock unless
+/// asked, so its 19 devices can all be disks.
+#[test]
+fn the_device_budget_counts_what_is_rendered() {
+    let dir = scratch_dir("plan-budget");
+    let mut args: Vec<String> = vec!["plan".into(), "--vmm".into(), "firecracker".into()];
+    for i in 0..19 {
+        let image = dir.join(format!("l{i}.erofs"));
+        std::fs::write(&image, b"").unwrap();
+        args.push("--mount".into());
+        args.push(format!("type=erofs,src={},dst=/l{i}", image.display()));
+    }
+    let plan = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_vmshare"))
+            .args(&args)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = plan(&[]);
+    assert_exit(&out, 0);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["plan"]["devices_used"], 19);
+    let config = &doc["render"]["config_file"]["content"];
+    let config: serde_json::Value = match config.as_str() {
+        Some(text) => serde_json::from_str(text).unwrap(),
+        None => config.clone(),
+    };
+    assert_eq!(config["drives"].as_array().unwrap().len(), 19);
+    assert!(config.get("vsock").is_none() && config.get("network-interfaces").is_none());
+    // A vsock device is one more than Firecracker has room for.
+    let out = plan(&["--vsock-cid", "3"]);
+    assert_exit(&out, 125);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs 20"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -111,7 +111,8 @@ pub struct PlanConfig {
     /// Disks attached before any volume (the container's root layers).
     #[serde(default)]
     pub root_disks: Vec<RootDisk>,
-    /// The guest has a network interface (it does whenever NFS is used).
+    /// The guest has a network interface even when no volume is served
+    /// over NFS (a plan with an NFS volume always has one).
     #[serde(default = "yes")]
     pub network: bool,
     /// The guest has a vsock device.
@@ -433,8 +434,9 @@ pub fn plan(
         .iter()
         .filter(|k| matches!(k, Kind::Copy { .. }))
         .count();
+    let network = config.network || kinds.iter().any(|k| matches!(k, Kind::Nfs { .. }));
     let fixed = config.root_disks.len()
-        + usize::from(config.network)
+        + usize::from(network)
         + usize::from(config.vsock)
         + kinds
             .iter()
