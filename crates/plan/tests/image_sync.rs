@@ -345,3 +345,71 @@ fn ext4_root_is_the_source_directory_and_bad_outputs_are_refused() {
     assert!(matches!(e, ImageError::OutputExists(_)), "{e}");
     assert!(!target.exists(), "nothing written through the link");
 }
+
+/// An ext4 image holds what the directory holds, as mkfs.ext4 alone did
+/// not: an empty directory's image lists nothing at its root (no
+/// `lost+found`), a 2 KB extended attribute fits (mke2fs picks 1 KiB
+/// blocks for small images, and an attribute must fit in a block), and a
+/// 1 GiB sparse file with a few bytes written fits in 64 MiB.
+#[test]
+fn ext4_images_hold_what_the_directory_holds() {
+    let t = tempfile::tempdir().unwrap();
+    let empty = t.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let img = t.path().join("empty.ext4");
+    build_image(
+        &img,
+        ImageFormat::Ext4,
+        &[content(&empty, "")],
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    let debugfs = |img: &Path, request: &str| {
+        let out = std::process::Command::new("debugfs")
+            .args(["-R", request])
+            .arg(img)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let fsck_clean = |img: &Path| {
+        std::process::Command::new("e2fsck")
+            .arg("-fn")
+            .arg(img)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let root = debugfs(&img, "ls /");
+    assert!(!root.contains("lost+found"), "{root}");
+    assert!(fsck_clean(&img));
+
+    let src = t.path().join("src");
+    tree(&src, &[("f", "x")]);
+    rustix::fs::setxattr(
+        src.join("f").as_path(),
+        "user.big",
+        &[b'A'; 2000],
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let sparse = fs::File::create(src.join("disk.img")).unwrap();
+    sparse.set_len(1 << 30).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, b"end", (1 << 30) - 3).unwrap();
+    let img = t.path().join("full.ext4");
+    build_image(
+        &img,
+        ImageFormat::Ext4,
+        &[content(&src, "")],
+        Some(64 << 20),
+        &mut |_| {},
+    )
+    .unwrap();
+    let attr = debugfs(&img, "ea_list /f");
+    assert!(attr.contains("user.big (2000)"), "{attr}");
+    let st = debugfs(&img, "stat /disk.img");
+    assert!(st.contains("Size: 1073741824"), "{st}");
+    assert!(fsck_clean(&img));
+}
