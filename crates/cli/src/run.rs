@@ -34,7 +34,13 @@ use rootfs::Rootfs;
 
 /// Arguments of `vmshare run`.
 #[derive(Debug, clap::Args)]
+// `-h` is docker's --hostname: as help it printed the usage and exited 0,
+// and a script ported from docker believed its command had run.
+#[command(disable_help_flag = true)]
 pub struct Args {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
     /// -v, --mount, --tmpfs, --oci, --from-env.
     #[command(flatten)]
     front: FrontEnds,
@@ -58,9 +64,12 @@ pub struct Args {
     /// raw mode during the run and stdin must be a terminal, as in docker.
     #[arg(short = 't', long = "tty")]
     tty: bool,
-    /// Name of the VM (its host name).
+    /// Name of the VM (its host name unless --hostname is given).
     #[arg(long)]
     name: Option<String>,
+    /// The guest's host name (default: --name, else `vmshare`).
+    #[arg(short = 'h', long = "hostname", value_name = "NAME")]
+    hostname: Option<String>,
     /// Guest memory: bytes or with a unit b, k, m, g (default 512m).
     #[arg(short = 'm', long, value_name = "SIZE")]
     memory: Option<String>,
@@ -137,7 +146,21 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         say(n);
     }
     let process = guest_process(&args, front.process)?;
-    create_missing_sources(&specs, &say)?;
+    let hostname = args
+        .hostname
+        .clone()
+        .or_else(|| args.name.clone())
+        .unwrap_or_else(|| "vmshare".into());
+    check_hostname(&hostname)?;
+    let memory_mib = parse_memory(args.memory.as_deref())?;
+    let cpus = parse_cpus(args.cpus)?;
+    if let Some(k) = &args.kernel {
+        if !k.is_file() {
+            return Err(format!("--kernel {}: no such file", k.display()).into());
+        }
+    }
+    // Removed again if the run fails before the guest boots.
+    let created = create_missing_sources(&specs, &say)?;
     // Copy-volume images are built in a run directory of this run's own
     // (removed at exit, swept if vmshare is killed), so that concurrent
     // runs never share an image.
@@ -230,8 +253,8 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             StdinSource::Null
         })
         .state_dir(state.clone())
-        .memory_mib(parse_memory(args.memory.as_deref())?)
-        .cpus(parse_cpus(args.cpus)?)
+        .memory_mib(memory_mib)
+        .cpus(cpus)
         .interrupt(&INTERRUPTED);
     if let Some(k) = &args.kernel {
         run = run.kernel(k);
@@ -255,8 +278,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             .on_event(move |e| eprintln!("[{:>8.3}s] {}", (offset + e.at).as_secs_f64(), e.text));
     }
     let spec = run.spec_mut();
-    spec.hostname = args.name.clone().unwrap_or_else(|| "vmshare".into());
-    check_hostname(&spec.hostname)?;
+    spec.hostname = hostname;
     spec.mounts = plan.guest_mounts(server_ip, port);
     spec.verbose = verbose;
     spec.process = process;
@@ -283,6 +305,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             Err(e) => say(&format!("{e}; the guest's terminal keeps its first size")),
         }
     }
+    created.keep();
     let result = run.run();
     drop(raw);
     if let Some((s, _)) = server {
@@ -389,10 +412,21 @@ fn kept_path(host: &Path) -> PathBuf {
 fn create_missing_sources(
     specs: &[vmshare_plan::VolumeSpec],
     say: &dyn Fn(&str),
-) -> Result<(), String> {
-    for s in specs {
+) -> Result<Created, String> {
+    let mut created = Created(Vec::new());
+    // Only for `-v`: docker refuses a `--mount` bind of a missing source,
+    // and the planner says so; so it does for FILESYSTEM_* and OCI.
+    for s in specs.iter().filter(|s| s.name.starts_with("-v ")) {
         if let Source::Host { path, .. } = &s.source {
             if std::fs::symlink_metadata(path).is_err() {
+                // Each level made, outermost first, to remove innermost
+                // first.
+                let mut missing: Vec<PathBuf> = path
+                    .ancestors()
+                    .take_while(|p| std::fs::symlink_metadata(p).is_err())
+                    .map(Path::to_path_buf)
+                    .collect();
+                missing.reverse();
                 std::fs::create_dir_all(path).map_err(|e| {
                     format!(
                         "volume {}: creating missing host directory {}: {e}",
@@ -400,14 +434,35 @@ fn create_missing_sources(
                         path.display()
                     )
                 })?;
+                created.0.extend(missing);
                 say(&format!(
-                    "created missing host directory {} (as docker does)",
+                    "created missing host directory {} (as docker does for -v)",
                     path.display()
                 ));
             }
         }
     }
-    Ok(())
+    Ok(created)
+}
+
+/// Host directories made for `-v` volumes: removed again (when still
+/// empty) if the run stops before the guest boots, so that a refused run
+/// leaves nothing behind.
+struct Created(Vec<PathBuf>);
+
+impl Created {
+    /// The guest is about to boot: the directories stay, as docker's do.
+    fn keep(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        for dir in self.0.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 fn check_supported(plan: &Plan) -> Result<(), String> {

@@ -274,6 +274,79 @@ fn other_vmms_are_refused_with_what_is_missing() {
 /// A docker option vmshare does not have (`--rm`) is an error before
 /// anything boots, exit 125, not the start of CMD (which booted a VM to
 /// fail with "--rm: No such file or directory").
+/// A run refused before boot leaves no host directory behind (a `-v`
+/// source is made only for a run that boots), and a `--mount` bind of a
+/// missing source is an error, as in docker: only `-v` creates one.
+#[test]
+fn refused_runs_leave_nothing_behind() {
+    let dir = scratch_dir("refused-runs");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vmshare"))
+            .env("VMSHARE_STATE_DIR", dir.join("state"))
+            .arg("run")
+            .args(args)
+            .args(["--", "true"])
+            .output()
+            .unwrap()
+    };
+    let a = dir.join("a");
+    let b = dir.join("b/deep");
+    let image = dir.join("missing.ext4");
+    let mount = format!("type=ext4,src={},dst=/d", image.display());
+    let cases: [(Vec<String>, &str); 3] = [
+        (
+            vec![
+                "-v".into(),
+                vol(&a, "/a"),
+                "-v".into(),
+                vol(&b, "/b"),
+                "--memory".into(),
+                "10m".into(),
+            ],
+            "at least 192m",
+        ),
+        (
+            vec!["-v".into(), vol(&a, "/a"), "--mount".into(), mount],
+            "does not exist",
+        ),
+        (
+            vec![
+                "-v".into(),
+                vol(&a, "/a"),
+                "--kernel".into(),
+                "/nonexistent".into(),
+            ],
+            "--kernel /nonexistent",
+        ),
+    ];
+    for (args, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(&args);
+        assert_exit(&out, 125);
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            !a.exists() && !dir.join("b").exists(),
+            "{args:?} left a directory"
+        );
+    }
+    let missing = dir.join("not-there");
+    let out = run(&[
+        "--mount",
+        &format!("type=bind,src={},dst=/data", missing.display()),
+    ]);
+    assert_exit(&out, 125);
+    assert!(
+        text(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!missing.exists());
+}
+
 #[test]
 fn unknown_options_are_refused_before_boot() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmshare"))
@@ -300,17 +373,20 @@ fn a_guest_has_a_network_and_its_name_files_without_volumes() {
     let Some(h) = common::Harness::new() else {
         return;
     };
+    // `-h` is docker's --hostname, which wins over --name.
     let out = h.vmshare(&[
         "run",
         "--name",
         "web1",
+        "-h",
+        "front",
         "--",
         "sh",
         "-c",
-        "hostname -i; grep -c nameserver /etc/resolv.conf; ip -o link show lo | grep -c UP",
+        "hostname; hostname -i; grep -c nameserver /etc/resolv.conf; ip -o link show lo | grep -c UP",
     ]);
     assert_exit(&out, 0);
-    assert_eq!(text(&out.stdout), "10.0.2.15\n1\n1\n");
+    assert_eq!(text(&out.stdout), "front\n10.0.2.15\n1\n1\n");
 }
 
 /// `vmshare run -- yes | head -2` ends: when whoever reads CMD's output
