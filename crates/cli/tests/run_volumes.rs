@@ -97,6 +97,50 @@ fn bm003_read_only_refuses_writes_with_erofs() {
     assert!(!dir.join("new").exists());
 }
 
+/// A `:ro` volume stays read-only when another volume is mounted inside
+/// it at a directory it does not have: the guest makes that mount point
+/// in a layer over the volume, and that layer is read-only too (it took
+/// writes, which went to guest memory and were lost). The inner volume is
+/// writable, and neither host directory gets what the guest could not
+/// write.
+#[test]
+fn a_read_only_volume_with_a_volume_inside_stays_read_only() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let dir = scratch_dir("ro-nested");
+    let (outer, inner) = (dir.join("outer"), dir.join("inner"));
+    std::fs::create_dir_all(&outer).unwrap();
+    std::fs::create_dir_all(&inner).unwrap();
+    write(&outer.join("keep.txt"), "original\n");
+    let script = "echo changed > /data/keep.txt; echo rc=$?; touch /data/new; echo rc=$?; \
+                  echo in > /data/sub/f; echo rc=$?; mkdir /data/d; echo rc=$?";
+    let out = h.vmshare(&[
+        "run",
+        "-v",
+        &format!("{}:ro", vol(&outer, "/data")),
+        "-v",
+        &vol(&inner, "/data/sub"),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        text(&out.stdout),
+        "rc=1\nrc=1\nrc=0\nrc=1\n",
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(outer.join("keep.txt")).unwrap(),
+        "original\n"
+    );
+    assert!(!outer.join("new").exists() && !outer.join("d").exists());
+    assert_eq!(std::fs::read_to_string(inner.join("f")).unwrap(), "in\n");
+}
+
 /// BM-002: a read-write volume is live both ways while the VM runs, for
 /// new files and for a file the guest has already read and the host then
 /// rewrites in place (same inode, same size: only the times tell the

@@ -164,17 +164,91 @@ fn errno_name(e: Errno) -> &'static str {
 }
 
 /// Makes sure `target` exists as a directory (or, for a single-file
-/// volume, a file). Where a parent is read-only, a tmpfs-backed overlay
-/// over the nearest existing directory makes it writable without changing
-/// what was there.
+/// volume, a file). Where a parent is read-only (a `:ro` volume, an erofs
+/// image), the read-only filesystem gets a tmpfs-backed overlay that holds
+/// the new mount point without changing what was there, and the overlay
+/// is made read-only again once it does: left writable, a `:ro` volume
+/// with another volume inside it took writes, which went to guest memory
+/// and were lost.
 fn make_mount_point(target: &Path, file: bool) -> std::io::Result<()> {
     match create(target, file) {
         Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
-            overlay_writable(&nearest_existing(target))?;
-            create(target, file)
+            let table = std::fs::read("/proc/self/mounts")?;
+            let dir = nearest_existing(target);
+            let (root, ours) = match mount_of(&table, &dir) {
+                Some((root, options)) => {
+                    let ours = options.contains(&format!("upperdir={OVERLAY_DIR}/"));
+                    (root, ours)
+                }
+                None => (dir, false),
+            };
+            if ours {
+                remount(&root, false)?;
+            } else {
+                overlay_writable(&root)?;
+            }
+            let made = create(target, file);
+            remount(&root, true)?;
+            made
         }
         other => other,
     }
+}
+
+/// The mount point of the filesystem `dir` is on, and its options, from
+/// a `/proc/self/mounts` table: the last-mounted of the longest targets
+/// that contain `dir`.
+fn mount_of(table: &[u8], dir: &Path) -> Option<(PathBuf, String)> {
+    table
+        .split(|&b| b == b'\n')
+        .filter_map(|l| {
+            let mut f = l.split(|&b| b == b' ');
+            let (_, target, _, options) = (f.next()?, f.next()?, f.next()?, f.next()?);
+            let target = unescape(target);
+            dir.starts_with(&target)
+                .then(|| (target, String::from_utf8_lossy(options).into_owned()))
+        })
+        .fold(None, |best: Option<(PathBuf, String)>, m| match best {
+            Some(b) if b.0.components().count() > m.0.components().count() => Some(b),
+            _ => Some(m),
+        })
+}
+
+/// A mounts-table field with the kernel's octal escapes (`\040` for a
+/// space) undone.
+fn unescape(b: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let code = b.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (b[i], code) {
+            (b'\\', Some(c)) => {
+                out.push(c);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// Makes the mount at `root` read-only or writable (the mount, not the
+/// filesystem: only this view of it).
+fn remount(root: &Path, readonly: bool) -> std::io::Result<()> {
+    let mut flags = MountFlags::BIND;
+    if readonly {
+        flags |= MountFlags::RDONLY;
+    }
+    rustix::mount::mount_remount(root, flags, "")?;
+    Ok(())
 }
 
 fn create(target: &Path, file: bool) -> std::io::Result<()> {
@@ -242,5 +316,36 @@ pub(crate) fn unmount_all() {
         .collect();
     for target in targets.iter().rev() {
         let _ = rustix::mount::unmount(*target, UnmountFlags::empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mount_holding_a_directory_is_the_longest_and_latest() {
+        let table = b"rootfs / rootfs rw 0 0\n\
+10.0.2.2:/v0 /ro nfs ro,vers=3 0 0\n\
+overlay /ro overlay rw,lowerdir=/ro,upperdir=/run/vmshare/overlay/0/upper 0 0\n\
+10.0.2.2:/v1 /ro/in\\040ner nfs rw 0 0\n\
+/dev/vda /rot ext4 ro 0 0\n";
+        let (root, options) = mount_of(table, Path::new("/ro/sub/dir")).unwrap();
+        assert_eq!(root, Path::new("/ro"));
+        assert!(
+            options.contains("upperdir=/run/vmshare/overlay/"),
+            "{options}"
+        );
+        let (root, _) = mount_of(table, Path::new("/ro/in ner/x")).unwrap();
+        assert_eq!(root, Path::new("/ro/in ner"));
+        let (root, _) = mount_of(table, Path::new("/rot")).unwrap();
+        assert_eq!(
+            root,
+            Path::new("/rot"),
+            "a component boundary, not a prefix"
+        );
+        let (root, _) = mount_of(table, Path::new("/etc")).unwrap();
+        assert_eq!(root, Path::new("/"));
+        assert_eq!(unescape(b"a\\134b\\999"), Path::new("a\\b\\999"));
     }
 }
