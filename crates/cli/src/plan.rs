@@ -49,7 +49,8 @@ pub struct Args {
     mac: String,
     /// A vsock device with this guest CID (3 or more; none by default:
     /// vmshare's guest does not use one, and two VMs must not share a CID).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(3..))]
+    // 4294967295 is VMADDR_CID_ANY, which no guest can have.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(3..4_294_967_295))]
     vsock_cid: Option<u32>,
     /// NFS server address as the guest sees it; with --nfs-port, also print the final guest mounts.
     #[arg(long, requires = "nfs_port")]
@@ -73,7 +74,15 @@ fn parse_mac(s: &str) -> Result<String, String> {
         && parts
             .iter()
             .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()));
-    if ok {
+    let multicast = parts
+        .first()
+        .and_then(|p| u8::from_str_radix(p, 16).ok())
+        .is_some_and(|b| b & 1 == 1);
+    if ok && multicast {
+        Err(format!(
+            "{s:?} is a multicast address; a guest's MAC has an even first byte (as 06:00:0a:00:02:0f)"
+        ))
+    } else if ok {
         Ok(s.to_ascii_lowercase())
     } else {
         Err(format!(
@@ -155,4 +164,25 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_mac_is_six_pairs_and_unicast() {
+        assert_eq!(
+            parse_mac("06:00:0A:00:02:0F"),
+            Ok("06:00:0a:00:02:0f".into())
+        );
+        for bad in [
+            "01:00:5e:00:00:01",
+            "ff:ff:ff:ff:ff:ff",
+            "06:00:0a:00:02",
+            "06-00-0a-00-02-0f",
+        ] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
+        }
+    }
 }

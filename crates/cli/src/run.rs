@@ -588,6 +588,10 @@ fn parse_user(user: Option<&str>) -> Result<(u32, u32), String> {
     let Some(user) = user else { return Ok((0, 0)) };
     let id = |s: &str| match s {
         "root" => Ok(0),
+        // setuid(2) reads (uid_t)-1 as "leave it as it is".
+        "4294967295" => Err(format!(
+            "-u {user}: 4294967295 is not an id (it means \"no change\" to setuid)"
+        )),
         _ => s.parse::<u32>().map_err(|_| {
             format!("-u {user}: give numeric UID[:GID] (the guest has no user database)")
         }),
@@ -657,6 +661,9 @@ fn expand_env(item: &str) -> Result<Option<String>, String> {
 fn read_env_file(path: &Path) -> Result<Vec<String>, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("--env-file {}: {e}", path.display()))?;
+    // A byte-order mark (editors on Windows write one) is not part of the
+    // first name, as docker's reader drops it too.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_start();
@@ -683,7 +690,7 @@ fn check_hostname(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "--name {name:?}: a host name is 1 to 64 letters, digits, '-' and '.'"
+            "host name {name:?} (--name or -h): 1 to 64 letters, digits, '-' and '.'"
         ))
     }
 }
@@ -728,11 +735,27 @@ mod tests {
     }
 
     #[test]
+    fn an_env_file_may_start_with_a_byte_order_mark() {
+        let dir = std::env::temp_dir().join(format!("vmshare-envbom-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("test directory");
+        let f = dir.join("env");
+        std::fs::write(&f, "\u{feff}FIRST=1\nSECOND=2\n").expect("env file");
+        let read = read_env_file(&f);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            read,
+            Ok(vec!["FIRST=1".to_string(), "SECOND=2".to_string()])
+        );
+    }
+
+    #[test]
     fn users_memory_and_cpus() {
         assert_eq!(parse_user(Some("1000:1000")), Ok((1000, 1000)));
         assert_eq!(parse_user(Some("1000")), Ok((1000, 0)));
         assert_eq!(parse_user(Some("root")), Ok((0, 0)));
         assert!(parse_user(Some("alice")).is_err());
+        assert!(parse_user(Some("4294967295")).is_err());
+        assert!(parse_user(Some("1:4294967295")).is_err());
         assert_eq!(parse_memory(Some("1g")), Ok(1024));
         assert_eq!(parse_memory(Some("256m")), Ok(256));
         assert_eq!(parse_memory(Some("268435456")), Ok(256));
