@@ -39,6 +39,13 @@ pub fn parse_volume(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
     let name = format!("-v {text}");
     let parts: Vec<&str> = text.split(':').collect();
     let (src, dst, opts) = match parts.as_slice() {
+        // `/a:b:/data`: a colon inside the host path, not options.
+        [_, _, opts] if opts.starts_with('/') => {
+            return Err(syntax(
+                &name,
+                "expected HOST:GUEST[:OPTIONS] (paths cannot contain ':')",
+            ))
+        }
         [src, dst] => (*src, *dst, ""),
         [src, dst, opts] => (*src, *dst, *opts),
         [_] => {
@@ -166,6 +173,12 @@ pub fn parse_mount(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
         },
         "volume" => {
             let v = need_src("VOLUME_NAME")?;
+            if is_path(v) {
+                return Err(syntax(
+                    &name,
+                    &format!("'{v}' is a path, and type=volume (the default) takes a volume name; add type=bind for a host directory"),
+                ));
+            }
             check_volume_name(&name, v)?;
             Source::Named {
                 volume: v.to_string(),
@@ -396,6 +409,7 @@ mod tests {
             ("/a:/b:rshared", "propagation cannot cross the VM boundary"),
             ("/data", "anonymous volumes are not supported"),
             ("/a:/b:c:d", "paths cannot contain ':'"),
+            ("/p/co:lon:/data", "paths cannot contain ':'"),
             ("bad name:/b", "neither a path nor a volume name"),
             ("~/x:/x", "~ is not expanded here"),
         ];
@@ -468,6 +482,8 @@ mod tests {
                 "type=bind,source=/h,target=/g,readonly=maybe",
                 "use true or false",
             ),
+            ("type=volume,src=./a,dst=/x", "add type=bind"),
+            ("src=/abs,dst=/x", "add type=bind"),
         ];
         for (text, want) in cases {
             let e = parse_mount(text, &cwd()).unwrap_err().to_string();
