@@ -663,10 +663,37 @@ fn classify(
                 }
             }
         }
-        Source::Derived { fstype, source } => Kind::Derived {
-            fstype: fstype.clone(),
-            source: source.clone(),
-        },
+        Source::Derived { fstype, source } => {
+            if fstype == "overlay" {
+                check_overlay(name, spec)?;
+            }
+            Kind::Derived {
+                fstype: fstype.clone(),
+                source: source.clone(),
+            }
+        }
+    })
+}
+
+/// What overlayfs refuses with a bare EINVAL, said before boot: it needs
+/// `lowerdir`, and `upperdir` and `workdir` come together (neither: a
+/// read-write overlay gets a tmpfs writable layer).
+fn check_overlay(name: &str, spec: &VolumeSpec) -> Result<(), PlanError> {
+    let (_, data) = split_options(spec);
+    let given = |key: &str| {
+        data.iter()
+            .any(|o| o.strip_prefix(key).is_some_and(|v| !v.is_empty()))
+    };
+    let reason = if !given("lowerdir=") {
+        "an overlay needs lowerdir=DIR[:DIR...]"
+    } else if given("upperdir=") != given("workdir=") {
+        "an overlay's upperdir and workdir go together: give both, or neither for a tmpfs writable layer"
+    } else {
+        return Ok(());
+    };
+    Err(PlanError::Syntax {
+        volume: name.to_string(),
+        reason: reason.into(),
     })
 }
 

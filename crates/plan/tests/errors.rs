@@ -256,3 +256,30 @@ fn tmpfs_options_are_checked_before_boot() {
         assert!(e.contains("is not one tmpfs takes"), "{bad}: {e}");
     }
 }
+
+/// An overlay's options are checked before boot too: overlayfs answered a
+/// missing lowerdir, or an upperdir without a workdir, with a bare EINVAL
+/// after the guest had booted.
+#[test]
+fn overlay_options_are_checked_before_boot() {
+    let overlay = |options: &str| {
+        format!(
+            r#"{{"type": "overlay", "source": "overlay", "destination": "/x", "options": [{options}]}}"#
+        )
+    };
+    let e = oci_error(&overlay(r#""upperdir=/u", "workdir=/w""#));
+    assert!(e.ends_with("an overlay needs lowerdir=DIR[:DIR...]"), "{e}");
+    let e = oci_error(&overlay(r#""lowerdir=/etc:/bin", "upperdir=/tmp/u""#));
+    assert!(e.contains("upperdir and workdir go together"), "{e}");
+    let json = format!(
+        "{{\"mounts\": [{}]}}",
+        overlay(r#""lowerdir=/etc:/bin", "upperdir=/u", "workdir=/w""#)
+    );
+    let o = oci::parse_config(&json).unwrap();
+    assert!(plan(
+        &o.volumes,
+        &PlanConfig::new(Vmm::Qemu, "/vols", "/state"),
+        &ImagesAreFiles
+    )
+    .is_ok());
+}
