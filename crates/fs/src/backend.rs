@@ -426,6 +426,16 @@ fn read_ok(attr: Fattr, size: u64, offset: u64, done: usize) -> ReadOk {
     }
 }
 
+/// The directory above `dir`, as an `O_PATH` descriptor.
+fn parent_of(dir: &OwnedFd) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        "..",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
 fn stat(fd: &OwnedFd) -> Result<Stat, NfsStat> {
     rustix::fs::fstat(fd).map_err(status_rx)
 }
@@ -908,6 +918,33 @@ impl FsBackend {
         CredGuard::become_(&self.identity(c, n), self.switch_ids).map_err(|e| status(&e))
     }
 
+    /// Whether the directory `fd` is the export's root or beneath it,
+    /// found by walking up with `..` to the root or to the filesystem's
+    /// top. Only LOOKUP of `..` needs it, and directories are rarely
+    /// deep, so the walk costs little where it happens.
+    fn within_export(&self, export: &Export, fd: &OwnedFd) -> Result<bool, NfsStat> {
+        /// Further than any real tree; a cycle cannot happen, but a bound
+        /// costs nothing.
+        const MAX_DEPTH: usize = 4096;
+        let root = (export.root_dev, export.root_ino);
+        let mut st = stat(fd)?;
+        let mut cur: Option<OwnedFd> = None;
+        for _ in 0..MAX_DEPTH {
+            if (st.st_dev, st.st_ino) == root {
+                return Ok(true);
+            }
+            let up = parent_of(cur.as_ref().unwrap_or(fd)).map_err(status_rx)?;
+            let up_st = stat(&up)?;
+            if (up_st.st_dev, up_st.st_ino) == (st.st_dev, st.st_ino) {
+                // `/`: its `..` is itself.
+                return Ok(false);
+            }
+            st = up_st;
+            cur = Some(up);
+        }
+        Ok(false)
+    }
+
     fn is_root(&self, n: &Node) -> bool {
         rustix::fs::fstat(&*n.fd)
             .map(|st| st.st_dev == n.export.root_dev && st.st_ino == n.export.root_ino)
@@ -1280,13 +1317,13 @@ impl FsBackend {
         let fd = if name == b"." || (name == b".." && self.is_root(dir)) {
             dir.fd.clone()
         } else if name == b".." {
-            let fd = rustix::fs::openat(
-                &*dir.fd,
-                "..",
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(status_rx)?;
+            let fd = parent_of(&dir.fd).map_err(status_rx)?;
+            // A directory the host moved out of the export keeps its
+            // handle (as knfsd's do), but its parent is outside: without
+            // this check, `..` after `..` walked up to the host's `/`.
+            if !self.within_export(&dir.export, &fd)? {
+                return Err(NfsStat::Acces);
+            }
             Arc::new(fd)
         } else {
             Arc::new(self.open_child(dir.fd.as_fd(), OsStr::from_bytes(name))?)

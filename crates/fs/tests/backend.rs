@@ -188,6 +188,37 @@ fn names_cannot_escape_the_export() {
     assert!(exists(&t.p("export/file")));
 }
 
+/// A directory the host moves out of the export keeps its handle, but
+/// `..` from it is refused: `..` after `..` walked up to the host's `/`,
+/// where the client could read /etc/shadow and create files. `..` inside
+/// the export still works, from any depth.
+#[test]
+fn dot_dot_never_leaves_the_export() {
+    let t = Tree::new("dotdot");
+    std::fs::create_dir_all(t.p("export/sub/deep")).expect("mkdir");
+    std::fs::create_dir_all(t.p("export/mv")).expect("mkdir");
+    let (b, root) = served(&t);
+    let cred = root_cred();
+    let c = caller(&cred);
+    let sub = b.lookup(&c, &root, b"sub").expect("sub").fh;
+    let deep = b.lookup(&c, &sub, b"deep").expect("deep").fh;
+    assert_eq!(b.lookup(&c, &deep, b"..").expect("deep/..").fh, sub);
+    assert_eq!(b.lookup(&c, &sub, b"..").expect("sub/..").fh, root);
+    let mv = b.lookup(&c, &root, b"mv").expect("mv").fh;
+    std::fs::rename(t.p("export/mv"), t.p("other/mv")).expect("move out");
+    assert!(
+        b.getattr(&c, &mv).is_ok(),
+        "the moved directory keeps its handle"
+    );
+    assert_eq!(
+        b.lookup(&c, &mv, b"..").err().map(|f| f.status),
+        Some(NfsStat::Acces)
+    );
+    // Moved back in, its parent is the export's again.
+    std::fs::rename(t.p("other/mv"), t.p("export/sub/mv")).expect("move in");
+    assert_eq!(b.lookup(&c, &mv, b"..").expect("mv/..").fh, sub);
+}
+
 #[test]
 fn guest_symlinks_are_never_followed() {
     let t = Tree::new("links");
