@@ -17,7 +17,7 @@
 //! Operations run as the mapped caller ([`crate::cred`]), so the kernel's
 //! permission checks decide what a guest user may do.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
@@ -1698,6 +1698,74 @@ impl FsBackend {
     pub fn after_reply(&self) {
         if let Some((f, offset, len)) = DEFERRED.with(|d| d.borrow_mut().take()) {
             start_writeback(&f, offset, len);
+        }
+    }
+
+    /// Closes the cached descriptors of files and directories removed on
+    /// the host (no link left), so that their space is freed: a file the
+    /// host deleted stayed allocated while the server ran, and a full disk
+    /// stayed full. knfsd's file cache drops a file once its last link
+    /// goes, too. A guest that still uses such a handle then gets STALE,
+    /// as from knfsd; a file the guest removes while it holds it open is
+    /// renamed by its client (`.nfsXXXX`), not unlinked, so it stays.
+    ///
+    /// The server calls this every few seconds. The caches are copied
+    /// under their locks and checked outside them (one `fstat` a
+    /// descriptor), so requests never wait on the scan.
+    pub fn close_unlinked(&self) {
+        // Only the descriptors are copied (8 bytes each, not the handles),
+        // and only the dead ones are looked for again under the lock, by
+        // address: the copies are held until then, so no address can be
+        // freed and reused by another entry in between.
+        let unlinked = |f: &OwnedFd| rustix::fs::fstat(f).is_ok_and(|st| st.st_nlink == 0);
+        let held: Vec<Arc<OwnedFd>> = self
+            .paths
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        let dead: HashSet<*const OwnedFd> = held
+            .iter()
+            .filter(|fd| unlinked(fd))
+            .map(Arc::as_ptr)
+            .collect();
+        if !dead.is_empty() {
+            if let Ok(mut m) = self.paths.lock() {
+                let gone: Vec<FileHandle> = m
+                    .iter()
+                    .filter(|(_, fd)| dead.contains(&Arc::as_ptr(fd)))
+                    .map(|(fh, _)| *fh)
+                    .collect();
+                let closed: Vec<_> = gone.iter().filter_map(|fh| m.remove(fh)).collect();
+                self.closer.later(closed);
+            }
+        }
+        let held: Vec<Arc<File>> = self
+            .io
+            .lock()
+            .map(|m| {
+                m.by_fh
+                    .values()
+                    .flatten()
+                    .map(|e| Arc::clone(&e.f))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let dead: HashSet<*const File> = held
+            .iter()
+            .filter(|f| rustix::fs::fstat(&***f).is_ok_and(|st| st.st_nlink == 0))
+            .map(Arc::as_ptr)
+            .collect();
+        if !dead.is_empty() {
+            if let Ok(mut m) = self.io.lock() {
+                let gone: Vec<FileHandle> = m
+                    .by_fh
+                    .iter()
+                    .filter(|(_, l)| l.iter().any(|e| dead.contains(&Arc::as_ptr(&e.f))))
+                    .map(|(fh, _)| *fh)
+                    .collect();
+                let closed: Vec<_> = gone.iter().flat_map(|fh| m.remove(fh)).collect();
+                self.closer.later(closed);
+            }
         }
     }
 }

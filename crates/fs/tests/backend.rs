@@ -219,6 +219,46 @@ fn dot_dot_never_leaves_the_export() {
     assert_eq!(b.lookup(&c, &mv, b"..").expect("mv/..").fh, sub);
 }
 
+/// Descriptors of this process open on `path`, which the kernel shows as
+/// `PATH (deleted)` once it is removed.
+fn open_on(path: &Path) -> usize {
+    let deleted = format!("{} (deleted)", path.display());
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.as_os_str() == deleted.as_str())
+        .count()
+}
+
+/// A file the host removes is closed by the server's sweep, so that its
+/// space is freed: the handle and I/O caches held it open while the
+/// server ran, and a full disk stayed full.
+#[test]
+fn files_removed_on_the_host_are_closed() {
+    let t = Tree::new("unlinked");
+    let (b, root) = served(&t);
+    let cred = root_cred();
+    let c = caller(&cred);
+    let f = b.lookup(&c, &root, b"file").expect("lookup").fh;
+    b.write(&c, &f, 0, StableHow::Unstable, b"data")
+        .expect("write");
+    let path = t.p("export/file");
+    std::fs::remove_file(&path).expect("rm");
+    assert!(open_on(&path) > 0, "the caches hold the file");
+    b.close_unlinked();
+    // Closed on the backend's closer thread.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while open_on(&path) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(open_on(&path), 0);
+    assert_eq!(b.getattr(&c, &f).err(), Some(NfsStat::Stale));
+    // Files still linked are kept.
+    let sub = b.lookup(&c, &root, b"sub").expect("sub").fh;
+    b.close_unlinked();
+    assert!(b.getattr(&c, &sub).is_ok());
+}
+
 #[test]
 fn guest_symlinks_are_never_followed() {
     let t = Tree::new("links");

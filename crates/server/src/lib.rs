@@ -241,7 +241,14 @@ pub(crate) trait Handler: Send + Sync + 'static {
     /// Runs on the same thread once the reply has been handed to the
     /// connection: work that need not delay the answer.
     fn after_reply(&self) {}
+    /// Runs every [`HOUSEKEEPING_EVERY`] on a thread of its own.
+    fn housekeeping(&self) {}
 }
+
+/// How often [`Handler::housekeeping`] runs: how long a file removed on
+/// the host may stay open in the server (knfsd's file cache takes about
+/// two seconds).
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3);
 
 impl Handler for Dispatcher<vmshare_fs::FsBackend> {
     fn handle(&self, client: &Client, call: &CallHeader<'_>, out: &mut Encoder) {
@@ -261,6 +268,10 @@ impl Handler for Dispatcher<vmshare_fs::FsBackend> {
 
     fn after_reply(&self) {
         self.backend().after_reply();
+    }
+
+    fn housekeeping(&self) {
+        self.backend().close_unlinked();
     }
 }
 
@@ -541,6 +552,12 @@ impl Server {
                 .map_err(io_err("spawn worker thread"))?;
             running.threads.push(t);
         }
+        let s = Arc::clone(&shared);
+        let t = std::thread::Builder::new()
+            .name("nfs-housekeeping".into())
+            .spawn(move || housekeeping_main(&s))
+            .map_err(io_err("spawn housekeeping thread"))?;
+        running.threads.push(t);
         for (role, listener) in listeners {
             let clone = listener.try_clone().map_err(io_err("clone listener"))?;
             running.listeners.push(clone);
@@ -552,6 +569,19 @@ impl Server {
             running.threads.push(t);
         }
         Ok(running)
+    }
+}
+
+/// Calls the handler's housekeeping every [`HOUSEKEEPING_EVERY`] until the
+/// server stops (checked often, so that a stop is not held up).
+fn housekeeping_main(shared: &Shared) {
+    let mut next = Instant::now() + HOUSEKEEPING_EVERY;
+    while !shared.stop.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(100));
+        if Instant::now() >= next {
+            shared.handler.housekeeping();
+            next = Instant::now() + HOUSEKEEPING_EVERY;
+        }
     }
 }
 
