@@ -67,9 +67,9 @@ impl Vmm {
     /// The kernel command line every plan for this VMM starts from.
     fn base_cmdline(self) -> &'static str {
         match self {
-            Vmm::Qemu => "console=ttyS0 reboot=t panic=-1",
-            Vmm::Firecracker => "console=ttyS0 reboot=k panic=-1 pci=off",
-            Vmm::CloudHypervisor => "console=ttyS0 reboot=k panic=-1",
+            Vmm::Qemu => "console=ttyS0 reboot=t panic=-1 oops=panic",
+            Vmm::Firecracker => "console=ttyS0 reboot=k panic=-1 oops=panic pci=off",
+            Vmm::CloudHypervisor => "console=ttyS0 reboot=k panic=-1 oops=panic",
         }
     }
 }

@@ -76,12 +76,15 @@ pub struct QemuConfig {
     pub shares: Vec<Share>,
 }
 
-/// Kernel command line for a vmshare guest. Under TCG the kernel's TSC
+/// Kernel command line for a vmshare guest. An oops panics, and a panic
+/// ends the VM at once: a guest whose kernel hit a BUG while init
+/// unmounted the volumes hung, and `vmshare run` with it, until killed.
+/// Under TCG the kernel's TSC
 /// calibration can hang or misjudge on a busy host, so it is told the
 /// host's TSC frequency instead of measuring it.
 pub fn kernel_cmdline(accel: &Accel) -> String {
     let mut c = String::from(
-        "console=ttyS0 quiet loglevel=4 panic=-1 reboot=t rdinit=/init \
+        "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic reboot=t rdinit=/init \
          8250.nr_uarts=1 cryptomgr.notests random.trust_cpu=on",
     );
     if let (Accel::Tcg { .. }, Some(khz)) = (accel, host_tsc_khz()) {
