@@ -7,11 +7,20 @@ use vmshare_proto::nfs3::{Fattr, FileType, NfsTime};
 use vmshare_proto::NfsStat;
 
 /// Converts a host time to NFSv3's unsigned 32-bit seconds, clamping what
-/// does not fit (before 1970, after 2106) rather than wrapping.
+/// does not fit (before 1970, after 2106) rather than wrapping. A clamped
+/// time has no fraction: 1960-01-01 00:00:00.5 showed as 1970-01-01
+/// 00:00:00.5, a time the file never had, which `cp -p` then copied.
 pub fn nfs_time(sec: i64, nsec: u64) -> NfsTime {
-    let seconds = u32::try_from(sec.max(0)).unwrap_or(u32::MAX);
-    let nseconds = u32::try_from(nsec.min(999_999_999)).unwrap_or(0);
-    NfsTime { seconds, nseconds }
+    match u32::try_from(sec) {
+        Ok(seconds) => NfsTime {
+            seconds,
+            nseconds: u32::try_from(nsec.min(999_999_999)).unwrap_or(0),
+        },
+        Err(_) => NfsTime {
+            seconds: if sec < 0 { 0 } else { u32::MAX },
+            nseconds: 0,
+        },
+    }
 }
 
 /// The NFS file type of a host mode.
@@ -119,14 +128,11 @@ mod tests {
 
     #[test]
     fn times_clamp() {
-        assert_eq!(
-            nfs_time(-5, 7),
-            NfsTime {
-                seconds: 0,
-                nseconds: 7
-            }
-        );
-        assert_eq!(nfs_time(1 << 40, 2_000_000_000).seconds, u32::MAX);
+        let t = |seconds, nseconds| NfsTime { seconds, nseconds };
+        assert_eq!(nfs_time(-5, 500_000_000), t(0, 0));
+        assert_eq!(nfs_time(1 << 40, 7), t(u32::MAX, 0));
+        assert_eq!(nfs_time(5, 7), t(5, 7));
+        assert_eq!(nfs_time(i64::from(u32::MAX), 7), t(u32::MAX, 7));
         assert!(nfs_time(0, 2_000_000_000).nseconds < 1_000_000_000);
     }
 
