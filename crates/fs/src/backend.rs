@@ -110,6 +110,8 @@ struct Export {
 #[derive(Debug, Clone)]
 struct Node {
     export: Arc<Export>,
+    /// The handle it was reached by.
+    fh: FileHandle,
     fd: Arc<OwnedFd>,
     opts: ExportOptions,
     /// Attributes when the handle was resolved, just before the operation.
@@ -277,6 +279,23 @@ impl IoCache {
     }
 }
 
+/// Where a handle was found: its directory's handle and its name there.
+#[derive(Debug, Clone)]
+struct Origin {
+    parent: FileHandle,
+    name: Box<[u8]>,
+    /// Directories' origins are dropped last: every handle beneath one
+    /// is found again through it.
+    dir: bool,
+}
+
+/// How many origins are kept for each descriptor `paths` may hold, and
+/// at most: an origin costs about 200 bytes, a descriptor a slot of the
+/// process's limit, so many more handles can be found again than kept
+/// open, and 65,536 of them stay under 16 MiB.
+const ORIGINS_PER_PATH: usize = 4;
+const ORIGINS_MAX: usize = 65_536;
+
 /// An object a name referred to before the name was removed or renamed.
 struct Named {
     export: u32,
@@ -298,6 +317,10 @@ pub struct FsBackend {
     /// `paths`, so every lookup keeps one.
     by_handle: bool,
     paths: Mutex<HashMap<FileHandle, Arc<OwnedFd>>>,
+    /// Without `by_handle`: where each handle was found (its directory's
+    /// handle and its name), to open it again once its descriptor has
+    /// left `paths`. See [`Self::reopen_by_origin`].
+    origins: Mutex<HashMap<FileHandle, Origin>>,
     io: Mutex<IoCache>,
     /// Keys the hash of a caller's groups in [`IoWho`]. Random per process,
     /// so that no one can choose a group list that collides with another's.
@@ -589,6 +612,7 @@ impl FsBackend {
             switch_ids: rustix::process::geteuid().is_root(),
             by_handle,
             paths: Mutex::new(HashMap::new()),
+            origins: Mutex::new(HashMap::new()),
             io: Mutex::new(IoCache::default()),
             groups_hasher: std::hash::RandomState::new(),
             path_cache_max,
@@ -601,6 +625,17 @@ impl FsBackend {
             write_verf: AtomicU64::new(u64::from_ne_bytes(seed)),
             mount_refusal_logged: AtomicU64::new(0),
         })
+    }
+
+    /// Serves as a process without CAP_DAC_READ_SEARCH does, keeping at
+    /// most `kept` descriptors of looked-up objects: for testing that
+    /// mode as root, on a cache small enough to overflow.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn as_if_unprivileged(mut self, kept: usize) -> FsBackend {
+        self.by_handle = false;
+        self.path_cache_max = kept.max(1);
+        self
     }
 
     /// Sets how long READDIRPLUS may answer with attributes looked up
@@ -759,6 +794,7 @@ impl FsBackend {
         self.forget_io(fh);
         Some(Node {
             export: export.clone(),
+            fh: *fh,
             fd,
             opts,
             st,
@@ -785,26 +821,43 @@ impl FsBackend {
                 let open = || {
                     sys::open_by_handle(mount.as_fd(), &d.kernel, libc::O_PATH | libc::O_NOFOLLOW)
                 };
-                let fd = self
-                    .open_retrying(io::Error::raw_os_error, open)
-                    .map_err(|e| {
-                        match e.raw_os_error() {
-                            // Deleted, or a handle this kernel cannot decode.
-                            Some(libc::ESTALE) | Some(libc::ENOENT) | Some(libc::EINVAL) => {
-                                NfsStat::Stale
-                            }
-                            // Not root: no handle opens, and this one's
-                            // descriptor is no longer kept (a restart, or
-                            // evicted). The client looks the name up again.
-                            Some(libc::EPERM) => NfsStat::Stale,
-                            _ => status(&e),
+                if !self.by_handle {
+                    // No handle opens without the capability: where it
+                    // was found is the only way back to it.
+                    return match self.reopen_by_origin(export, fh, 0) {
+                        Some(fd) => self.finish_node(export, fh, fd, opts),
+                        None => Err(NfsStat::Stale),
+                    };
+                }
+                let opened = self.open_retrying(io::Error::raw_os_error, open);
+                let fd = opened.map_err(|e| {
+                    match e.raw_os_error() {
+                        // Deleted, or a handle this kernel cannot decode.
+                        Some(libc::ESTALE) | Some(libc::ENOENT) | Some(libc::EINVAL) => {
+                            NfsStat::Stale
                         }
-                    })?;
+                        // Not root: no handle opens, and this one's
+                        // descriptor is no longer kept (a restart, or
+                        // evicted). The client looks the name up again.
+                        Some(libc::EPERM) => NfsStat::Stale,
+                        _ => status(&e),
+                    }
+                })?;
                 let fd = Arc::new(fd);
                 self.remember(*fh, fd.clone());
                 fd
             }
         };
+        self.finish_node(export, fh, fd, opts)
+    }
+
+    fn finish_node(
+        &self,
+        export: &Arc<Export>,
+        fh: &FileHandle,
+        fd: Arc<OwnedFd>,
+        opts: ExportOptions,
+    ) -> Result<Node, NfsStat> {
         let st = stat(&fd)?;
         if st.st_nlink == 0 {
             // Deleted (on the host, or by another client) while a cached
@@ -816,10 +869,97 @@ impl FsBackend {
         }
         Ok(Node {
             export: export.clone(),
+            fh: *fh,
             fd,
             opts,
             st,
         })
+    }
+
+    /// Without CAP_DAC_READ_SEARCH, a handle whose descriptor has left
+    /// `paths` is opened again where it was found: its directory (found
+    /// the same way, up to the export's root) and its name there. It is
+    /// the same object only if the handle made from what that name holds
+    /// now is the same handle; a name the host has since renamed or
+    /// reused gives STALE. Before this, a guest that had touched more
+    /// files than the server keeps open got "Stale file handle" for
+    /// directories and files whose names never changed (its current
+    /// directory, a build's tree), since evicted descriptors were lost.
+    fn reopen_by_origin(
+        &self,
+        export: &Arc<Export>,
+        fh: &FileHandle,
+        depth: usize,
+    ) -> Option<Arc<OwnedFd>> {
+        /// Deeper than real trees; each level is one open.
+        const MAX_DEPTH: usize = 256;
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        let origin = self.origins.lock().ok()?.get(fh).cloned();
+        let Some(origin) = origin else {
+            // The export's root has no origin: it is always open.
+            let st = stat(&export.root).ok()?;
+            let root = self.handle_for(export, &export.root, &st).ok()?;
+            return (root == *fh).then(|| {
+                self.remember(*fh, export.root.clone());
+                export.root.clone()
+            });
+        };
+        let parent = self.paths.lock().ok()?.get(&origin.parent).cloned();
+        let parent = match parent {
+            Some(fd) => fd,
+            None => self.reopen_by_origin(export, &origin.parent, depth + 1)?,
+        };
+        let fd = self
+            .open_child(parent.as_fd(), OsStr::from_bytes(&origin.name))
+            .ok()?;
+        let st = stat(&fd).ok()?;
+        let again = self.handle_for(export, &fd, &st).ok()?;
+        (again == *fh).then(|| {
+            let fd = Arc::new(fd);
+            self.remember(*fh, fd.clone());
+            fd
+        })
+    }
+
+    /// Records where `fh` (a directory if `is_dir`) was found, for
+    /// [`Self::reopen_by_origin`].
+    fn found_at(&self, fh: FileHandle, dir: &Node, name: &[u8], is_dir: bool) {
+        if self.by_handle || name == b"." || name == b".." {
+            return;
+        }
+        let cap = self
+            .path_cache_max
+            .saturating_mul(ORIGINS_PER_PATH)
+            .min(ORIGINS_MAX);
+        if let Ok(mut m) = self.origins.lock() {
+            if m.len() >= cap && !m.contains_key(&fh) {
+                // An eighth goes, files' before directories'.
+                let n = m.len().div_ceil(8);
+                let mut gone: Vec<FileHandle> = m
+                    .iter()
+                    .filter(|(_, o)| !o.dir)
+                    .map(|(k, _)| *k)
+                    .take(n)
+                    .collect();
+                if gone.len() < n {
+                    let more = n - gone.len();
+                    gone.extend(m.iter().filter(|(_, o)| o.dir).map(|(k, _)| *k).take(more));
+                }
+                for k in &gone {
+                    m.remove(k);
+                }
+            }
+            m.insert(
+                fh,
+                Origin {
+                    parent: dir.fh,
+                    name: name.into(),
+                    dir: is_dir,
+                },
+            );
+        }
     }
 
     fn mount_fd(&self, export: &Export, dev: u32) -> Result<Arc<OwnedFd>, NfsStat> {
@@ -1331,6 +1471,7 @@ impl FsBackend {
         let st = stat(&fd)?;
         let fh = self.handle_for(&dir.export, &fd, &st)?;
         self.remember(fh, fd.clone());
+        self.found_at(fh, dir, name, is_dir(&st));
         Ok((fh, fd, st))
     }
 
@@ -2320,6 +2461,10 @@ impl Backend for FsBackend {
             rustix::fs::renameat(&*fd.fd, from, &*td.fd, to).map_err(status_rx)?;
             self.forget(moved.map(|m| Named { last: None, ..m }));
             self.forget(replaced);
+            if !self.by_handle {
+                // Its origin is the new name now (found again by it).
+                let _ = self.child(&td, to.as_bytes());
+            }
             Ok(())
         })();
         match r {

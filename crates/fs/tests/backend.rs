@@ -219,6 +219,63 @@ fn dot_dot_never_leaves_the_export() {
     assert_eq!(b.lookup(&c, &mv, b"..").expect("mv/..").fh, sub);
 }
 
+/// Without CAP_DAC_READ_SEARCH, a handle whose descriptor the cache let go
+/// is opened again where it was found, so objects whose names have not
+/// changed stay reachable when the guest touches more than the server
+/// keeps open (four times as many; directories longer still): a
+/// directory in use and the files in it went STALE once the guest had
+/// touched more objects than the server keeps open. A file renamed
+/// through the server is found by its new name; one the host renamed
+/// behind its back is STALE.
+#[test]
+fn without_handle_opens_evicted_handles_are_found_again_by_name() {
+    let t = Tree::new("unprivileged");
+    std::fs::create_dir_all(t.p("export/a/b")).expect("mkdir");
+    for i in 0..200 {
+        std::fs::write(t.p(&format!("export/a/b/f{i}")), format!("{i}")).expect("write");
+    }
+    let b = backend(&t, opts()).as_if_unprivileged(16);
+    let cred = root_cred();
+    let c = caller(&cred);
+    let root = root_fh(&b, &c, "/data");
+    let a = b.lookup(&c, &root, b"a").expect("a").fh;
+    let dir = b.lookup(&c, &a, b"b").expect("b").fh;
+    let first = b.lookup(&c, &dir, b"f0").expect("f0").fh;
+    let moved = b.lookup(&c, &dir, b"f1").expect("f1").fh;
+    let host_moved = b.lookup(&c, &dir, b"f2").expect("f2").fh;
+    b.rename(&c, &dir, b"f1", &a, b"g1").expect("rename");
+    // Three times as many objects as the cache keeps (16).
+    let handles: Vec<_> = (3..50)
+        .map(|i| {
+            b.lookup(&c, &dir, format!("f{i}").as_bytes())
+                .expect("lookup")
+                .fh
+        })
+        .collect();
+    std::fs::rename(t.p("export/a/b/f2"), t.p("export/a/f2")).expect("host rename");
+    let read = |fh| {
+        let mut buf = [0u8; 16];
+        b.read(&c, fh, 0, &mut buf)
+            .map(|r| String::from_utf8_lossy(&buf[..r.count as usize]).into_owned())
+            .map_err(|f| f.status)
+    };
+    assert_eq!(read(&first), Ok("0".into()));
+    assert_eq!(read(&handles[0]), Ok("3".into()));
+    assert_eq!(read(&moved), Ok("1".into()), "renamed through the server");
+    assert!(b.getattr(&c, &dir).is_ok() && b.getattr(&c, &a).is_ok());
+    // Evicted, and its name now leads elsewhere (nowhere).
+    for fh in &handles {
+        let _ = b.getattr(&c, fh);
+    }
+    assert_eq!(b.getattr(&c, &host_moved).err(), Some(NfsStat::Stale));
+    // Far more files than origins are kept (64): the directories' stay.
+    for i in 50..200 {
+        b.lookup(&c, &dir, format!("f{i}").as_bytes())
+            .expect("lookup in a directory evicted again and again");
+    }
+    assert!(b.getattr(&c, &dir).is_ok() && b.getattr(&c, &a).is_ok());
+}
+
 /// Descriptors of this process open on `path`, which the kernel shows as
 /// `PATH (deleted)` once it is removed.
 fn open_on(path: &Path) -> usize {

@@ -443,11 +443,11 @@ impl Server {
         if !backend.opens_by_handle() {
             warn!(
                 kept = backend.kept_objects(),
-                "this process cannot open files by handle (that needs CAP_DAC_READ_SEARCH): a \
-                 handle stays valid only while the server runs and keeps its file open, for at \
-                 most `kept` files at once; past that, and after a restart, clients get STALE \
-                 and look the name up again, which fails for a file open in the guest whose \
-                 name has changed"
+                "this process cannot open files by handle (that needs CAP_DAC_READ_SEARCH): it \
+                 keeps up to `kept` files open and finds others again by the name it saw them \
+                 under; a handle whose name the host changed, or that the server has forgotten, \
+                 or any handle after a restart, gets STALE, and the client looks the name up \
+                 again, which fails for a file open in the guest"
             );
         }
         let handler = Arc::new(Dispatcher::new(backend, ports));
