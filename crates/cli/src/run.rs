@@ -146,10 +146,13 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         say(n);
     }
     let process = guest_process(&args, front.process)?;
+    // As docker with an OCI bundle: the command line's name over the
+    // spec's.
     let hostname = args
         .hostname
         .clone()
         .or_else(|| args.name.clone())
+        .or(front.hostname)
         .unwrap_or_else(|| "vmshare".into());
     check_hostname(&hostname)?;
     let memory_mib = parse_memory(args.memory.as_deref())?;
@@ -690,7 +693,7 @@ fn check_hostname(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "host name {name:?} (--name or -h): 1 to 64 letters, digits, '-' and '.'"
+            "host name {name:?} (--name, -h or the OCI hostname): 1 to 64 letters, digits, '-' and '.'"
         ))
     }
 }

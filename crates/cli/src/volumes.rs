@@ -76,6 +76,8 @@ pub(crate) struct Volumes {
     pub notes: Vec<String>,
     /// The OCI spec's process, when `--oci` gave one.
     pub process: Option<OciProcess>,
+    /// The OCI spec's host name, when `--oci` gave one.
+    pub hostname: Option<String>,
 }
 
 /// Reads every front end the user asked for. The OCI mounts come first:
@@ -88,6 +90,7 @@ pub(crate) fn read(f: &FrontEnds, cwd: &Path) -> Result<Volumes, Box<dyn Error>>
         specs: Vec::new(),
         notes: Vec::new(),
         process: None,
+        hostname: None,
     };
     if let Some(path) = &f.oci {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -101,6 +104,7 @@ pub(crate) fn read(f: &FrontEnds, cwd: &Path) -> Result<Volumes, Box<dyn Error>>
         out.specs = o.volumes;
         out.notes = o.notes;
         out.process = o.process;
+        out.hostname = o.hostname;
     }
     out.specs
         .extend(docker::parse_args(&f.volumes, &f.mounts, &f.tmpfs, cwd)?);

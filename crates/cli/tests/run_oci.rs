@@ -73,6 +73,7 @@ fn overlay_of_two_erofs_layers() {
                   cp shared out/seen";
     let config = serde_json::json!({
         "ociVersion": "1.2.0",
+        "hostname": "oci-box",
         "process": {
             "args": ["sh", "-c", script],
             "env": ["FROM_CONFIG=config", "OVERRIDDEN=config"],
@@ -122,7 +123,7 @@ fn overlay_of_two_erofs_layers() {
     );
 
     // A second run starts from the layers: the first run's changes were
-    // in its own tmpfs layer.
+    // in its own tmpfs layer. The spec's host name is the guest's.
     let again = h.vmshare(&[
         "run",
         "--oci",
@@ -130,12 +131,12 @@ fn overlay_of_two_erofs_layers() {
         "--",
         "sh",
         "-c",
-        "ls /merged; cat /merged/shared",
+        "ls /merged; cat /merged/shared; hostname",
     ]);
     assert_exit(&again, 0);
     assert_eq!(
         text(&again.stdout),
-        "app-only\nbase-only\nshared\napp version\n"
+        "app-only\nbase-only\nshared\napp version\noci-box\n"
     );
 }
 

@@ -31,6 +31,8 @@ struct Spec {
     mounts: Vec<Mount>,
     #[serde(default)]
     process: Option<Process>,
+    #[serde(default)]
+    hostname: Option<String>,
 }
 
 /// The runtime spec's `process`, the fields vmshare uses.
@@ -114,6 +116,8 @@ pub struct OciVolumes {
     pub notes: Vec<String>,
     /// The container process, when the spec has one.
     pub process: Option<OciProcess>,
+    /// The container's host name, when the spec gives one.
+    pub hostname: Option<String>,
 }
 
 /// Reads the `mounts` (and `process`) of an OCI runtime spec whose bundle
@@ -158,6 +162,7 @@ fn parse(json: &str, bundle: Option<&Path>) -> Result<OciVolumes, PlanError> {
         volumes,
         notes,
         process,
+        hostname: spec.hostname.filter(|h| !h.is_empty()),
     })
 }
 
