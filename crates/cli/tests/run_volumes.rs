@@ -141,6 +141,46 @@ fn a_read_only_volume_with_a_volume_inside_stays_read_only() {
     assert_eq!(std::fs::read_to_string(inner.join("f")).unwrap(), "in\n");
 }
 
+/// A volume on `/etc` still gives the guest its `/etc/hosts` and
+/// `/etc/resolv.conf`, bind-mounted over the volume's as docker does (a
+/// guest had none). What the volume has under those names is left as it
+/// was; where it had none, the mount point is an empty file, as docker's.
+#[test]
+fn a_volume_on_etc_keeps_the_guests_name_files() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let dir = scratch_dir("etc-volume");
+    write(&dir.join("hosts"), "# the host's own\n");
+    write(&dir.join("app.conf"), "setting\n");
+    let out = h.vmshare(&[
+        "run",
+        "-h",
+        "named",
+        "-v",
+        &vol(&dir, "/etc"),
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/app.conf; grep -c named /etc/hosts; grep -c nameserver /etc/resolv.conf",
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        text(&out.stdout),
+        "setting\n1\n1\n",
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("hosts")).unwrap(),
+        "# the host's own\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("resolv.conf")).unwrap(),
+        ""
+    );
+}
+
 /// BM-002: a read-write volume is live both ways while the VM runs, for
 /// new files and for a file the guest has already read and the host then
 /// rewrites in place (same inode, same size: only the times tell the

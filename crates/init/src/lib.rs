@@ -163,6 +163,7 @@ impl Init {
                 took.as_millis()
             ));
         }
+        net::cover_name_files(&spec.mounts, &spec.hostname, spec.network.as_ref())?;
         let control = self.control.as_ref().and_then(|c| c.try_clone());
         let (child, mut terminal) = start(&spec, ports.stdio)?;
         self.send(Message::Started);

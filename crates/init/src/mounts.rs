@@ -170,7 +170,7 @@ fn errno_name(e: Errno) -> &'static str {
 /// is made read-only again once it does: left writable, a `:ro` volume
 /// with another volume inside it took writes, which went to guest memory
 /// and were lost.
-fn make_mount_point(target: &Path, file: bool) -> std::io::Result<()> {
+pub(crate) fn make_mount_point(target: &Path, file: bool) -> std::io::Result<()> {
     match create(target, file) {
         Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
             let table = std::fs::read("/proc/self/mounts")?;

@@ -2,9 +2,10 @@
 //! no netlink code and no `ip` binary in the guest.
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use vmshare_plan::guest::GuestNet;
+use vmshare_plan::guest::{GuestMount, GuestNet};
 
 use crate::InitError;
 
@@ -200,13 +201,12 @@ impl Socket {
     }
 }
 
-/// Writes `/etc/hosts` (localhost, and the host name at the guest's
-/// address) and, when the network names servers, `/etc/resolv.conf`, as
-/// docker writes them into a container: without them names did not
-/// resolve (only `nslookup NAME 10.0.2.3` did) and `hostname -i` failed.
-/// In the root CMD runs in (a `--rootfs` has a writable layer over it), and
-/// before the volumes, so that a volume on either file wins.
-pub(crate) fn write_name_files(hostname: &str, net: Option<&GuestNet>) -> Result<(), InitError> {
+/// `/etc/hosts` (localhost, and the host name at the guest's address) and,
+/// when the network names servers, `/etc/resolv.conf`: their paths and
+/// contents, as docker writes them for a container. Without them names
+/// did not resolve (only `nslookup NAME 10.0.2.3` did) and `hostname -i`
+/// failed.
+fn name_files(hostname: &str, net: Option<&GuestNet>) -> Vec<(&'static str, String)> {
     let addr = net
         .and_then(|n| parse_cidr(&n.address))
         .map_or_else(|| "127.0.1.1".to_string(), |(a, _)| a.to_string());
@@ -215,15 +215,56 @@ pub(crate) fn write_name_files(hostname: &str, net: Option<&GuestNet>) -> Result
     if !hostname.is_empty() {
         hosts.push_str(&format!("{addr}\t{hostname}\n"));
     }
-    let write = |path: &str, text: &str| {
-        std::fs::create_dir_all("/etc")
-            .and_then(|()| std::fs::write(path, text))
-            .map_err(|e| InitError::sys(format!("writing {path}"), e))
-    };
-    write("/etc/hosts", &hosts)?;
+    let mut files = vec![("/etc/hosts", hosts)];
     if let Some(n) = net.filter(|n| !n.dns.is_empty()) {
         let text: String = n.dns.iter().map(|s| format!("nameserver {s}\n")).collect();
-        write("/etc/resolv.conf", &text)?;
+        files.push(("/etc/resolv.conf", text));
+    }
+    files
+}
+
+/// Writes the name files (see [`name_files`]) in the root CMD runs in (a
+/// `--rootfs` has a writable layer over it), before the volumes, so that
+/// a volume on either file wins.
+pub(crate) fn write_name_files(hostname: &str, net: Option<&GuestNet>) -> Result<(), InitError> {
+    for (path, text) in name_files(hostname, net) {
+        std::fs::create_dir_all("/etc")
+            .and_then(|()| std::fs::write(path, text))
+            .map_err(|e| InitError::sys(format!("writing {path}"), e))?;
+    }
+    Ok(())
+}
+
+/// Where the name files are kept for [`cover_name_files`].
+const NAME_FILES_DIR: &str = "/run/vmshare/names";
+
+/// After the volumes: where one covers `/etc` (a volume on `/etc` itself)
+/// and none is on the file, the name files are bind-mounted over what it
+/// has, as docker mounts its own over a container's `/etc`. Without this
+/// such a guest had no `/etc/hosts` at all. As with docker, the mount
+/// point is an empty file made in the volume when it has none (in a
+/// read-only volume, in a layer over it).
+pub(crate) fn cover_name_files(
+    mounts: &[GuestMount],
+    hostname: &str,
+    net: Option<&GuestNet>,
+) -> Result<(), InitError> {
+    for (path, text) in name_files(hostname, net) {
+        let target = Path::new(path);
+        let covered = mounts.iter().any(|m| {
+            let t = Path::new(&m.target);
+            target.starts_with(t) && t != target && t != Path::new("/")
+        });
+        let own = mounts.iter().any(|m| Path::new(&m.target) == target);
+        if !covered || own {
+            continue;
+        }
+        let fail = |e: std::io::Error| InitError::sys(format!("mounting the guest's {path}"), e);
+        let kept = Path::new(NAME_FILES_DIR).join(target.file_name().unwrap_or_default());
+        std::fs::create_dir_all(NAME_FILES_DIR).map_err(fail)?;
+        std::fs::write(&kept, text).map_err(fail)?;
+        crate::mounts::make_mount_point(target, true).map_err(fail)?;
+        rustix::mount::mount_bind(&kept, target).map_err(|e| fail(e.into()))?;
     }
     Ok(())
 }
