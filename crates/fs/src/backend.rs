@@ -290,7 +290,8 @@ struct Origin {
 }
 
 /// How many origins are kept for each descriptor `paths` may hold, and
-/// at most: an origin costs about 200 bytes, a descriptor a slot of the
+/// at most: an origin costs about 200 bytes (two 65-byte handles, the
+/// map's overhead, the name; computed), a descriptor a slot of the
 /// process's limit, so many more handles can be found again than kept
 /// open, and 65,536 of them stay under 16 MiB.
 const ORIGINS_PER_PATH: usize = 4;
@@ -447,6 +448,15 @@ fn read_ok(attr: Fattr, size: u64, offset: u64, done: usize) -> ReadOk {
         count: u32::try_from(done).unwrap_or(0),
         eof: offset.saturating_add(done as u64) >= size,
     }
+}
+
+/// The descriptors among `held` whose file has no link left, by address
+/// (see [`FsBackend::close_unlinked`]).
+fn unlinked<T: AsFd>(held: &[Arc<T>]) -> HashSet<*const T> {
+    held.iter()
+        .filter(|f| rustix::fs::fstat(f.as_fd()).is_ok_and(|st| st.st_nlink == 0))
+        .map(Arc::as_ptr)
+        .collect()
 }
 
 /// The directory above `dir`, as an `O_PATH` descriptor.
@@ -1858,17 +1868,12 @@ impl FsBackend {
         // and only the dead ones are looked for again under the lock, by
         // address: the copies are held until then, so no address can be
         // freed and reused by another entry in between.
-        let unlinked = |f: &OwnedFd| rustix::fs::fstat(f).is_ok_and(|st| st.st_nlink == 0);
         let held: Vec<Arc<OwnedFd>> = self
             .paths
             .lock()
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
-        let dead: HashSet<*const OwnedFd> = held
-            .iter()
-            .filter(|fd| unlinked(fd))
-            .map(Arc::as_ptr)
-            .collect();
+        let dead = unlinked(&held);
         if !dead.is_empty() {
             if let Ok(mut m) = self.paths.lock() {
                 let gone: Vec<FileHandle> = m
@@ -1891,11 +1896,7 @@ impl FsBackend {
                     .collect()
             })
             .unwrap_or_default();
-        let dead: HashSet<*const File> = held
-            .iter()
-            .filter(|f| rustix::fs::fstat(&***f).is_ok_and(|st| st.st_nlink == 0))
-            .map(Arc::as_ptr)
-            .collect();
+        let dead = unlinked(&held);
         if !dead.is_empty() {
             if let Ok(mut m) = self.io.lock() {
                 let gone: Vec<FileHandle> = m
