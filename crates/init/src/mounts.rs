@@ -199,19 +199,38 @@ pub(crate) fn make_mount_point(target: &Path, file: bool) -> std::io::Result<()>
 /// a `/proc/self/mounts` table: the last-mounted of the longest targets
 /// that contain `dir`.
 fn mount_of(table: &[u8], dir: &Path) -> Option<(PathBuf, String)> {
-    table
-        .split(|&b| b == b'\n')
-        .filter_map(|l| {
-            let mut f = l.split(|&b| b == b' ');
-            let (_, target, _, options) = (f.next()?, f.next()?, f.next()?, f.next()?);
-            let target = unescape(target);
-            dir.starts_with(&target)
-                .then(|| (target, String::from_utf8_lossy(options).into_owned()))
-        })
+    mount_table(table)
+        .into_iter()
+        .filter(|m| dir.starts_with(&m.target))
+        .map(|m| (m.target, m.options))
         .fold(None, |best: Option<(PathBuf, String)>, m| match best {
             Some(b) if b.0.components().count() > m.0.components().count() => Some(b),
             _ => Some(m),
         })
+}
+
+/// One line of `/proc/self/mounts`.
+struct MountLine {
+    target: PathBuf,
+    fstype: String,
+    options: String,
+}
+
+/// The lines of a `/proc/self/mounts` table, in mount order, with the
+/// target's escapes undone.
+fn mount_table(table: &[u8]) -> Vec<MountLine> {
+    table
+        .split(|&b| b == b'\n')
+        .filter_map(|l| {
+            let mut f = l.split(|&b| b == b' ');
+            let (_, target, fstype, options) = (f.next()?, f.next()?, f.next()?, f.next()?);
+            Some(MountLine {
+                target: unescape(target),
+                fstype: String::from_utf8_lossy(fstype).into_owned(),
+                options: String::from_utf8_lossy(options).into_owned(),
+            })
+        })
+        .collect()
 }
 
 /// A mounts-table field with the kernel's octal escapes (`\040` for a
@@ -301,21 +320,18 @@ fn overlay_writable(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Unmounts the volumes, newest first, so that network filesystems flush
-/// before power-off. Best effort: a busy mount is left to `sync`.
+/// before power-off. Best effort: a busy mount is left to `sync`. Targets
+/// are read with their escapes undone: one with a space (`\040` in the
+/// table) used to be missed, its flush left to `sync`.
 pub(crate) fn unmount_all() {
-    let Ok(table) = std::fs::read_to_string("/proc/self/mounts") else {
+    let Ok(table) = std::fs::read("/proc/self/mounts") else {
         return;
     };
-    let targets: Vec<&str> = table
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split(' ');
-            let (_, target, fstype) = (f.next()?, f.next()?, f.next()?);
-            FLUSHED_TYPES.contains(&fstype).then_some(target)
-        })
-        .collect();
-    for target in targets.iter().rev() {
-        let _ = rustix::mount::unmount(*target, UnmountFlags::empty());
+    let flushed = mount_table(&table)
+        .into_iter()
+        .filter(|m| FLUSHED_TYPES.contains(&m.fstype.as_str()));
+    for m in flushed.collect::<Vec<_>>().iter().rev() {
+        let _ = rustix::mount::unmount(&m.target, UnmountFlags::empty());
     }
 }
 
@@ -347,5 +363,12 @@ overlay /ro overlay rw,lowerdir=/ro,upperdir=/run/vmshare/overlay/0/upper 0 0\n\
         let (root, _) = mount_of(table, Path::new("/etc")).unwrap();
         assert_eq!(root, Path::new("/"));
         assert_eq!(unescape(b"a\\134b\\999"), Path::new("a\\b\\999"));
+        // unmount_all finds a target with a space by its real path.
+        let nfs: Vec<PathBuf> = mount_table(table)
+            .into_iter()
+            .filter(|m| m.fstype == "nfs")
+            .map(|m| m.target)
+            .collect();
+        assert_eq!(nfs, [Path::new("/ro"), Path::new("/ro/in ner")]);
     }
 }
