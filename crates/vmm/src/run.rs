@@ -659,7 +659,7 @@ impl GuestRun {
                     }
                     m
                 });
-                let log = keep_console(&state, &console_log);
+                let log = keep_console(&state, &console_log, run.id());
                 Err(VmmError::Guest {
                     message,
                     log,
@@ -842,19 +842,96 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// How many failed runs' consoles are kept in `STATE/failed-consoles`.
+const KEPT_CONSOLES: usize = 8;
+
 /// The run directory goes away with the run; a failed run's console is
-/// copied next to the state directory's cache for a post-mortem.
-fn keep_console(state: &StateDir, log: &Path) -> PathBuf {
-    let kept = state.path().join("last-failed-console.log");
-    match std::fs::copy(log, &kept) {
-        Ok(_) => kept,
-        Err(_) => log.to_path_buf(),
+/// copied out for a post-mortem. Each failed run keeps its own copy,
+/// named by its run id, so that two runs failing at once do not write
+/// into one file; the oldest copies beyond [`KEPT_CONSOLES`] are removed.
+/// `last-failed-console.log` is then replaced whole (a copy renamed over
+/// it), so it is always one run's complete log, the latest to fail.
+fn keep_console(state: &StateDir, log: &Path, run_id: &str) -> PathBuf {
+    let dir = state.path().join("failed-consoles");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return log.to_path_buf();
+    }
+    let kept = dir.join(format!("{run_id}.log"));
+    if std::fs::copy(log, &kept).is_err() {
+        return log.to_path_buf();
+    }
+    prune_consoles(&dir, KEPT_CONSOLES);
+    let tmp = state.path().join(format!(".last-failed-console.{run_id}"));
+    if std::fs::copy(&kept, &tmp).is_ok()
+        && std::fs::rename(&tmp, state.path().join("last-failed-console.log")).is_err()
+    {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    kept
+}
+
+/// Removes all but the `keep` most recently modified logs in `dir`.
+fn prune_consoles(dir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut logs: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    logs.sort();
+    let excess = logs.len().saturating_sub(keep);
+    for (_, path) in logs.into_iter().take(excess) {
+        let _ = std::fs::remove_file(path);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each failed run keeps its own console log, the latest is also
+    /// `last-failed-console.log`, and only the newest few are kept.
+    #[test]
+    fn failed_consoles_are_kept_per_run() {
+        let tmp = std::env::temp_dir().join(format!("vmshare-consoles-{}", std::process::id()));
+        let state = StateDir::at(&tmp).unwrap();
+        let src = tmp.join("console.src");
+        let mut kept = Vec::new();
+        for i in 0..KEPT_CONSOLES + 3 {
+            std::fs::write(&src, format!("console of run {i}\n")).unwrap();
+            let k = keep_console(&state, &src, &format!("1-{i:02}"));
+            // Distinct modification times, so that pruning is ordered.
+            let t =
+                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i as u64);
+            std::fs::File::options()
+                .write(true)
+                .open(&k)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+            kept.push(k);
+        }
+        let last = std::fs::read_to_string(tmp.join("last-failed-console.log")).unwrap();
+        assert_eq!(last, format!("console of run {}\n", KEPT_CONSOLES + 2));
+        assert_eq!(
+            std::fs::read_to_string(&kept[1]).ok(),
+            None,
+            "the oldest logs are pruned"
+        );
+        let newest = kept.last().unwrap();
+        assert!(newest.starts_with(tmp.join("failed-consoles")));
+        assert_eq!(
+            std::fs::read_to_string(&kept[3]).unwrap(),
+            "console of run 3\n"
+        );
+        let left = std::fs::read_dir(tmp.join("failed-consoles"))
+            .unwrap()
+            .count();
+        assert_eq!(left, KEPT_CONSOLES);
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 
     /// `vmshare run --vmm firecracker` reports what the KVM test guest
     /// found without booting one: nothing before it ran, its reason after.
