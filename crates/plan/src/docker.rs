@@ -124,21 +124,25 @@ pub fn parse_volume(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
 /// Types: `bind` (host path, served over NFS), `volume` (named volume, the
 /// default as in docker), `tmpfs`, and vmshare's own `ext4` and `erofs`
 /// (an image file attached as a block device; erofs is always read-only).
-/// Values cannot contain commas (docker's CSV quoting is not supported).
+/// The text is one line of CSV, as docker reads it: a field in double
+/// quotes may hold commas (`"source=/a,b"`), and `""` inside it is a
+/// quote. Keys are case-insensitive, as in docker.
 pub fn parse_mount(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
     let name = format!("--mount {text}");
-    let mut kind = "volume";
+    let fields = csv_fields(text).map_err(|why| syntax(&name, &why))?;
+    let mut kind = String::from("volume");
     let mut src: Option<&str> = None;
     let mut dst: Option<&str> = None;
     let mut readonly = None;
     let mut options = Vec::new();
-    for field in text.split(',').filter(|f| !f.is_empty()) {
+    for field in fields.iter().filter(|f| !f.is_empty()) {
         let (key, value) = match field.split_once('=') {
-            Some((k, v)) => (k, Some(v)),
-            None => (field, None),
+            Some((k, v)) => (k.to_ascii_lowercase(), Some(v)),
+            None => (field.to_ascii_lowercase(), None),
         };
+        let key = key.as_str();
         match (key, value) {
-            ("type", Some(v)) => kind = v,
+            ("type", Some(v)) => kind = v.to_ascii_lowercase(),
             ("source" | "src", Some(v)) => src = Some(v),
             ("target" | "destination" | "dst", Some(v)) => dst = Some(v),
             ("readonly" | "ro", v) => readonly = Some(parse_bool(&name, key, v)?),
@@ -166,7 +170,7 @@ pub fn parse_mount(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
         Some(s) if !s.is_empty() => Ok(s),
         _ => Err(syntax(&name, &format!("missing source={what}"))),
     };
-    let source = match kind {
+    let source = match kind.as_str() {
         "bind" => Source::Host {
             path: host_path(cwd, need_src("HOST_PATH")?),
             transport: Transport::Nfs,
@@ -231,6 +235,66 @@ pub fn parse_mount(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
         mkdir: false,
         tag: None,
     })
+}
+
+/// Splits one line of CSV into its fields, the way Go's `encoding/csv`
+/// (which docker's `--mount` uses) reads a record: a field that starts
+/// with `"` runs to the next lone `"` and may hold commas, `""` inside it
+/// is one quote, and a quote anywhere else is an error rather than a
+/// guess. A line break outside quotes would end docker's record and drop
+/// the rest silently, so it is an error here.
+fn csv_fields(text: &str) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                    None => return Err("a quoted field has no closing \"".into()),
+                }
+            }
+            match chars.next() {
+                None => {
+                    fields.push(field);
+                    return Ok(fields);
+                }
+                Some(',') => {}
+                Some(_) => {
+                    return Err(
+                        "a quoted field must end at a comma; write \"\" for a quote inside it"
+                            .into(),
+                    )
+                }
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    None => {
+                        fields.push(field);
+                        return Ok(fields);
+                    }
+                    Some(',') => break,
+                    Some('"') => {
+                        return Err(
+                            "a \" inside a field; quote the whole field instead (\"source=/a,b\")"
+                                .into(),
+                        )
+                    }
+                    Some('\n' | '\r') => return Err("a line break in the value".into()),
+                    Some(c) => field.push(c),
+                }
+            }
+        }
+        fields.push(field);
+    }
 }
 
 /// Parses one `--tmpfs GUEST[:OPTS]`; `OPTS` are mount options (`size=64m`,
@@ -457,6 +521,32 @@ mod tests {
         .unwrap();
         assert_eq!(m.source, Source::Tmpfs);
         assert_eq!(m.options, vec!["size=64m", "mode=1777"]);
+    }
+
+    /// docker reads `--mount` as CSV: a quoted field may hold commas and
+    /// doubled quotes, and keys are case-insensitive.
+    #[test]
+    fn mount_values_quoted_as_csv() {
+        let m = parse_mount(r#"Type=BIND,"source=/h/a,b ""c""",dst=/g"#, &cwd()).unwrap();
+        assert_eq!(
+            m.source,
+            Source::Host {
+                path: r#"/h/a,b "c""#.into(),
+                transport: Transport::Nfs
+            }
+        );
+        assert_eq!(m.target.as_deref(), Some("/g"));
+        let m = parse_mount(r#"type=bind,src=/h,"target=/g,x""#, &cwd()).unwrap();
+        assert_eq!(m.target.as_deref(), Some("/g,x"));
+        for (text, want) in [
+            (r#"type=bind,src="/h",dst=/g"#, "quote the whole field"),
+            (r#"type=bind,"src=/h,dst=/g"#, "no closing"),
+            (r#"type=bind,"src=/h"x,dst=/g"#, "must end at a comma"),
+            ("type=bind,src=/h,dst=/g\n,ro", "line break"),
+        ] {
+            let e = parse_mount(text, &cwd()).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 
     #[test]
