@@ -102,7 +102,8 @@ fn bm003_read_only_refuses_writes_with_erofs() {
 /// in a layer over the volume, and that layer is read-only too (it took
 /// writes, which went to guest memory and were lost). The inner volume is
 /// writable, and neither host directory gets what the guest could not
-/// write.
+/// write. The outer target has a comma, which overlayfs's options need
+/// escaped.
 #[test]
 fn a_read_only_volume_with_a_volume_inside_stays_read_only() {
     let Some(h) = common::Harness::new() else {
@@ -113,14 +114,14 @@ fn a_read_only_volume_with_a_volume_inside_stays_read_only() {
     std::fs::create_dir_all(&outer).unwrap();
     std::fs::create_dir_all(&inner).unwrap();
     write(&outer.join("keep.txt"), "original\n");
-    let script = "echo changed > /data/keep.txt; echo rc=$?; touch /data/new; echo rc=$?; \
-                  echo in > /data/sub/f; echo rc=$?; mkdir /data/d; echo rc=$?";
+    let script = "echo changed > /d,ata/keep.txt; echo rc=$?; touch /d,ata/new; echo rc=$?; \
+                  echo in > /d,ata/sub/f; echo rc=$?; mkdir /d,ata/d; echo rc=$?";
     let out = h.vmshare(&[
         "run",
         "-v",
-        &format!("{}:ro", vol(&outer, "/data")),
+        &format!("{}:ro", vol(&outer, "/d,ata")),
         "-v",
-        &vol(&inner, "/data/sub"),
+        &vol(&inner, "/d,ata/sub"),
         "--",
         "sh",
         "-c",

@@ -195,6 +195,22 @@ pub(crate) fn make_mount_point(target: &Path, file: bool) -> std::io::Result<()>
     }
 }
 
+/// A path as overlayfs reads it from mount data, which the kernel splits
+/// at commas (and `lowerdir` at colons): a backslash before either, or
+/// before a backslash, keeps it in the path. A volume at `/a,b` would
+/// otherwise be read as `/a` and an option `b`.
+fn overlay_escaped(path: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    for &b in path.as_os_str().as_bytes() {
+        if matches!(b, b'\\' | b',' | b':') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
+}
+
 /// The mount point of the filesystem `dir` is on, and its options, from
 /// a `/proc/self/mounts` table: the last-mounted of the longest targets
 /// that contain `dir`.
@@ -301,12 +317,12 @@ fn overlay_writable(dir: &Path) -> std::io::Result<()> {
     let (upper, work) = (base.join("upper"), base.join("work"));
     std::fs::create_dir_all(&upper)?;
     std::fs::create_dir_all(&work)?;
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        dir.display(),
-        upper.display(),
-        work.display()
-    );
+    let mut data = b"lowerdir=".to_vec();
+    data.extend(overlay_escaped(dir));
+    data.extend_from_slice(b",upperdir=");
+    data.extend(overlay_escaped(&upper));
+    data.extend_from_slice(b",workdir=");
+    data.extend(overlay_escaped(&work));
     let data =
         CString::new(data).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     rustix::mount::mount(
@@ -338,6 +354,15 @@ pub(crate) fn unmount_all() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlay_paths_keep_commas_colons_and_backslashes() {
+        assert_eq!(overlay_escaped(Path::new("/data")), b"/data");
+        assert_eq!(
+            overlay_escaped(Path::new("/a,b:c\\d")),
+            b"/a\\,b\\:c\\\\d".to_vec()
+        );
+    }
 
     #[test]
     fn the_mount_holding_a_directory_is_the_longest_and_latest() {
