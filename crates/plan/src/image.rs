@@ -250,8 +250,8 @@ pub fn build_image(
     // Gathered contents have a scratch directory as their root, nothing of
     // the user's to copy.
     let direct = matches!(contents, [one] if one.subdir.is_empty());
-    if result.is_ok() && format == ImageFormat::Ext4 && direct {
-        result = root_like(output, &source);
+    if result.is_ok() && format == ImageFormat::Ext4 {
+        result = ext4_fix_up(output, &source, direct);
     }
     if result.is_err() {
         let _ = std::fs::remove_file(output);
@@ -259,32 +259,45 @@ pub fn build_image(
     result
 }
 
-/// Gives an ext4 image's root directory the mode, owner and times of the
-/// directory it was made from, and its entries. `mkfs.ext4 -d` copies
-/// what is inside but leaves the root 0755 root:root: a copy volume of a
-/// directory owned by 1000 was not writable at its top by the guest's
-/// user 1000, and a 1777 directory lost its sticky bit. It also adds
-/// `lost+found`, which an empty directory's copy volume then listed
-/// (programs such as `initdb` refuse a data directory that is not
-/// empty); e2fsck makes it again if it ever needs one.
-fn root_like(image: &Path, dir: &Path) -> Result<(), ImageError> {
+/// Puts back in an ext4 image what `mkfs.ext4 -d` leaves out, with
+/// debugfs (no mount, no root needed).
+///
+/// - With `root` (the image is one directory's copy): the root directory
+///   gets that directory's mode, owner and times, and its entries. mkfs
+///   leaves the root 0755 root:root: a copy volume of a directory owned
+///   by 1000 was not writable at its top by the guest's user 1000, and a
+///   1777 directory lost its sticky bit. It also adds `lost+found`, which
+///   an empty directory's copy volume then listed (programs such as
+///   `initdb` refuse a data directory that is not empty); e2fsck makes it
+///   again if it ever needs one.
+/// - Always: the fractions of a second of every file's modification and
+///   access times, and the high bits of times past 2038. mkfs copies
+///   whole seconds only, so every file in a copy volume looked changed to
+///   tools that compare times to the nanosecond (make, rsync, git's index)
+///   against the host's copy, and a time past 2038 came back before 1970.
+fn ext4_fix_up(image: &Path, dir: &Path, root: bool) -> Result<(), ImageError> {
     use std::io::Write;
     use std::os::unix::fs::MetadataExt;
     let md = std::fs::metadata(dir).map_err(io(format!("stat {}", dir.display())))?;
-    let lost_found = if std::fs::symlink_metadata(dir.join("lost+found")).is_ok() {
-        ""
-    } else {
-        "rmdir lost+found\n"
-    };
-    let script = format!(
-        "{lost_found}
-sif <2> mode 0{:o}\nsif <2> uid {}\nsif <2> gid {}\nsif <2> mtime @{}\nsif <2> atime @{}\n",
-        md.mode(),
-        md.uid(),
-        md.gid(),
-        md.mtime(),
-        md.atime()
-    );
+    let mut script = Vec::new();
+    if root {
+        if std::fs::symlink_metadata(dir.join("lost+found")).is_err() {
+            script.extend_from_slice(b"rmdir lost+found\n");
+        }
+        script.extend_from_slice(
+            format!(
+                "sif <2> mode 0{:o}\nsif <2> uid {}\nsif <2> gid {}\nsif <2> mtime @{}\nsif <2> atime @{}\n",
+                md.mode(),
+                md.uid(),
+                md.gid(),
+                md.mtime(),
+                md.atime()
+            )
+            .as_bytes(),
+        );
+        time_extras(&mut script, b"<2>", &md);
+    }
+    sub_second_times(dir, &mut Vec::new(), &mut script)?;
     let mut child = Command::new(find_tool("debugfs", "e2fsprogs")?)
         .args(["-w", "-f", "-"])
         .arg(image)
@@ -294,9 +307,7 @@ sif <2> mode 0{:o}\nsif <2> uid {}\nsif <2> gid {}\nsif <2> mtime @{}\nsif <2> a
         .spawn()
         .map_err(io("starting debugfs"))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(io("writing to debugfs"))?;
+        stdin.write_all(&script).map_err(io("writing to debugfs"))?;
     }
     let out = child.wait_with_output().map_err(io("running debugfs"))?;
     // debugfs exits 0 even when a command fails; its complaints say so.
@@ -310,9 +321,70 @@ sif <2> mode 0{:o}\nsif <2> uid {}\nsif <2> gid {}\nsif <2> mtime @{}\nsif <2> a
             tool: "debugfs",
             status: out.status.to_string(),
             message: c
-                .unwrap_or("setting the root directory's attributes")
+                .unwrap_or("setting attributes mkfs.ext4 left out")
                 .to_string(),
         }),
+    }
+}
+
+/// Adds to `script` a debugfs `sif` for the extra time bits of each
+/// entry under `dir` (`rel` is its path in the image) that has any.
+/// Names debugfs cannot be given (with a line break) keep whole seconds.
+fn sub_second_times(dir: &Path, rel: &mut Vec<u8>, script: &mut Vec<u8>) -> Result<(), ImageError> {
+    use std::os::unix::ffi::OsStrExt;
+    let entries = std::fs::read_dir(dir).map_err(io(format!("reading {}", dir.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(io(format!("reading {}", dir.display())))?;
+        let name = entry.file_name();
+        let name = name.as_bytes();
+        if name.contains(&b'\n') || name.contains(&b'\r') {
+            continue;
+        }
+        let md = entry
+            .metadata()
+            .map_err(io(format!("stat {}", entry.path().display())))?;
+        let len = rel.len();
+        rel.push(b'/');
+        rel.extend_from_slice(name);
+        let mut quoted = vec![b'"'];
+        for &b in rel.iter() {
+            if b == b'"' {
+                quoted.push(b'"');
+            }
+            quoted.push(b);
+        }
+        quoted.push(b'"');
+        time_extras(script, &quoted, &md);
+        if md.is_dir() {
+            sub_second_times(&entry.path(), rel, script)?;
+        }
+        rel.truncate(len);
+    }
+    Ok(())
+}
+
+/// The `sif` lines that set an inode's `mtime_extra` and `atime_extra`:
+/// the nanoseconds shifted left by two, over the two bits that extend
+/// the 32-bit seconds (ext4's on-disk format). Nothing when both are 0.
+fn time_extras(script: &mut Vec<u8>, inode: &[u8], md: &std::fs::Metadata) {
+    use std::os::unix::fs::MetadataExt;
+    let extra = |sec: i64, nsec: i64| {
+        // The 32-bit field holds the low 32 bits read as signed; the
+        // epoch bits count the 2^32 s the time is beyond that.
+        let low = ((sec & 0xffff_ffff) ^ 0x8000_0000) - 0x8000_0000;
+        let epoch = u64::try_from((sec.wrapping_sub(low) >> 32) & 3).unwrap_or(0);
+        let nsec = u64::try_from(nsec.clamp(0, 999_999_999)).unwrap_or(0);
+        (nsec << 2) | epoch
+    };
+    for (field, value) in [
+        ("mtime_extra", extra(md.mtime(), md.mtime_nsec())),
+        ("atime_extra", extra(md.atime(), md.atime_nsec())),
+    ] {
+        if value != 0 {
+            script.extend_from_slice(b"sif ");
+            script.extend_from_slice(inode);
+            script.extend_from_slice(format!(" {field} {value}\n").as_bytes());
+        }
     }
 }
 

@@ -413,3 +413,80 @@ fn ext4_images_hold_what_the_directory_holds() {
     assert!(st.contains("Size: 1073741824"), "{st}");
     assert!(fsck_clean(&img));
 }
+
+/// An inode's modification time as the image holds it, read with debugfs
+/// (`mtime: 0xSECONDS:0xEXTRA`): seconds and nanoseconds, ext4's two
+/// epoch bits applied.
+fn image_mtime(img: &Path, path: &str) -> (i64, u32) {
+    let out = std::process::Command::new("debugfs")
+        .args(["-R", &format!("stat \"{}\"", path.replace('"', "\"\""))])
+        .arg(img)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("mtime:"))
+        .unwrap_or_else(|| panic!("no mtime for {path}: {text}"));
+    let hex = line.split_whitespace().nth(1).unwrap();
+    let (lo, extra) = hex.split_once(':').unwrap();
+    let lo = u32::from_str_radix(lo.trim_start_matches("0x"), 16).unwrap();
+    let extra = u32::from_str_radix(extra.trim_start_matches("0x"), 16).unwrap_or(0);
+    (
+        i64::from(i32::from_ne_bytes(lo.to_ne_bytes())) + (i64::from(extra & 3) << 32),
+        extra >> 2,
+    )
+}
+
+/// mkfs.ext4 copies whole seconds; the image keeps the fractions (and
+/// times past 2038), for every file, the root and odd names alike, so a
+/// copy volume's files do not look changed to tools that compare
+/// nanoseconds.
+#[test]
+fn ext4_images_keep_sub_second_times() {
+    use std::os::unix::fs::MetadataExt;
+    use std::time::{Duration, SystemTime};
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    tree(
+        &src,
+        &[("a b", "1"), ("q\"x", "2"), ("d/f", "3"), ("future", "4")],
+    );
+    let at = |secs: u64, nanos: u32| SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
+    let set = |p: &Path, when: SystemTime| {
+        let f = fs::File::open(p).unwrap();
+        f.set_times(fs::FileTimes::new().set_modified(when).set_accessed(when))
+            .unwrap();
+    };
+    set(&src.join("a b"), at(1_577_934_245, 123_456_789));
+    set(&src.join("q\"x"), at(1_577_934_245, 500_000_000));
+    set(&src.join("d/f"), at(1_600_000_000, 250_000_000));
+    set(&src.join("future"), at(4_102_444_800, 750_000_000));
+    set(&src.join("d"), at(1_600_000_001, 1));
+    set(&src, at(1_600_000_002, 999_999_999));
+    let direct = t.path().join("direct.ext4");
+    build_image(
+        &direct,
+        ImageFormat::Ext4,
+        &[content(&src, "")],
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    let packed = t.path().join("packed.ext4");
+    build_image(
+        &packed,
+        ImageFormat::Ext4,
+        &[content(&src, "in")],
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    for name in ["a b", "q\"x", "d/f", "future", "d"] {
+        let md = fs::symlink_metadata(src.join(name)).unwrap();
+        let want = (md.mtime(), u32::try_from(md.mtime_nsec()).unwrap());
+        assert_eq!(image_mtime(&direct, &format!("/{name}")), want, "{name}");
+        assert_eq!(image_mtime(&packed, &format!("/in/{name}")), want, "{name}");
+    }
+    assert_eq!(image_mtime(&direct, "/"), (1_600_000_002, 999_999_999));
+}
