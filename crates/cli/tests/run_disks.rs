@@ -33,6 +33,8 @@ fn image(dir: &Path, out: &Path, format: ImageFormat) -> PathBuf {
 
 /// An ext4 image mounted read-write takes the guest's writes (read back on
 /// the host from the image); an erofs image is readable and refuses writes.
+/// The erofs image holds a 1 GiB sparse file in little room (its holes
+/// are not written out) and reads it back whole, and two identical files.
 /// The ext4 image is the plan's first disk and the erofs one its second:
 /// mounting each with its own filesystem type only works if the guest's
 /// /dev/vda and /dev/vdb follow the plan's order.
@@ -47,12 +49,25 @@ fn ext4_rw_and_erofs_ro_images() {
     std::fs::create_dir(&ro).unwrap();
     write(&rw.join("hello"), "from the ext4 image\n");
     write(&ro.join("hello"), "from the erofs image\n");
+    let sparse = std::fs::File::create(ro.join("sparse")).unwrap();
+    sparse.set_len(1 << 30).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, b"end\n", (1 << 30) - 4).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, b"mid\n", 1 << 29).unwrap();
+    let body: String = (0..20_000).map(|i| format!("{i}\n")).collect();
+    write(&ro.join("twin1"), &body);
+    write(&ro.join("twin2"), &body);
     let ext4 = image(&rw, &dir.join("rw.ext4"), ImageFormat::Ext4);
     let erofs = image(&ro, &dir.join("ro.erofs"), ImageFormat::Erofs);
+    let erofs_size = std::fs::metadata(&erofs).unwrap().len();
+    assert!(erofs_size < 8 << 20, "erofs image of {erofs_size} bytes");
     let script = "cat /x/hello /y/hello; \
                   echo written in the guest > /x/new.txt; echo rc=$?; \
                   echo nope > /y/new.txt 2>/dev/null; echo rc=$?; \
-                  grep -E ' /(x|y) ' /proc/mounts | cut -d' ' -f1-3";
+                  grep -E ' /(x|y) ' /proc/mounts | cut -d' ' -f1-3; \
+                  stat -c 'size=%s' /y/sparse; tail -c 4 /y/sparse; \
+                  dd if=/y/sparse bs=1M skip=512 count=1 2>/dev/null | head -c 4; \
+                  dd if=/y/sparse bs=1M skip=100 count=1 2>/dev/null | tr -d '\\0' | wc -c; \
+                  cmp /y/twin1 /y/twin2 && tail -n 1 /y/twin2";
     let out = h.vmshare(&[
         "run",
         "--mount",
@@ -72,6 +87,10 @@ fn ext4_rw_and_erofs_ro_images() {
     );
     assert!(stdout.contains("/dev/vda /x ext4\n"), "stdout: {stdout}");
     assert!(stdout.contains("/dev/vdb /y erofs\n"), "stdout: {stdout}");
+    assert!(
+        stdout.ends_with("size=1073741824\nend\nmid\n0\n19999\n"),
+        "stdout: {stdout}"
+    );
 
     let back = dir.join("back");
     extract_ext4(&ext4, "", &back).unwrap();
