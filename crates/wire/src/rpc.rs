@@ -17,6 +17,8 @@ pub const MAX_AUTH_GIDS: u32 = 16;
 
 const CALL: u32 = 0;
 const REPLY: u32 = 1;
+const AUTH_NONE: u32 = 0;
+const AUTH_SYS: u32 = 1;
 const MSG_ACCEPTED: u32 = 0;
 const MSG_DENIED: u32 = 1;
 
@@ -190,23 +192,25 @@ pub fn parse_call(record: &[u8]) -> Result<CallHeader<'_>, CallError> {
     };
     let flavor = d.u32().map_err(|_| deny_badcred.clone())?;
     let body = d.opaque(MAX_AUTH_BYTES).map_err(|_| deny_badcred.clone())?;
+    // An unknown flavor is a credential this server cannot read: BADCRED,
+    // as Linux's sunrpc answers (TOOWEAK would say the flavor is known
+    // but not good enough here).
     let cred = match flavor {
-        0 => Credential::None,
-        1 => Credential::Sys(parse_auth_sys(body).map_err(|_| deny_badcred.clone())?),
-        _ => {
-            return Err(CallError::Deny {
-                xid,
-                reply: RejectReply::AuthError(AuthStat::TooWeak),
-            })
-        }
+        AUTH_NONE if body.is_empty() => Credential::None,
+        AUTH_SYS => Credential::Sys(parse_auth_sys(body).map_err(|_| deny_badcred.clone())?),
+        _ => return Err(deny_badcred),
     };
-    // The verifier must be well-formed; its content is not used by the
-    // flavors supported here.
-    let _vflavor = d.u32().map_err(|_| deny_badcred.clone())?;
-    d.opaque(MAX_AUTH_BYTES).map_err(|_| CallError::Deny {
+    // Both flavors are verified by nothing: RFC 5531 has their verifier
+    // be AUTH_NONE with no body, and Linux refuses anything else.
+    let deny_badverf = CallError::Deny {
         xid,
         reply: RejectReply::AuthError(AuthStat::BadVerf),
-    })?;
+    };
+    let vflavor = d.u32().map_err(|_| deny_badverf.clone())?;
+    let verifier = d.opaque(MAX_AUTH_BYTES).map_err(|_| deny_badverf.clone())?;
+    if vflavor != AUTH_NONE || !verifier.is_empty() {
+        return Err(deny_badverf);
+    }
     Ok(CallHeader {
         xid,
         prog,
@@ -435,6 +439,63 @@ mod tests {
                 reply: RejectReply::AuthError(AuthStat::BadCred)
             })
         );
+    }
+
+    /// A call with credential `(flavor, body)` and verifier `(vflavor,
+    /// vbody)`, to NFS v3 NULL.
+    fn call_with(flavor: u32, body: &[u8], vflavor: u32, vbody: &[u8]) -> Vec<u8> {
+        let mut e = Encoder::default();
+        e.u32(9)
+            .u32(0)
+            .u32(2)
+            .u32(100003)
+            .u32(3)
+            .u32(0)
+            .u32(flavor)
+            .opaque(body)
+            .u32(vflavor)
+            .opaque(vbody);
+        e.as_slice().to_vec()
+    }
+
+    /// As Linux's sunrpc answers: an unknown flavor (AUTH_DH, RPCSEC_GSS)
+    /// or an AUTH_NONE credential with a body is BADCRED, and a verifier
+    /// other than an empty AUTH_NONE is BADVERF.
+    #[test]
+    fn credentials_and_verifiers_are_checked_as_linux_does() {
+        let mut sys = Encoder::default();
+        sys.u32(0).string(b"h").u32(1000).u32(1000).u32(0);
+        let sys = sys.as_slice().to_vec();
+        let deny = |stat| {
+            Some(CallError::Deny {
+                xid: 9,
+                reply: RejectReply::AuthError(stat),
+            })
+        };
+        for flavor in [3, 6, 99] {
+            assert_eq!(
+                parse_call(&call_with(flavor, &sys, 0, b"")).err(),
+                deny(AuthStat::BadCred)
+            );
+        }
+        assert_eq!(
+            parse_call(&call_with(0, b"abcd", 0, b"")).err(),
+            deny(AuthStat::BadCred)
+        );
+        assert_eq!(
+            parse_call(&call_with(1, &sys, 1, &sys)).err(),
+            deny(AuthStat::BadVerf)
+        );
+        assert_eq!(
+            parse_call(&call_with(1, &sys, 0, b"12345678")).err(),
+            deny(AuthStat::BadVerf)
+        );
+        assert_eq!(
+            parse_call(&call_with(0, b"", 0, b"abcd")).err(),
+            deny(AuthStat::BadVerf)
+        );
+        assert!(parse_call(&call_with(1, &sys, 0, b"")).is_ok());
+        assert!(parse_call(&call_with(0, b"", 0, b"")).is_ok());
     }
 
     #[test]
