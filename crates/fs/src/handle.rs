@@ -161,8 +161,13 @@ impl HandleCodec {
         FileHandle::new(&buf[..body + MAC_LEN])
     }
 
-    /// Checks and decodes a handle sent by a client. Anything malformed or
-    /// not signed by this key is BADHANDLE.
+    /// Checks and decodes a handle sent by a client. A malformed one (a
+    /// length or version this server never makes) is BADHANDLE. One that
+    /// is well-formed but not signed by this key is STALE: most often it
+    /// was given out under an earlier key (the state directory was lost
+    /// or changed), and STALE is what makes the Linux client look its
+    /// names up again, where BADHANDLE reaches programs as errno 521. A
+    /// forgery gets the same answer and reaches nothing either way.
     pub fn decode(&self, fh: &FileHandle) -> Result<Decoded, NfsStat> {
         let b = fh.as_bytes();
         if b.len() < HEADER + MAC_LEN || b[0] != VERSION {
@@ -181,7 +186,7 @@ impl HandleCodec {
             .zip(&b[body..])
             .fold(0u8, |acc, (x, y)| acc | (x ^ y));
         if diff != 0 {
-            return Err(NfsStat::BadHandle);
+            return Err(NfsStat::Stale);
         }
         let export_id = u32::from_be_bytes([b[1], b[2], b[3], b[4]]);
         let dev = u32::from_be_bytes([b[5], b[6], b[7], b[8]]);
@@ -226,10 +231,10 @@ mod tests {
             let forged = FileHandle::new(&b).expect("same length");
             assert!(c.decode(&forged).is_err(), "byte {i}");
         }
-        // Another key (another server's state) refuses it too.
+        // Another key (another server's state) refuses it too, as stale.
         assert_eq!(
             HandleCodec::with_key([8; 32]).decode(&fh),
-            Err(NfsStat::BadHandle)
+            Err(NfsStat::Stale)
         );
     }
 

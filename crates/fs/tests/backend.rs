@@ -385,12 +385,19 @@ fn handles_are_bound_to_their_export_and_survive_restart() {
         let root = root_fh(&b, &c, "/data");
         let other = root_fh(&b, &c, "/other");
         let f = b.lookup(&c, &root, b"file").expect("lookup").fh;
-        // Forged: every single-bit change is refused.
+        // Forged: a changed bit is refused (STALE: the server cannot tell
+        // it from a handle of an earlier key), a length it never makes is
+        // BADHANDLE.
         let mut bytes = f.as_bytes().to_vec();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x80;
         assert_eq!(
             b.getattr(&c, &FileHandle::new(&bytes).expect("fh")).err(),
+            Some(NfsStat::Stale)
+        );
+        assert_eq!(
+            b.getattr(&c, &FileHandle::new(&bytes[..last]).expect("fh"))
+                .err(),
             Some(NfsStat::BadHandle)
         );
         // Made up from nothing.
@@ -432,10 +439,11 @@ fn handles_are_bound_to_their_export_and_survive_restart() {
     // Deleted: STALE.
     std::fs::remove_file(t.p("export/file")).expect("rm");
     assert_eq!(b.getattr(&c, &file).err(), Some(NfsStat::Stale));
-    // A server with another key refuses it.
+    // A server with another key refuses it as STALE, which has the
+    // client look the name up again.
     std::fs::remove_file(t.p("state/handle-key")).expect("rm key");
     let b = backend(&t, opts());
-    assert_eq!(b.getattr(&c, &file).err(), Some(NfsStat::BadHandle));
+    assert_eq!(b.getattr(&c, &file).err(), Some(NfsStat::Stale));
 }
 
 /// Unmounts on drop, so that a failed assertion leaves no mount behind.
