@@ -424,6 +424,40 @@ fn lock_stripe<'a>(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The device number of `major:minor`, if Linux can hold it: 12 bits of
+/// major and 20 of minor, as mknod(2) takes them. Larger numbers were cut
+/// to other ones, and the guest got a device it did not ask for (4096:0
+/// became 0:0, which overlayfs reads as a deleted file); knfsd answers
+/// INVAL for them too.
+fn device(major: u32, minor: u32) -> Result<u64, NfsStat> {
+    if major > 0xfff || minor > 0xf_ffff {
+        return Err(NfsStat::Inval);
+    }
+    Ok(rustix::fs::makedev(major, minor))
+}
+
+/// Writes as much of `data` at `offset` as the file takes: all of it, or
+/// the part written before the filesystem refused more (full, or the
+/// file at its largest size). A short count is what RFC 1813 lets a WRITE
+/// answer, and what knfsd answers: the client sends the rest and meets
+/// the error then. Failing the call instead would report nothing written
+/// for a file that had grown. An error before any byte is the call's.
+fn write_most(f: &std::fs::File, data: &[u8], offset: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while let Some(rest) = data.get(done..).filter(|r| !r.is_empty()) {
+        match f.write_at(rest, offset + done as u64) {
+            Ok(0) if done == 0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(0) => break,
+            Ok(k) => done += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(done)
+}
+
 /// READ's result for `done` bytes read at `offset` of a file of `size`.
 /// The largest file the export's filesystem holds, for FSINFO: the Linux
 /// client refuses a write past it with EFBIG itself instead of sending
@@ -1691,6 +1725,11 @@ impl FsBackend {
             if !is_reg(&st) {
                 return Err(NfsStat::Inval);
             }
+            // Past any file's largest size (ftruncate would read it as
+            // negative and answer EINVAL), as knfsd caps and answers it.
+            if i64::try_from(size).is_err() {
+                return Err(NfsStat::FBig);
+            }
             let f = match (self.reopen(fd, OFlags::WRONLY), owner) {
                 (Err(NfsStat::Acces), Some((c, n))) => {
                     self.reopen_overriding(c, n, OFlags::WRONLY)?
@@ -1712,9 +1751,22 @@ impl FsBackend {
             .map_err(status_rx)?;
         }
         let name = fd.as_raw_fd().to_string();
-        if let Some(mode) = a.mode {
+        if let Some(mut mode) = a.mode {
             let st = stat(fd)?;
-            if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            let kind = st.st_mode & libc::S_IFMT;
+            // A change of owner takes a file's set-id bits away, as the
+            // chown above did, also when the same call gives a mode:
+            // as knfsd has it, the mode asked for loses them too
+            // (setgid only where it means set-group-ID, with group
+            // execute), so one SETATTR cannot hand a file to another
+            // user with setuid kept.
+            if (a.uid.is_some() || a.gid.is_some()) && kind != libc::S_IFDIR {
+                mode &= !libc::S_ISUID;
+                if mode & libc::S_IXGRP != 0 {
+                    mode &= !libc::S_ISGID;
+                }
+            }
+            if kind == libc::S_IFLNK {
                 // Linux has no symlink permissions; nothing to change.
             } else {
                 rustix::fs::chmodat(
@@ -2145,14 +2197,16 @@ impl Backend for FsBackend {
             let _g = self.become_(c, &n).map_err(fail)?;
             self.io_file(c, fh, &n, true).map_err(fail)?
         };
+        let done;
         {
             // One WRITE at a time per file: the kernel serialises buffered
             // writes to a file on its inode lock anyway, and its waiters
             // spin on that lock while the holder copies a MiB, burning a
             // core that the client and the network need. Here they sleep.
             let _one = lock_stripe(&self.write_locks, fh);
-            f.write_all_at(data, offset).map_err(|e| fail(status(&e)))?;
+            done = write_most(&f, data, offset).map_err(|e| fail(status(&e)))?;
         }
+        let data = data.get(..done).unwrap_or(data);
         let committed = match stable {
             StableHow::Unstable => {
                 // Started once the reply is out (`after_reply`). The
@@ -2356,10 +2410,8 @@ impl Backend for FsBackend {
         use rustix::fs::FileType as T;
         let (d, before, ()) = self.dir_op(c, dir, name, |d, name| {
             let (t, a, dev) = match kind {
-                MknodKind::Chr(a, (ma, mi)) => {
-                    (T::CharacterDevice, a, rustix::fs::makedev(*ma, *mi))
-                }
-                MknodKind::Blk(a, (ma, mi)) => (T::BlockDevice, a, rustix::fs::makedev(*ma, *mi)),
+                MknodKind::Chr(a, (ma, mi)) => (T::CharacterDevice, a, device(*ma, *mi)?),
+                MknodKind::Blk(a, (ma, mi)) => (T::BlockDevice, a, device(*ma, *mi)?),
                 MknodKind::Sock(a) => (T::Socket, a, 0),
                 MknodKind::Fifo(a) => (T::Fifo, a, 0),
                 MknodKind::Other(_) => return Err(NfsStat::BadType),

@@ -772,6 +772,103 @@ fn mknod_gives_the_new_node_the_owner_asked_for() {
     }
 }
 
+/// A device is made with the numbers asked for, or not at all: numbers
+/// Linux cannot hold (12 bits of major, 20 of minor) are INVAL, as in
+/// knfsd, where they had been cut to another device (4096:0 to 0:0).
+#[test]
+fn mknod_makes_the_device_asked_for_or_none() {
+    if !running_as_root("make device nodes") {
+        return;
+    }
+    let t = Tree::new("mknod-dev");
+    let b = backend(&t, opts());
+    let rootc = root_cred();
+    let c = caller(&rootc);
+    let root = root_fh(&b, &c, "/data");
+    let a = Sattr::default();
+    let made = b
+        .mknod(&c, &root, b"max", &MknodKind::Chr(a, (0xfff, 0xf_ffff)))
+        .expect("the largest device Linux holds");
+    let attr = made.attr.expect("attributes");
+    assert_eq!(attr.rdev, (0xfff, 0xf_ffff));
+    let md = std::fs::symlink_metadata(t.p("export/max")).expect("stat");
+    assert_eq!(md.rdev(), rustix::fs::makedev(0xfff, 0xf_ffff));
+    for (name, dev) in [
+        (&b"a"[..], (4096, 0)),
+        (b"b", (0, 1 << 20)),
+        (b"c", (0x12345, 7)),
+        (b"d", (u32::MAX, u32::MAX)),
+    ] {
+        let r = b.mknod(&c, &root, name, &MknodKind::Blk(a, dev));
+        assert_eq!(r.err().map(|f| f.status), Some(NfsStat::Inval), "{dev:?}");
+        assert!(std::fs::symlink_metadata(
+            t.p("export").join(std::str::from_utf8(name).expect("utf8"))
+        )
+        .is_err());
+    }
+    let r = b.mknod(&c, &root, b"e", &MknodKind::Other(0));
+    assert_eq!(r.err().map(|f| f.status), Some(NfsStat::BadType));
+}
+
+/// One SETATTR that gives a file to another owner and a mode with it
+/// cannot keep setuid (nor setgid with group execute), as with knfsd; a
+/// directory keeps them. A size no file can have is FBIG, not INVAL.
+#[test]
+fn setattr_owner_and_mode_together_drop_set_id_bits() {
+    if !running_as_root("chown") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let t = Tree::new("setattr-sid");
+    let b = backend(&t, opts());
+    let rootc = root_cred();
+    let c = caller(&rootc);
+    let root = root_fh(&b, &c, "/data");
+    let file = b.lookup(&c, &root, b"file").expect("file").fh;
+    let mode_of = |p: &str| {
+        std::fs::symlink_metadata(t.p(p))
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    let give = |mode| Sattr {
+        mode: Some(mode),
+        uid: Some(1000),
+        gid: Some(1000),
+        ..Sattr::default()
+    };
+    b.setattr(&c, &file, &give(0o6755), None).expect("setattr");
+    assert_eq!(mode_of("export/file"), 0o755);
+    b.setattr(&c, &file, &give(0o6745), None).expect("setattr");
+    assert_eq!(
+        mode_of("export/file"),
+        0o2745,
+        "setgid without group execute is a lock mark"
+    );
+    // The mode alone, by root, is what it asks for.
+    let chmod = Sattr {
+        mode: Some(0o4755),
+        ..Sattr::default()
+    };
+    b.setattr(&c, &file, &chmod, None).expect("chmod");
+    assert_eq!(mode_of("export/file"), 0o4755);
+    let dir = b
+        .mkdir(&c, &root, b"d", &Sattr::default())
+        .expect("mkdir")
+        .fh
+        .expect("handle");
+    b.setattr(&c, &dir, &give(0o3775), None)
+        .expect("setattr dir");
+    assert_eq!(mode_of("export/d"), 0o3775);
+    let huge = Sattr {
+        size: Some(1 << 63),
+        ..Sattr::default()
+    };
+    let r = b.setattr(&c, &file, &huge, None);
+    assert_eq!(r.err().map(|f| f.status), Some(NfsStat::FBig));
+}
+
 #[test]
 fn exclusive_create_is_idempotent_for_its_verifier() {
     let t = Tree::new("excl");
@@ -1919,4 +2016,63 @@ fn modes_are_the_clients_and_the_process_umask_is_left_alone() {
     vmshare_fs::cred::as_server(true);
     let mode = std::fs::metadata(t.p("export/open")).expect("stat").mode();
     assert_eq!(mode & 0o777, 0o666);
+}
+
+/// A WRITE the filesystem takes only part of answers OK with the count it
+/// took, as knfsd does (RFC 1813 §3.3.7 lets a server write less than
+/// asked); the client sends the rest and meets the error then. Failing
+/// the call after part of it changed the file told the client nothing
+/// was written when the file had grown.
+#[test]
+fn a_write_the_filesystem_takes_in_part_is_a_short_write() {
+    if !running_as_root("mount a small tmpfs") {
+        return;
+    }
+    let t = Tree::new("short-write");
+    let point = t.p("export/small");
+    std::fs::create_dir_all(&point).expect("mkdir");
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "vmshare-test"])
+        .arg(&point)
+        .status()
+        .expect("run mount");
+    assert!(ok.success(), "mount -t tmpfs failed");
+    let _mounted = Mounted(point.clone());
+    let cred = root_cred();
+    let c = caller(&cred);
+    let (b, root) = served(&t);
+    let small = b.lookup(&c, &root, b"small").expect("small").fh;
+    let f = b
+        .create(&c, &small, b"f", &CreateHow::Unchecked(Sattr::default()))
+        .expect("create")
+        .fh
+        .expect("handle");
+    let data = vec![7u8; 1 << 20];
+    let w = b
+        .write(&c, &f, 0, StableHow::FileSync, &data)
+        .expect("a short write, not an error");
+    assert!(
+        w.count > 0 && (w.count as usize) < data.len(),
+        "{}",
+        w.count
+    );
+    let size = std::fs::metadata(point.join("f")).expect("stat").len();
+    assert_eq!(size, u64::from(w.count));
+    assert_eq!(w.wcc.after.map(|a| a.size), Some(size));
+    // The rest, as the client sends it, meets the full disk.
+    let rest = b.write(&c, &f, size, StableHow::FileSync, &data[w.count as usize..]);
+    assert_eq!(rest.err().map(|f| f.status), Some(NfsStat::NoSpc));
+
+    // Past the largest size the filesystem allows: the byte below it is
+    // written, the one at it is refused on the retry.
+    let file = b.lookup(&c, &root, b"file").expect("file").fh;
+    let max = b.fsinfo(&c, &root).expect("fsinfo").1.maxfilesize;
+    if i64::try_from(max + 1).is_ok() {
+        let w = b
+            .write(&c, &file, max - 1, StableHow::Unstable, b"AB")
+            .expect("a short write at the size limit");
+        assert_eq!(w.count, 1);
+        let rest = b.write(&c, &file, max, StableHow::Unstable, b"B");
+        assert_eq!(rest.err().map(|f| f.status), Some(NfsStat::FBig));
+    }
 }

@@ -394,8 +394,10 @@ pub enum MknodKind {
     Sock(Sattr),
     /// Named pipe.
     Fifo(Sattr),
-    /// A type MKNOD does not make (regular file, directory, link).
-    Other(FileType),
+    /// A type MKNOD does not make: a regular file, directory or link, or
+    /// no `ftype3` at all. The union's default arm has no body, so the
+    /// call decodes and is answered NFS3ERR_BADTYPE, as knfsd answers.
+    Other(u32),
 }
 
 /// Bits of the ACCESS procedure.
@@ -575,13 +577,13 @@ pub fn decode_call(proc_: u32, args: &[u8]) -> Result<Nfs3Call<'_>, DecodeError>
         },
         11 => {
             let at = DirOpArgs::decode(d)?;
-            let t = FileType::from_u32(d.u32()?)?;
-            let kind = match t {
-                FileType::Chr => MknodKind::Chr(Sattr::decode(d)?, (d.u32()?, d.u32()?)),
-                FileType::Blk => MknodKind::Blk(Sattr::decode(d)?, (d.u32()?, d.u32()?)),
-                FileType::Sock => MknodKind::Sock(Sattr::decode(d)?),
-                FileType::Fifo => MknodKind::Fifo(Sattr::decode(d)?),
-                other => MknodKind::Other(other),
+            let raw = d.u32()?;
+            let kind = match FileType::from_u32(raw) {
+                Ok(FileType::Chr) => MknodKind::Chr(Sattr::decode(d)?, (d.u32()?, d.u32()?)),
+                Ok(FileType::Blk) => MknodKind::Blk(Sattr::decode(d)?, (d.u32()?, d.u32()?)),
+                Ok(FileType::Sock) => MknodKind::Sock(Sattr::decode(d)?),
+                Ok(FileType::Fifo) => MknodKind::Fifo(Sattr::decode(d)?),
+                _ => MknodKind::Other(raw),
             };
             Nfs3Call::Mknod { at, kind }
         }
@@ -755,7 +757,7 @@ pub fn encode_call(e: &mut Encoder, call: &Nfs3Call<'_>) {
                     s.encode(e);
                 }
                 MknodKind::Other(t) => {
-                    e.u32(*t as u32);
+                    e.u32(*t);
                 }
             }
         }

@@ -80,7 +80,15 @@ fn samples() -> Vec<Nfs3Call<'static>> {
         },
         Nfs3Call::Mknod {
             at,
-            kind: MknodKind::Other(FileType::Reg),
+            kind: MknodKind::Other(FileType::Reg as u32),
+        },
+        Nfs3Call::Mknod {
+            at,
+            kind: MknodKind::Other(0),
+        },
+        Nfs3Call::Mknod {
+            at,
+            kind: MknodKind::Other(8),
         },
         Nfs3Call::Remove(at),
         Nfs3Call::Rmdir(at),
