@@ -312,10 +312,22 @@ fn ext4_fix_up(image: &Path, dir: &Path, root: bool) -> Result<(), ImageError> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(io("starting debugfs"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&script).map_err(io("writing to debugfs"))?;
+    // Written from a thread while its complaints are read here: a long
+    // script could otherwise fill one pipe while debugfs waits on the
+    // other.
+    let stdin = child.stdin.take();
+    let (written, out) = std::thread::scope(|s| {
+        let writer = s.spawn(move || match stdin {
+            Some(mut stdin) => stdin.write_all(&script),
+            None => Ok(()),
+        });
+        let out = child.wait_with_output();
+        (writer.join(), out)
+    });
+    let out = out.map_err(io("running debugfs"))?;
+    if let Ok(Err(e)) = written {
+        return Err(io("writing to debugfs")(e));
     }
-    let out = child.wait_with_output().map_err(io("running debugfs"))?;
     // debugfs exits 0 even when a command fails; its complaints say so.
     let err = String::from_utf8_lossy(&out.stderr);
     let complaint = err

@@ -463,6 +463,8 @@ fn ext4_images_keep_sub_second_times() {
     set(&src.join("d/f"), at(1_600_000_000, 250_000_000));
     set(&src.join("future"), at(4_102_444_800, 750_000_000));
     set(&src.join("d"), at(1_600_000_001, 1));
+    // A socket is copied too, and its time kept.
+    let _sock = std::os::unix::net::UnixListener::bind(src.join("d/sock")).unwrap();
     set(&src, at(1_600_000_002, 999_999_999));
     let direct = t.path().join("direct.ext4");
     build_image(
@@ -482,7 +484,7 @@ fn ext4_images_keep_sub_second_times() {
         &mut |_| {},
     )
     .unwrap();
-    for name in ["a b", "q\"x", "d/f", "future", "d"] {
+    for name in ["a b", "q\"x", "d/f", "future", "d", "d/sock"] {
         let md = fs::symlink_metadata(src.join(name)).unwrap();
         let want = (md.mtime(), u32::try_from(md.mtime_nsec()).unwrap());
         assert_eq!(image_mtime(&direct, &format!("/{name}")), want, "{name}");
