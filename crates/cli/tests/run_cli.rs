@@ -56,7 +56,9 @@ fn env_workdir_and_missing_command() {
 }
 
 /// With -u the process has those ids and its files belong to them on the
-/// host; without, the guest's root writes as the directory's owner.
+/// host; without, the guest's root writes as the directory's owner. A
+/// user may overwrite (`>`, a truncation) a file it may write but does
+/// not own: that had emptied the file and then failed with EPERM.
 #[test]
 fn user_ids_and_default_owner_on_volumes() {
     let Some(h) = common::Harness::new() else {
@@ -68,6 +70,9 @@ fn user_ids_and_default_owner_on_volumes() {
     }
     let as_user = scratch_dir("owner-u");
     std::fs::set_permissions(&as_user, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let shared = as_user.join("shared.txt");
+    std::fs::write(&shared, "keep me\n").unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o666)).unwrap();
     let out = h.vmshare(&[
         "run",
         "-u",
@@ -77,12 +82,19 @@ fn user_ids_and_default_owner_on_volumes() {
         "--",
         "sh",
         "-c",
-        "id -u; id -g; touch /data/mine",
+        "id -u; id -g; touch /data/mine; echo replaced > /data/shared.txt; echo rc=$?",
     ]);
     assert_exit(&out, 0);
-    assert_eq!(text(&out.stdout), "1000\n1000\n");
+    assert_eq!(
+        text(&out.stdout),
+        "1000\n1000\nrc=0\n",
+        "{}",
+        text(&out.stderr)
+    );
     let m = std::fs::metadata(as_user.join("mine")).unwrap();
     assert_eq!((m.uid(), m.gid()), (1000, 1000));
+    assert_eq!(std::fs::read_to_string(&shared).unwrap(), "replaced\n");
+    assert_eq!(std::fs::metadata(&shared).unwrap().uid(), 0);
 
     let owned = scratch_dir("owner-default");
     std::os::unix::fs::chown(&owned, Some(4321), Some(4322)).unwrap();

@@ -1738,6 +1738,16 @@ impl FsBackend {
             };
             rustix::fs::ftruncate(&f, size).map_err(status_rx)?;
         }
+        // The truncation set the modification time to now, which is all
+        // a "server time" mtime asks for. Asking again would be an
+        // explicit time change, which only the owner may make: the Linux
+        // client sends size + mtime for open(O_TRUNC) and `>`, and a
+        // writer of a file it did not own had its file emptied and then
+        // EPERM. knfsd skips that second change too.
+        let mtime = match (a.size, &a.mtime) {
+            (Some(_), SetTime::ServerTime) => &SetTime::DontChange,
+            (_, m) => m,
+        };
         if a.uid.is_some() || a.gid.is_some() {
             let uid = a.uid.map(rustix::fs::Uid::from_raw);
             let gid = a.gid.map(rustix::fs::Gid::from_raw);
@@ -1778,10 +1788,10 @@ impl FsBackend {
                 .map_err(status_rx)?;
             }
         }
-        if a.atime != SetTime::DontChange || a.mtime != SetTime::DontChange {
+        if a.atime != SetTime::DontChange || *mtime != SetTime::DontChange {
             let ts = Timestamps {
                 last_access: timespec(&a.atime),
-                last_modification: timespec(&a.mtime),
+                last_modification: timespec(mtime),
             };
             rustix::fs::utimensat(&self.proc_fd, name.as_str(), &ts, AtFlags::empty())
                 .map_err(status_rx)?;

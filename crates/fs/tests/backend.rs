@@ -2076,3 +2076,49 @@ fn a_write_the_filesystem_takes_in_part_is_a_short_write() {
         assert_eq!(rest.err().map(|f| f.status), Some(NfsStat::FBig));
     }
 }
+
+/// open(O_TRUNC) and `>` from the Linux client arrive as one SETATTR of
+/// size 0 and "mtime: server time". A writer who does not own the file
+/// (mode 0666, or its group's 0664) may do that locally; here the file
+/// was emptied, and then the time change, asked again after the
+/// truncation had made it, was refused as an owner's act: EPERM, and the
+/// data gone. A time of the client's choosing stays the owner's.
+#[test]
+fn a_writer_who_is_not_the_owner_may_truncate() {
+    if !running_as_root("act as other users") {
+        return;
+    }
+    let t = Tree::new("trunc-writer");
+    let path = owned_file(&t, "export/world.txt", b"keep me\n", (0, 0), 0o666);
+    let (b, root) = served(&t);
+    let writer = sys_cred(1001, 1001, vec![]);
+    let c = caller(&writer);
+    let fh = b.lookup(&c, &root, b"world.txt").expect("lookup").fh;
+    let before = std::fs::metadata(&path)
+        .expect("stat")
+        .modified()
+        .expect("mtime");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let trunc = Sattr {
+        size: Some(0),
+        mtime: SetTime::ServerTime,
+        ..Sattr::default()
+    };
+    b.setattr(&c, &fh, &trunc, None)
+        .expect("truncate as a writer");
+    let md = std::fs::metadata(&path).expect("stat");
+    assert_eq!(md.len(), 0);
+    assert!(md.modified().expect("mtime") > before);
+    b.write(&c, &fh, 0, StableHow::FileSync, b"replaced\n")
+        .expect("write");
+    assert_eq!(std::fs::read(&path).expect("read"), b"replaced\n");
+    let set = Sattr {
+        mtime: SetTime::ClientTime(NfsTime {
+            seconds: 1,
+            nseconds: 0,
+        }),
+        ..Sattr::default()
+    };
+    let r = b.setattr(&c, &fh, &set, None);
+    assert_eq!(r.err().map(|f| f.status), Some(NfsStat::Perm));
+}
