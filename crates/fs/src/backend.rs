@@ -284,9 +284,81 @@ impl IoCache {
 struct Origin {
     parent: FileHandle,
     name: Box<[u8]>,
-    /// Directories' origins are dropped last: every handle beneath one
-    /// is found again through it.
-    dir: bool,
+    /// When it was last used ([`Origins::clock`]).
+    tick: u64,
+    /// Read or written through (or a directory of such a file): kept
+    /// before any handle only looked up.
+    io: bool,
+}
+
+/// The origins kept, in two classes, each forgotten least recently used
+/// first: handles only looked up go before those read or written.
+///
+/// A file a guest holds open is read or written now and then; a walk
+/// (`ls -R`, `find`, `du`) looks up many files and reads none. With the
+/// origins dropped in no order, a walk of 100,000 files made files opened
+/// before it STALE, and an append through one was lost. A use counts for
+/// the handle's directories too, each stamped newer than the handle
+/// beneath it: a directory outlives the handles found through it, which
+/// could not be found again without it.
+#[derive(Debug, Default)]
+struct Origins {
+    map: HashMap<FileHandle, Origin>,
+    clock: u64,
+}
+
+impl Origins {
+    /// Marks `fh` and its directories used now, and read or written if
+    /// `io`. Stops at one already so marked within the last `fresh`
+    /// ticks: its directories were marked then.
+    fn used(&mut self, fh: &FileHandle, fresh: u64, io: bool) {
+        /// Deeper than real trees, as in [`FsBackend::reopen_by_origin`].
+        const MAX_DEPTH: usize = 256;
+        let mut cur = *fh;
+        for _ in 0..MAX_DEPTH {
+            let Some(o) = self.map.get_mut(&cur) else {
+                return;
+            };
+            if o.tick.saturating_add(fresh) > self.clock && (o.io || !io) {
+                return;
+            }
+            self.clock += 1;
+            o.tick = self.clock;
+            o.io |= io;
+            cur = o.parent;
+        }
+    }
+
+    /// Forgets an eighth: the least recently used of those only looked
+    /// up, then, if they are too few, of the others.
+    fn shed(&mut self) {
+        let n = self.map.len().div_ceil(8);
+        // Ticks are unique and far below 2^63.
+        let key = |o: &Origin| (u64::from(o.io) << 63) | o.tick;
+        let mut keys: Vec<u64> = self.map.values().map(key).collect();
+        if n == 0 || n > keys.len() {
+            return;
+        }
+        let (_, &mut cut, _) = keys.select_nth_unstable(n - 1);
+        self.map.retain(|_, o| key(o) > cut);
+    }
+
+    /// Records that `fh` was found as `name` in `parent`.
+    fn insert(&mut self, fh: FileHandle, parent: FileHandle, name: &[u8], fresh: u64) {
+        self.clock += 1;
+        let tick = self.clock;
+        let io = self.map.get(&fh).is_some_and(|o| o.io);
+        self.map.insert(
+            fh,
+            Origin {
+                parent,
+                name: name.into(),
+                tick,
+                io,
+            },
+        );
+        self.used(&parent, fresh, false);
+    }
 }
 
 /// How many origins are kept for each descriptor `paths` may hold, and
@@ -321,7 +393,7 @@ pub struct FsBackend {
     /// Without `by_handle`: where each handle was found (its directory's
     /// handle and its name), to open it again once its descriptor has
     /// left `paths`. See [`Self::reopen_by_origin`].
-    origins: Mutex<HashMap<FileHandle, Origin>>,
+    origins: Mutex<Origins>,
     io: Mutex<IoCache>,
     /// Keys the hash of a caller's groups in [`IoWho`]. Random per process,
     /// so that no one can choose a group list that collides with another's.
@@ -656,7 +728,7 @@ impl FsBackend {
             switch_ids: rustix::process::geteuid().is_root(),
             by_handle,
             paths: Mutex::new(HashMap::new()),
-            origins: Mutex::new(HashMap::new()),
+            origins: Mutex::new(Origins::default()),
             io: Mutex::new(IoCache::default()),
             groups_hasher: std::hash::RandomState::new(),
             path_cache_max,
@@ -940,7 +1012,7 @@ impl FsBackend {
         if depth > MAX_DEPTH {
             return None;
         }
-        let origin = self.origins.lock().ok()?.get(fh).cloned();
+        let origin = self.origins.lock().ok()?.map.get(fh).cloned();
         let Some(origin) = origin else {
             // The export's root has no origin: it is always open.
             let st = stat(&export.root).ok()?;
@@ -963,46 +1035,41 @@ impl FsBackend {
         (again == *fh).then(|| {
             let fd = Arc::new(fd);
             self.remember(*fh, fd.clone());
+            self.origin_used(fh, false);
             fd
         })
     }
 
-    /// Records where `fh` (a directory if `is_dir`) was found, for
-    /// [`Self::reopen_by_origin`].
-    fn found_at(&self, fh: FileHandle, dir: &Node, name: &[u8], is_dir: bool) {
+    /// Without handle opens: records a use of `fh`, a READ or WRITE if
+    /// `io` (see [`Origins`]), which keeps its origin and its
+    /// directories' longer.
+    fn origin_used(&self, fh: &FileHandle, io: bool) {
+        if self.by_handle {
+            return;
+        }
+        let fresh = self.origins_cap() as u64 / 16;
+        if let Ok(mut m) = self.origins.lock() {
+            m.used(fh, fresh, io);
+        }
+    }
+
+    fn origins_cap(&self) -> usize {
+        self.path_cache_max
+            .saturating_mul(ORIGINS_PER_PATH)
+            .min(ORIGINS_MAX)
+    }
+
+    /// Records where `fh` was found, for [`Self::reopen_by_origin`].
+    fn found_at(&self, fh: FileHandle, dir: &Node, name: &[u8]) {
         if self.by_handle || name == b"." || name == b".." {
             return;
         }
-        let cap = self
-            .path_cache_max
-            .saturating_mul(ORIGINS_PER_PATH)
-            .min(ORIGINS_MAX);
+        let cap = self.origins_cap();
         if let Ok(mut m) = self.origins.lock() {
-            if m.len() >= cap && !m.contains_key(&fh) {
-                // An eighth goes, files' before directories'.
-                let n = m.len().div_ceil(8);
-                let mut gone: Vec<FileHandle> = m
-                    .iter()
-                    .filter(|(_, o)| !o.dir)
-                    .map(|(k, _)| *k)
-                    .take(n)
-                    .collect();
-                if gone.len() < n {
-                    let more = n - gone.len();
-                    gone.extend(m.iter().filter(|(_, o)| o.dir).map(|(k, _)| *k).take(more));
-                }
-                for k in &gone {
-                    m.remove(k);
-                }
+            if m.map.len() >= cap && !m.map.contains_key(&fh) {
+                m.shed();
             }
-            m.insert(
-                fh,
-                Origin {
-                    parent: dir.fh,
-                    name: name.into(),
-                    dir: is_dir,
-                },
-            );
+            m.insert(fh, dir.fh, name, cap as u64 / 16);
         }
     }
 
@@ -1265,6 +1332,8 @@ impl FsBackend {
         n: &Node,
         write: bool,
     ) -> Result<Arc<File>, NfsStat> {
+        // A file read or written is one a guest has open: kept findable.
+        self.origin_used(fh, true);
         let key = self.io_key(c, fh, n, write);
         // `n.st` is from just before this call: taken before the open, so
         // a chmod racing with the open leaves the old mode here, and the
@@ -1515,7 +1584,7 @@ impl FsBackend {
         let st = stat(&fd)?;
         let fh = self.handle_for(&dir.export, &fd, &st)?;
         self.remember(fh, fd.clone());
-        self.found_at(fh, dir, name, is_dir(&st));
+        self.found_at(fh, dir, name);
         Ok((fh, fd, st))
     }
 
