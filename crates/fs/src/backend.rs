@@ -1040,9 +1040,9 @@ impl FsBackend {
         })
     }
 
-    /// Without handle opens: records a use of `fh`, a READ or WRITE if
-    /// `io` (see [`Origins`]), which keeps its origin and its
-    /// directories' longer.
+    /// Without handle opens: records a use of `fh`, a READ or WRITE (or
+    /// an open's ACCESS) if `io` (see [`Origins`]), which keeps its
+    /// origin and its directories' longer.
     fn origin_used(&self, fh: &FileHandle, io: bool) {
         if self.by_handle {
             return;
@@ -2141,6 +2141,12 @@ impl Backend for FsBackend {
         let n = self.node(c, fh).map_err(Fail::from)?;
         let a = self.post_op(&n);
         let dir = a.map(|a| a.ftype == FileType::Dir).unwrap_or(false);
+        // The Linux client asks ACCESS of a file when a program opens it
+        // (a walk asks it of directories only): kept findable as a file
+        // read or written is, until the program gets to its I/O.
+        if !dir {
+            self.origin_used(fh, true);
+        }
         let _g = self.become_(c, &n).map_err(|s| Fail::new(s, a))?;
         let can = |m: Access| self.may(&n.fd, m).is_ok();
         let mut granted = 0;

@@ -2123,8 +2123,8 @@ fn a_writer_who_is_not_the_owner_may_truncate() {
     assert_eq!(r.err().map(|f| f.status), Some(NfsStat::Perm));
 }
 
-/// Without handle opens, a file a guest has open (it read or wrote it)
-/// stays findable, with its directories, however many other files a
+/// Without handle opens, a file a guest has open (it read or wrote it,
+/// or asked ACCESS as an open does) stays findable, with its directories, however many other files a
 /// walk looks up in between: the origins of files only looked up go
 /// first. Before, origins went in no order, and after a walk of 100,000
 /// files the files opened before it were STALE (an append was lost).
@@ -2133,9 +2133,11 @@ fn without_handle_opens_a_file_in_use_outlives_a_walk() {
     let t = Tree::new("unprivileged-walk");
     std::fs::create_dir_all(t.p("export/x/y/z")).expect("mkdir");
     std::fs::create_dir_all(t.p("export/walk")).expect("mkdir");
-    // Files a guest holds open: a third of the origins kept.
+    // Files a guest holds open, read (a third of the origins kept) or
+    // only opened (ACCESS, as the Linux client asks at open).
     const OPEN: usize = 20;
-    for i in 0..OPEN {
+    const OPENED: usize = 10;
+    for i in 0..OPEN + OPENED {
         std::fs::write(t.p(&format!("export/x/y/z/open{i}.log")), "first\n").expect("write");
     }
     for i in 0..600 {
@@ -2150,14 +2152,18 @@ fn without_handle_opens_a_file_in_use_outlives_a_walk() {
     for name in ["x", "y", "z"] {
         dir = b.lookup(&c, &dir, name.as_bytes()).expect("lookup").fh;
     }
-    let logs: Vec<FileHandle> = (0..OPEN)
+    let logs: Vec<FileHandle> = (0..OPEN + OPENED)
         .map(|i| {
             let fh = b
                 .lookup(&c, &dir, format!("open{i}.log").as_bytes())
                 .expect("open.log")
                 .fh;
-            let mut buf = [0u8; 64];
-            assert_eq!(b.read(&c, &fh, 0, &mut buf).expect("read").count, 6);
+            if i < OPEN {
+                let mut buf = [0u8; 64];
+                assert_eq!(b.read(&c, &fh, 0, &mut buf).expect("read").count, 6);
+            } else {
+                b.access(&c, &fh, 0x3f).expect("access");
+            }
             fh
         })
         .collect();
