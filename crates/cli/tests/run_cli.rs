@@ -418,3 +418,47 @@ fn a_reader_that_goes_away_ends_the_command_with_sigpipe() {
     let done = common::wait_with_watchdog(child, Duration::from_secs(120));
     assert_eq!(done.status.code(), Some(141), "{}", text(&done.stderr));
 }
+
+/// The guest's clock is the host's, whose time the NFS server stamps
+/// files with: a file just written on a volume is never newer than the
+/// guest's time right after (make's "Clock skew detected"), and not much
+/// older. The guest had started from the RTC's whole seconds, up to a
+/// second behind.
+#[test]
+fn the_guest_clock_is_the_hosts() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let dir = scratch_dir("clock");
+    let out = h.vmshare(&[
+        "run",
+        "-v",
+        &vol(&dir, "/data"),
+        "--",
+        "sh",
+        "-c",
+        "touch /data/on-host; touch /tmp/in-guest; stat -c '%Y %y' /data/on-host /tmp/in-guest",
+    ]);
+    assert_exit(&out, 0);
+    // "SECONDS DATE TIME.NANOS ZONE" → nanoseconds since the epoch.
+    let ns = |line: &str| -> i128 {
+        let mut f = line.split_whitespace();
+        let secs: i128 = f.next().unwrap().parse().unwrap();
+        let frac = f.nth(1).unwrap().split_once('.').unwrap().1;
+        secs * 1_000_000_000 + frac.parse::<i128>().unwrap()
+    };
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let (host, guest) = (ns(lines[0]), ns(lines[1]));
+    assert!(
+        guest >= host,
+        "the guest's clock is {} ms behind the host's",
+        (host - guest) / 1_000_000
+    );
+    assert!(
+        guest - host < 500_000_000,
+        "the guest's clock is {} ms ahead",
+        (guest - host) / 1_000_000
+    );
+}

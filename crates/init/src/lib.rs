@@ -129,6 +129,7 @@ impl Init {
         let ports = ports::Ports::open(&console)?;
         self.control = Some(ports.control);
         self.event("modules loaded, ports open");
+        self.set_clock();
         if !spec.hostname.is_empty() {
             sys::set_hostname(&spec.hostname)?;
         }
@@ -178,6 +179,38 @@ impl Init {
         }
         self.event(&format!("command exited with {status}"));
         Ok(status)
+    }
+
+    /// Sets the guest's clock to the host's, as the NFS server stamps
+    /// files with the host's time. The kernel started from the emulated
+    /// RTC, which has whole seconds: up to a second behind, so a file the
+    /// guest had just written was "in the future" to make ("Clock skew
+    /// detected"). The host's time is taken as of the end of the round
+    /// trip, so the guest is at most that round trip ahead, never behind.
+    fn set_clock(&mut self) {
+        /// The host answers at once; under TCG a round trip is a few ms.
+        const WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+        let Some(control) = self.control.as_mut() else {
+            return;
+        };
+        let Some((Message::Clock { secs, nanos }, took)) = control.ask_clock(WAIT) else {
+            self.event("the host gave no time; the clock is the RTC's");
+            return;
+        };
+        let ns = u128::from(nanos) + took.as_nanos();
+        let carry = i64::try_from(ns / 1_000_000_000).unwrap_or(0);
+        let now = rustix::time::Timespec {
+            tv_sec: secs.saturating_add(carry),
+            tv_nsec: i64::try_from(ns % 1_000_000_000).unwrap_or(0),
+        };
+        let text = match rustix::time::clock_settime(rustix::time::ClockId::Realtime, now) {
+            Ok(()) => format!(
+                "clock set from the host's (round trip {} us)",
+                took.as_micros()
+            ),
+            Err(e) => format!("setting the clock from the host's: {e}"),
+        };
+        self.event(&text);
     }
 
     /// Timeline entries go to the host always (it shows them with

@@ -37,6 +37,47 @@ impl Control {
     pub(crate) fn try_clone(&self) -> Option<File> {
         self.file.try_clone().ok()
     }
+
+    /// Asks the host for its time and waits up to `wait` for the answer:
+    /// the host's time and how long the round trip took. Reads byte by
+    /// byte, so that nothing after the answer is taken from whoever reads
+    /// the port next; other lines before it are dropped (the host sends
+    /// nothing else before CMD starts).
+    pub(crate) fn ask_clock(&mut self, wait: Duration) -> Option<(Message, Duration)> {
+        use rustix::event::{poll, PollFd, PollFlags};
+        use std::io::Read;
+        let asked = Instant::now();
+        self.send(&Message::ClockAsk);
+        let mut line = Vec::new();
+        loop {
+            let left = wait.checked_sub(asked.elapsed())?;
+            let timeout = rustix::time::Timespec {
+                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(left.subsec_nanos()),
+            };
+            let mut fds = [PollFd::new(&self.file, PollFlags::IN)];
+            if poll(&mut fds, Some(&timeout)).ok()? == 0 {
+                return None;
+            }
+            let mut byte = [0u8; 1];
+            if self.file.read(&mut byte).ok()? == 0 {
+                return None;
+            }
+            if byte[0] != b'\n' {
+                // A line longer than any clock line is not one.
+                if line.len() < 64 {
+                    line.push(byte[0]);
+                }
+                continue;
+            }
+            let took = asked.elapsed();
+            let text = String::from_utf8_lossy(&line).into_owned();
+            line.clear();
+            if let Some(m @ Message::Clock { .. }) = Message::decode(&text) {
+                return Some((m, took));
+            }
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -59,6 +59,21 @@ pub enum Message {
     /// it to CMD's pty (whose foreground process group then gets SIGWINCH).
     /// An init that predates it ignores it.
     Resize(ConsoleSize),
+    /// Guest to host: what time is it? Sent once at boot; see
+    /// [`Message::Clock`].
+    ClockAsk,
+    /// Host to guest: the host's wall-clock time (`CLOCK_REALTIME`) when
+    /// it read the [`Message::ClockAsk`]. The guest's own clock starts
+    /// from the emulated RTC, whole seconds: up to a second behind the
+    /// host, whose time the NFS server stamps files with, so a file just
+    /// written looked "in the future" to make. A host that predates it
+    /// does not answer, and the guest keeps the RTC's time.
+    Clock {
+        /// Seconds since the epoch.
+        secs: i64,
+        /// Nanoseconds, below 10^9.
+        nanos: u32,
+    },
 }
 
 impl Message {
@@ -73,6 +88,8 @@ impl Message {
             Message::Exit(c) => format!("exit {c}\n"),
             Message::Signal(s) => format!("signal {s}\n"),
             Message::Resize(size) => format!("resize {} {}\n", size.height, size.width),
+            Message::ClockAsk => "clock\n".to_string(),
+            Message::Clock { secs, nanos } => format!("clock {secs} {nanos}\n"),
         }
     }
 
@@ -86,6 +103,13 @@ impl Message {
             "started" => Some(Message::Started),
             "exit" => rest.trim().parse().ok().map(Message::Exit),
             "signal" => rest.trim().parse().ok().map(Message::Signal),
+            "clock" if rest.trim().is_empty() => Some(Message::ClockAsk),
+            "clock" => {
+                let mut fields = rest.split_whitespace();
+                let secs = fields.next()?.parse().ok()?;
+                let nanos = fields.next()?.parse().ok().filter(|n| *n < 1_000_000_000)?;
+                Some(Message::Clock { secs, nanos })
+            }
             "resize" => {
                 let mut fields = rest.split_whitespace().map(str::parse);
                 match (fields.next(), fields.next()) {
@@ -117,6 +141,11 @@ mod tests {
                 height: 50,
                 width: 132,
             }),
+            Message::ClockAsk,
+            Message::Clock {
+                secs: 1_795_000_000,
+                nanos: 999_999_999,
+            },
         ] {
             let line = m.encode();
             assert_eq!(line.matches('\n').count(), 1);

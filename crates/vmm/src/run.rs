@@ -525,11 +525,18 @@ impl GuestRun {
                 errors.push(text);
             }
             Message::Exit(code) => status = Some(code),
-            Message::Signal(_) | Message::Resize(_) => {}
+            Message::Signal(_) | Message::Resize(_) | Message::ClockAsk | Message::Clock { .. } => {
+            }
         };
         let window_sizes = self.window_sizes.take();
         loop {
             match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(Message::ClockAsk) => {
+                    // At once: the guest's clock is this one plus
+                    // however long the answer takes to get there.
+                    send(&mut control_tx, &host_clock());
+                    continue;
+                }
                 Ok(m) => {
                     if matches!(m, Message::Exit(_)) {
                         exited_at.get_or_insert_with(Instant::now);
@@ -815,6 +822,17 @@ fn send(control: &mut Option<std::os::unix::net::UnixStream>, message: &Message)
     use std::io::Write;
     if let Some(c) = control.as_mut() {
         let _ = c.write_all(message.encode().as_bytes());
+    }
+}
+
+/// The host's wall-clock time, for a guest that asked it.
+fn host_clock() -> Message {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Message::Clock {
+        secs: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+        nanos: now.subsec_nanos(),
     }
 }
 
