@@ -48,25 +48,25 @@ pub struct Args {
     state_dir: Option<PathBuf>,
 
     /// Threads running calls (many calls wait on the disk).
-    #[arg(long, default_value_t = Limits::default().workers)]
+    #[arg(long, default_value_t = Limits::default().workers, value_parser = count_parser(1, MAX_WORKERS))]
     workers: usize,
 
     /// Open connections allowed at once.
-    #[arg(long, default_value_t = Limits::default().max_connections)]
+    #[arg(long, default_value_t = Limits::default().max_connections, value_parser = count_parser(1, MAX_CONNECTIONS))]
     max_connections: usize,
 
     /// Open connections allowed at once from one client address (guests
     /// behind one NAT share it).
-    #[arg(long, default_value_t = Limits::default().max_connections_per_client)]
+    #[arg(long, default_value_t = Limits::default().max_connections_per_client, value_parser = count_parser(1, MAX_CONNECTIONS))]
     max_connections_per_client: usize,
 
     /// Calls in flight per connection.
-    #[arg(long, default_value_t = Limits::default().max_in_flight)]
+    #[arg(long, default_value_t = Limits::default().max_in_flight, value_parser = count_parser(1, MAX_IN_FLIGHT))]
     max_in_flight: usize,
 
     /// MiB of request and reply buffers, all clients together (split
     /// evenly between requests and replies).
-    #[arg(long, value_name = "MIB", default_value_t = (Limits::default().request_budget + Limits::default().reply_budget) >> 20)]
+    #[arg(long, value_name = "MIB", default_value_t = (Limits::default().request_budget + Limits::default().reply_budget) >> 20, value_parser = count_parser(MIN_BUDGET_MIB, MAX_BUDGET_MIB))]
     memory_budget: usize,
 
     /// Microseconds a connection, having answered everything, polls for
@@ -90,6 +90,32 @@ pub struct Args {
     /// cache, 3-60 s for Linux). 0 looks every entry up every time.
     #[arg(long, value_name = "MS", default_value_t = vmshare_fs::backend::DEFAULT_ATTR_CACHE.as_millis() as u64)]
     attr_cache_ms: u64,
+}
+
+/// Bounds of the limits on the command line. 0 had been taken as 1 in
+/// silence, and a huge worker count started, said it was listening and
+/// then aborted when the threads ran the process out of memory.
+const MAX_WORKERS: usize = 1024;
+const MAX_CONNECTIONS: usize = 65_536;
+const MAX_IN_FLIGHT: usize = 4096;
+/// A quarter of it holds a largest record (1 MiB and its header) with
+/// room to spare, in each of the request and reply halves.
+const MIN_BUDGET_MIB: usize = 4;
+const MAX_BUDGET_MIB: usize = 65_536;
+
+/// A parser for a count in `lo..=hi`, saying the range when it is not.
+fn count_parser(lo: usize, hi: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |s: &str| {
+        let n: usize = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{s}' is not a whole number"))?;
+        if (lo..=hi).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!("{n} is out of range: {lo} to {hi}"))
+        }
+    }
 }
 
 /// A listening address: `IP:PORT`, `:PORT` for every IPv4 address, or a
@@ -218,10 +244,10 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     let half = args.memory_budget.saturating_mul(1 << 20) / 2;
     let limits = Limits {
-        workers: args.workers.max(1),
-        max_connections: args.max_connections.max(1),
-        max_connections_per_client: args.max_connections_per_client.max(1),
-        max_in_flight: args.max_in_flight.max(1),
+        workers: args.workers,
+        max_connections: args.max_connections,
+        max_connections_per_client: args.max_connections_per_client,
+        max_in_flight: args.max_in_flight,
         request_budget: half,
         reply_budget: half,
         poll_window: std::time::Duration::from_micros(args.poll_us),
