@@ -24,9 +24,9 @@ fn serve(args: &[&str]) -> std::process::Output {
 }
 
 /// Limits out of their range are refused with the range (exit 125, as
-/// every bad command line), before anything
-/// listens: 0 had been taken as 1 in silence, and 100,000 workers said
-/// "listening" and then aborted when the threads ran out of memory.
+/// every bad command line), before anything listens: 0 had been taken as
+/// 1 in silence, and 100,000 workers said "listening" and then aborted
+/// when the threads ran out of memory.
 #[test]
 fn limits_out_of_range_are_refused_with_the_range() {
     for (args, range) in [

@@ -102,11 +102,27 @@ impl ClientMatch {
         }
     }
 
-    /// Whether `ip` is covered. IPv4-mapped IPv6 addresses match IPv4 rules.
+    /// Whether `ip` is covered. An IPv4 client and its IPv4-mapped IPv6
+    /// form (how a `[::]` listener sees it) are the same client, for a
+    /// rule written either way: `::ffff:127.0.0.1` had been accepted and
+    /// then matched no one.
     pub fn matches(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
+        let ip = match (self, ip) {
+            (
+                ClientMatch::Net {
+                    addr: IpAddr::V6(_),
+                    ..
+                },
+                IpAddr::V4(v4),
+            ) => IpAddr::V6(v4.to_ipv6_mapped()),
+            (
+                ClientMatch::Net {
+                    addr: IpAddr::V4(_),
+                    ..
+                },
+                IpAddr::V6(v6),
+            ) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            _ => ip,
         };
         match (self, ip) {
             (ClientMatch::Any, _) => true,
@@ -203,6 +219,37 @@ mod tests {
         assert!(!one.matches("127.0.0.2".parse().expect("ip")));
         assert_eq!(one.to_string(), "127.0.0.1");
         assert!(ClientMatch::Any.matches("::1".parse().expect("ip")));
+    }
+
+    /// A rule written as an IPv4-mapped IPv6 address or network covers the
+    /// IPv4 client, which is how the server sees a peer: it had matched
+    /// no one.
+    #[test]
+    fn mapped_rules_match_ipv4_clients() {
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let one = ClientMatch::Net {
+            addr: ip("::ffff:127.0.0.1"),
+            prefix: 128,
+        };
+        assert!(one.matches(ip("127.0.0.1")));
+        assert!(one.matches(ip("::ffff:127.0.0.1")));
+        assert!(!one.matches(ip("127.0.0.2")));
+        let net = ClientMatch::Net {
+            addr: ip("::ffff:10.0.0.0"),
+            prefix: 104,
+        };
+        assert!(net.matches(ip("10.1.2.3")));
+        assert!(!net.matches(ip("11.1.2.3")));
+        let all = ClientMatch::Net {
+            addr: ip("::"),
+            prefix: 0,
+        };
+        assert!(all.matches(ip("192.0.2.1")) && all.matches(ip("2001:db8::1")));
+        let v6 = ClientMatch::Net {
+            addr: ip("2001:db8::"),
+            prefix: 32,
+        };
+        assert!(!v6.matches(ip("192.0.2.1")));
     }
 
     fn rule(client: &str, writable: bool) -> ClientRule {
