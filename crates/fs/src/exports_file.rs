@@ -323,11 +323,15 @@ fn parse_line(
     let mut clients: Vec<ClientRule> = Vec::new();
     let mut defaults = file_defaults();
     let mut defaults_field = None;
+    // Default options with no client after them: `/x 10.0.0.1 -rw` reads
+    // as rw for 10.0.0.1, and was ro in silence.
+    let mut unused_defaults = None;
     for f in it {
         if let Some(opts) = f.strip_prefix('-') {
             defaults =
                 parse_options(opts, defaults).map_err(|m| format!("default options {f}: {m}"))?;
             defaults_field = Some(f);
+            unused_defaults = Some(f);
             continue;
         }
         let rule = parse_client(f, &defaults)?;
@@ -335,6 +339,16 @@ fn parse_line(
             return Err(format!("client {} is listed twice", rule.client));
         }
         clients.push(rule);
+        unused_defaults = None;
+    }
+    if let (Some(f), Some(last)) = (unused_defaults, clients.last()) {
+        return Err(format!(
+            "the default options {f} come after the last client ({}) and apply to no one; \
+             put them before the clients they are for, or write them as {}({})",
+            last.client,
+            last.client,
+            f.trim_start_matches('-')
+        ));
     }
     if clients.is_empty() {
         if let Some(f) = defaults_field {
@@ -833,6 +847,14 @@ mod tests {
             );
             assert!(e.contains(want), "{text:?} gave {e}");
         }
+    }
+
+    #[test]
+    fn default_options_after_the_last_client_are_an_error() {
+        let e = parse("/x 10.0.0.1 -rw").expect_err("refused");
+        assert!(e.contains("after the last client (10.0.0.1)"), "{e}");
+        assert!(e.contains("10.0.0.1(rw)"), "{e}");
+        assert!(parse("/x -rw 10.0.0.1 -ro *").is_ok());
     }
 
     #[test]
