@@ -73,8 +73,8 @@ pub struct Args {
     /// the client's next call before it sleeps: a waking thread costs a
     /// client that waits for each answer more than most calls take. The
     /// window adapts to each client, and 0 turns polling off.
-    #[arg(long, value_name = "MICROS", default_value_t = Limits::default().poll_window.as_micros() as u64)]
-    poll_us: u64,
+    #[arg(long, value_name = "MICROS", default_value_t = Limits::default().poll_window.as_micros() as usize, value_parser = count_parser(0, MAX_POLL_US))]
+    poll_us: usize,
 
     /// Never move a connection's reader thread to the CPU its client's
     /// packets arrive on. By default, while several clients are at work,
@@ -96,7 +96,12 @@ pub struct Args {
 /// silence, and a huge worker count started, said it was listening and
 /// then aborted when the threads ran the process out of memory.
 const MAX_WORKERS: usize = 1024;
-const MAX_CONNECTIONS: usize = 65_536;
+/// Each connection has two threads, and each thread a few memory maps:
+/// at about 8,000 connections the process met the kernel's map limit
+/// (`vm.max_map_count`), and a thread that could not start aborted it.
+const MAX_CONNECTIONS: usize = 4096;
+/// A longer poll window let one idle client keep a CPU busy.
+const MAX_POLL_US: usize = 10_000;
 const MAX_IN_FLIGHT: usize = 4096;
 /// A quarter of it holds a largest record (1 MiB and its header) with
 /// room to spare, in each of the request and reply halves.
@@ -250,7 +255,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         max_in_flight: args.max_in_flight,
         request_budget: half,
         reply_budget: half,
-        poll_window: std::time::Duration::from_micros(args.poll_us),
+        poll_window: std::time::Duration::from_micros(args.poll_us as u64),
         follow_cpu: !args.no_follow_cpu,
         ..Limits::default()
     };

@@ -25,15 +25,19 @@ fn serve(args: &[&str]) -> std::process::Output {
 
 /// Limits out of their range are refused with the range (exit 125, as
 /// every bad command line), before anything listens: 0 had been taken as
-/// 1 in silence, and 100,000 workers said "listening" and then aborted
-/// when the threads ran out of memory.
+/// 1 in silence, 100,000 workers said "listening" and then aborted when
+/// the threads ran out of memory, 12,000 connections let clients abort
+/// the server the same way, and a huge poll window let one idle client
+/// keep a CPU busy.
 #[test]
 fn limits_out_of_range_are_refused_with_the_range() {
     for (args, range) in [
         (&["--workers", "0"][..], "1 to 1024"),
         (&["--workers", "100000"], "1 to 1024"),
-        (&["--max-connections", "0"], "1 to 65536"),
-        (&["--max-connections-per-client", "0"], "1 to 65536"),
+        (&["--max-connections", "0"], "1 to 4096"),
+        (&["--max-connections", "12000"], "1 to 4096"),
+        (&["--max-connections-per-client", "0"], "1 to 4096"),
+        (&["--poll-us", "999999999999"], "0 to 10000"),
         (&["--max-in-flight", "0"], "1 to 4096"),
         (&["--memory-budget", "0"], "4 to 65536"),
         (&["--workers", "many"], "not a whole number"),
