@@ -343,8 +343,18 @@ impl Origins {
         self.map.retain(|_, o| key(o) > cut);
     }
 
-    /// Records that `fh` was found as `name` in `parent`.
-    fn insert(&mut self, fh: FileHandle, parent: FileHandle, name: &[u8], fresh: u64) {
+    /// How recently marked a record must be for [`Self::used`] to stop
+    /// at it, for `cap` records kept: a sixteenth of the clock's window.
+    fn fresh(cap: usize) -> u64 {
+        u64::try_from(cap / 16).unwrap_or(u64::MAX)
+    }
+
+    /// Records that `fh` was found as `name` in `parent`, keeping at most
+    /// `cap` records.
+    fn insert(&mut self, fh: FileHandle, parent: FileHandle, name: &[u8], cap: usize) {
+        if self.map.len() >= cap && !self.map.contains_key(&fh) {
+            self.shed();
+        }
         self.clock += 1;
         let tick = self.clock;
         let io = self.map.get(&fh).is_some_and(|o| o.io);
@@ -357,7 +367,7 @@ impl Origins {
                 io,
             },
         );
-        self.used(&parent, fresh, false);
+        self.used(&parent, Self::fresh(cap), false);
     }
 }
 
@@ -1047,7 +1057,7 @@ impl FsBackend {
         if self.by_handle {
             return;
         }
-        let fresh = self.origins_cap() as u64 / 16;
+        let fresh = Origins::fresh(self.origins_cap());
         if let Ok(mut m) = self.origins.lock() {
             m.used(fh, fresh, io);
         }
@@ -1066,10 +1076,7 @@ impl FsBackend {
         }
         let cap = self.origins_cap();
         if let Ok(mut m) = self.origins.lock() {
-            if m.map.len() >= cap && !m.map.contains_key(&fh) {
-                m.shed();
-            }
-            m.insert(fh, dir.fh, name, cap as u64 / 16);
+            m.insert(fh, dir.fh, name, cap);
         }
     }
 

@@ -197,11 +197,16 @@ impl Init {
             self.event("the host gave no time; the clock is the RTC's");
             return;
         };
-        let ns = u128::from(nanos) + took.as_nanos();
-        let carry = i64::try_from(ns / 1_000_000_000).unwrap_or(0);
-        let now = rustix::time::Timespec {
-            tv_sec: secs.saturating_add(carry),
-            tv_nsec: i64::try_from(ns % 1_000_000_000).unwrap_or(0),
+        let host = rustix::time::Timespec {
+            tv_sec: secs,
+            tv_nsec: i64::from(nanos),
+        };
+        let Some(now) = rustix::time::Timespec::try_from(took)
+            .ok()
+            .and_then(|t| host.checked_add(t))
+        else {
+            self.event("the host's time is out of range; the clock is the RTC's");
+            return;
         };
         let text = match rustix::time::clock_settime(rustix::time::ClockId::Realtime, now) {
             Ok(()) => format!(

@@ -51,10 +51,7 @@ impl Control {
         let mut line = Vec::new();
         loop {
             let left = wait.checked_sub(asked.elapsed())?;
-            let timeout = rustix::time::Timespec {
-                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
-                tv_nsec: i64::from(left.subsec_nanos()),
-            };
+            let timeout = rustix::time::Timespec::try_from(left).ok()?;
             let mut fds = [PollFd::new(&self.file, PollFlags::IN)];
             if poll(&mut fds, Some(&timeout)).ok()? == 0 {
                 return None;

@@ -421,19 +421,8 @@ mod tests {
         for g in 0..17 {
             body.u32(g);
         }
-        let mut e = Encoder::default();
-        e.u32(9)
-            .u32(0)
-            .u32(2)
-            .u32(100003)
-            .u32(3)
-            .u32(0)
-            .u32(1)
-            .opaque(body.as_slice())
-            .u32(0)
-            .u32(0);
         assert_eq!(
-            parse_call(e.as_slice()).err(),
+            parse_call(&call_with(1, body.as_slice(), 0, b"")).err(),
             Some(CallError::Deny {
                 xid: 9,
                 reply: RejectReply::AuthError(AuthStat::BadCred)
