@@ -144,6 +144,13 @@ fn listen_addr(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{s:?}: the name has no address"))
 }
 
+/// Where the handle key is kept when `--state-dir` is not given.
+///
+/// A service account often has no home: su and setpriv leave HOME at
+/// `/nonexistent`, and systemd may give none. Such a user gets a
+/// directory of its own under the temporary directory, said in the log,
+/// rather than a failure to create `/nonexistent/.local/state`.
+/// `HandleCodec` refuses it if someone else made it first.
 fn default_state_dir(root: bool) -> PathBuf {
     if root {
         return PathBuf::from("/var/lib/vmshare");
@@ -151,15 +158,21 @@ fn default_state_dir(root: bool) -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("vmshare");
     }
-    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        Some(h) => PathBuf::from(h).join(".local/state/vmshare"),
-        // Per user: the key kept there must be this user's alone (it is
-        // refused otherwise, see `HandleCodec`).
-        None => std::env::temp_dir().join(format!(
-            "vmshare-state-{}",
-            rustix::process::geteuid().as_raw()
-        )),
+    let home_dir = |d: &std::ffi::OsStr| !d.is_empty() && std::path::Path::new(d).is_dir();
+    if let Some(h) = std::env::var_os("HOME").filter(|d| home_dir(d)) {
+        return PathBuf::from(h).join(".local/state/vmshare");
     }
+    let dir = std::env::temp_dir().join(format!(
+        "vmshare-state-{}",
+        rustix::process::geteuid().as_raw()
+    ));
+    warn!(
+        state_dir = %dir.display(),
+        "no home directory (HOME is unset or not a directory): keeping the handle key in a \
+         temporary directory; if it is removed (a reboot may), every handle given out goes \
+         stale; give --state-dir to keep it elsewhere"
+    );
+    dir
 }
 
 /// Sets up logging from `RUST_LOG` (default `info`) unless the binary
@@ -238,8 +251,6 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .state_dir
         .clone()
         .unwrap_or_else(|| default_state_dir(root));
-    std::fs::create_dir_all(&state_dir)
-        .map_err(|e| format!("state directory {}: {e}", state_dir.display()))?;
     if !root {
         warn!(
             "not running as root: calls cannot take on the callers' identities, so every file is \

@@ -224,6 +224,70 @@ fn secure_refuses_unprivileged_ports_and_says_why() {
     );
 }
 
+/// A service account without a home (su and setpriv leave HOME at
+/// /nonexistent) and no --state-dir: the server failed to start, trying
+/// to create /nonexistent/.local/state. It now keeps its key in a
+/// directory of its own under the temporary directory and says so.
+#[test]
+fn a_server_user_without_a_home_keeps_its_key_in_the_temporary_directory() {
+    if !needs::tool_or_skip("nfs-ls", "libnfs-utils")
+        || !needs::tool_or_skip("setpriv", "util-linux")
+    {
+        return;
+    }
+    if !needs::root_or_skip("needs root to start the server as nobody") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let top = std::env::temp_dir().join(format!("vmshare-nohome-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&top);
+    let (data, tmp) = (top.join("data"), top.join("tmp"));
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::create_dir_all(&tmp).expect("mkdir");
+    std::fs::write(data.join("here.txt"), "here\n").expect("write");
+    std::os::unix::fs::chown(&tmp, Some(65534), Some(65534)).expect("chown");
+    for d in [&top, &data] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let bin = top.join("vmshare");
+    std::fs::copy(env!("CARGO_BIN_EXE_vmshare"), &bin).expect("copy the binary");
+    let port = free_port();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--export",
+        ])
+        .arg(format!("{} /data *(ro,insecure)", data.display()))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", "/nonexistent")
+        .env("TMPDIR", &tmp)
+        .env("RUST_LOG", "info");
+    let server = Serve::start(cmd);
+    let out = Command::new("nfs-ls")
+        .arg(url(port, "/data"))
+        .output()
+        .expect("nfs-ls");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("here.txt"), "{listing}\n{}", server.log());
+    assert!(
+        server.log().contains("no home directory"),
+        "the log says where the key is: {}",
+        server.log()
+    );
+    assert!(
+        tmp.join("vmshare-state-65534/handle-key").is_file(),
+        "{}",
+        server.log()
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&top);
+}
+
 /// A server that is not root cannot open files by handle (that needs
 /// CAP_DAC_READ_SEARCH): it must reach every object by name and keep it.
 /// Files that were in the export before it started answered PERM to

@@ -63,6 +63,13 @@ fn check_key_file(f: &std::fs::File, path: &Path) -> std::io::Result<()> {
             format!("handle key {}: {problem}", path.display()),
         ))
     };
+    if !md.is_file() {
+        return bad(
+            "not a regular file (remove it: a new key is made at the next start, which makes \
+             every handle given out so far stale)"
+                .to_string(),
+        );
+    }
     if md.uid() != me {
         return bad(format!(
             "owned by uid {}, not by this server's uid {me}: whoever made it may know it \
@@ -87,6 +94,48 @@ fn check_key_file(f: &std::fs::File, path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Refuses a state directory someone else controls: they could not read
+/// the key (that is [`check_key_file`]'s), but they could remove or
+/// rename it at any time, and every handle given out so far would go
+/// stale. Owned by this user (or root) and writable by no one else, as
+/// ssh asks of `~/.ssh`. A path that is not a directory gets a plain
+/// message rather than "File exists" from the attempt to create it.
+fn check_state_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let md = match std::fs::metadata(dir) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let bad = |problem: String| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("state directory {}: {problem}", dir.display()),
+        ))
+    };
+    if !md.is_dir() {
+        return bad("not a directory (give --state-dir a directory)".to_string());
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if md.uid() != me && md.uid() != 0 {
+        return bad(format!(
+            "owned by uid {}, not by this server's uid {me}: its owner could remove the \
+             handle key kept there, which makes every handle given out stale (give \
+             --state-dir a directory of this user's)",
+            md.uid()
+        ));
+    }
+    if md.mode() & 0o022 != 0 {
+        return bad(format!(
+            "mode {:o} lets others write in it: they could remove the handle key kept \
+             there, which makes every handle given out stale (chmod go-w it, or give \
+             --state-dir a directory of this user's)",
+            md.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
 impl HandleCodec {
     /// A codec with an explicit key (tests).
     pub fn with_key(key: [u8; 32]) -> Self {
@@ -98,10 +147,12 @@ impl HandleCodec {
     /// restart; deleting it invalidates every handle ever given out.
     pub fn load_or_create(state_dir: &Path) -> std::io::Result<Self> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        check_state_dir(state_dir)?;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(state_dir)?;
+        check_state_dir(state_dir)?;
         let path = state_dir.join(KEY_FILE);
         let mut key = [0u8; 32];
         match std::fs::OpenOptions::new()
@@ -272,6 +323,38 @@ mod tests {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let e = HandleCodec::load_or_create(&dir).expect_err("short");
         assert!(e.to_string().contains("5 bytes, not 32"), "{e}");
+        std::fs::remove_file(&key).expect("rm");
+        std::fs::create_dir(&key).expect("mkdir");
+        let e = HandleCodec::load_or_create(&dir).expect_err("a directory");
+        assert!(e.to_string().contains("not a regular file"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A state directory others may write in (they could remove the key
+    /// and make every handle stale), or a path that is not a directory,
+    /// is refused with what to do; the key is not made there.
+    #[test]
+    fn a_state_dir_others_can_write_or_a_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let top = std::env::temp_dir().join(format!("vmshare-state-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&top).expect("mkdir");
+        let shared = top.join("shared");
+        std::fs::create_dir(&shared).expect("mkdir");
+        for mode in [0o777, 0o1777, 0o770] {
+            std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(mode))
+                .expect("chmod");
+            let e = HandleCodec::load_or_create(&shared).expect_err("writable by others");
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+            assert!(e.to_string().contains("chmod go-w"), "{mode:o}: {e}");
+            assert!(!shared.join(KEY_FILE).exists(), "{mode:o}: no key made");
+        }
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        HandleCodec::load_or_create(&shared).expect("0755 is this user's alone to write");
+        let file = top.join("file");
+        std::fs::write(&file, "x").expect("write");
+        let e = HandleCodec::load_or_create(&file).expect_err("a file");
+        assert!(e.to_string().contains("not a directory"), "{e}");
+        assert_eq!(std::fs::read(&file).expect("read"), b"x");
+        let _ = std::fs::remove_dir_all(&top);
     }
 }
