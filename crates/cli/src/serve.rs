@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use tracing::{info, warn};
-use vmshare_fs::exports_file::{parse_export_spec, parse_exports_file};
+use vmshare_fs::exports_file::ExportSet;
 use vmshare_server::{Limits, Server, ServerConfig};
 
 /// Arguments of `vmshare serve`.
@@ -228,21 +228,14 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
 /// Runs the subcommand.
 pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     init_logging();
-    let mut exports = Vec::new();
-    for spec in &args.exports {
-        exports.push(parse_export_spec(spec)?);
+    let mut set = ExportSet::new();
+    for (n, spec) in args.exports.iter().enumerate() {
+        set.add_spec(spec, n + 1)?;
     }
     for file in &args.exports_files {
-        let found = parse_exports_file(file)?;
-        if found.is_empty() {
-            return Err(format!(
-                "{}: no exports in it (every line is blank or a comment)",
-                file.display()
-            )
-            .into());
-        }
-        exports.extend(found);
+        set.add_file(file)?;
     }
+    let exports = set.into_exports();
     if exports.is_empty() {
         return Err("nothing to serve: give --export PATH or --exports FILE".into());
     }

@@ -2,7 +2,13 @@
 //! `vmshare serve`'s command line: what it refuses before it starts, and
 //! how it says so.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::Command;
+use std::time::Duration;
+
+#[path = "common/serve.rs"]
+mod serve;
 
 fn serve(args: &[&str]) -> std::process::Output {
     let state = std::env::temp_dir().join(format!("vmshare-serve-cli-{}", std::process::id()));
@@ -48,4 +54,59 @@ fn limits_out_of_range_are_refused_with_the_range() {
         assert!(err.contains(range), "{args:?}: {err}");
         assert!(!err.contains("listening"), "{args:?}: {err}");
     }
+}
+
+/// NFS NULL over `s`, true if a successful reply came back.
+fn null_call(s: &mut TcpStream) -> bool {
+    // Record mark, xid, CALL, RPC 2, NFS 3, NULL, AUTH_NONE, empty verifier.
+    let words: [u32; 11] = [0x8000_0028, 7, 0, 2, 100_003, 3, 0, 0, 0, 0, 0];
+    let call: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reply = [0u8; 28];
+    s.write_all(&call).is_ok()
+        && s.read_exact(&mut reply).is_ok()
+        && reply[4..8] == 7u32.to_be_bytes()
+        && reply[24..28] == [0, 0, 0, 0]
+}
+
+/// Out of descriptors, `accept` fails and new clients wait in the
+/// backlog. That had been logged at debug level only, so an operator saw
+/// clients hang and nothing in the log. It is a warning now (at most one
+/// every ten seconds), and the server serves again once descriptors are
+/// free.
+#[test]
+fn running_out_of_descriptors_is_logged_and_passes() {
+    let state = std::env::temp_dir().join(format!("vmshare-serve-fds-{}", std::process::id()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=40:40")
+        .arg(env!("CARGO_BIN_EXE_vmshare"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--export", "/tmp", "--state-dir"])
+        .arg(&state)
+        .env("RUST_LOG", "info");
+    let server = serve::Serve::start(cmd);
+    let mut held: Vec<TcpStream> = (0..60)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("out of file descriptors") && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        server.log().contains("out of file descriptors"),
+        "{}",
+        server.log()
+    );
+    // The first connections were taken and are served.
+    assert!(null_call(&mut held[0]), "{}", server.log());
+    held.truncate(1);
+    let mut fresh = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert!(null_call(&mut fresh), "{}", server.log());
+    drop(server);
+    let _ = std::fs::remove_dir_all(&state);
 }

@@ -22,8 +22,11 @@
 //!   clients of one kind the first written wins (exports(5)'s order, so a
 //!   line means here what it means to knfsd).
 //! - One directory may be given on several lines, as in /etc/exports: their
-//!   clients are taken together, in file order. A client named twice for one
-//!   export, or one mount path given to two host directories, is an error.
+//!   clients are taken together, in file order (and across files and
+//!   `--export` flags, see [`ExportSet`]). A client named twice for one
+//!   export, one mount path given to two host directories, or a directory
+//!   given with its mount path on one line and without on another, is an
+//!   error.
 //! - Paths are taken as written except for repeated and trailing slashes
 //!   and `.` components (`/srv/data/` is `/srv/data`): two spellings of one
 //!   export are one export.
@@ -66,6 +69,12 @@ pub enum ExportsFileError {
         #[source]
         source: std::io::Error,
     },
+    /// An exports file names no export.
+    #[error("{}: no exports in it (every line is blank or a comment)", path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
     /// A line is malformed.
     #[error("{origin}:{line}: {message}")]
     Line {
@@ -78,65 +87,205 @@ pub enum ExportsFileError {
     },
 }
 
-/// Reads and parses an exports file.
-pub fn parse_exports_file(path: &Path) -> Result<Vec<ExportConfig>, ExportsFileError> {
-    let bytes = std::fs::read(path).map_err(|source| ExportsFileError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let origin = path.display().to_string();
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let good = e.as_bytes().get(..e.utf8_error().valid_up_to());
-        ExportsFileError::Line {
-            origin: origin.clone(),
-            line: 1 + good.map_or(0, |g| g.iter().filter(|&&b| b == b'\n').count()),
-            message: "not UTF-8 text (an exports file is read as UTF-8)".into(),
-        }
-    })?;
-    let exports = parse_numbered(&text, &origin)?;
-    // The server would refuse these too, but without saying which line
-    // named the path.
-    for (line, e) in &exports {
-        let problem = match std::fs::metadata(&e.path) {
-            Err(source) => Some(source.to_string()),
-            Ok(m) if !m.is_dir() => Some("not a directory".to_string()),
-            Ok(_) => None,
-        };
-        if let Some(problem) = problem {
-            return Err(ExportsFileError::Line {
-                origin,
-                line: *line,
-                message: format!("{}: {problem}", e.path.display()),
+/// Where a line came from, for errors: `FILE:LINE`, or `--export` and
+/// the flag's position.
+#[derive(Debug, Clone)]
+struct Place {
+    origin: String,
+    line: usize,
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.origin, self.line)
+    }
+}
+
+/// One export gathered so far, and where it was first given.
+#[derive(Debug)]
+struct Entry {
+    at: Place,
+    export: ExportConfig,
+    /// The line wrote a mount path (else it is the host path).
+    mount_written: bool,
+}
+
+/// Exports gathered from every source the server is given (exports files,
+/// `--export` specifications), merged as the lines of one file are: a
+/// mount path given again adds clients to its export, wherever it is
+/// given. Merging only within a file had sent one export split across
+/// two files to the server as two, refused there as "two exports are
+/// mounted as /data" with no file or line.
+#[derive(Debug, Default)]
+pub struct ExportSet {
+    entries: Vec<Entry>,
+}
+
+impl ExportSet {
+    /// No exports yet.
+    pub fn new() -> ExportSet {
+        ExportSet::default()
+    }
+
+    /// Reads an exports file and adds its exports. A file with none, or
+    /// naming a host path that is not a directory, is an error naming it.
+    pub fn add_file(&mut self, path: &Path) -> Result<(), ExportsFileError> {
+        let bytes = std::fs::read(path).map_err(|source| ExportsFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let origin = path.display().to_string();
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let good = e.as_bytes().get(..e.utf8_error().valid_up_to());
+            ExportsFileError::Line {
+                origin: origin.clone(),
+                line: 1 + good.map_or(0, |g| g.iter().filter(|&&b| b == b'\n').count()),
+                message: "not UTF-8 text (an exports file is read as UTF-8)".into(),
+            }
+        })?;
+        let found = lines(&text, &origin)?;
+        if found.is_empty() {
+            return Err(ExportsFileError::Empty {
+                path: path.to_path_buf(),
             });
         }
+        for (at, export, mount_written) in found {
+            // The server would refuse these too, but without saying which
+            // line named the path.
+            let problem = match std::fs::metadata(&export.path) {
+                Err(source) => Some(source.to_string()),
+                Ok(m) if !m.is_dir() => Some("not a directory".to_string()),
+                Ok(_) => None,
+            };
+            if let Some(problem) = problem {
+                return Err(at.error(format!("{}: {problem}", export.path.display())));
+            }
+            self.add(at, export, mount_written)?;
+        }
+        Ok(())
     }
-    Ok(exports.into_iter().map(|(_, e)| e).collect())
+
+    /// Adds exports from the text of an exports file; `origin` names it
+    /// in errors. Host paths are not looked at.
+    pub fn add_text(&mut self, text: &str, origin: &str) -> Result<(), ExportsFileError> {
+        for (at, export, mount_written) in lines(text, origin)? {
+            self.add(at, export, mount_written)?;
+        }
+        Ok(())
+    }
+
+    /// Adds one export given on the command line (see
+    /// [`parse_export_spec`]); errors name it as the `n`th `--export`.
+    pub fn add_spec(&mut self, spec: &str, n: usize) -> Result<(), ExportsFileError> {
+        let at = Place {
+            origin: "--export".into(),
+            line: n,
+        };
+        let (export, mount_written) = parse_spec(spec).map_err(|m| at.error(m))?;
+        self.add(at, export, mount_written)
+    }
+
+    /// The exports, in the order first given.
+    pub fn into_exports(self) -> Vec<ExportConfig> {
+        self.entries.into_iter().map(|e| e.export).collect()
+    }
+
+    fn add(
+        &mut self,
+        at: Place,
+        export: ExportConfig,
+        mount_written: bool,
+    ) -> Result<(), ExportsFileError> {
+        if let Some(prev) = self
+            .entries
+            .iter_mut()
+            .find(|e| e.export.mount_path == export.mount_path)
+        {
+            if prev.export.path != export.path {
+                return Err(at.error(format!(
+                    "mount path {} is already the export of {} at {}",
+                    export.mount_path,
+                    prev.export.path.display(),
+                    prev.at
+                )));
+            }
+            // The same export again: more clients for it.
+            for rule in export.clients {
+                if prev.export.clients.iter().any(|r| r.client == rule.client) {
+                    return Err(at.error(format!(
+                        "client {} is already listed for {} at {}",
+                        rule.client, prev.export.mount_path, prev.at
+                    )));
+                }
+                prev.export.clients.push(rule);
+            }
+            return Ok(());
+        }
+        // One directory under a second mount path is allowed when both
+        // are written out. When one was left to default to the host path,
+        // the line most likely meant more clients for the export already
+        // there, and would have made a second one that they mount instead.
+        if let Some(prev) = self
+            .entries
+            .iter()
+            .find(|e| e.export.path == export.path && !(e.mount_written && mount_written))
+        {
+            return Err(at.error(format!(
+                "{} is already exported as {} at {}; to add clients to that export, write its \
+                 mount path {} here too; to export it under a second path, write a mount path \
+                 on both lines",
+                export.path.display(),
+                prev.export.mount_path,
+                prev.at,
+                prev.export.mount_path
+            )));
+        }
+        self.entries.push(Entry {
+            at,
+            export,
+            mount_written,
+        });
+        Ok(())
+    }
+}
+
+impl Place {
+    fn error(&self, message: String) -> ExportsFileError {
+        ExportsFileError::Line {
+            origin: self.origin.clone(),
+            line: self.line,
+            message,
+        }
+    }
+}
+
+/// Reads and parses an exports file (see [`ExportSet::add_file`]).
+pub fn parse_exports_file(path: &Path) -> Result<Vec<ExportConfig>, ExportsFileError> {
+    let mut set = ExportSet::new();
+    set.add_file(path)?;
+    Ok(set.into_exports())
 }
 
 /// Parses the text of an exports file; `origin` names it in errors.
 pub fn parse_exports(text: &str, origin: &str) -> Result<Vec<ExportConfig>, ExportsFileError> {
-    Ok(parse_numbered(text, origin)?
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect())
+    let mut set = ExportSet::new();
+    set.add_text(text, origin)?;
+    Ok(set.into_exports())
 }
 
-/// [`parse_exports`], with the line each export starts on.
-fn parse_numbered(
-    text: &str,
-    origin: &str,
-) -> Result<Vec<(usize, ExportConfig)>, ExportsFileError> {
-    let mut exports: Vec<(usize, ExportConfig)> = Vec::new();
+/// The logical lines of an exports file that name exports, each with
+/// where it starts and whether it wrote a mount path.
+fn lines(text: &str, origin: &str) -> Result<Vec<(Place, ExportConfig, bool)>, ExportsFileError> {
+    let mut out = Vec::new();
     let mut pending = String::new();
     let mut first_line = 0;
     for (i, raw) in text.lines().enumerate() {
         if pending.is_empty() {
             first_line = i + 1;
         }
-        let err = |message: String| ExportsFileError::Line {
+        let at = Place {
             origin: origin.to_string(),
             line: first_line,
-            message,
         };
         // A comment ends with its line: a backslash there continues
         // nothing (else `# old \` would swallow the export below it).
@@ -147,33 +296,8 @@ fn parse_numbered(
         }
         pending.push_str(raw);
         let line = std::mem::take(&mut pending);
-        let Some(export) = parse_line(&line, None).map_err(err)? else {
-            continue;
-        };
-        match exports
-            .iter_mut()
-            .find(|(_, e)| e.mount_path == export.mount_path)
-        {
-            None => exports.push((first_line, export)),
-            Some((prev, e)) if e.path != export.path => {
-                return Err(err(format!(
-                    "mount path {} is already the export of {} on line {prev}",
-                    export.mount_path,
-                    e.path.display()
-                )))
-            }
-            // The same export on another line: more clients for it.
-            Some((prev, e)) => {
-                for rule in export.clients {
-                    if e.clients.iter().any(|r| r.client == rule.client) {
-                        return Err(err(format!(
-                            "client {} is already listed for {} on line {prev}",
-                            rule.client, e.mount_path
-                        )));
-                    }
-                    e.clients.push(rule);
-                }
-            }
+        if let Some((export, mount_written)) = parse_line(&line, None).map_err(|m| at.error(m))? {
+            out.push((at, export, mount_written));
         }
     }
     if !pending.trim().is_empty() {
@@ -183,7 +307,7 @@ fn parse_numbered(
             message: "the file ends inside a continued line".into(),
         });
     }
-    Ok(exports)
+    Ok(out)
 }
 
 /// Parses one export given on the command line, in the exports-file line
@@ -195,6 +319,15 @@ fn parse_numbered(
 /// very mount this shorthand is for. Clients written out get exports(5)'s
 /// defaults (`secure` included), as in a file.
 pub fn parse_export_spec(spec: &str) -> Result<ExportConfig, ExportsFileError> {
+    let at = Place {
+        origin: "--export".into(),
+        line: 1,
+    };
+    parse_spec(spec).map(|(e, _)| e).map_err(|m| at.error(m))
+}
+
+/// [`parse_export_spec`], and whether it wrote a mount path.
+fn parse_spec(spec: &str) -> Result<(ExportConfig, bool), String> {
     let default = ClientRule {
         client: ClientMatch::Any,
         options: ExportOptions {
@@ -203,16 +336,7 @@ pub fn parse_export_spec(spec: &str) -> Result<ExportConfig, ExportsFileError> {
             ..file_defaults()
         },
     };
-    let err = |message: String| ExportsFileError::Line {
-        origin: "--export".into(),
-        line: 1,
-        message,
-    };
-    match parse_line(spec, Some(default)) {
-        Ok(Some(e)) => Ok(e),
-        Ok(None) => Err(err("empty export".into())),
-        Err(m) => Err(err(m)),
-    }
+    parse_line(spec, Some(default))?.ok_or_else(|| "empty export".to_string())
 }
 
 /// The options of a client written without any (exports(5) defaults).
@@ -298,7 +422,7 @@ fn octal_escape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<
 fn parse_line(
     line: &str,
     default_client: Option<ClientRule>,
-) -> Result<Option<ExportConfig>, String> {
+) -> Result<Option<(ExportConfig, bool)>, String> {
     let fields = fields(line)?;
     let mut it = fields.iter().peekable();
     let Some(host) = it.next() else {
@@ -308,16 +432,16 @@ fn parse_line(
         return Err(format!("the host path {host:?} is not absolute"));
     }
     let host = tidy(host);
-    let mount_path = match it.peek() {
+    let (mount_path, mount_written) = match it.peek() {
         Some(f) if f.starts_with('/') => {
             let m = it.next().map(String::as_str).unwrap_or_default();
             check_mount_path(m)?;
-            tidy(m)
+            (tidy(m), true)
         }
         _ => {
             // Without a mount path the host path is also the mount path.
             check_mount_path(&host).map_err(|m| m.replace("the mount path", "the host path"))?;
-            host.clone()
+            (host.clone(), false)
         }
     };
     let mut clients: Vec<ClientRule> = Vec::new();
@@ -366,12 +490,15 @@ fn parse_line(
             }
         }
     }
-    Ok(Some(ExportConfig {
-        path: PathBuf::from(host),
-        mount_path,
-        clients,
-        single_file: None,
-    }))
+    Ok(Some((
+        ExportConfig {
+            path: PathBuf::from(host),
+            mount_path,
+            clients,
+            single_file: None,
+        },
+        mount_written,
+    )))
 }
 
 /// `p` without repeated or trailing slashes and without `.` components,
@@ -821,12 +948,12 @@ mod tests {
             (
                 "# c\n/x /m *(rw)\n/y /m *(ro)",
                 3,
-                "mount path /m is already the export of /x on line 2",
+                "mount path /m is already the export of /x at exports:2",
             ),
             (
                 "/x 10.0.0.1(rw)\n/x/ 10.0.0.2(rw) 10.0.0.1(ro)",
                 2,
-                "client 10.0.0.1 is already listed for /x on line 1",
+                "client 10.0.0.1 is already listed for /x at exports:1",
             ),
             ("/x *(rw) 10.0.0.0/8 *(ro)", 1, "client * is listed twice"),
             ("/x -rw", 1, "no clients for the default options -rw"),
@@ -847,6 +974,71 @@ mod tests {
             );
             assert!(e.contains(want), "{text:?} gave {e}");
         }
+    }
+
+    /// One export given in two files and by `--export` is one export
+    /// with every client, as two lines of one file are; a conflict names
+    /// both places. The server had been handed two exports and refused
+    /// them as "two exports are mounted as /data", naming neither file.
+    #[test]
+    fn sources_merge_as_lines_of_one_file_do() {
+        let mut set = ExportSet::new();
+        set.add_text("/srv/a /data 10.0.0.1(rw)\n", "one")
+            .expect("one");
+        set.add_text("\n/srv/a /data 10.0.0.2(ro)\n", "two")
+            .expect("two");
+        set.add_spec("/srv/a /data 10.0.0.3(rw)", 1).expect("spec");
+        let e = set.into_exports();
+        assert_eq!(e.len(), 1);
+        let who: Vec<String> = e[0].clients.iter().map(|c| c.client.to_string()).collect();
+        assert_eq!(who, ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+
+        let mut set = ExportSet::new();
+        set.add_text("/srv/a /data 10.0.0.1(rw)\n", "one")
+            .expect("one");
+        let e = set
+            .add_text("# other\n/srv/b /data *(ro)\n", "two")
+            .expect_err("one mount path, two directories")
+            .to_string();
+        assert_eq!(
+            e,
+            "two:2: mount path /data is already the export of /srv/a at one:1"
+        );
+        let e = set
+            .add_spec("/srv/a /data 10.0.0.1(ro)", 2)
+            .expect_err("a client twice")
+            .to_string();
+        assert!(
+            e.starts_with("--export:2: client 10.0.0.1 is already listed for /data at one:1"),
+            "{e}"
+        );
+    }
+
+    /// A directory given again without the mount path it has on another
+    /// line had silently become a second export at its host path, which
+    /// the new clients would have to mount instead. It is refused, saying
+    /// how to write either meaning; with both mount paths written it is
+    /// one directory under two paths.
+    #[test]
+    fn a_directory_again_without_its_mount_path_is_an_error() {
+        for text in [
+            "/srv/a /data 10.0.0.1(rw)\n/srv/a 10.0.0.2(ro)",
+            "/srv/a 10.0.0.1(rw)\n/srv/a /data 10.0.0.2(ro)",
+        ] {
+            let e = parse(text).expect_err(text);
+            assert!(
+                e.starts_with("exports:2: /srv/a is already exported as"),
+                "{e}"
+            );
+            assert!(e.contains("at exports:1"), "{e}");
+            assert!(e.contains("write a mount path on both lines"), "{e}");
+        }
+        let e = parse("/srv/a /data 10.0.0.1(rw)\n/srv/a /other 10.0.0.2(ro)").expect("two paths");
+        let mounts: Vec<&str> = e.iter().map(|e| e.mount_path.as_str()).collect();
+        assert_eq!(mounts, ["/data", "/other"]);
+        // Lines without mount paths merge by host path, as before.
+        let e = parse("/srv/a 10.0.0.1(rw)\n/srv/a/ 10.0.0.2(ro)").expect("merged");
+        assert_eq!((e.len(), e[0].clients.len()), (1, 2));
     }
 
     #[test]

@@ -312,6 +312,9 @@ struct LogGates {
     evicted: loggate::LogGate,
     closing: loggate::LogGate,
     stalled: loggate::LogGate,
+    /// `accept` failing (out of descriptors), or a connection's threads
+    /// not starting: a flood of connections repeats them at will.
+    no_room: loggate::LogGate,
 }
 
 impl LogGates {
@@ -322,6 +325,7 @@ impl LogGates {
             evicted: every(),
             closing: every(),
             stalled: every(),
+            no_room: every(),
         }
     }
 }
@@ -663,8 +667,20 @@ fn accept_main(shared: &Arc<Shared>, role: Role, listener: &TcpListener) {
         match accepted {
             Ok((stream, peer)) => start_connection(shared, role, stream, peer),
             Err(e) => {
-                // Out of descriptors or memory: back off instead of spinning.
-                debug!(?role, error = %e, "accept failed");
+                // Out of descriptors or memory: back off instead of
+                // spinning. New clients wait in the backlog meanwhile, so
+                // an operator needs to hear of it; connected ones go on.
+                if let Some(held_back) = shared.log_gates.no_room.allow() {
+                    let hint = match e.raw_os_error() {
+                        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+                            "out of file descriptors: new clients wait until some close \
+                             (raise the open-file limit: ulimit -n, or LimitNOFILE= in a \
+                             systemd unit)"
+                        }
+                        _ => "new clients wait until it succeeds",
+                    };
+                    warn!(?role, error = %e, held_back, "cannot accept a connection: {hint}");
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -797,14 +813,28 @@ fn start_connection(shared: &Arc<Shared>, role: Role, stream: TcpStream, peer: S
                     let _ = writer.join();
                 }
                 Err(e) => {
-                    warn!(conn = id, error = %e, "cannot start writer thread; closing connection");
+                    if let Some(held_back) = s.log_gates.no_room.allow() {
+                        warn!(
+                            conn = id,
+                            error = %e,
+                            held_back,
+                            "cannot start writer thread; closing connection"
+                        );
+                    }
                     c.close();
                 }
             }
             lock(&s.conns).remove(&id);
         });
     if let Err(e) = spawned {
-        warn!(conn = id, error = %e, "cannot start connection thread; closing connection");
+        if let Some(held_back) = shared.log_gates.no_room.allow() {
+            warn!(
+                conn = id,
+                error = %e,
+                held_back,
+                "cannot start connection thread; closing connection"
+            );
+        }
         conn.close();
         lock(&shared.conns).remove(&id);
     }

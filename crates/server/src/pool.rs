@@ -366,7 +366,10 @@ pub(crate) fn run(shared: &Shared, job: Job) {
         prog,
         vers,
         proc_,
-        status = %ReplyStatus(&bytes),
+        status = %ReplyStatus {
+            reply: &bytes,
+            has_status: results_open_with_status(prog, proc_),
+        },
         reply_len = bytes.len() + piped,
         micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "call done"
@@ -381,18 +384,35 @@ pub(crate) fn run(shared: &Shared, job: Job) {
     shared.handler.after_reply();
 }
 
-/// What a reply says, for the debug log: for an accepted call the first
-/// word of its results, which for NFS and MOUNT procedures (but NULL, `-`)
-/// is their status (`status=13` is NFS3ERR_ACCES); else `denied` or the
-/// `accept_stat`. Formatted only when the line is written.
-struct ReplyStatus<'a>(&'a [u8]);
+/// Whether the results of `proc_` of `prog` begin with a status word:
+/// every NFS procedure but NULL, and MOUNT's MNT. MOUNT's EXPORT and DUMP
+/// begin with a list ("value follows", 1), UMNT and UMNTALL return
+/// nothing, and portmap's GETPORT a port.
+fn results_open_with_status(prog: u32, proc_: u32) -> bool {
+    match prog {
+        programs::NFS => proc_ != 0,
+        programs::MOUNT => proc_ == 1,
+        _ => false,
+    }
+}
+
+/// What a reply says, for the debug log: for an accepted call whose
+/// results begin with a status (see [`results_open_with_status`]) that
+/// status (`status=13` is NFS3ERR_ACCES), `ok` for other accepted calls;
+/// else `denied` or the `accept_stat`. Formatted only when the line is
+/// written.
+struct ReplyStatus<'a> {
+    reply: &'a [u8],
+    has_status: bool,
+}
 
 impl std::fmt::Display for ReplyStatus<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Past the record mark.
-        let record = self.0.get(4..).unwrap_or_default();
+        let record = self.reply.get(4..).unwrap_or_default();
         match vmshare_wire::rpc::parse_reply(record) {
             Ok(r) => match r.body {
+                ReplyBody::Accepted(AcceptStat::Success) if !self.has_status => f.write_str("ok"),
                 ReplyBody::Accepted(AcceptStat::Success) => match Decoder::new(r.results).u32() {
                     Ok(first) => write!(f, "{first}"),
                     Err(_) => f.write_str("-"),
@@ -452,11 +472,27 @@ mod status_tests {
             }
             finish_record(enc)
         };
+        let status = |reply: &[u8], prog: u32, proc_: u32| {
+            ReplyStatus {
+                reply,
+                has_status: results_open_with_status(prog, proc_),
+            }
+            .to_string()
+        };
         let ok = ReplyBody::Accepted(AcceptStat::Success);
-        assert_eq!(ReplyStatus(&reply(ok, &[13, 1])).to_string(), "13");
-        assert_eq!(ReplyStatus(&reply(ok, &[])).to_string(), "-");
+        assert_eq!(status(&reply(ok, &[13, 1]), programs::NFS, 1), "13");
+        assert_eq!(status(&reply(ok, &[]), programs::NFS, 1), "-");
+        assert_eq!(status(&reply(ok, &[0]), programs::MOUNT, 1), "0");
+        // MOUNT EXPORT's list begins with "value follows" (1), which had
+        // been logged as status=1; NFS NULL and GETPORT have no status.
+        assert_eq!(status(&reply(ok, &[1, 5]), programs::MOUNT, 5), "ok");
+        assert_eq!(status(&reply(ok, &[]), programs::NFS, 0), "ok");
+        assert_eq!(status(&reply(ok, &[2049]), programs::PORTMAP, 3), "ok");
         let unavail = ReplyBody::Accepted(AcceptStat::ProcUnavail);
-        assert_eq!(ReplyStatus(&reply(unavail, &[])).to_string(), "ProcUnavail");
-        assert_eq!(ReplyStatus(&[0, 0]).to_string(), "?");
+        assert_eq!(
+            status(&reply(unavail, &[]), programs::NFS, 99),
+            "ProcUnavail"
+        );
+        assert_eq!(status(&[0, 0], programs::NFS, 1), "?");
     }
 }
