@@ -27,7 +27,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::fs::{
     AtFlags, Mode, OFlags, ResolveFlags, Stat, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT,
@@ -71,6 +71,49 @@ fn fd_budget(limit: Option<u64>) -> (usize, usize) {
     let usable = limit.unwrap_or(4096).saturating_sub(FD_RESERVE) / 2;
     let each = usize::try_from(usable).unwrap_or(usize::MAX).max(64);
     (each.min(PATH_CACHE_MAX), each.min(IO_CACHE_MAX))
+}
+
+/// When each client address last had a refused MNT logged, and how many
+/// of its refusals were held back since.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    clients: HashMap<std::net::IpAddr, (Instant, u64)>,
+}
+
+impl RefusalLog {
+    /// One line a client per period.
+    const PERIOD: Duration = Duration::from_secs(10);
+    /// Clients remembered; past it those whose period is over are
+    /// forgotten, and if none is, the oldest.
+    const CLIENTS: usize = 256;
+
+    /// `Some(held back)` if a line for `ip` may be written now.
+    fn allow(&mut self, ip: std::net::IpAddr, now: Instant) -> Option<u64> {
+        if let Some((last, held)) = self.clients.get_mut(&ip) {
+            if now.duration_since(*last) < Self::PERIOD {
+                *held = held.saturating_add(1);
+                return None;
+            }
+            *last = now;
+            return Some(std::mem::take(held));
+        }
+        if self.clients.len() >= Self::CLIENTS {
+            self.clients
+                .retain(|_, (last, _)| now.duration_since(*last) < Self::PERIOD);
+            if self.clients.len() >= Self::CLIENTS {
+                let oldest = self
+                    .clients
+                    .iter()
+                    .min_by_key(|(_, (t, _))| *t)
+                    .map(|(k, _)| *k);
+                if let Some(k) = oldest {
+                    self.clients.remove(&k);
+                }
+            }
+        }
+        self.clients.insert(ip, (now, 0));
+        Some(0)
+    }
 }
 
 /// Takes an arbitrary `1/parts` of a cache's entries out, to be closed.
@@ -423,7 +466,7 @@ pub struct FsBackend {
     proc_fd: OwnedFd,
     write_verf: AtomicU64,
     /// When a refused MNT was last logged (seconds since the epoch).
-    mount_refusal_logged: AtomicU64,
+    mount_refusals: Mutex<RefusalLog>,
 }
 
 fn compress_dev(dev: u64) -> u32 {
@@ -749,7 +792,7 @@ impl FsBackend {
             closer: Closer::new(),
             proc_fd,
             write_verf: AtomicU64::new(u64::from_ne_bytes(seed)),
-            mount_refusal_logged: AtomicU64::new(0),
+            mount_refusals: Mutex::new(RefusalLog::default()),
         })
     }
 
@@ -1301,23 +1344,22 @@ impl FsBackend {
 
     /// Says why a MNT was refused: the client only sees EACCES or EPERM,
     /// and the reason (usually `secure` behind a NAT) is the server's to
-    /// tell. At most one line every ten seconds, so a client that retries
-    /// in a loop cannot flood the log.
+    /// tell. At most one line every ten seconds for each client address,
+    /// with how many were held back since, so that a client retrying in a
+    /// loop can neither flood the log nor hide another client's refusal.
     fn refused_mount(&self, c: &Caller<'_>, export: &Export, why: &str) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let last = self.mount_refusal_logged.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 10
-            && self
-                .mount_refusal_logged
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        let now = Instant::now();
+        let Ok(mut log) = self.mount_refusals.lock() else {
+            return;
+        };
+        if let Some(held_back) = log.allow(c.addr.ip(), now) {
+            drop(log);
             tracing::warn!(
                 client = %c.addr,
                 export = %export.cfg.mount_path,
-                "refused MNT: {why}"
+                held_back,
+                "refused MNT: {why} (`held_back`: refusals of this client not logged since the \
+                 last line)"
             );
         }
     }
@@ -3044,4 +3086,36 @@ fn verifier_times(v: &Verifier) -> (NfsTime, NfsTime) {
             nseconds: 0,
         },
     )
+}
+
+#[cfg(test)]
+mod refusal_log_tests {
+    use super::*;
+
+    /// One client retrying in a loop is logged once a period with the
+    /// count of the rest, and does not hide another client's refusal (a
+    /// single gate for everyone had).
+    #[test]
+    fn each_client_gets_its_own_line_a_period() {
+        let mut log = RefusalLog::default();
+        let t0 = Instant::now();
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) = (
+            "10.0.0.1".parse().expect("ip"),
+            "10.0.0.2".parse().expect("ip"),
+        );
+        assert_eq!(log.allow(a, t0), Some(0));
+        for _ in 0..5 {
+            assert_eq!(log.allow(a, t0), None);
+        }
+        assert_eq!(log.allow(b, t0), Some(0), "another client is not held back");
+        let later = t0 + RefusalLog::PERIOD;
+        assert_eq!(log.allow(a, later), Some(5));
+        assert_eq!(log.allow(a, later), None);
+        // Bounded: many addresses do not grow it past its size.
+        for i in 0..1000u32 {
+            let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + i));
+            assert_eq!(log.allow(ip, later), Some(0));
+        }
+        assert!(log.clients.len() <= RefusalLog::CLIENTS);
+    }
 }
