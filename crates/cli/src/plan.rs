@@ -2,6 +2,7 @@
 //! set of volumes, without starting anything, so a volume description can
 //! be checked against a hypervisor before a run.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -162,8 +163,17 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             p.devices_used, p.vmm, p.device_budget
         );
     }
-    println!("{}", serde_json::to_string_pretty(&doc)?);
-    Ok(ExitCode::SUCCESS)
+    let text = serde_json::to_string_pretty(&doc)?;
+    // Not println!, which panics when standard output fails (a full
+    // disk, or a reader that stopped early).
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // The reader (`| head`) wants no more: no message, and the status
+        // a shell reports for a writer that SIGPIPE ended.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::from(141)),
+        Err(e) => Err(format!("writing the plan to standard output: {e}").into()),
+    }
 }
 
 #[cfg(test)]

@@ -109,7 +109,33 @@ pub(crate) fn read(f: &FrontEnds, cwd: &Path) -> Result<Volumes, Box<dyn Error>>
     out.specs
         .extend(docker::parse_args(&f.volumes, &f.mounts, &f.tmpfs, cwd)?);
     if f.from_env {
-        out.specs.extend(env::parse_env(std::env::vars())?);
+        out.specs.extend(env::parse_env(env_as_text()?)?);
+    }
+    Ok(out)
+}
+
+/// The environment's `FILESYSTEM*` variables as text. `std::env::vars`
+/// panics on any variable that is not UTF-8, wherever it is in the
+/// environment: an unrelated `LANG`-era Latin-1 value aborted the plan.
+/// Others are left out; a `FILESYSTEM*` name or value that is not UTF-8
+/// is an error naming it.
+fn env_as_text() -> Result<Vec<(String, String)>, vmshare_plan::PlanError> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        if !k.as_bytes().starts_with(b"FILESYSTEM") {
+            continue;
+        }
+        match (k.to_str(), v.to_str()) {
+            (Some(k), Some(v)) => out.push((k.to_string(), v.to_string())),
+            _ => {
+                return Err(vmshare_plan::PlanError::Env {
+                    var: k.to_string_lossy().into_owned(),
+                    reason: "not UTF-8 text (FILESYSTEM_* names and values are read as UTF-8)"
+                        .into(),
+                })
+            }
+        }
     }
     Ok(out)
 }

@@ -189,3 +189,79 @@ fn the_device_budget_counts_what_is_rendered() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `--from-env` read the environment with `std::env::vars`, which panics
+/// (exit 134) on any variable that is not UTF-8, even one it never looks
+/// at. Unrelated variables are now left alone, and a `FILESYSTEM_*` one
+/// that is not UTF-8 is an error naming it.
+#[test]
+fn from_env_survives_an_environment_that_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    let plan = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vmshare"));
+        c.args(["plan", "--from-env"])
+            .env_clear()
+            .env("UNRELATED", latin1);
+        c
+    };
+    let out = plan().output().unwrap();
+    assert_exit(&out, 0);
+    let out = plan()
+        .env("FILESYSTEM_SOURCE", "/etc")
+        .env("FILESYSTEM_TARGET", "etc")
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/etc"));
+    let out = plan()
+        .env("FILESYSTEM_SOURCE", latin1)
+        .env("FILESYSTEM_TARGET", "t")
+        .output()
+        .unwrap();
+    assert_exit(&out, 125);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("FILESYSTEM_SOURCE") && err.contains("not UTF-8"),
+        "{err}"
+    );
+}
+
+/// The plan was printed with println!, which panics (exit 134, with a
+/// backtrace) when standard output fails. A full disk is an error with
+/// a message; a reader that stops early ends the plan quietly.
+#[test]
+fn a_failing_standard_output_is_an_error_not_a_panic() {
+    let file = std::fs::File::options()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+        .args(["plan", "--tmpfs", "/t"])
+        .stdout(file)
+        .output()
+        .unwrap();
+    assert_exit(&out, 125);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("writing the plan to standard output"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let mut args = vec!["plan".to_string()];
+    for i in 0..3000 {
+        args.extend(["--tmpfs".to_string(), format!("/t/{i}")]);
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read a little, then stop reading, as `| head -c 10` does.
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(err.is_empty(), "{err}");
+}
