@@ -36,12 +36,14 @@ pub enum ImageError {
         source_dir: PathBuf,
     },
     /// The requested size cannot hold the tree.
-    #[error("--size {size} bytes is smaller than the {needed} bytes the tree needs; give a larger --size")]
+    #[error("--size {size} bytes cannot hold the tree, which needs at least {least} bytes; give a larger --size, or none for {default} bytes")]
     TooSmall {
         /// Requested size.
         size: u64,
-        /// Estimated need.
-        needed: u64,
+        /// Below this the tree cannot fit.
+        least: u64,
+        /// The size chosen without --size.
+        default: u64,
     },
     /// A tool failed.
     #[error("{tool} failed ({status}): {message}")]
@@ -112,36 +114,106 @@ pub struct Progress {
     pub total: u64,
 }
 
-/// Bytes of data and file count of a tree (not following symlinks). A
-/// sparse file counts what it has allocated, not its length: mkfs.ext4
-/// keeps the holes, and a 1 GiB disk image with 30 MB written needed a
-/// 1.6 GB image.
-pub fn tree_size(dir: &Path) -> Result<(u64, u64), ImageError> {
+/// What a tree holds, and what it takes in an ext4 filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TreeSize {
+    /// Bytes of file data (what the progress bar counts).
+    pub data: u64,
+    /// Entries, directories included.
+    pub files: u64,
+    /// Bytes the tree's blocks take in 4 KiB blocks: data rounded up to
+    /// whole blocks, directories' entries, and extended attributes too
+    /// large for the inode.
+    pub blocks: u64,
+}
+
+/// Extended attributes larger than this (names, values and their
+/// entries together) do not fit in a 256-byte inode and take a block of
+/// their own.
+const IN_INODE_XATTRS: u64 = 80;
+const BLOCK: u64 = 4096;
+
+/// Sizes a tree (not following symlinks). A sparse file counts what it
+/// has allocated, not its length: mkfs.ext4 keeps the holes, and a 1 GiB
+/// disk image with 30 MB written needed a 1.6 GB image. Each file's data
+/// takes whole blocks and large extended attributes a block more: a tree
+/// of 5,000 one-byte files with a 200-byte `user.` attribute each had
+/// been sized from its bytes alone, and mkfs ran out of room.
+pub fn tree_size(dir: &Path) -> Result<TreeSize, ImageError> {
     use std::os::unix::fs::MetadataExt;
-    let mut bytes = 0;
-    let mut files = 0;
+    let mut t = TreeSize {
+        blocks: BLOCK + xattr_blocks(dir),
+        ..TreeSize::default()
+    };
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
+        // Bytes of directory entries: 8 and the name, in 4-byte steps.
+        let mut entries = 24u64;
         for entry in std::fs::read_dir(&d).map_err(io(format!("reading {}", d.display())))? {
             let entry = entry.map_err(io(format!("reading {}", d.display())))?;
             let meta = entry
                 .metadata()
                 .map_err(io(format!("stat {}", entry.path().display())))?;
-            files += 1;
+            let path = entry.path();
+            t.files += 1;
+            entries += (8 + entry.file_name().len() as u64).div_ceil(4) * 4;
+            t.blocks += xattr_blocks(&path);
             if meta.is_dir() {
-                stack.push(entry.path());
+                stack.push(path);
             } else {
-                bytes += meta.len().min(meta.blocks().saturating_mul(512));
+                let allocated = meta.len().min(meta.blocks().saturating_mul(512));
+                t.data += allocated;
+                // A symbolic link up to 60 bytes lives in its inode.
+                if !(meta.file_type().is_symlink() && meta.len() < 60) {
+                    t.blocks += allocated.div_ceil(BLOCK) * BLOCK;
+                }
             }
         }
+        // Large directories are indexed: a quarter more for the index.
+        t.blocks += (entries + entries / 4).div_ceil(BLOCK) * BLOCK;
     }
-    Ok((bytes, files))
+    Ok(t)
 }
 
-/// An ext4 size that holds the tree with room for metadata, the journal and
-/// some growth: data plus half again, 4 KiB per inode, 32 MiB floor.
-pub fn ext4_size_for(bytes: u64, files: u64) -> u64 {
-    let raw = bytes + bytes / 2 + files * 4096 + (16 << 20);
+/// A block if `path`'s extended attributes do not fit in its inode.
+/// A filesystem without them, or a file that went away, has none.
+fn xattr_blocks(path: &Path) -> u64 {
+    let Ok(len) = rustix::fs::llistxattr_query(path) else {
+        return 0;
+    };
+    if len == 0 {
+        return 0;
+    }
+    let mut names = vec![0u8; len];
+    let Ok(got) = rustix::fs::llistxattr(path, &mut names[..]) else {
+        return 0;
+    };
+    let total: u64 = names
+        .get(..got)
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            let value = std::ffi::CStr::from_bytes_with_nul(&[n, b"\0"].concat())
+                .ok()
+                .and_then(|name| rustix::fs::lgetxattr_query(path, name).ok())
+                .unwrap_or(0);
+            // An entry: 16 bytes, the name and the value, each padded.
+            16 + (n.len() as u64).div_ceil(4) * 4 + (value as u64).div_ceil(4) * 4
+        })
+        .sum();
+    if total > IN_INODE_XATTRS {
+        total.div_ceil(BLOCK) * BLOCK
+    } else {
+        0
+    }
+}
+
+/// An ext4 size that holds a tree whose blocks take `blocks` bytes, with
+/// room for metadata, the journal and some growth: half again, 4 KiB per
+/// inode, 16 MiB, and 32 MiB at least.
+pub fn ext4_size_for(blocks: u64, files: u64) -> u64 {
+    let raw = blocks + blocks / 2 + files * 4096 + (16 << 20);
     raw.max(32 << 20).div_ceil(1 << 20) << 20
 }
 
@@ -207,13 +279,21 @@ pub fn build_image(
             scratch.0.clone()
         }
     };
-    let (bytes, files) = tree_size(&source)?;
+    let tree = tree_size(&source)?;
+    let (bytes, files) = (tree.data, tree.files);
     let mut cmd = match format {
         ImageFormat::Ext4 => {
-            let needed = ext4_size_for(bytes, files);
-            let size = size.unwrap_or(needed);
-            if size < bytes + files * 4096 {
-                return Err(ImageError::TooSmall { size, needed });
+            let default = ext4_size_for(tree.blocks, files);
+            let size = size.unwrap_or(default);
+            // The tree's blocks, inodes for it, and a journal: below it
+            // mkfs fails halfway with no word of the size.
+            let least = tree.blocks + files * 512 + (8 << 20);
+            if size < least {
+                return Err(ImageError::TooSmall {
+                    size,
+                    least,
+                    default,
+                });
             }
             let f = std::fs::File::create(output)
                 .map_err(io(format!("creating {}", output.display())))?;

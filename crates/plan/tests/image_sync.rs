@@ -492,3 +492,52 @@ fn ext4_images_keep_sub_second_times() {
     }
     assert_eq!(image_mtime(&direct, "/"), (1_600_000_002, 999_999_999));
 }
+
+/// Extended attributes too large for the inode take a block each. The
+/// size had counted file bytes only: 5,000 one-byte files with a
+/// 200-byte `user.` attribute each made mkfs.ext4 fail halfway ("Could
+/// not allocate block"), and so did the copy volume of such a tree.
+#[test]
+fn ext4_images_have_room_for_extended_attributes() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..5000 {
+        let p = src.join(format!("f{i:05}"));
+        fs::write(&p, "x").unwrap();
+        let value = format!("{i:0200}");
+        if let Err(e) = rustix::fs::setxattr(
+            &p,
+            "user.meta",
+            value.as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        ) {
+            eprintln!("skipped: {} takes no user xattrs ({e})", src.display());
+            return;
+        }
+    }
+    let img = t.path().join("x.ext4");
+    build_image(
+        &img,
+        ImageFormat::Ext4,
+        &[content(&src, "")],
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    // Far too small: the message gives the least that could work and
+    // the default, where it had called the default the need.
+    let e = build_image(
+        &t.path().join("small.ext4"),
+        ImageFormat::Ext4,
+        &[content(&src, "")],
+        Some(8 << 20),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("needs at least") && e.contains("or none for"),
+        "{e}"
+    );
+}
