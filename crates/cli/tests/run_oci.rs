@@ -85,7 +85,11 @@ fn overlay_of_two_erofs_layers() {
             {"type": "erofs", "source": "layers/base.erofs", "options": ["ro"]},
             {"type": "erofs", "source": app.to_str().unwrap(), "options": ["ro"]},
             {"type": "format/overlay", "source": "overlay", "destination": "/merged",
-             "options": ["lowerdir={{ overlay 2 1 }}"]}
+             "options": ["lowerdir={{ overlay 2 1 }}"]},
+            // One layer, read-only: the kernel wants two without an
+            // upperdir, so it gets a tmpfs one, mounted read-only.
+            {"type": "format/overlay", "source": "overlay", "destination": "/base",
+             "options": ["lowerdir={{ mount 1 }}", "ro"]}
         ]
     });
     let config_path = bundle.join("config.json");
@@ -131,12 +135,13 @@ fn overlay_of_two_erofs_layers() {
         "--",
         "sh",
         "-c",
-        "ls /merged; cat /merged/shared; hostname",
+        "ls /merged; cat /merged/shared; hostname; cat /base/shared; \
+         touch /base/new 2>/dev/null || echo read-only",
     ]);
     assert_exit(&again, 0);
     assert_eq!(
         text(&again.stdout),
-        "app-only\nbase-only\nshared\napp version\noci-box\n"
+        "app-only\nbase-only\nshared\napp version\noci-box\nbase version\nread-only\n"
     );
 }
 

@@ -224,7 +224,17 @@ fn parse_mount(
     }
     // runc's type "none" with bind or rbind among the options is a bind
     // mount (podman and older docker write it so).
-    if kind == "none" && m.options.iter().any(|o| o == "bind" || o == "rbind") {
+    // runc joins the options with commas into the mount's data, so one
+    // option string may hold several: "lowerdir=/a:/b,upperdir=/u,...".
+    // Taken as one, its upperdir went unseen and a tmpfs layer was added
+    // after it, whose upperdir won: the writes meant for /u were dropped.
+    // `\,` is a comma within a value (overlayfs reads it so).
+    let given: Vec<String> = m
+        .options
+        .iter()
+        .flat_map(|o| split_unescaped(o, ','))
+        .collect();
+    if kind == "none" && given.iter().any(|o| o == "bind" || o == "rbind") {
         kind = "bind";
     }
     if SYSTEM_TYPES.contains(&kind) {
@@ -246,11 +256,11 @@ fn parse_mount(
     };
     let mut readonly = false;
     let mut options = Vec::new();
-    for o in &m.options {
+    for o in given {
         match o.as_str() {
             "ro" => readonly = true,
             "rw" => readonly = false,
-            _ => options.push(o.clone()),
+            _ => options.push(o),
         }
     }
     let templated = |t: &str| t.contains("{{");
@@ -331,6 +341,25 @@ fn parse_mount(
         mkdir,
         tag: None,
     }))
+}
+
+/// `text` split at each `sep` not escaped with a backslash, empty parts
+/// left out.
+fn split_unescaped(text: &str, sep: char) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut part = String::new();
+    let mut escaped = false;
+    for c in text.chars() {
+        if c == sep && !escaped {
+            parts.push(std::mem::take(&mut part));
+            continue;
+        }
+        escaped = c == '\\' && !escaped;
+        part.push(c);
+    }
+    parts.push(part);
+    parts.retain(|p| !p.is_empty());
+    parts
 }
 
 /// Mounts that make sense without a destination, as layers for later ones.

@@ -991,7 +991,17 @@ impl<'a> Builder<'a> {
                     }
                 }
                 let has_upper = data.iter().any(|d| d.starts_with("upperdir="));
-                if fstype == "overlay" && !spec.readonly && !has_upper {
+                let lowers = data
+                    .iter()
+                    .find_map(|d| d.strip_prefix("lowerdir="))
+                    .map_or(0, layer_count);
+                // Without an upperdir the kernel wants two lower layers
+                // ("at least 2 lowerdir are needed while upperdir
+                // nonexistent"): a read-only overlay of one layer gets the
+                // tmpfs layer too, and being mounted read-only, never
+                // writes to it. It had been planned as given and failed
+                // in the guest with EINVAL.
+                if fstype == "overlay" && !has_upper && (!spec.readonly || lowers < 2) {
                     self.writable_layer(index, spec, &mut mount);
                 }
                 self.mounts.push(PlannedMount {
@@ -1026,6 +1036,9 @@ impl<'a> Builder<'a> {
             format!("{},{dirs}", overlay.data)
         };
         overlay.mkdir.extend([upper, work]);
+        if spec.readonly {
+            return;
+        }
         self.notes.push(format!(
             "{}: no upperdir, so writes go to a tmpfs layer at {layer} and are dropped when the VM stops (as a container's); add ro for a read-only overlay, or give upperdir and workdir to keep them",
             spec.name
@@ -1204,6 +1217,22 @@ fn split_options(spec: &VolumeSpec) -> (Vec<String>, Vec<String>) {
         .iter()
         .cloned()
         .partition(|o| GENERIC_FLAGS.contains(&o.as_str()))
+}
+
+/// How many layers an overlay `lowerdir` value names: they are separated
+/// by `:`, and `\:` is a colon within one.
+fn layer_count(lowerdir: &str) -> usize {
+    let mut count = 1;
+    let mut escaped = false;
+    for c in lowerdir.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            ':' => count += 1,
+            _ => {}
+        }
+    }
+    count
 }
 
 /// Docker's order for mounts given in any order: parents first.

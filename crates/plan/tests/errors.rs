@@ -283,3 +283,72 @@ fn overlay_options_are_checked_before_boot() {
     )
     .is_ok());
 }
+
+/// runc joins a mount's options with commas, so one option string may
+/// hold several. Read as one, "lowerdir=..,upperdir=/u,workdir=/w" hid
+/// its upperdir: a tmpfs layer was added after it, its upperdir won, and
+/// the writes meant for /u were dropped at exit.
+#[test]
+fn oci_options_joined_by_commas_are_several_options() {
+    let json = r#"{"mounts": [{"type": "overlay", "source": "overlay", "destination": "/r",
+        "options": ["lowerdir=/a:/b,upperdir=/u,workdir=/w", "ro,nosuid"]}]}"#;
+    let o = oci::parse_config(json).unwrap();
+    assert!(o.volumes[0].readonly, "ro inside a joined string counts");
+    let p = plan(
+        &o.volumes,
+        &PlanConfig::new(Vmm::Qemu, "/v", "/s"),
+        &ImagesAreFiles,
+    )
+    .unwrap();
+    assert_eq!(p.mounts.len(), 1, "no tmpfs layer: {:?}", p.mounts);
+    assert_eq!(
+        p.mounts[0].mount.data,
+        "lowerdir=/a:/b,upperdir=/u,workdir=/w"
+    );
+    assert!(
+        p.notes.iter().all(|n| !n.contains("no upperdir")),
+        "{:?}",
+        p.notes
+    );
+}
+
+/// A read-only overlay of one lower layer and no upperdir was planned as
+/// given, and the guest's kernel refused it ("at least 2 lowerdir are
+/// needed while upperdir nonexistent"). It gets the tmpfs layer too,
+/// mounted read-only; two lower layers need none.
+#[test]
+fn a_read_only_overlay_of_one_layer_mounts() {
+    let json = |lower: &str| {
+        format!(
+            r#"{{"mounts": [{{"type": "erofs", "source": "/l0.erofs"}},
+            {{"type": "erofs", "source": "/l1.erofs"}},
+            {{"type": "format/overlay", "destination": "/r", "options": ["lowerdir={lower}", "ro"]}}]}}"#
+        )
+    };
+    let planned = |lower: &str| {
+        let o = oci::parse_config(&json(lower)).unwrap();
+        plan(
+            &o.volumes,
+            &PlanConfig::new(Vmm::Qemu, "/v", "/s"),
+            &ImagesAreFiles,
+        )
+        .unwrap()
+    };
+    let p = planned("{{ mount 0 }}");
+    let overlay = p.mounts.last().unwrap();
+    assert!(overlay.mount.readonly);
+    assert_eq!(
+        overlay.mount.data,
+        "lowerdir=/run/vmshare/m0,upperdir=/run/vmshare/layer2/upper,workdir=/run/vmshare/layer2/work"
+    );
+    assert!(
+        p.notes.iter().all(|n| !n.contains("dropped")),
+        "{:?}",
+        p.notes
+    );
+    let p = planned("{{ mount 1 }}:{{ mount 0 }}");
+    assert_eq!(
+        p.mounts.last().unwrap().mount.data,
+        "lowerdir=/run/vmshare/m1:/run/vmshare/m0"
+    );
+}
