@@ -9,6 +9,21 @@ use std::process::Command;
 
 use common::{assert_exit, scratch_dir};
 
+/// A real (empty) erofs image at `path`: images are taken by what their
+/// superblock says, so an empty file is refused.
+fn erofs_image(path: &std::path::Path) {
+    let empty = path.with_extension("d");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+        .args(["image", "build"])
+        .arg(&empty)
+        .arg("-o")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+}
+
 /// The OCI mounts come first, so their `{{ mount N }}` templates name
 /// OCI mounts even when `-v` volumes are given too; relative sources are
 /// taken from the config's directory; a read-write overlay without an
@@ -19,7 +34,7 @@ fn oci_with_docker_volumes() {
     let bundle = dir.join("bundle");
     std::fs::create_dir_all(bundle.join("layers")).unwrap();
     for l in ["a.erofs", "b.erofs"] {
-        std::fs::write(bundle.join("layers").join(l), b"").unwrap();
+        erofs_image(&bundle.join("layers").join(l));
     }
     let host = dir.join("host");
     std::fs::create_dir(&host).unwrap();
@@ -156,9 +171,11 @@ fn plan_configs_start_as_given() {
 fn the_device_budget_counts_what_is_rendered() {
     let dir = scratch_dir("plan-budget");
     let mut args: Vec<String> = vec!["plan".into(), "--vmm".into(), "firecracker".into()];
+    let layer = dir.join("layer.erofs");
+    erofs_image(&layer);
     for i in 0..19 {
         let image = dir.join(format!("l{i}.erofs"));
-        std::fs::write(&image, b"").unwrap();
+        std::fs::copy(&layer, &image).unwrap();
         args.push("--mount".into());
         args.push(format!("type=erofs,src={},dst=/l{i}", image.display()));
     }
@@ -264,4 +281,38 @@ fn a_failing_standard_output_is_an_error_not_a_panic() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(141), "{err}");
     assert!(err.is_empty(), "{err}");
+}
+
+/// `--mount type=ext4|erofs` takes an image by its superblock, as
+/// `--root-disk` and `--rootfs` do: an erofs image given as ext4 had been
+/// attached read-write and mounted as ext4, and a file that is no image
+/// at all went to the guest too.
+#[test]
+fn an_image_of_another_type_or_none_is_refused() {
+    let dir = scratch_dir("plan-image-types");
+    let erofs = dir.join("x.erofs");
+    erofs_image(&erofs);
+    let junk = dir.join("junk.ext4");
+    std::fs::write(&junk, vec![7u8; 8192]).unwrap();
+    let plan = |mount: String| {
+        Command::new(env!("CARGO_BIN_EXE_vmshare"))
+            .args(["plan", "--mount", &mount])
+            .output()
+            .unwrap()
+    };
+    let out = plan(format!("type=ext4,src={},dst=/x", erofs.display()));
+    assert_exit(&out, 125);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is an erofs image, not ext4; give type=erofs"),
+        "{err}"
+    );
+    let out = plan(format!("type=ext4,src={},dst=/x", junk.display()));
+    assert_exit(&out, 125);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("neither an ext4 nor an erofs image"), "{err}");
+    assert_exit(
+        &plan(format!("type=erofs,src={},dst=/x", erofs.display())),
+        0,
+    );
 }

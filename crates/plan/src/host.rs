@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::ImageFormat;
+
 /// What a host path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostKind {
@@ -44,6 +46,13 @@ pub trait HostFacts {
     fn resolve(&self, path: &Path) -> PathBuf {
         path.to_path_buf()
     }
+
+    /// The image format of the file at `path`, read from its superblock:
+    /// `Some(None)` for a file that is neither ext4 nor erofs, `None`
+    /// when this host cannot tell (the default: made-up hosts).
+    fn image_format(&self, _path: &Path) -> Option<Option<ImageFormat>> {
+        None
+    }
 }
 
 /// The real host: `stat(2)` and nothing else.
@@ -62,6 +71,10 @@ impl HostFacts for SystemHost {
 
     fn resolve(&self, path: &Path) -> PathBuf {
         std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+    }
+
+    fn image_format(&self, path: &Path) -> Option<Option<ImageFormat>> {
+        crate::image::detect_format(path).ok()
     }
 }
 

@@ -644,10 +644,37 @@ fn classify(
         Source::Image { path, format } => {
             absolute(path)?;
             match host.kind(path) {
-                HostKind::File => Kind::Image {
-                    path: path.clone(),
-                    format: *format,
-                },
+                HostKind::File => {
+                    // By its superblock, as --root-disk and --rootfs are:
+                    // an erofs image given as type=ext4 had been attached
+                    // read-write and mounted as ext4.
+                    let found = host.image_format(path);
+                    let problem = match found {
+                        Some(Some(f)) if f != *format => Some(format!(
+                            "{} is an {} image, not {}; give type={}",
+                            path.display(),
+                            f.fstype(),
+                            format.fstype(),
+                            f.fstype()
+                        )),
+                        Some(None) => Some(format!(
+                            "{} is neither an ext4 nor an erofs image (no superblock of \
+                             either); build one with `vmshare image build`",
+                            path.display()
+                        )),
+                        _ => None,
+                    };
+                    if let Some(reason) = problem {
+                        return Err(PlanError::Syntax {
+                            volume: name.clone(),
+                            reason,
+                        });
+                    }
+                    Kind::Image {
+                        path: path.clone(),
+                        format: *format,
+                    }
+                }
                 HostKind::Missing => {
                     return Err(PlanError::MissingImage {
                         volume: name.clone(),
