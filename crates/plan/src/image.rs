@@ -332,12 +332,19 @@ pub fn build_image(
     } else {
         "mkfs.erofs"
     };
-    let mut result = run_watching(tool, &mut cmd, output, bytes, progress);
     // Gathered contents have a scratch directory as their root, nothing of
     // the user's to copy.
     let direct = matches!(contents, [one] if one.subdir.is_empty());
-    if result.is_ok() && format == ImageFormat::Ext4 {
-        result = ext4_fix_up(output, &source, direct);
+    // The times are taken before mkfs reads the tree: its reads move the
+    // host's access times, and a time taken after it, put together with
+    // the seconds mkfs had copied, made times that never existed.
+    let fix_up = match format {
+        ImageFormat::Ext4 => Some(ext4_fix_up_script(&source, direct)),
+        ImageFormat::Erofs => None,
+    };
+    let mut result = run_watching(tool, &mut cmd, output, bytes, progress);
+    if let (Ok(()), Some(script)) = (&result, fix_up) {
+        result = script.and_then(|script| run_debugfs(output, script));
     }
     if result.is_err() {
         let _ = std::fs::remove_file(output);
@@ -361,8 +368,10 @@ pub fn build_image(
 ///   whole seconds only, so every file in a copy volume looked changed to
 ///   tools that compare times to the nanosecond (make, rsync, git's index)
 ///   against the host's copy, and a time past 2038 came back before 1970.
-fn ext4_fix_up(image: &Path, dir: &Path, root: bool) -> Result<(), ImageError> {
-    use std::io::Write;
+///
+/// The script is made from the tree before mkfs reads it, and run on the
+/// image after.
+fn ext4_fix_up_script(dir: &Path, root: bool) -> Result<Vec<u8>, ImageError> {
     use std::os::unix::fs::MetadataExt;
     let md = std::fs::metadata(dir).map_err(io(format!("stat {}", dir.display())))?;
     let mut script = Vec::new();
@@ -372,18 +381,22 @@ fn ext4_fix_up(image: &Path, dir: &Path, root: bool) -> Result<(), ImageError> {
         }
         script.extend_from_slice(
             format!(
-                "sif <2> mode 0{:o}\nsif <2> uid {}\nsif <2> gid {}\nsif <2> mtime @{}\nsif <2> atime @{}\n",
+                "sif <2> mode 0{:o}\nsif <2> uid {}\nsif <2> gid {}\n",
                 md.mode(),
                 md.uid(),
                 md.gid(),
-                md.mtime(),
-                md.atime()
             )
             .as_bytes(),
         );
-        time_extras(&mut script, b"<2>", &md);
+        times(&mut script, b"<2>", &md, true);
     }
     sub_second_times(dir, &mut Vec::new(), &mut script)?;
+    Ok(script)
+}
+
+/// Runs a debugfs `script` on `image`, failing on any complaint.
+fn run_debugfs(image: &Path, script: Vec<u8>) -> Result<(), ImageError> {
+    use std::io::Write;
     let mut child = Command::new(find_tool("debugfs", "e2fsprogs")?)
         .args(["-w", "-f", "-"])
         .arg(image)
@@ -452,7 +465,7 @@ fn sub_second_times(dir: &Path, rel: &mut Vec<u8>, script: &mut Vec<u8>) -> Resu
             quoted.push(b);
         }
         quoted.push(b'"');
-        time_extras(script, &quoted, &md);
+        times(script, &quoted, &md, false);
         if md.is_dir() {
             sub_second_times(&entry.path(), rel, script)?;
         }
@@ -461,10 +474,12 @@ fn sub_second_times(dir: &Path, rel: &mut Vec<u8>, script: &mut Vec<u8>) -> Resu
     Ok(())
 }
 
-/// The `sif` lines that set an inode's `mtime_extra` and `atime_extra`:
-/// the nanoseconds shifted left by two, over the two bits that extend
-/// the 32-bit seconds (ext4's on-disk format). Nothing when both are 0.
-fn time_extras(script: &mut Vec<u8>, inode: &[u8], md: &std::fs::Metadata) {
+/// The `sif` lines that set an inode's modification and access times
+/// from `md`: the seconds, and the `_extra` fields (the nanoseconds
+/// shifted left by two, over the two bits that extend the 32-bit seconds,
+/// ext4's on-disk format). For a time in whole seconds mkfs's copy is
+/// already right, and nothing is added unless `always`.
+fn times(script: &mut Vec<u8>, inode: &[u8], md: &std::fs::Metadata, always: bool) {
     use std::os::unix::fs::MetadataExt;
     let extra = |sec: i64, nsec: i64| {
         // The 32-bit field holds the low 32 bits read as signed; the
@@ -474,14 +489,22 @@ fn time_extras(script: &mut Vec<u8>, inode: &[u8], md: &std::fs::Metadata) {
         let nsec = u64::try_from(nsec.clamp(0, 999_999_999)).unwrap_or(0);
         (nsec << 2) | epoch
     };
-    for (field, value) in [
-        ("mtime_extra", extra(md.mtime(), md.mtime_nsec())),
-        ("atime_extra", extra(md.atime(), md.atime_nsec())),
+    for (field, sec, value) in [
+        ("mtime", md.mtime(), extra(md.mtime(), md.mtime_nsec())),
+        ("atime", md.atime(), extra(md.atime(), md.atime_nsec())),
     ] {
-        if value != 0 {
-            script.extend_from_slice(b"sif ");
-            script.extend_from_slice(inode);
-            script.extend_from_slice(format!(" {field} {value}\n").as_bytes());
+        if value != 0 || always {
+            // The seconds and the fraction from one stat: debugfs takes
+            // `@SECONDS` (its low 32 bits), and the epoch bits come in
+            // the extra field.
+            for line in [
+                format!(" {field} @{sec}\n"),
+                format!(" {field}_extra {value}\n"),
+            ] {
+                script.extend_from_slice(b"sif ");
+                script.extend_from_slice(inode);
+                script.extend_from_slice(line.as_bytes());
+            }
         }
     }
 }

@@ -418,6 +418,11 @@ fn ext4_images_hold_what_the_directory_holds() {
 /// (`mtime: 0xSECONDS:0xEXTRA`): seconds and nanoseconds, ext4's two
 /// epoch bits applied.
 fn image_mtime(img: &Path, path: &str) -> (i64, u32) {
+    image_time(img, path, "mtime")
+}
+
+/// `field` (`mtime`, `atime`) of `path` in an ext4 image, from debugfs.
+fn image_time(img: &Path, path: &str, field: &str) -> (i64, u32) {
     let out = std::process::Command::new("debugfs")
         .args(["-R", &format!("stat \"{}\"", path.replace('"', "\"\""))])
         .arg(img)
@@ -426,8 +431,8 @@ fn image_mtime(img: &Path, path: &str) -> (i64, u32) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let line = text
         .lines()
-        .find(|l| l.trim_start().starts_with("mtime:"))
-        .unwrap_or_else(|| panic!("no mtime for {path}: {text}"));
+        .find(|l| l.trim_start().starts_with(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} for {path}: {text}"));
     let hex = line.split_whitespace().nth(1).unwrap();
     let (lo, extra) = hex.split_once(':').unwrap();
     let lo = u32::from_str_radix(lo.trim_start_matches("0x"), 16).unwrap();
@@ -539,5 +544,43 @@ fn ext4_images_have_room_for_extended_attributes() {
     assert!(
         e.contains("needs at least") && e.contains("or none for"),
         "{e}"
+    );
+}
+
+/// The image's times come from one look at the tree, taken before mkfs
+/// reads it. mkfs's reads move the host's access times (relatime moves
+/// one older than the modification time), and the fractions had been
+/// taken after that and put with the seconds mkfs had copied: an access
+/// time of 2001's seconds with a fraction from the build.
+#[test]
+fn ext4_image_times_are_times_the_files_had() {
+    use std::time::{Duration, SystemTime};
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    tree(&src, &[("old-atime", "read me\n")]);
+    let f = fs::File::open(src.join("old-atime")).unwrap();
+    f.set_times(
+        fs::FileTimes::new()
+            .set_accessed(SystemTime::UNIX_EPOCH + Duration::new(1_000_000_000, 250_000_000))
+            .set_modified(SystemTime::UNIX_EPOCH + Duration::new(1_600_000_000, 500_000_000)),
+    )
+    .unwrap();
+    drop(f);
+    let img = t.path().join("t.ext4");
+    build_image(
+        &img,
+        ImageFormat::Ext4,
+        &[content(&src, "")],
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        image_time(&img, "/old-atime", "atime"),
+        (1_000_000_000, 250_000_000)
+    );
+    assert_eq!(
+        image_time(&img, "/old-atime", "mtime"),
+        (1_600_000_000, 500_000_000)
     );
 }
