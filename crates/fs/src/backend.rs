@@ -1927,20 +1927,25 @@ impl FsBackend {
         // Modes come from the client; a umask must not alter them.
         sys::clear_thread_umask();
         let dir = self.node(c, dirfh).map_err(Fail::from)?;
-        let name = check_new_name(name).map_err(|s| {
-            Fail::new(
-                s,
-                WccData {
-                    before: None,
-                    after: self.post_op(&dir),
-                },
-            )
-        })?;
+        // A read-only export answers ROFS to every change, a malformed
+        // name included (it had answered EXIST for `.`).
+        let name = self
+            .may_change(&dir)
+            .and_then(|()| check_new_name(name))
+            .map_err(|s| {
+                Fail::new(
+                    s,
+                    WccData {
+                        before: None,
+                        after: self.post_op(&dir),
+                    },
+                )
+            })?;
         let before = self.pre_op(&dir);
-        let r = self.may_change(&dir).and_then(|()| {
+        let r = (|| {
             let _g = self.become_(c, &dir)?;
             f(&dir, name)
-        });
+        })();
         match r {
             Ok(v) => Ok((dir, before, v)),
             Err(s) => Err(Fail::new(
@@ -1956,10 +1961,12 @@ impl FsBackend {
 
 impl FsBackend {
     /// The failure of a REMOVE or RMDIR of `.` or `..` in `dir`.
+    /// Refuses a change to `.` or `..` in `dir` with `s`, or with ROFS on
+    /// a read-only export, as every change there is.
     fn refuse_dots(&self, c: &Caller<'_>, dir: &FileHandle, s: NfsStat) -> Fail<WccData> {
         match self.node(c, dir) {
             Ok(d) => Fail::new(
-                s,
+                self.may_change(&d).err().unwrap_or(s),
                 WccData {
                     before: None,
                     after: self.post_op(&d),
@@ -2162,6 +2169,11 @@ impl Backend for FsBackend {
                 // other names the walk from the directory checks it.
                 self.may(&d.fd, rustix::fs::Access::EXEC_OK)
                     .map_err(|e| fail(status_rx(e)))?;
+                // Nothing more is the caller's to be allowed: the walk
+                // up that checks `..` is still inside the export is the
+                // server's, or a caller that may not search a directory
+                // above (one that mounted below it) could not `cd ..`.
+                as_server(self.switch_ids);
                 let (fh, _fd, st) = self.child(&d, name_ok.as_bytes()).map_err(fail)?;
                 (fh, self.attrs(&d.export, &st))
             } else {
@@ -2630,6 +2642,8 @@ impl Backend for FsBackend {
             if fd.export.id != td.export.id {
                 return Err(NfsStat::XDev);
             }
+            self.may_change(&fd)?;
+            self.may_change(&td)?;
             // `.` and `..` cannot be moved or replaced: INVAL, as
             // rename(2) answers for them (EXIST would say a target is in
             // the way).
@@ -2638,8 +2652,6 @@ impl Backend for FsBackend {
             }
             let from = check_new_name(from)?;
             let to = check_new_name(to)?;
-            self.may_change(&fd)?;
-            self.may_change(&td)?;
             let _g = self.become_(c, &fd)?;
             // The target, if any, loses that name; the object moved gets a
             // new ctime.
@@ -2681,8 +2693,8 @@ impl Backend for FsBackend {
             if n.export.id != d.export.id {
                 return Err(NfsStat::XDev);
             }
-            let name = check_new_name(name)?;
             self.may_change(&d)?;
+            let name = check_new_name(name)?;
             let _g = self.become_(c, &d)?;
             // Linking through /proc/self/fd needs no CAP_DAC_READ_SEARCH,
             // unlike AT_EMPTY_PATH, so the caller's identity suffices.
@@ -2780,7 +2792,11 @@ impl Backend for FsBackend {
                 });
             }
             for e in sys::parse_dirents(&buf[..n]) {
-                if !self.visible(&d, e.name) {
+                // A name no local filesystem gives (a `/`, a NUL), as a
+                // crafted disk image or a network filesystem mounted in
+                // the export might: it would reach outside the directory
+                // when looked up by name below.
+                if check_name(e.name).is_err() || !self.visible(&d, e.name) {
                     continue;
                 }
                 let dots = e.name == b"." || e.name == b"..";

@@ -582,6 +582,26 @@ fn readonly_exports_refuse_every_change() {
             .map(|f| f.status),
         rofs
     );
+    // Malformed names too: ROFS, not the name's own error (EXIST for
+    // `.`, ACCES for `..`, INVAL for a rename of `.`), as for any change.
+    assert_eq!(
+        b.create(&c, &root, b".", &CreateHow::Guarded(Sattr::default()))
+            .err()
+            .map(|f| f.status),
+        rofs
+    );
+    assert_eq!(b.remove(&c, &root, b"..").err().map(|f| f.status), rofs);
+    assert_eq!(b.rmdir(&c, &root, b"a/b").err().map(|f| f.status), rofs);
+    assert_eq!(
+        b.rename(&c, &root, b".", &root, b"g")
+            .err()
+            .map(|f| f.status),
+        rofs
+    );
+    assert_eq!(
+        b.link(&c, &file, &root, b"..").err().map(|f| f.status),
+        rofs
+    );
     assert_eq!(
         std::fs::read_to_string(t.p("export/file")).expect("read"),
         "inside"
@@ -656,6 +676,39 @@ fn callers_act_as_their_mapped_identity() {
     assert_eq!(
         std::fs::metadata(t.p("export/anon")).expect("stat").uid(),
         4321
+    );
+}
+
+/// LOOKUP of `..` asks search permission on the directory, as knfsd
+/// does, and no more. The check that the parent is still inside the
+/// export walked up to the root as the caller, so a user who mounted
+/// `/data/a/b` under a directory `a` it may not search got ACCES for
+/// `cd ..` out of a directory of its own.
+#[test]
+fn lookup_of_dotdot_needs_search_on_the_directory_only() {
+    if !running_as_root("switch identities") {
+        return;
+    }
+    let t = Tree::new("dotdot-perm");
+    std::fs::create_dir_all(t.p("export/a/b/c")).expect("mkdir");
+    chmod(&t.p("export/a"), 0o700);
+    for d in ["export/a/b", "export/a/b/c"] {
+        std::os::unix::fs::chown(t.p(d), Some(1000), Some(1000)).expect("chown");
+    }
+    let b = backend(&t, opts());
+    let user = user_cred(1000);
+    let cu = caller(&user);
+    let c = root_fh(&b, &cu, "/data/a/b/c");
+    let up = b.lookup(&cu, &c, b"..").expect("`..` of a/b/c");
+    let bdir = b
+        .lookup(&cu, &root_fh(&b, &cu, "/data/a/b"), b".")
+        .expect("b");
+    assert_eq!(up.fh, bdir.fh);
+    // Its own search permission still counts.
+    chmod(&t.p("export/a/b/c"), 0o600);
+    assert_eq!(
+        b.lookup(&cu, &c, b"..").err().map(|f| f.status),
+        Some(NfsStat::Acces)
     );
 }
 
