@@ -342,7 +342,8 @@ pub fn build_image(
         ImageFormat::Ext4 => Some(ext4_fix_up_script(&source, direct)),
         ImageFormat::Erofs => None,
     };
-    let mut result = run_watching(tool, &mut cmd, output, bytes, progress);
+    let mut result = run_watching(tool, &mut cmd, output, bytes, progress)
+        .map_err(|e| explain_failure(e, format, &source));
     if let (Ok(()), Some(script)) = (&result, fix_up) {
         result = script.and_then(|script| run_debugfs(output, script));
     }
@@ -560,6 +561,74 @@ fn run_watching(
             .trim()
             .to_string(),
     })
+}
+
+/// A mkfs failure with what in the tree caused it, where that can be
+/// found: mkfs.ext4 says "Permission denied while populating file
+/// system" without naming the file, and mkfs.erofs 1.5 fails on a
+/// 255-byte name with "No such file or directory".
+fn explain_failure(e: ImageError, format: ImageFormat, source: &Path) -> ImageError {
+    let ImageError::Failed {
+        tool,
+        status,
+        message,
+    } = e
+    else {
+        return e;
+    };
+    let culprit = find_culprit(source, format);
+    let message = match culprit {
+        Some(why) => format!("{why} ({tool}: {message})"),
+        None if message.contains("No such file or directory") => format!(
+            "{message} (a file may have been removed from the tree while it was read; \
+             build again)"
+        ),
+        None => message,
+    };
+    ImageError::Failed {
+        tool,
+        status,
+        message,
+    }
+}
+
+/// The first entry under `dir` this user cannot read, or (for erofs) with
+/// a 255-byte name, described.
+fn find_culprit(dir: &Path, format: ImageFormat) -> Option<String> {
+    use rustix::fs::{Access, AtFlags};
+    use std::os::unix::ffi::OsStrExt;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            return Some(format!("{}: cannot be read by this user", d.display()));
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if format == ImageFormat::Erofs && entry.file_name().as_bytes().len() >= 255 {
+                return Some(format!(
+                    "{}: mkfs.erofs 1.5 cannot store a name of 255 bytes; shorten it, or \
+                     build an ext4 image",
+                    path.display()
+                ));
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let readable = |p: &Path| {
+                rustix::fs::accessat(rustix::fs::CWD, p, Access::READ_OK, AtFlags::EACCESS).is_ok()
+            };
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() && !readable(&path) {
+                return Some(format!(
+                    "{}: cannot be read by this user (build as a user who can read \
+                     every file, or as root)",
+                    path.display()
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// Copies each content into `dir/subdir` with `cp -a` (keeping owners,

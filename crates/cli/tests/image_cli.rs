@@ -1,0 +1,86 @@
+//! `vmshare image build` through the real binary: what it says when mkfs
+//! fails because of something in the tree.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{assert_exit, needs, scratch_dir};
+
+/// mkfs.ext4 says "Permission denied while populating file system" and
+/// no more when the user building cannot read a file; the message now
+/// names the file.
+#[test]
+fn a_file_the_user_cannot_read_is_named() {
+    if !needs::root_or_skip("needs root to build as nobody")
+        || !needs::tool_or_skip("setpriv", "util-linux")
+    {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch_dir("image-unreadable");
+    let (src, out) = (dir.join("src"), dir.join("out"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(src.join("public"), "pub\n").unwrap();
+    std::fs::write(src.join("secret"), "secret\n").unwrap();
+    std::fs::set_permissions(src.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    for d in [&dir, &src, &out] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let bin = dir.join("vmshare");
+    std::fs::copy(env!("CARGO_BIN_EXE_vmshare"), &bin).unwrap();
+    let built = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["image", "build"])
+        .arg(&src)
+        .arg("-o")
+        .arg(out.join("x.ext4"))
+        .output()
+        .unwrap();
+    assert_exit(&built, 125);
+    let err = String::from_utf8_lossy(&built.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}: cannot be read by this user",
+            src.join("secret").display()
+        )),
+        "{err}"
+    );
+    assert!(!out.join("x.ext4").exists(), "no half-built image is left");
+}
+
+/// mkfs.erofs 1.5 (Debian 12's) fails on a 255-byte name, a valid one,
+/// with "No such file or directory"; the message now names the file and
+/// what to do. A mkfs.erofs without that limit builds the image.
+#[test]
+fn a_name_mkfs_erofs_cannot_store_is_named() {
+    if !needs::tool_or_skip("mkfs.erofs", "erofs-utils") {
+        return;
+    }
+    let dir = scratch_dir("image-long-name");
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let long = "n".repeat(255);
+    std::fs::write(src.join(&long), "x").unwrap();
+    let built = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+        .args(["image", "build"])
+        .arg(&src)
+        .arg("-o")
+        .arg(dir.join("x.erofs"))
+        .output()
+        .unwrap();
+    if built.status.success() {
+        eprintln!("this mkfs.erofs stores 255-byte names");
+        return;
+    }
+    assert_exit(&built, 125);
+    let err = String::from_utf8_lossy(&built.stderr);
+    assert!(
+        err.contains(&long) && err.contains("cannot store a name of 255 bytes"),
+        "{err}"
+    );
+}
