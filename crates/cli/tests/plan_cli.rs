@@ -92,7 +92,9 @@ fn oci_with_docker_volumes() {
 /// never follows links, so the guest got a link to a host path); the QEMU
 /// command line ends the VM when the guest init reboots (`-no-reboot`),
 /// doubles commas in paths, and has no vsock device unless asked; relative
-/// paths become absolute; bad machine values are refused.
+/// paths become absolute; bad machine values (a tap name Linux cannot
+/// have, an all-zero MAC, NFS port 0, a comma Cloud Hypervisor would split
+/// at) are refused with exit 125 and a reason.
 #[test]
 fn plan_configs_start_as_given() {
     let dir = scratch_dir("plan-audit");
@@ -138,14 +140,47 @@ fn plan_configs_start_as_given() {
             && !drive.contains("file=rd"),
         "{drive}"
     );
-    for bad in [
-        &["--cpus", "0"][..],
-        &["--memory", "0"],
-        &["--vsock-cid", "2"],
-        &["--mac", "zz"],
+    // Each refused with exit 125 and a message saying why.
+    for (bad, why) in [
+        (&["--cpus", "0"][..], "--cpus"),
+        (&["--memory", "0"], "--memory"),
+        (&["--vsock-cid", "2"], "--vsock-cid"),
+        (&["--mac", "zz"], "not a MAC address"),
+        (&["--mac", "00:00:00:00:00:00"], "all-zero"),
+        (&["--mac", "01:00:5e:00:00:01"], "multicast"),
+        (
+            &["--nfs-server", "10.0.2.2", "--nfs-port", "0"],
+            "--nfs-port",
+        ),
+        (&["--tap", ""], "1 to 15"),
+        (&["--tap", "averyveryverylongtapname"], "24 bytes long"),
+        (
+            &[
+                "--vmm",
+                "cloud-hypervisor",
+                "--tap",
+                "tap,0",
+                "-v",
+                "/etc:/x",
+            ],
+            "tap name with a comma",
+        ),
+        (
+            &[
+                "--vmm",
+                "cloud-hypervisor",
+                "--runtime-dir",
+                "rt,1",
+                "--vsock-cid",
+                "3",
+            ],
+            "vsock: cloud-hypervisor cannot take a path with a comma",
+        ),
     ] {
         let out = plan(bad);
-        assert!(!out.status.success(), "{bad:?} was taken");
+        assert_exit(&out, 125);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "{bad:?}: {stderr}");
     }
 }
 

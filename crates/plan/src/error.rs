@@ -143,6 +143,15 @@ pub enum PlanError {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// A machine setting (the tap device) the VMM or the host would refuse
+    /// or misread.
+    #[error("{setting}: {reason}")]
+    Machine {
+        /// The setting and its value, as given.
+        setting: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// An environment variable of the `FILESYSTEM_*` front end is wrong.
     #[error("{var}: {reason}")]
     Env {

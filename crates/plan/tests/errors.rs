@@ -283,3 +283,77 @@ fn overlay_options_are_checked_before_boot() {
     )
     .is_ok());
 }
+
+/// What the machine settings would have rendered wrongly: a tap name
+/// Linux cannot have went to every VMM as it was, a comma in it was not
+/// doubled for QEMU and split Cloud Hypervisor's `--net`, and a runtime
+/// directory with a comma split its `--vsock` (its parser has no escape).
+#[test]
+fn machine_settings_the_vmm_would_misread_are_refused() {
+    use vmshare_plan::render::{render, NetConfig, RenderConfig};
+    let specs = vmshare_plan::docker::parse_args(
+        &["/srv/data:/data".into()],
+        &[],
+        &[],
+        std::path::Path::new("/"),
+    )
+    .unwrap();
+    let machine = |tap: &str, runtime_dir: &str| RenderConfig {
+        kernel: "/k".into(),
+        initrd: None,
+        memory_mib: 512,
+        vcpus: 1,
+        net: Some(NetConfig {
+            tap: Some(tap.into()),
+            mac: "06:00:0a:00:02:0f".into(),
+        }),
+        vsock_cid: Some(3),
+        runtime_dir: runtime_dir.into(),
+    };
+    let rendered = |vmm: Vmm, tap: &str, runtime_dir: &str| {
+        let p = plan(
+            &specs,
+            &PlanConfig::new(vmm, "/vols", "/state"),
+            &ImagesAreFiles,
+        )
+        .unwrap();
+        render(&p, &machine(tap, runtime_dir)).map_err(|e| e.to_string())
+    };
+    for vmm in [Vmm::Qemu, Vmm::Firecracker, Vmm::CloudHypervisor] {
+        for bad in [
+            "",
+            "averyveryverylongtapname",
+            "tap/0",
+            "tap:0",
+            "tap 0",
+            ".",
+            "..",
+        ] {
+            let e = rendered(vmm, bad, "/rt").unwrap_err();
+            assert!(e.starts_with("tap device '"), "{vmm} {bad:?}: {e}");
+            assert!(e.contains("ip -brief link"), "{vmm} {bad:?}: {e}");
+        }
+        // Fifteen bytes is Linux's most.
+        assert!(rendered(vmm, "abcdefghijklmno", "/rt").is_ok(), "{vmm}");
+    }
+    let qemu = rendered(Vmm::Qemu, "tap,0", "/rt").unwrap();
+    assert!(
+        qemu.args
+            .iter()
+            .any(|a| a.contains("ifname=tap,,0,script=no")),
+        "{:?}",
+        qemu.args
+    );
+    let e = rendered(Vmm::CloudHypervisor, "tap,0", "/rt").unwrap_err();
+    assert!(
+        e.starts_with("network: cloud-hypervisor cannot take a tap name with a comma (tap,0)"),
+        "{e}"
+    );
+    let e = rendered(Vmm::CloudHypervisor, "tap0", "/rt,1").unwrap_err();
+    assert_eq!(
+        e,
+        "vsock: cloud-hypervisor cannot take a path with a comma (/rt,1/vsock.sock); \
+         rename it, or use --runtime-dir without commas"
+    );
+    assert!(rendered(Vmm::CloudHypervisor, "tap0", "/rt").is_ok());
+}
