@@ -224,3 +224,43 @@ fn the_device_budget_counts_what_is_rendered() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// docker's sizes and modes for a tmpfs, which `vmshare plan` (and
+/// `vmshare run`, through the same front end) refused: `tmpfs-size` as
+/// docker's `units.RAMInBytes` reads it, and an octal mode with a leading
+/// zero.
+#[test]
+fn tmpfs_sizes_and_modes_as_docker_writes_them() {
+    for (args, data) in [
+        (
+            &["--mount", "type=tmpfs,dst=/x,tmpfs-size=64MiB"][..],
+            "size=64m",
+        ),
+        (
+            &["--mount", "type=tmpfs,dst=/x,tmpfs-size=64mb"],
+            "size=64m",
+        ),
+        (
+            &["--mount", "type=tmpfs,dst=/x,tmpfs-size=1.5g"],
+            "size=1536m",
+        ),
+        (
+            &["--mount", "type=tmpfs,dst=/x,tmpfs-size=1t"],
+            "size=1024g",
+        ),
+        (
+            &["--mount", "type=tmpfs,dst=/x,tmpfs-mode=01777"],
+            "mode=1777",
+        ),
+        (&["--tmpfs", "/x:mode=01777"], "mode=01777"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+            .arg("plan")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_exit(&out, 0);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["plan"]["mounts"][0]["data"], data, "{args:?}");
+    }
+}

@@ -135,6 +135,7 @@ pub fn parse_mount(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
     let mut dst: Option<&str> = None;
     let mut readonly = None;
     let mut options = Vec::new();
+    let mut tmpfs_key: Option<String> = None;
     for field in fields.iter().filter(|f| !f.is_empty()) {
         let (key, value) = match field.split_once('=') {
             Some((k, v)) => (k.to_ascii_lowercase(), Some(v)),
@@ -151,8 +152,20 @@ pub fn parse_mount(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
             }
             ("bind-propagation", Some("private" | "rprivate")) => {}
             ("volume-nocopy", _) | ("consistency", Some(_)) => {}
-            ("tmpfs-size", Some(v)) => options.push(format!("size={v}")),
-            ("tmpfs-mode", Some(v)) => options.push(format!("mode={v}")),
+            ("tmpfs-size", Some(v)) => {
+                tmpfs_key = Some(key.to_string());
+                // docker leaves a size of 0 out (tmpfs's default, half of
+                // memory); the kernel would read size=0 as no limit.
+                let bytes = crate::size::parse_bytes(v)
+                    .map_err(|why| syntax(&name, &format!("tmpfs-size={v}: {why}")))?;
+                if bytes != 0 {
+                    options.push(format!("size={}", kernel_size(bytes)));
+                }
+            }
+            ("tmpfs-mode", Some(v)) => {
+                tmpfs_key = Some(key.to_string());
+                options.push(format!("mode={:o}", tmpfs_mode(&name, v)?));
+            }
             _ => return Err(unknown(&name, field, MOUNT_KEYS_HINT)),
         }
     }
@@ -160,8 +173,11 @@ pub fn parse_mount(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
         Some(d) if !d.is_empty() => check_target(&name, d)?,
         _ => return Err(syntax(&name, "missing target=GUEST_PATH")),
     };
-    if kind != "tmpfs" && !options.is_empty() {
-        return Err(syntax(&name, "tmpfs-size and tmpfs-mode need type=tmpfs"));
+    if let Some(key) = tmpfs_key.filter(|_| kind != "tmpfs") {
+        return Err(syntax(
+            &name,
+            &format!("{key} needs type=tmpfs (this is type={kind}); drop it"),
+        ));
     }
     if let Some(s) = src {
         refuse_tilde(&name, s)?;
@@ -234,6 +250,39 @@ pub fn parse_mount(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
         options,
         mkdir: false,
         tag: None,
+    })
+}
+
+/// `bytes` as docker writes a tmpfs size for the kernel: in the largest of
+/// k, m and g that divides it (`64MiB` is `64m`, `1.5g` is `1536m`, `1t`
+/// is `1024g`), else in bytes.
+fn kernel_size(bytes: u64) -> String {
+    let (mut n, mut suffix) = (bytes, "");
+    for unit in ["k", "m", "g"] {
+        if n % 1024 != 0 {
+            break;
+        }
+        n /= 1024;
+        suffix = unit;
+    }
+    format!("{n}{suffix}")
+}
+
+/// `tmpfs-mode`, which docker reads as octal (`strconv.ParseUint(v, 8,
+/// 32)`): `1777` and `01777` alike. Above 7777 the kernel would drop the
+/// extra bits without a word, so it is refused.
+fn tmpfs_mode(name: &str, value: &str) -> Result<u32, PlanError> {
+    let mode = Some(value)
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+        .and_then(|v| u32::from_str_radix(v, 8).ok())
+        .filter(|m| *m <= 0o7777);
+    mode.ok_or_else(|| {
+        syntax(
+            name,
+            &format!(
+                "tmpfs-mode={value}: not an octal mode of at most 7777; write e.g. 1777 or 0755"
+            ),
+        )
     })
 }
 
@@ -523,6 +572,50 @@ mod tests {
         assert_eq!(m.options, vec!["size=64m", "mode=1777"]);
     }
 
+    /// docker reads `tmpfs-size` with `units.RAMInBytes` and `tmpfs-mode`
+    /// as octal, and hands the kernel the size in k, m or g: these were
+    /// refused.
+    #[test]
+    fn tmpfs_size_and_mode_as_docker_reads_them() {
+        let options = |extra: &str| {
+            parse_mount(&format!("type=tmpfs,dst=/x,{extra}"), &cwd())
+                .map(|m| m.options)
+                .map_err(|e| e.to_string())
+        };
+        for (given, kernel) in [
+            ("tmpfs-size=64MiB", "size=64m"),
+            ("tmpfs-size=64mb", "size=64m"),
+            ("tmpfs-size=1.5g", "size=1536m"),
+            ("tmpfs-size=1t", "size=1024g"),
+            ("tmpfs-size=1000", "size=1000"),
+            ("tmpfs-size=4096", "size=4k"),
+            ("tmpfs-mode=01777", "mode=1777"),
+            ("tmpfs-mode=755", "mode=755"),
+            ("tmpfs-mode=0", "mode=0"),
+        ] {
+            assert_eq!(options(given), Ok(vec![kernel.to_string()]), "{given}");
+        }
+        // As docker: a size of 0 is left out (the kernel's 0 is no limit).
+        assert_eq!(options("tmpfs-size=0"), Ok(Vec::new()));
+        for (bad, why) in [
+            ("tmpfs-size=lots", "tmpfs-size=lots: not a size"),
+            ("tmpfs-size=64q", "unknown unit"),
+            ("tmpfs-mode=0o777", "not an octal mode"),
+            ("tmpfs-mode=8", "not an octal mode"),
+            ("tmpfs-mode=17777", "at most 7777"),
+            ("tmpfs-mode=+777", "not an octal mode"),
+        ] {
+            let e = options(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let e = parse_mount("type=bind,src=/h,dst=/x,tmpfs-size=0", &cwd()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("tmpfs-size needs type=tmpfs (this is type=bind)"),
+            "{e}"
+        );
+    }
+
     /// docker reads `--mount` as CSV: a quoted field may hold commas and
     /// doubled quotes, and keys are case-insensitive.
     #[test]
@@ -566,7 +659,7 @@ mod tests {
             ("type=tmpfs,source=x,target=/g", "tmpfs takes no source"),
             (
                 "type=bind,source=/h,target=/g,tmpfs-size=1m",
-                "need type=tmpfs",
+                "needs type=tmpfs",
             ),
             (
                 "type=bind,source=/h,target=/g,readonly=maybe",

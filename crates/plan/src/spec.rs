@@ -152,8 +152,9 @@ pub const GENERIC_FLAGS: &[&str] = &[
 ];
 
 /// Whether `opt` is something tmpfs takes as data: `size`, `nr_blocks`
-/// and `nr_inodes` (a number, with k, m, g or, for `size`, %), `mode`
-/// (octal), `uid`, `gid`, `huge`. Checked before boot: tmpfs refused
+/// and `nr_inodes` (a number, with the kernel's k, m, g, t, p or e, or,
+/// for `size`, %), `mode` (octal, at most 7777, leading zeros allowed:
+/// `01777`), `uid`, `gid`, `huge`. Checked before boot: tmpfs refused
 /// anything else with EINVAL when the guest mounted it.
 pub fn is_tmpfs_data(opt: &str) -> bool {
     let Some((key, value)) = opt.split_once('=') else {
@@ -161,7 +162,7 @@ pub fn is_tmpfs_data(opt: &str) -> bool {
     };
     let number = |v: &str, percent: bool| {
         let v = v
-            .strip_suffix(['k', 'm', 'g', 'K', 'M', 'G'])
+            .strip_suffix(['k', 'm', 'g', 't', 'p', 'e', 'K', 'M', 'G', 'T', 'P', 'E'])
             .or_else(|| v.strip_suffix('%').filter(|_| percent))
             .unwrap_or(v);
         !v.is_empty() && v.chars().all(|c| c.is_ascii_digit())
@@ -170,7 +171,9 @@ pub fn is_tmpfs_data(opt: &str) -> bool {
         "size" => number(value, true),
         "nr_blocks" | "nr_inodes" => number(value, false),
         "mode" => {
-            !value.is_empty() && value.len() <= 4 && value.chars().all(|c| ('0'..='7').contains(&c))
+            !value.is_empty()
+                && value.chars().all(|c| ('0'..='7').contains(&c))
+                && u32::from_str_radix(value, 8).is_ok_and(|m| m <= 0o7777)
         }
         "uid" | "gid" => value.parse::<u32>().is_ok(),
         "huge" => matches!(

@@ -251,7 +251,16 @@ fn tmpfs_options_are_checked_before_boot() {
     };
     assert!(check("/t:size=64m,mode=1777,uid=1000,strictatime,nodiratime,noexec").is_ok());
     assert!(check("/t:size=50%").is_ok());
-    for bad in ["/t:size=bogus", "/t:size=-1", "/t:mode=0o777", "/t:frob"] {
+    // The kernel reads a mode as octal, leading zero or not, and a size
+    // with any of memparse's suffixes.
+    assert!(check("/t:mode=01777,size=1t").is_ok());
+    for bad in [
+        "/t:size=bogus",
+        "/t:size=-1",
+        "/t:mode=0o777",
+        "/t:mode=17777",
+        "/t:frob",
+    ] {
         let e = check(bad).unwrap_err();
         assert!(e.contains("is not one tmpfs takes"), "{bad}: {e}");
     }
