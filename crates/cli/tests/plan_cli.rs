@@ -264,3 +264,46 @@ fn tmpfs_sizes_and_modes_as_docker_writes_them() {
         assert_eq!(doc["plan"]["mounts"][0]["data"], data, "{args:?}");
     }
 }
+
+/// Copy volumes that collide on the real file system: the runtime
+/// directory (not made yet) inside the copied tree, and one tree copied
+/// read-write twice, once through a symbolic link.
+#[test]
+fn overlapping_copy_volumes_are_refused() {
+    let dir = scratch_dir("plan-copies");
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("a")).unwrap();
+    std::os::unix::fs::symlink(&src, dir.join("link")).unwrap();
+    let plan = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_vmshare"))
+            .current_dir(&dir)
+            .arg("plan")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = plan(&["-v", "./src:/c:copy", "--runtime-dir", "src/rt"]);
+    assert_exit(&out, 125);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the tree it copies"), "{stderr}");
+    let out = plan(&[
+        "-v",
+        "./link/a:/c:copy",
+        "-v",
+        "./src:/d:copy",
+        "--runtime-dir",
+        "rt",
+    ]);
+    assert_exit(&out, 125);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("which holds it"), "{stderr}");
+    let out = plan(&[
+        "-v",
+        "./link/a:/c:ro,copy",
+        "-v",
+        "./src:/d:copy",
+        "--runtime-dir",
+        "rt",
+    ]);
+    assert_exit(&out, 0);
+}

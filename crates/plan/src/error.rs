@@ -63,6 +63,29 @@ pub enum PlanError {
         /// The later volume's target.
         parent: String,
     },
+    /// A copy volume's image would be built inside the tree it copies.
+    #[error("{volume}: its image would be built in {}, inside {}, the tree it copies (and so into its own copy); put the runtime directory elsewhere (vmshare plan --runtime-dir, vmshare run --state-dir)", .dir.display(), .path.display())]
+    CopyHoldsItsImage {
+        /// The volume as written.
+        volume: String,
+        /// The host directory it copies.
+        path: PathBuf,
+        /// Where its image would be built.
+        dir: PathBuf,
+    },
+    /// Two read-write copy volumes of one host tree: two images written
+    /// back into it at exit.
+    #[error("'{first}' and '{second}' {what}, and both are written back at exit, one over the other's changes; {hint}")]
+    OverlappingCopies {
+        /// The first volume.
+        first: String,
+        /// The second volume.
+        second: String,
+        /// How their trees overlap.
+        what: String,
+        /// What to do instead.
+        hint: String,
+    },
     /// A host path that must be absolute is not.
     #[error("{volume}: source '{source_path}' is relative; give an absolute host path")]
     RelativeSource {

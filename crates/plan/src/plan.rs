@@ -428,6 +428,7 @@ pub fn plan(
         .iter()
         .map(|s| classify(s, vmm, &config.volume_store, host))
         .collect::<Result<_, _>>()?;
+    check_copies(specs, &kinds, config, host)?;
 
     // Device budget: pack copy volumes into one disk rather than fail.
     let copies = kinds
@@ -505,6 +506,91 @@ fn check_order(specs: &[VolumeSpec], targets: &[Option<String>]) -> Result<(), P
         }
     }
     Ok(())
+}
+
+/// Copy volumes whose images and write-backs would collide, refused as
+/// `vmshare image build` refuses an output inside its source: an image
+/// built in a runtime directory inside the tree it copies (it would copy
+/// itself), and two read-write copies of one tree, or of a tree and one
+/// inside it, whose two images would each be written back into it at
+/// exit. Read-only copies (`ro,copy`) are never written back and may
+/// overlap. Paths are compared with links resolved.
+fn check_copies(
+    specs: &[VolumeSpec],
+    kinds: &[Kind],
+    config: &PlanConfig,
+    host: &dyn HostFacts,
+) -> Result<(), PlanError> {
+    let copies: Vec<(&VolumeSpec, &PathBuf, PathBuf)> = specs
+        .iter()
+        .zip(kinds)
+        .filter_map(|(s, k)| match k {
+            Kind::Copy { path } => Some((s, path, real_path(host, path))),
+            _ => None,
+        })
+        .collect();
+    let images = real_path(host, &config.state_dir);
+    if let Some((spec, path, _)) = copies.iter().find(|(_, _, real)| images.starts_with(real)) {
+        return Err(PlanError::CopyHoldsItsImage {
+            volume: spec.name.clone(),
+            path: (*path).clone(),
+            dir: config.state_dir.clone(),
+        });
+    }
+    let written: Vec<_> = copies.iter().filter(|(s, _, _)| !s.readonly).collect();
+    for (i, (a, a_path, a_real)) in written.iter().enumerate() {
+        for (b, b_path, b_real) in written.iter().skip(i + 1) {
+            let (what, hint) = if a_real == b_real {
+                (
+                    format!("copy the same directory, {}", a_path.display()),
+                    "copy it once, or make one ro,copy".to_string(),
+                )
+            } else if b_real.starts_with(a_real) {
+                (
+                    format!(
+                        "copy {} and {} inside it",
+                        a_path.display(),
+                        b_path.display()
+                    ),
+                    format!("copy only {}, or make one ro,copy", a_path.display()),
+                )
+            } else if a_real.starts_with(b_real) {
+                (
+                    format!(
+                        "copy {} and {}, which holds it",
+                        a_path.display(),
+                        b_path.display()
+                    ),
+                    format!("copy only {}, or make one ro,copy", b_path.display()),
+                )
+            } else {
+                continue;
+            };
+            return Err(PlanError::OverlappingCopies {
+                first: a.name.clone(),
+                second: b.name.clone(),
+                what,
+                hint,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `path` with links resolved as far as it exists: a runtime directory
+/// not made yet is its nearest existing parent, resolved, and the rest.
+fn real_path(host: &dyn HostFacts, path: &Path) -> PathBuf {
+    let path = crate::spec::normalize(path);
+    for existing in path.ancestors() {
+        if host.kind(existing) != HostKind::Missing {
+            let real = crate::spec::normalize(&host.resolve(existing));
+            return match path.strip_prefix(existing) {
+                Ok(rest) if !rest.as_os_str().is_empty() => real.join(rest),
+                _ => real,
+            };
+        }
+    }
+    path
 }
 
 fn classify(

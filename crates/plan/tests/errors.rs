@@ -366,3 +366,57 @@ fn machine_settings_the_vmm_would_misread_are_refused() {
     );
     assert!(rendered(Vmm::CloudHypervisor, "tap0", "/rt").is_ok());
 }
+
+/// Copy volumes whose images or write-backs collide: an image built in a
+/// runtime directory inside the tree it copies (`vmshare image build`
+/// refuses that output), and two read-write copies of one tree, whose
+/// images would both be written back into it at exit. Read-only copies
+/// are never written back and may overlap.
+#[test]
+fn overlapping_copy_volumes_are_refused() {
+    use std::path::Path;
+    let check = |volumes: &[&str], state: &str| {
+        let v: Vec<String> = volumes.iter().map(|s| s.to_string()).collect();
+        let specs = vmshare_plan::docker::parse_args(&v, &[], &[], Path::new("/")).unwrap();
+        plan(
+            &specs,
+            &PlanConfig::new(Vmm::Qemu, "/vols", state),
+            &vmshare_plan::FakeHost::new(),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    for copy in ["/p:/c:copy", "/p:/c:ro,copy"] {
+        let e = check(&[copy], "/p/rt").unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "-v {copy}: its image would be built in /p/rt, inside /p, the tree it copies \
+                 (and so into its own copy); put the runtime directory elsewhere \
+                 (vmshare plan --runtime-dir, vmshare run --state-dir)"
+            )
+        );
+    }
+    assert!(check(&["/p:/c:copy"], "/p").is_err());
+    assert!(check(&["/p:/c:copy"], "/prt").is_ok());
+
+    let e = check(&["/src:/c:copy", "/src/:/d:copy"], "/rt").unwrap_err();
+    assert_eq!(
+        e,
+        "'-v /src:/c:copy' and '-v /src/:/d:copy' copy the same directory, /src, and both \
+         are written back at exit, one over the other's changes; copy it once, or make one ro,copy"
+    );
+    let e = check(&["/src/a:/c:copy", "/src:/d:copy"], "/rt").unwrap_err();
+    assert!(
+        e.starts_with(
+            "'-v /src/a:/c:copy' and '-v /src:/d:copy' copy /src/a and /src, which holds it"
+        ) && e.ends_with("copy only /src, or make one ro,copy"),
+        "{e}"
+    );
+    let e = check(&["/src:/c:copy", "/src/a:/d:copy"], "/rt").unwrap_err();
+    assert!(e.contains("copy /src and /src/a inside it"), "{e}");
+    // Nothing comes back from a read-only copy; /srcs is not inside /src.
+    assert!(check(&["/src:/c:copy", "/src/a:/d:ro,copy"], "/rt").is_ok());
+    assert!(check(&["/src:/c:ro,copy", "/src:/d:ro,copy"], "/rt").is_ok());
+    assert!(check(&["/src:/c:copy", "/srcs:/d:copy"], "/rt").is_ok());
+}
