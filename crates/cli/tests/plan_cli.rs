@@ -307,3 +307,65 @@ fn overlapping_copy_volumes_are_refused() {
     ]);
     assert_exit(&out, 0);
 }
+
+/// A volume inside another that a later front end mounts would be hidden;
+/// the planner's advice, "list the outer one first", cannot be followed
+/// across front ends (OCI, then docker's options, then FILESYSTEM_*), so
+/// the message says what can: give both through one front end.
+#[test]
+fn a_volume_hidden_across_front_ends_gets_advice_that_works() {
+    let dir = scratch_dir("plan-front-ends");
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"mounts":[{"destination":"/a/b","type":"bind","source":"/etc"}]}"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+        .current_dir(&dir)
+        .args(["plan", "--oci", "config.json", "-v", "/usr:/a"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 125);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--oci mounts come first, then -v/--mount/--tmpfs")
+            && stderr.contains("put the mount on /a in config.json's mounts, before 'mounts[0]")
+            && stderr.contains("or give /a/b as a -v or --mount instead")
+            && !stderr.contains("first\n"),
+        "{stderr}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+        .env_clear()
+        .env("FILESYSTEM_SOURCE", "/usr")
+        .env("FILESYSTEM_TARGET", "/a")
+        .args(["plan", "--from-env", "-v", "/etc:/a/b"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 125);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("give the volume on /a as a -v or --mount instead")
+            && stderr
+                .contains("or give /a/b as a FILESYSTEM<N>_* share numbered after the one on /a"),
+        "{stderr}"
+    );
+    // Within one front end the planner's advice stands: OCI mounts keep
+    // the config's order.
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"mounts":[{"destination":"/a/b","type":"bind","source":"/etc"},
+                      {"destination":"/a","type":"bind","source":"/usr"}]}"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+        .current_dir(&dir)
+        .args(["plan", "--oci", "config.json"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 125);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("list 'mounts[1] (bind /usr on /a)' first"),
+        "{stderr}"
+    );
+}

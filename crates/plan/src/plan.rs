@@ -492,20 +492,46 @@ pub fn plan(
 
 /// A mount listed before one on its parent directory would be hidden.
 fn check_order(specs: &[VolumeSpec], targets: &[Option<String>]) -> Result<(), PlanError> {
+    match hidden_pair(targets) {
+        Some((i, j)) => Err(PlanError::HiddenByLater {
+            inner: specs[i].name.clone(),
+            outer: specs[j].name.clone(),
+            parent: targets[j].clone().unwrap_or_default(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The first volume that a later one would hide, mounting on its target
+/// or a parent of it: `(inner, outer)`, indexes into `specs`. [`plan()`]
+/// refuses such a list, advising to list `outer` first; a caller that
+/// merges front ends in a fixed order (`vmshare plan`, `vmshare run`)
+/// asks first, because there the user cannot reorder across them and
+/// needs other advice.
+pub fn first_hidden(specs: &[VolumeSpec]) -> Result<Option<(usize, usize)>, PlanError> {
+    let targets: Vec<Option<String>> = specs
+        .iter()
+        .map(|s| {
+            s.target
+                .as_deref()
+                .map(|t| check_target(&s.name, t))
+                .transpose()
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(hidden_pair(&targets))
+}
+
+fn hidden_pair(targets: &[Option<String>]) -> Option<(usize, usize)> {
     for (i, inner) in targets.iter().enumerate() {
         let Some(inner) = inner else { continue };
         for (j, outer) in targets.iter().enumerate().skip(i + 1) {
             let Some(outer) = outer else { continue };
             if Path::new(inner).starts_with(outer) {
-                return Err(PlanError::HiddenByLater {
-                    inner: specs[i].name.clone(),
-                    outer: specs[j].name.clone(),
-                    parent: outer.clone(),
-                });
+                return Some((i, j));
             }
         }
     }
-    Ok(())
+    None
 }
 
 /// Copy volumes whose images and write-backs would collide, refused as
