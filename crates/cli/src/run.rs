@@ -421,7 +421,11 @@ fn create_missing_sources(
     // and the planner says so; so it does for FILESYSTEM_* and OCI.
     for s in specs.iter().filter(|s| s.name.starts_with("-v ")) {
         if let Source::Host { path, .. } = &s.source {
-            if std::fs::symlink_metadata(path).is_err() {
+            // Missing, not merely unreachable: `/etc/hosts/` (ENOTDIR) is
+            // the planner's to refuse, saying why.
+            let missing = std::fs::symlink_metadata(path)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+            if missing {
                 // Each level made, outermost first, to remove innermost
                 // first.
                 let mut missing: Vec<PathBuf> = path

@@ -369,3 +369,58 @@ fn a_volume_hidden_across_front_ends_gets_advice_that_works() {
         "{stderr}"
     );
 }
+
+/// What docker refuses, refused the same way through the binary: one
+/// `-v` option of each kind, no empty `--mount` field, `volume-*` and
+/// `bind-*` keys only with their type, a propagation that is one, a
+/// file given with a final `/`, and a one-character volume name.
+#[test]
+fn docker_refusals_are_kept() {
+    let dir = scratch_dir("plan-docker-refusals");
+    let file = dir.join("file.txt");
+    std::fs::write(&file, "hi").unwrap();
+    let file_slash = format!("{}/:/x", file.display());
+    for (args, why) in [
+        (&["-v", "/etc:/x:ro,ro"][..], "'ro' given twice"),
+        (&["-v", "/etc:/x:ro,rw"], "'ro' and 'rw' both set"),
+        (&["-v", "/etc:/x:z,Z"], "'z' and 'Z' both set"),
+        (
+            &["-v", "/etc:/x:cached,delegated"],
+            "both set the consistency",
+        ),
+        (&["-v", "a:/x"], "too short for a volume name"),
+        (&["-v", &file_slash], "asks for a directory"),
+        (
+            &["--mount", "type=bind,src=/etc,dst=/x,,"],
+            "an empty field",
+        ),
+        (
+            &["--mount", "type=bind,src=/etc,dst=/x,volume-nocopy"],
+            "needs type=volume",
+        ),
+        (
+            &[
+                "--mount",
+                "type=volume,src=v1,dst=/x,bind-propagation=rprivate",
+            ],
+            "needs type=bind",
+        ),
+        (
+            &[
+                "--mount",
+                "type=bind,src=/etc,dst=/x,bind-propagation=bogus",
+            ],
+            "is not a propagation; use private or rprivate",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+            .args(["plan", "--volume-store"])
+            .arg(dir.join("store"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_exit(&out, 125);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
+}

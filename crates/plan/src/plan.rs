@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -646,10 +647,27 @@ fn classify(
         volume: name.clone(),
         path: path.to_path_buf(),
     };
+    // A `/` at the end of a source (`-v /etc/hosts/:/x`) asks for a
+    // directory: docker's bind of a file so written fails (ENOTDIR), and
+    // here it mounted the file. Past this check the path is used without it.
+    let kind_of = |path: &Path| -> Result<(PathBuf, HostKind), PlanError> {
+        let dir_only = path.as_os_str().as_bytes().ends_with(b"/");
+        let path = crate::spec::normalize(path);
+        let kind = host.kind(&path);
+        if dir_only && matches!(kind, HostKind::File | HostKind::Other) {
+            return Err(wrong(
+                &path,
+                kind,
+                "the '/' at the end of the source asks for a directory; drop it",
+            ));
+        }
+        Ok((path, kind))
+    };
     Ok(match &spec.source {
         Source::Host { path, transport } => {
             absolute(path)?;
-            let kind = host.kind(path);
+            let (path, kind) = kind_of(path)?;
+            let path = &path;
             match transport {
                 Transport::Nfs => match kind {
                     HostKind::Dir => Kind::Nfs {
@@ -727,7 +745,9 @@ fn classify(
         },
         Source::Copy { path } => {
             absolute(path)?;
-            match host.kind(path) {
+            let (path, kind) = kind_of(path)?;
+            let path = &path;
+            match kind {
                 HostKind::Dir => Kind::Copy { path: path.clone() },
                 HostKind::Missing => return Err(missing(path)),
                 k => {
@@ -755,7 +775,9 @@ fn classify(
         }
         Source::Image { path, format } => {
             absolute(path)?;
-            match host.kind(path) {
+            let (path, kind) = kind_of(path)?;
+            let path = &path;
+            match kind {
                 HostKind::File => Kind::Image {
                     path: path.clone(),
                     format: *format,

@@ -233,9 +233,16 @@ pub fn check_target(volume: &str, target: &str) -> Result<String, PlanError> {
 }
 
 /// Resolves a host path: absolute paths are normalised, relative ones are
-/// taken from `cwd` (as docker does for `./dir`).
+/// taken from `cwd` (as docker does for `./dir`). A `/` at the end is
+/// kept: it asks for a directory, which the planner checks (docker's bind
+/// of `/etc/hosts/` fails; dropped here, the file was mounted).
 pub fn host_path(cwd: &Path, path: &str) -> PathBuf {
-    normalize(&cwd.join(path))
+    let mut out = normalize(&cwd.join(path));
+    if path.ends_with('/') && out != Path::new("/") {
+        // Pushing an empty component adds the separator.
+        out.push("");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -247,6 +254,17 @@ mod tests {
         assert_eq!(normalize(Path::new("/a/./b//c/")), Path::new("/a/b/c"));
         assert_eq!(normalize(Path::new("/a/../../proc")), Path::new("/proc"));
         assert_eq!(normalize(Path::new("/")), Path::new("/"));
+    }
+
+    #[test]
+    fn host_paths_keep_a_final_slash() {
+        let cwd = Path::new("/home/u");
+        let text = |p: &str| host_path(cwd, p).to_string_lossy().into_owned();
+        assert_eq!(text("/etc/hosts/"), "/etc/hosts/");
+        assert_eq!(text("./a/../b/"), "/home/u/b/");
+        assert_eq!(text("/etc/hosts"), "/etc/hosts");
+        assert_eq!(text("/"), "/");
+        assert_eq!(text("./"), "/home/u/");
     }
 
     #[test]

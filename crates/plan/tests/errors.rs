@@ -420,3 +420,44 @@ fn overlapping_copy_volumes_are_refused() {
     assert!(check(&["/src:/c:ro,copy", "/src:/d:ro,copy"], "/rt").is_ok());
     assert!(check(&["/src:/c:copy", "/srcs:/d:copy"], "/rt").is_ok());
 }
+
+/// A `/` at the end of a source asks for a directory, as docker's bind
+/// of `/etc/hosts/` fails: the file was mounted. A directory so written,
+/// or a file without it, is as before.
+#[test]
+fn a_final_slash_asks_for_a_directory() {
+    use std::path::Path;
+    use vmshare_plan::host::HostKind;
+    let host = vmshare_plan::FakeHost::new()
+        .with("/etc/hosts", HostKind::File)
+        .with("/i/db.ext4", HostKind::File);
+    let check = |volume: &str, mount: &str| {
+        let words = |w: &str| -> Vec<String> { w.split_whitespace().map(String::from).collect() };
+        let specs =
+            vmshare_plan::docker::parse_args(&words(volume), &words(mount), &[], Path::new("/"))
+                .unwrap();
+        plan(
+            &specs,
+            &PlanConfig::new(Vmm::Qemu, "/vols", "/state"),
+            &host,
+        )
+    };
+    let e = check("/etc/hosts/:/x", "").unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "-v /etc/hosts/:/x: /etc/hosts is a file, but the '/' at the end of the source asks \
+         for a directory; drop it"
+    );
+    let e = check("", "type=bind,src=/etc/hosts/,dst=/x")
+        .unwrap_err()
+        .to_string();
+    assert!(e.ends_with("asks for a directory; drop it"), "{e}");
+    let e = check("", "type=ext4,src=/i/db.ext4/,dst=/x")
+        .unwrap_err()
+        .to_string();
+    assert!(e.ends_with("asks for a directory; drop it"), "{e}");
+    let p = check("/etc/hosts:/x", "").unwrap();
+    assert_eq!(p.nfs_exports[0].single_file.as_deref(), Some("hosts"));
+    let p = check("/etc/:/x", "").unwrap();
+    assert_eq!(p.nfs_exports[0].host_path.as_os_str(), "/etc");
+}
