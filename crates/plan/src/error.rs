@@ -86,6 +86,16 @@ pub enum PlanError {
         /// What to do instead.
         hint: String,
     },
+    /// A volume whose target lies under a single-file volume's.
+    #[error("'{inner}' would be mounted under '{file}', which puts a single file on {parent}; a mount point must be a directory: give '{inner}' a target outside {parent}, or bind a directory there")]
+    UnderFile {
+        /// The volume under the file.
+        inner: String,
+        /// The single-file volume.
+        file: String,
+        /// The file volume's target.
+        parent: String,
+    },
     /// A host path that must be absolute is not.
     #[error("{volume}: source '{source_path}' is relative; give an absolute host path")]
     RelativeSource {

@@ -430,6 +430,7 @@ pub fn plan(
         .map(|s| classify(s, vmm, &config.volume_store, host))
         .collect::<Result<_, _>>()?;
     check_copies(specs, &kinds, config, host)?;
+    check_under_files(specs, &kinds, &targets)?;
 
     // Device budget: pack copy volumes into one disk rather than fail.
     let copies = kinds
@@ -598,6 +599,38 @@ fn check_copies(
                 second: b.name.clone(),
                 what,
                 hint,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Nothing can be mounted under a single file: the guest's mkdir or
+/// mount under `-v /etc/hosts:/a` failed with ENOTDIR after boot.
+fn check_under_files(
+    specs: &[VolumeSpec],
+    kinds: &[Kind],
+    targets: &[Option<String>],
+) -> Result<(), PlanError> {
+    let files = kinds
+        .iter()
+        .zip(targets)
+        .enumerate()
+        .filter_map(|(i, (k, t))| match (k, t) {
+            (Kind::Nfs { file: Some(_), .. }, Some(t)) => Some((i, t)),
+            _ => None,
+        });
+    for (f, file_target) in files {
+        let under = targets.iter().enumerate().find(|(i, t)| {
+            *i != f
+                && t.as_deref()
+                    .is_some_and(|t| Path::new(t).starts_with(file_target))
+        });
+        if let Some((i, _)) = under {
+            return Err(PlanError::UnderFile {
+                inner: specs[i].name.clone(),
+                file: specs[f].name.clone(),
+                parent: file_target.clone(),
             });
         }
     }

@@ -116,7 +116,7 @@ fn oci_templates_count_the_spec_indexes_even_after_skipping_system_mounts() {
 
 #[test]
 fn env_errors() {
-    let cases: [(&[(&str, &str)], &str); 8] = [
+    let cases: [(&[(&str, &str)], &str); 12] = [
         (
             &[("FILESYSTEM_SOURCE", "share"), ("FILESYSTEM_TARGET", "t")],
             "FILESYSTEM_SOURCE: 'share' is relative",
@@ -145,7 +145,29 @@ fn env_errors() {
                 ("FILESYSTEM_TARGET", "t"),
                 ("FILESYSTEM_READONLY", "maybe"),
             ],
-            "FILESYSTEM_READONLY",
+            "FILESYSTEM_READONLY: 'maybe' is not one of 1, true, yes, on (read-only) or 0, false, no, off",
+        ),
+        // A relative target is a tag, one name: `.` mounted a share
+        // tagged `.` on /mnt.
+        (
+            &[
+                ("FILESYSTEM_SOURCE", "/s"),
+                ("FILESYSTEM_TARGET", "."),
+                ("FILESYSTEM_DRIVER", "9p"),
+            ],
+            "FILESYSTEM_TARGET: '.' is neither a tag",
+        ),
+        (
+            &[("FILESYSTEM_SOURCE", "/s"), ("FILESYSTEM_TARGET", "..")],
+            "FILESYSTEM_TARGET: '..' is neither a tag",
+        ),
+        (
+            &[("FILESYSTEM_SOURCE", "/s"), ("FILESYSTEM_TARGET", "./x")],
+            "nor an absolute guest path; write e.g. data or /data",
+        ),
+        (
+            &[("FILESYSTEM_SOURCE", "/s"), ("FILESYSTEM_TARGET", "a/b")],
+            "'a/b' is neither a tag",
         ),
         (
             &[("FILESYSTEM_MODE", "x")],
@@ -166,6 +188,14 @@ fn env_errors() {
     assert!(env::parse_env([("PATH", "/bin"), ("FILESYSTEMS", "x")])
         .unwrap()
         .is_empty());
+    let specs = env::parse_env([
+        ("FILESYSTEM_SOURCE", "/s"),
+        ("FILESYSTEM_TARGET", "my.tag-1"),
+        ("FILESYSTEM_READONLY", "yes"),
+    ])
+    .unwrap();
+    assert_eq!(specs[0].target.as_deref(), Some("/mnt/my.tag-1"));
+    assert!(specs[0].readonly);
 }
 
 #[test]
@@ -460,4 +490,57 @@ fn a_final_slash_asks_for_a_directory() {
     assert_eq!(p.nfs_exports[0].single_file.as_deref(), Some("hosts"));
     let p = check("/etc/:/x", "").unwrap();
     assert_eq!(p.nfs_exports[0].host_path.as_os_str(), "/etc");
+}
+
+/// Nothing can be mounted under a single file (the guest's mount failed
+/// with ENOTDIR after boot), and a target longer than Linux allows is
+/// refused before boot too (ENAMETOOLONG), from every front end.
+#[test]
+fn targets_the_guest_could_not_mount_on() {
+    use std::path::Path;
+    use vmshare_plan::host::HostKind;
+    let host = vmshare_plan::FakeHost::new().with("/etc/hosts", HostKind::File);
+    let check = |volumes: &[&str]| {
+        let v: Vec<String> = volumes.iter().map(|s| s.to_string()).collect();
+        vmshare_plan::docker::parse_args(&v, &[], &[], Path::new("/"))
+            .and_then(|specs| {
+                plan(
+                    &specs,
+                    &PlanConfig::new(Vmm::Qemu, "/vols", "/state"),
+                    &host,
+                )
+            })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let e = check(&["/etc/hosts:/a", "/etc:/a/b"]).unwrap_err();
+    assert_eq!(
+        e,
+        "'-v /etc:/a/b' would be mounted under '-v /etc/hosts:/a', which puts a single file \
+         on /a; a mount point must be a directory: give '-v /etc:/a/b' a target outside /a, \
+         or bind a directory there"
+    );
+    // Beside a file, or a file under a directory, is fine.
+    assert!(check(&["/etc/hosts:/a", "/etc:/ab"]).is_ok());
+    assert!(check(&["/etc:/a", "/etc/hosts:/a/hosts"]).is_ok());
+
+    let long = format!("/{}", "a".repeat(300));
+    let e = check(&[&format!("/etc:{long}")]).unwrap_err();
+    assert!(
+        e.contains("is 300 bytes, and a Linux name is at most 255"),
+        "{e}"
+    );
+    let specs =
+        env::parse_env([("FILESYSTEM_SOURCE", "/s"), ("FILESYSTEM_TARGET", &long)]).unwrap();
+    let e = plan(
+        &specs,
+        &PlanConfig::new(Vmm::Qemu, "/vols", "/state"),
+        &host,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("ENAMETOOLONG"), "{e}");
+    let e = oci_error(&format!(
+        r#"{{"type": "tmpfs", "source": "tmpfs", "destination": "{long}"}}"#
+    ));
+    assert!(e.contains("ENAMETOOLONG"), "{e}");
 }
