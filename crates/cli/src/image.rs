@@ -37,10 +37,10 @@ struct BuildArgs {
 /// Trees smaller than this build too fast for a progress bar to help.
 const PROGRESS_THRESHOLD: u64 = 64 << 20;
 
-/// `--size`, as docker sizes are written (`crate::size`). At least 1 MiB:
+/// `--size`, as docker sizes are written (`vmshare_plan::size`). At least 1 MiB:
 /// mkfs.ext4 failed below that with "Illegal inode number".
 fn parse_size(s: &str) -> Result<u64, String> {
-    let bytes = crate::size::parse_bytes(s).map_err(|why| format!("'{s}': {why}"))?;
+    let bytes = vmshare_plan::size::parse_bytes(s).map_err(|why| format!("'{s}': {why}"))?;
     if bytes < 1 << 20 {
         return Err(format!("'{s}' is too small; an image takes 1M at least"));
     }
@@ -108,7 +108,7 @@ fn draw(p: Progress) {
 mod tests {
     use super::parse_size;
 
-    /// The forms are `crate::size`'s; what `--size` adds is its least.
+    /// The forms are `vmshare_plan::size`'s; what `--size` adds is its least.
     #[test]
     fn an_image_size_is_1m_at_least() {
         assert_eq!(parse_size("1.5G"), Ok(3 << 29));

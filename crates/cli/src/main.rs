@@ -8,7 +8,6 @@ mod image;
 mod plan;
 mod run;
 mod serve;
-mod size;
 mod volumes;
 
 use clap::{Parser, Subcommand};

@@ -57,7 +57,8 @@ pub struct Args {
     #[arg(long, requires = "nfs_port")]
     nfs_server: Option<std::net::IpAddr>,
     /// NFS server port (NFS and MOUNT on one port).
-    #[arg(long, requires = "nfs_server")]
+    // Port 0 is no port: the guest's mount would fail.
+    #[arg(long, requires = "nfs_server", value_parser = clap::value_parser!(u16).range(1..))]
     nfs_port: Option<u16>,
     /// Explain the planner's decisions on stderr (packing, skipped mounts).
     #[arg(long)]
@@ -68,7 +69,10 @@ fn parse_vmm(s: &str) -> Result<Vmm, String> {
     s.parse()
 }
 
-/// Six hex pairs separated by colons, as every VMM takes them.
+/// Six hex pairs separated by colons, as every VMM takes them, naming one
+/// interface: not multicast (the low bit of the first byte set) and not
+/// all zeros (neither is a valid address for one interface to Linux's
+/// `is_valid_ether_addr`).
 fn parse_mac(s: &str) -> Result<String, String> {
     let parts: Vec<&str> = s.split(':').collect();
     let ok = parts.len() == 6
@@ -79,7 +83,14 @@ fn parse_mac(s: &str) -> Result<String, String> {
         .first()
         .and_then(|p| u8::from_str_radix(p, 16).ok())
         .is_some_and(|b| b & 1 == 1);
-    if ok && multicast {
+    let zero = parts
+        .iter()
+        .all(|p| u8::from_str_radix(p, 16).is_ok_and(|b| b == 0));
+    if ok && zero {
+        Err(format!(
+            "{s:?} is the all-zero address, which names no interface; give another (as 06:00:0a:00:02:0f)"
+        ))
+    } else if ok && multicast {
         Err(format!(
             "{s:?} is a multicast address; a guest's MAC has an even first byte (as 06:00:0a:00:02:0f)"
         ))
@@ -189,6 +200,7 @@ mod tests {
         for bad in [
             "01:00:5e:00:00:01",
             "ff:ff:ff:ff:ff:ff",
+            "00:00:00:00:00:00",
             "06:00:0a:00:02",
             "06-00-0a-00-02-0f",
         ] {

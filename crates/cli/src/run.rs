@@ -421,7 +421,11 @@ fn create_missing_sources(
     // and the planner says so; so it does for FILESYSTEM_* and OCI.
     for s in specs.iter().filter(|s| s.name.starts_with("-v ")) {
         if let Source::Host { path, .. } = &s.source {
-            if std::fs::symlink_metadata(path).is_err() {
+            // Missing, not merely unreachable: `/etc/hosts/` (ENOTDIR) is
+            // the planner's to refuse, saying why.
+            let missing = std::fs::symlink_metadata(path)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+            if missing {
                 // Each level made, outermost first, to remove innermost
                 // first.
                 let mut missing: Vec<PathBuf> = path
@@ -611,10 +615,11 @@ fn parse_user(user: Option<&str>) -> Result<(u32, u32), String> {
 /// MiB it panicked ("System is deadlocked on memory"); 150 MiB booted.
 const MIN_MEMORY_MIB: u32 = 192;
 
-/// `-m`, as docker sizes are written (`crate::size`).
+/// `-m`, as docker sizes are written (`vmshare_plan::size`).
 fn parse_memory(text: Option<&str>) -> Result<u32, String> {
     let Some(text) = text else { return Ok(512) };
-    let bytes = crate::size::parse_bytes(text).map_err(|why| format!("--memory {text}: {why}"))?;
+    let bytes =
+        vmshare_plan::size::parse_bytes(text).map_err(|why| format!("--memory {text}: {why}"))?;
     let mib = u32::try_from(bytes >> 20).map_err(|_| format!("--memory {text}: too large"))?;
     if mib < MIN_MEMORY_MIB {
         return Err(format!(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use vmshare_plan::oci::{self, OciProcess};
 use vmshare_plan::spec::normalize;
-use vmshare_plan::{docker, env, VolumeSpec};
+use vmshare_plan::{docker, env, plan, VolumeSpec};
 
 /// The volume options of `vmshare plan` and `vmshare run` (flattened into
 /// both), front end by front end.
@@ -106,10 +106,25 @@ pub(crate) fn read(f: &FrontEnds, cwd: &Path) -> Result<Volumes, Box<dyn Error>>
         out.process = o.process;
         out.hostname = o.hostname;
     }
+    let oci_end = out.specs.len();
     out.specs
         .extend(docker::parse_args(&f.volumes, &f.mounts, &f.tmpfs, cwd)?);
+    let docker_end = out.specs.len();
     if f.from_env {
         out.specs.extend(env::parse_env(env_as_text()?)?);
+    }
+    let front = |i: usize| match i {
+        i if i < oci_end => Front::Oci,
+        i if i < docker_end => Front::Docker,
+        _ => Front::Env,
+    };
+    // The planner's own advice, "list the outer one first", cannot be
+    // followed across front ends: their order is fixed.
+    plan::check_duplicates(&out.specs)?;
+    if let Some((i, j)) = plan::first_hidden(&out.specs)? {
+        if front(i) != front(j) {
+            return Err(hidden_across(&out.specs[i], front(i), &out.specs[j], front(j)).into());
+        }
     }
     Ok(out)
 }
@@ -138,4 +153,47 @@ fn env_as_text() -> Result<Vec<(String, String)>, vmshare_plan::PlanError> {
         }
     }
     Ok(out)
+}
+
+/// The front end a volume came from, in mount order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Front {
+    Oci,
+    Docker,
+    Env,
+}
+
+/// Why `inner` (from `inner_front`) would be hidden by `outer`, mounted
+/// later on a parent of its target by a later front end, and the two
+/// things the user can do: give the outer volume through the inner one's
+/// front end, before it, or the inner one through the outer one's, after
+/// it. (docker's options are sorted parents first, so "before" and
+/// "after" there need no care.)
+fn hidden_across(
+    inner: &VolumeSpec,
+    inner_front: Front,
+    outer: &VolumeSpec,
+    outer_front: Front,
+) -> String {
+    let inner_target = inner.target.as_deref().unwrap_or("-");
+    let parent = outer.target.as_deref().unwrap_or("-");
+    let outer_in_inner_front = match inner_front {
+        Front::Oci => format!(
+            "put the mount on {parent} in config.json's mounts, before '{}'",
+            inner.name
+        ),
+        _ => format!("give the volume on {parent} as a -v or --mount instead"),
+    };
+    let inner_in_outer_front = match outer_front {
+        Front::Env => format!(
+            "give {inner_target} as a FILESYSTEM<N>_* share numbered after the one on {parent}"
+        ),
+        _ => format!("give {inner_target} as a -v or --mount instead"),
+    };
+    format!(
+        "'{}' would be hidden by '{}', mounted later on its parent {parent}: --oci mounts come first, \
+         then -v/--mount/--tmpfs (parents first), then FILESYSTEM_* shares, whatever the order on the \
+         command line; give both the same way: {outer_in_inner_front}, or {inner_in_outer_front}",
+        inner.name, outer.name
+    )
 }

@@ -107,7 +107,9 @@ fn oci_with_docker_volumes() {
 /// never follows links, so the guest got a link to a host path); the QEMU
 /// command line ends the VM when the guest init reboots (`-no-reboot`),
 /// doubles commas in paths, and has no vsock device unless asked; relative
-/// paths become absolute; bad machine values are refused.
+/// paths become absolute; bad machine values (a tap name Linux cannot
+/// have, an all-zero MAC, NFS port 0, a comma Cloud Hypervisor would split
+/// at) are refused with exit 125 and a reason.
 #[test]
 fn plan_configs_start_as_given() {
     let dir = scratch_dir("plan-audit");
@@ -153,14 +155,47 @@ fn plan_configs_start_as_given() {
             && !drive.contains("file=rd"),
         "{drive}"
     );
-    for bad in [
-        &["--cpus", "0"][..],
-        &["--memory", "0"],
-        &["--vsock-cid", "2"],
-        &["--mac", "zz"],
+    // Each refused with exit 125 and a message saying why.
+    for (bad, why) in [
+        (&["--cpus", "0"][..], "--cpus"),
+        (&["--memory", "0"], "--memory"),
+        (&["--vsock-cid", "2"], "--vsock-cid"),
+        (&["--mac", "zz"], "not a MAC address"),
+        (&["--mac", "00:00:00:00:00:00"], "all-zero"),
+        (&["--mac", "01:00:5e:00:00:01"], "multicast"),
+        (
+            &["--nfs-server", "10.0.2.2", "--nfs-port", "0"],
+            "--nfs-port",
+        ),
+        (&["--tap", ""], "1 to 15"),
+        (&["--tap", "averyveryverylongtapname"], "24 bytes long"),
+        (
+            &[
+                "--vmm",
+                "cloud-hypervisor",
+                "--tap",
+                "tap,0",
+                "-v",
+                "/etc:/x",
+            ],
+            "tap name with a comma",
+        ),
+        (
+            &[
+                "--vmm",
+                "cloud-hypervisor",
+                "--runtime-dir",
+                "rt,1",
+                "--vsock-cid",
+                "3",
+            ],
+            "vsock: cloud-hypervisor cannot take a path with a comma",
+        ),
     ] {
         let out = plan(bad);
-        assert!(!out.status.success(), "{bad:?} was taken");
+        assert_exit(&out, 125);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "{bad:?}: {stderr}");
     }
 }
 
@@ -315,4 +350,204 @@ fn an_image_of_another_type_or_none_is_refused() {
         &plan(format!("type=erofs,src={},dst=/x", erofs.display())),
         0,
     );
+}
+
+/// docker's sizes and modes for a tmpfs, which `vmshare plan` (and
+/// `vmshare run`, through the same front end) refused: `tmpfs-size` as
+/// docker's `units.RAMInBytes` reads it, and an octal mode with a leading
+/// zero.
+#[test]
+fn tmpfs_sizes_and_modes_as_docker_writes_them() {
+    for (args, data) in [
+        (
+            &["--mount", "type=tmpfs,dst=/x,tmpfs-size=64MiB"][..],
+            "size=64m",
+        ),
+        (
+            &["--mount", "type=tmpfs,dst=/x,tmpfs-size=64mb"],
+            "size=64m",
+        ),
+        (
+            &["--mount", "type=tmpfs,dst=/x,tmpfs-size=1.5g"],
+            "size=1536m",
+        ),
+        (
+            &["--mount", "type=tmpfs,dst=/x,tmpfs-size=1t"],
+            "size=1024g",
+        ),
+        (
+            &["--mount", "type=tmpfs,dst=/x,tmpfs-mode=01777"],
+            "mode=1777",
+        ),
+        (&["--tmpfs", "/x:mode=01777"], "mode=01777"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+            .arg("plan")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_exit(&out, 0);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["plan"]["mounts"][0]["data"], data, "{args:?}");
+    }
+}
+
+/// Copy volumes that collide on the real file system: the runtime
+/// directory (not made yet) inside the copied tree, and one tree copied
+/// read-write twice, once through a symbolic link.
+#[test]
+fn overlapping_copy_volumes_are_refused() {
+    let dir = scratch_dir("plan-copies");
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("a")).unwrap();
+    std::os::unix::fs::symlink(&src, dir.join("link")).unwrap();
+    let plan = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_vmshare"))
+            .current_dir(&dir)
+            .arg("plan")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = plan(&["-v", "./src:/c:copy", "--runtime-dir", "src/rt"]);
+    assert_exit(&out, 125);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the tree it copies"), "{stderr}");
+    let out = plan(&[
+        "-v",
+        "./link/a:/c:copy",
+        "-v",
+        "./src:/d:copy",
+        "--runtime-dir",
+        "rt",
+    ]);
+    assert_exit(&out, 125);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("which holds it"), "{stderr}");
+    let out = plan(&[
+        "-v",
+        "./link/a:/c:ro,copy",
+        "-v",
+        "./src:/d:copy",
+        "--runtime-dir",
+        "rt",
+    ]);
+    assert_exit(&out, 0);
+}
+
+/// A volume inside another that a later front end mounts would be hidden;
+/// the planner's advice, "list the outer one first", cannot be followed
+/// across front ends (OCI, then docker's options, then FILESYSTEM_*), so
+/// the message says what can: give both through one front end.
+#[test]
+fn a_volume_hidden_across_front_ends_gets_advice_that_works() {
+    let dir = scratch_dir("plan-front-ends");
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"mounts":[{"destination":"/a/b","type":"bind","source":"/etc"}]}"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+        .current_dir(&dir)
+        .args(["plan", "--oci", "config.json", "-v", "/usr:/a"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 125);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--oci mounts come first, then -v/--mount/--tmpfs")
+            && stderr.contains("put the mount on /a in config.json's mounts, before 'mounts[0]")
+            && stderr.contains("or give /a/b as a -v or --mount instead")
+            && !stderr.contains("first\n"),
+        "{stderr}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+        .env_clear()
+        .env("FILESYSTEM_SOURCE", "/usr")
+        .env("FILESYSTEM_TARGET", "/a")
+        .args(["plan", "--from-env", "-v", "/etc:/a/b"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 125);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("give the volume on /a as a -v or --mount instead")
+            && stderr
+                .contains("or give /a/b as a FILESYSTEM<N>_* share numbered after the one on /a"),
+        "{stderr}"
+    );
+    // Within one front end the planner's advice stands: OCI mounts keep
+    // the config's order.
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"mounts":[{"destination":"/a/b","type":"bind","source":"/etc"},
+                      {"destination":"/a","type":"bind","source":"/usr"}]}"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+        .current_dir(&dir)
+        .args(["plan", "--oci", "config.json"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 125);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("list 'mounts[1] (bind /usr on /a)' first"),
+        "{stderr}"
+    );
+}
+
+/// What docker refuses, refused the same way through the binary: one
+/// `-v` option of each kind, no empty `--mount` field, `volume-*` and
+/// `bind-*` keys only with their type, a propagation that is one, a
+/// file given with a final `/`, and a one-character volume name.
+#[test]
+fn docker_refusals_are_kept() {
+    let dir = scratch_dir("plan-docker-refusals");
+    let file = dir.join("file.txt");
+    std::fs::write(&file, "hi").unwrap();
+    let file_slash = format!("{}/:/x", file.display());
+    for (args, why) in [
+        (&["-v", "/etc:/x:ro,ro"][..], "'ro' given twice"),
+        (&["-v", "/etc:/x:ro,rw"], "'ro' and 'rw' both set"),
+        (&["-v", "/etc:/x:z,Z"], "'z' and 'Z' both set"),
+        (
+            &["-v", "/etc:/x:cached,delegated"],
+            "both set the consistency",
+        ),
+        (&["-v", "a:/x"], "too short for a volume name"),
+        (&["-v", &file_slash], "asks for a directory"),
+        (
+            &["--mount", "type=bind,src=/etc,dst=/x,,"],
+            "an empty field",
+        ),
+        (
+            &["--mount", "type=bind,src=/etc,dst=/x,volume-nocopy"],
+            "needs type=volume",
+        ),
+        (
+            &[
+                "--mount",
+                "type=volume,src=v1,dst=/x,bind-propagation=rprivate",
+            ],
+            "needs type=bind",
+        ),
+        (
+            &[
+                "--mount",
+                "type=bind,src=/etc,dst=/x,bind-propagation=bogus",
+            ],
+            "is not a propagation; use private or rprivate",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+            .args(["plan", "--volume-store"])
+            .arg(dir.join("store"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_exit(&out, 125);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
 }

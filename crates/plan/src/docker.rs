@@ -5,6 +5,9 @@
 //! unchanged. Options that only mean something to Docker Desktop or SELinux
 //! (`z`, `Z`, `cached`, `delegated`, `consistent`, `nocopy`) are accepted and
 //! ignored: refusing them would break copied command lines for no gain.
+//! What docker refuses is refused too (`ro,rw` or `z,Z` in one `-v`, an
+//! empty `--mount` field, `volume-nocopy` on a bind), so that a command
+//! line vmshare takes also runs under docker.
 //! Mount propagation cannot cross the VM boundary, so `shared`/`slave` and
 //! their `r` forms are refused, while `private`/`rprivate` (what a VM gives
 //! anyway) are accepted.
@@ -17,17 +20,22 @@ use crate::PlanError;
 const VOLUME_OPTIONS_HINT: &str =
     "use ro, rw or copy (z, Z, cached, delegated, consistent, nocopy, private and rprivate are accepted and ignored)";
 const MOUNT_KEYS_HINT: &str = "use type, source/src, target/destination/dst, readonly/ro, bind-propagation, volume-nocopy, tmpfs-size, tmpfs-mode or consistency";
-const IGNORED_VOLUME_OPTIONS: &[&str] = &[
-    "z",
-    "Z",
-    "cached",
-    "delegated",
-    "consistent",
-    "nocopy",
-    "private",
-    "rprivate",
-];
 const REFUSED_PROPAGATION: &[&str] = &["shared", "rshared", "slave", "rslave"];
+
+/// The kind of a `-v` option, of which docker takes one each
+/// (`linuxValidMountMode`): `ro,rw`, `z,Z`, `cached,delegated` and `ro,ro`
+/// are refused there, and were taken here. `None` for an unknown option.
+fn option_class(opt: &str) -> Option<&'static str> {
+    Some(match opt {
+        "ro" | "rw" => "access mode (ro or rw)",
+        "z" | "Z" => "SELinux label (z or Z)",
+        "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => "propagation",
+        "nocopy" => "nocopy",
+        "consistent" | "cached" | "delegated" => "consistency (consistent, cached or delegated)",
+        "copy" => "copy",
+        _ => return None,
+    })
+}
 
 /// Parses one `-v SRC:DST[:OPTS]`.
 ///
@@ -46,8 +54,8 @@ pub fn parse_volume(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
                 "expected HOST:GUEST[:OPTIONS] (paths cannot contain ':')",
             ))
         }
-        [src, dst] => (*src, *dst, ""),
-        [src, dst, opts] => (*src, *dst, *opts),
+        [src, dst] => (*src, *dst, None),
+        [src, dst, opts] => (*src, *dst, Some(*opts)),
         [_] => {
             return Err(syntax(
                 &name,
@@ -70,19 +78,32 @@ pub fn parse_volume(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
     let target = check_target(&name, dst)?;
     let mut readonly = None;
     let mut copy = false;
-    for opt in opts.split(',').filter(|o| !o.is_empty()) {
+    // docker takes at most one option of each kind, and no empty one.
+    let mut given: Vec<(&str, &str)> = Vec::new();
+    for opt in opts.into_iter().flat_map(|o| o.split(',')) {
+        let Some(class) = option_class(opt) else {
+            return Err(match opt {
+                "" => syntax(
+                    &name,
+                    "an empty option (a comma or colon too many); remove it",
+                ),
+                o => unknown(&name, o, VOLUME_OPTIONS_HINT),
+            });
+        };
+        if let Some((first, _)) = given.iter().find(|(_, c)| *c == class) {
+            let reason = if *first == opt {
+                format!("'{opt}' given twice; keep one")
+            } else {
+                format!("'{first}' and '{opt}' both set the {class}; keep one")
+            };
+            return Err(syntax(&name, &reason));
+        }
+        given.push((opt, class));
         match opt {
-            "ro" | "rw" => {
-                let ro = opt == "ro";
-                if readonly.is_some_and(|r| r != ro) {
-                    return Err(syntax(&name, "both ro and rw given; keep one"));
-                }
-                readonly = Some(ro);
-            }
+            "ro" | "rw" => readonly = Some(opt == "ro"),
             "copy" => copy = true,
-            o if IGNORED_VOLUME_OPTIONS.contains(&o) => {}
             o if REFUSED_PROPAGATION.contains(&o) => return Err(propagation(&name, o)),
-            o => return Err(unknown(&name, o, VOLUME_OPTIONS_HINT)),
+            _ => {}
         }
     }
     refuse_tilde(&name, src)?;
@@ -135,24 +156,68 @@ pub fn parse_mount(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
     let mut dst: Option<&str> = None;
     let mut readonly = None;
     let mut options = Vec::new();
-    for field in fields.iter().filter(|f| !f.is_empty()) {
+    let mut tmpfs_key: Option<String> = None;
+    let mut volume_key: Option<String> = None;
+    let mut bind_key: Option<String> = None;
+    for field in &fields {
+        // docker: "invalid field '' must be a key=value pair".
+        if field.is_empty() {
+            return Err(syntax(
+                &name,
+                "an empty field (two commas in a row, or one at an end); remove it",
+            ));
+        }
         let (key, value) = match field.split_once('=') {
             Some((k, v)) => (k.to_ascii_lowercase(), Some(v)),
             None => (field.to_ascii_lowercase(), None),
         };
         let key = key.as_str();
         match (key, value) {
+            (
+                "type" | "source" | "src" | "target" | "destination" | "dst" | "bind-propagation"
+                | "consistency" | "tmpfs-size" | "tmpfs-mode",
+                None,
+            ) => return Err(syntax(&name, &format!("{key} needs a value ({key}=...)"))),
             ("type", Some(v)) => kind = v.to_ascii_lowercase(),
             ("source" | "src", Some(v)) => src = Some(v),
             ("target" | "destination" | "dst", Some(v)) => dst = Some(v),
             ("readonly" | "ro", v) => readonly = Some(parse_bool(&name, key, v)?),
-            ("bind-propagation", Some(v)) if REFUSED_PROPAGATION.contains(&v) => {
-                return Err(propagation(&name, v))
+            ("bind-propagation", Some(v)) => {
+                bind_key = Some(key.to_string());
+                match v.to_ascii_lowercase().as_str() {
+                    "private" | "rprivate" => {}
+                    p if REFUSED_PROPAGATION.contains(&p) => return Err(propagation(&name, v)),
+                    _ => {
+                        return Err(syntax(
+                            &name,
+                            &format!(
+                                "bind-propagation={v} is not a propagation; use private or \
+                                 rprivate (shared, slave, rshared and rslave cannot cross the \
+                                 VM boundary)"
+                            ),
+                        ))
+                    }
+                }
             }
-            ("bind-propagation", Some("private" | "rprivate")) => {}
-            ("volume-nocopy", _) | ("consistency", Some(_)) => {}
-            ("tmpfs-size", Some(v)) => options.push(format!("size={v}")),
-            ("tmpfs-mode", Some(v)) => options.push(format!("mode={v}")),
+            ("volume-nocopy", v) => {
+                volume_key = Some(key.to_string());
+                parse_bool(&name, key, v)?;
+            }
+            ("consistency", Some(_)) => {}
+            ("tmpfs-size", Some(v)) => {
+                tmpfs_key = Some(key.to_string());
+                // docker leaves a size of 0 out (tmpfs's default, half of
+                // memory); the kernel would read size=0 as no limit.
+                let bytes = crate::size::parse_bytes(v)
+                    .map_err(|why| syntax(&name, &format!("tmpfs-size={v}: {why}")))?;
+                if bytes != 0 {
+                    options.push(format!("size={}", kernel_size(bytes)));
+                }
+            }
+            ("tmpfs-mode", Some(v)) => {
+                tmpfs_key = Some(key.to_string());
+                options.push(format!("mode={:o}", tmpfs_mode(&name, v)?));
+            }
             _ => return Err(unknown(&name, field, MOUNT_KEYS_HINT)),
         }
     }
@@ -160,8 +225,18 @@ pub fn parse_mount(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
         Some(d) if !d.is_empty() => check_target(&name, d)?,
         _ => return Err(syntax(&name, "missing target=GUEST_PATH")),
     };
-    if kind != "tmpfs" && !options.is_empty() {
-        return Err(syntax(&name, "tmpfs-size and tmpfs-mode need type=tmpfs"));
+    // docker: "cannot mix 'volume-*' options with mount type 'bind'".
+    for (key, needs) in [
+        (tmpfs_key, "tmpfs"),
+        (volume_key, "volume"),
+        (bind_key, "bind"),
+    ] {
+        if let Some(key) = key.filter(|_| kind != needs) {
+            return Err(syntax(
+                &name,
+                &format!("{key} needs type={needs} (this is type={kind}); drop it"),
+            ));
+        }
     }
     if let Some(s) = src {
         refuse_tilde(&name, s)?;
@@ -234,6 +309,39 @@ pub fn parse_mount(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
         options,
         mkdir: false,
         tag: None,
+    })
+}
+
+/// `bytes` as docker writes a tmpfs size for the kernel: in the largest of
+/// k, m and g that divides it (`64MiB` is `64m`, `1.5g` is `1536m`, `1t`
+/// is `1024g`), else in bytes.
+fn kernel_size(bytes: u64) -> String {
+    let (mut n, mut suffix) = (bytes, "");
+    for unit in ["k", "m", "g"] {
+        if n % 1024 != 0 {
+            break;
+        }
+        n /= 1024;
+        suffix = unit;
+    }
+    format!("{n}{suffix}")
+}
+
+/// `tmpfs-mode`, which docker reads as octal (`strconv.ParseUint(v, 8,
+/// 32)`): `1777` and `01777` alike. Above 7777 the kernel would drop the
+/// extra bits without a word, so it is refused.
+fn tmpfs_mode(name: &str, value: &str) -> Result<u32, PlanError> {
+    let mode = Some(value)
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+        .and_then(|v| u32::from_str_radix(v, 8).ok())
+        .filter(|m| *m <= 0o7777);
+    mode.ok_or_else(|| {
+        syntax(
+            name,
+            &format!(
+                "tmpfs-mode={value}: not an octal mode of at most 7777; write e.g. 1777 or 0755"
+            ),
+        )
     })
 }
 
@@ -369,16 +477,26 @@ fn refuse_tilde(name: &str, src: &str) -> Result<(), PlanError> {
     Ok(())
 }
 
+/// docker's rule for a local volume name: two characters at least.
 fn check_volume_name(name: &str, volume: &str) -> Result<(), PlanError> {
     let mut chars = volume.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    let rest = chars.as_str();
+    let rest_ok = !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
     if first_ok && rest_ok {
         Ok(())
+    } else if first_ok && rest.is_empty() {
+        Err(syntax(
+            name,
+            &format!("'{volume}' is too short for a volume name (two characters at least, as in docker); write ./{volume} for a relative path"),
+        ))
     } else {
         Err(syntax(
             name,
-            &format!("'{volume}' is neither a path nor a volume name ([A-Za-z0-9][A-Za-z0-9_.-]*); write ./{volume} for a relative path"),
+            &format!("'{volume}' is neither a path nor a volume name ([A-Za-z0-9][A-Za-z0-9_.-]+); write ./{volume} for a relative path"),
         ))
     }
 }
@@ -468,7 +586,21 @@ mod tests {
         let cases = [
             ("/a:data", "not an absolute path; write it as '/data'"),
             ("/a:/proc", "cannot mount on /proc"),
-            ("/a:/b:ro,rw", "both ro and rw"),
+            (
+                "/a:/b:ro,rw",
+                "'ro' and 'rw' both set the access mode (ro or rw); keep one",
+            ),
+            ("/a:/b:ro,ro", "'ro' given twice; keep one"),
+            ("/a:/b:z,Z", "'z' and 'Z' both set the SELinux label"),
+            (
+                "/a:/b:cached,delegated",
+                "'cached' and 'delegated' both set the consistency",
+            ),
+            ("/a:/b:rprivate,private", "both set the propagation"),
+            ("/a:/b:copy,ro,copy", "'copy' given twice"),
+            ("/a:/b:ro,", "an empty option"),
+            ("/a:/b:", "an empty option"),
+            ("a:/b", "too short for a volume name"),
             ("/a:/b:bogus", "unknown option 'bogus'; use ro, rw or copy"),
             ("/a:/b:rshared", "propagation cannot cross the VM boundary"),
             ("/data", "anonymous volumes are not supported"),
@@ -523,6 +655,50 @@ mod tests {
         assert_eq!(m.options, vec!["size=64m", "mode=1777"]);
     }
 
+    /// docker reads `tmpfs-size` with `units.RAMInBytes` and `tmpfs-mode`
+    /// as octal, and hands the kernel the size in k, m or g: these were
+    /// refused.
+    #[test]
+    fn tmpfs_size_and_mode_as_docker_reads_them() {
+        let options = |extra: &str| {
+            parse_mount(&format!("type=tmpfs,dst=/x,{extra}"), &cwd())
+                .map(|m| m.options)
+                .map_err(|e| e.to_string())
+        };
+        for (given, kernel) in [
+            ("tmpfs-size=64MiB", "size=64m"),
+            ("tmpfs-size=64mb", "size=64m"),
+            ("tmpfs-size=1.5g", "size=1536m"),
+            ("tmpfs-size=1t", "size=1024g"),
+            ("tmpfs-size=1000", "size=1000"),
+            ("tmpfs-size=4096", "size=4k"),
+            ("tmpfs-mode=01777", "mode=1777"),
+            ("tmpfs-mode=755", "mode=755"),
+            ("tmpfs-mode=0", "mode=0"),
+        ] {
+            assert_eq!(options(given), Ok(vec![kernel.to_string()]), "{given}");
+        }
+        // As docker: a size of 0 is left out (the kernel's 0 is no limit).
+        assert_eq!(options("tmpfs-size=0"), Ok(Vec::new()));
+        for (bad, why) in [
+            ("tmpfs-size=lots", "tmpfs-size=lots: not a size"),
+            ("tmpfs-size=64q", "unknown unit"),
+            ("tmpfs-mode=0o777", "not an octal mode"),
+            ("tmpfs-mode=8", "not an octal mode"),
+            ("tmpfs-mode=17777", "at most 7777"),
+            ("tmpfs-mode=+777", "not an octal mode"),
+        ] {
+            let e = options(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let e = parse_mount("type=bind,src=/h,dst=/x,tmpfs-size=0", &cwd()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("tmpfs-size needs type=tmpfs (this is type=bind)"),
+            "{e}"
+        );
+    }
+
     /// docker reads `--mount` as CSV: a quoted field may hold commas and
     /// doubled quotes, and keys are case-insensitive.
     #[test]
@@ -566,7 +742,7 @@ mod tests {
             ("type=tmpfs,source=x,target=/g", "tmpfs takes no source"),
             (
                 "type=bind,source=/h,target=/g,tmpfs-size=1m",
-                "need type=tmpfs",
+                "needs type=tmpfs",
             ),
             (
                 "type=bind,source=/h,target=/g,readonly=maybe",
@@ -574,11 +750,51 @@ mod tests {
             ),
             ("type=volume,src=./a,dst=/x", "add type=bind"),
             ("src=/abs,dst=/x", "add type=bind"),
+            // docker refuses these too.
+            ("type=bind,src=/h,dst=/g,,", "an empty field"),
+            ("type=bind,src=/h,dst=/g,", "an empty field"),
+            (
+                "type=bind,src=/h,dst=/g,volume-nocopy",
+                "volume-nocopy needs type=volume (this is type=bind)",
+            ),
+            (
+                "type=volume,src=v1,dst=/g,bind-propagation=rprivate",
+                "bind-propagation needs type=bind (this is type=volume)",
+            ),
+            (
+                "type=bind,src=/h,dst=/g,bind-propagation=bogus",
+                "bind-propagation=bogus is not a propagation; use private or rprivate",
+            ),
+            (
+                "type=bind,src=/h,dst=/g,bind-propagation",
+                "bind-propagation needs a value",
+            ),
+            (
+                "type=bind,src=/h,dst=/g,volume-nocopy=maybe",
+                "use true or false",
+            ),
         ];
         for (text, want) in cases {
             let e = parse_mount(text, &cwd()).unwrap_err().to_string();
             assert!(e.contains(want), "{text}: {e}");
         }
+    }
+
+    /// What docker takes in the forms it refuses: one option of each kind,
+    /// volume-nocopy on a volume, bind-propagation on a bind (any case).
+    #[test]
+    fn docker_forms_still_taken() {
+        let v = parse_volume("/a:/b:ro,z,rprivate,nocopy,cached", &cwd()).unwrap();
+        assert!(v.readonly);
+        assert!(parse_volume("v1:/b", &cwd()).is_ok());
+        let m = parse_mount("type=volume,src=v1,dst=/g,volume-nocopy", &cwd()).unwrap();
+        assert_eq!(
+            m.source,
+            Source::Named {
+                volume: "v1".into()
+            }
+        );
+        assert!(parse_mount("type=bind,src=/h,dst=/g,bind-propagation=RPRIVATE", &cwd()).is_ok());
     }
 
     #[test]

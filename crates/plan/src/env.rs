@@ -2,8 +2,9 @@
 //!
 //! `FILESYSTEM_SOURCE`, `_TARGET`, `_DRIVER`, `_ACCESSMODE`, `_READONLY`
 //! describe the first share; `FILESYSTEM2_*`, `FILESYSTEM3_*`... the next
-//! ones, in number order. A relative `TARGET` is a tag, mounted at
-//! `/mnt/TAG` as docker-vm-runner's cloud-init does; an absolute one is the
+//! ones, in number order. A relative `TARGET` is a tag (one name:
+//! letters, digits, `_`, `-`, `.`), mounted at `/mnt/TAG` as
+//! docker-vm-runner's cloud-init does; an absolute one is the
 //! guest path and the tag is chosen by the planner. `DRIVER` defaults to
 //! `nfs`, the one transport every VMM has.
 
@@ -129,8 +130,32 @@ fn share(n: u32, fields: &BTreeMap<String, String>) -> Result<VolumeSpec, PlanEr
     let readonly = match get("READONLY").unwrap_or("0") {
         "1" | "true" | "yes" | "on" => true,
         "0" | "false" | "no" | "off" => false,
-        other => return Err(err("READONLY", format!("'{other}' is not 1 or 0"))),
+        other => {
+            return Err(err(
+                "READONLY",
+                format!(
+                    "'{other}' is not one of 1, true, yes, on (read-only) or 0, false, no, off"
+                ),
+            ))
+        }
     };
+    // A relative TARGET is a tag, mounted at /mnt/TAG: one name, as a
+    // virtio tag is. `.` was taken, made the tag `.` and mounted on /mnt.
+    let is_tag = |t: &str| {
+        t != "."
+            && t != ".."
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    };
+    if !target.starts_with('/') && !is_tag(target) {
+        return Err(err(
+            "TARGET",
+            format!(
+                "'{target}' is neither a tag (letters, digits, '_', '-' and '.', not . or ..; \
+                 mounted at /mnt/TAG) nor an absolute guest path; write e.g. data or /data"
+            ),
+        ));
+    }
     let (guest, tag) = if target.starts_with('/') {
         (target.to_string(), None)
     } else {

@@ -63,6 +63,39 @@ pub enum PlanError {
         /// The later volume's target.
         parent: String,
     },
+    /// A copy volume's image would be built inside the tree it copies.
+    #[error("{volume}: its image would be built in {}, inside {}, the tree it copies (and so into its own copy); put the runtime directory elsewhere (vmshare plan --runtime-dir, vmshare run --state-dir)", .dir.display(), .path.display())]
+    CopyHoldsItsImage {
+        /// The volume as written.
+        volume: String,
+        /// The host directory it copies.
+        path: PathBuf,
+        /// Where its image would be built.
+        dir: PathBuf,
+    },
+    /// Two read-write copy volumes of one host tree: two images written
+    /// back into it at exit.
+    #[error("'{first}' and '{second}' {what}, and both are written back at exit, one over the other's changes; {hint}")]
+    OverlappingCopies {
+        /// The first volume.
+        first: String,
+        /// The second volume.
+        second: String,
+        /// How their trees overlap.
+        what: String,
+        /// What to do instead.
+        hint: String,
+    },
+    /// A volume whose target lies under a single-file volume's.
+    #[error("'{inner}' would be mounted under '{file}', which puts a single file on {parent}; a mount point must be a directory: give '{inner}' a target outside {parent}, or bind a directory there")]
+    UnderFile {
+        /// The volume under the file.
+        inner: String,
+        /// The single-file volume.
+        file: String,
+        /// The file volume's target.
+        parent: String,
+    },
     /// A host path that must be absolute is not.
     #[error("{volume}: source '{source_path}' is relative; give an absolute host path")]
     RelativeSource {
@@ -140,6 +173,15 @@ pub enum PlanError {
         volume: String,
         /// The tag.
         tag: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// A machine setting (the tap device) the VMM or the host would refuse
+    /// or misread.
+    #[error("{setting}: {reason}")]
+    Machine {
+        /// The setting and its value, as given.
+        setting: String,
         /// What is wrong and what to do.
         reason: String,
     },

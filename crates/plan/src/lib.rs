@@ -19,6 +19,7 @@ pub mod image;
 pub mod oci;
 pub mod plan;
 pub mod render;
+pub mod size;
 pub mod spec;
 pub mod sync;
 

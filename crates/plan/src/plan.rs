@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -428,6 +429,8 @@ pub fn plan(
         .iter()
         .map(|s| classify(s, vmm, &config.volume_store, host))
         .collect::<Result<_, _>>()?;
+    check_copies(specs, &kinds, config, host)?;
+    check_under_files(specs, &kinds, &targets)?;
 
     // Device budget: pack copy volumes into one disk rather than fail.
     let copies = kinds
@@ -491,20 +494,163 @@ pub fn plan(
 
 /// A mount listed before one on its parent directory would be hidden.
 fn check_order(specs: &[VolumeSpec], targets: &[Option<String>]) -> Result<(), PlanError> {
+    match hidden_pair(targets) {
+        Some((i, j)) => Err(PlanError::HiddenByLater {
+            inner: specs[i].name.clone(),
+            outer: specs[j].name.clone(),
+            parent: targets[j].clone().unwrap_or_default(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The first volume that a later one would hide, mounting on its target
+/// or a parent of it: `(inner, outer)`, indexes into `specs`. [`plan()`]
+/// refuses such a list, advising to list `outer` first; a caller that
+/// merges front ends in a fixed order (`vmshare plan`, `vmshare run`)
+/// asks first, because there the user cannot reorder across them and
+/// needs other advice.
+pub fn first_hidden(specs: &[VolumeSpec]) -> Result<Option<(usize, usize)>, PlanError> {
+    let targets: Vec<Option<String>> = specs
+        .iter()
+        .map(|s| {
+            s.target
+                .as_deref()
+                .map(|t| check_target(&s.name, t))
+                .transpose()
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(hidden_pair(&targets))
+}
+
+fn hidden_pair(targets: &[Option<String>]) -> Option<(usize, usize)> {
     for (i, inner) in targets.iter().enumerate() {
         let Some(inner) = inner else { continue };
         for (j, outer) in targets.iter().enumerate().skip(i + 1) {
             let Some(outer) = outer else { continue };
             if Path::new(inner).starts_with(outer) {
-                return Err(PlanError::HiddenByLater {
-                    inner: specs[i].name.clone(),
-                    outer: specs[j].name.clone(),
-                    parent: outer.clone(),
-                });
+                return Some((i, j));
             }
         }
     }
+    None
+}
+
+/// Copy volumes whose images and write-backs would collide, refused as
+/// `vmshare image build` refuses an output inside its source: an image
+/// built in a runtime directory inside the tree it copies (it would copy
+/// itself), and two read-write copies of one tree, or of a tree and one
+/// inside it, whose two images would each be written back into it at
+/// exit. Read-only copies (`ro,copy`) are never written back and may
+/// overlap. Paths are compared with links resolved.
+fn check_copies(
+    specs: &[VolumeSpec],
+    kinds: &[Kind],
+    config: &PlanConfig,
+    host: &dyn HostFacts,
+) -> Result<(), PlanError> {
+    let copies: Vec<(&VolumeSpec, &PathBuf, PathBuf)> = specs
+        .iter()
+        .zip(kinds)
+        .filter_map(|(s, k)| match k {
+            Kind::Copy { path } => Some((s, path, real_path(host, path))),
+            _ => None,
+        })
+        .collect();
+    let images = real_path(host, &config.state_dir);
+    if let Some((spec, path, _)) = copies.iter().find(|(_, _, real)| images.starts_with(real)) {
+        return Err(PlanError::CopyHoldsItsImage {
+            volume: spec.name.clone(),
+            path: (*path).clone(),
+            dir: config.state_dir.clone(),
+        });
+    }
+    let written: Vec<_> = copies.iter().filter(|(s, _, _)| !s.readonly).collect();
+    for (i, (a, a_path, a_real)) in written.iter().enumerate() {
+        for (b, b_path, b_real) in written.iter().skip(i + 1) {
+            let (what, hint) = if a_real == b_real {
+                (
+                    format!("copy the same directory, {}", a_path.display()),
+                    "copy it once, or make one ro,copy".to_string(),
+                )
+            } else if b_real.starts_with(a_real) {
+                (
+                    format!(
+                        "copy {} and {} inside it",
+                        a_path.display(),
+                        b_path.display()
+                    ),
+                    format!("copy only {}, or make one ro,copy", a_path.display()),
+                )
+            } else if a_real.starts_with(b_real) {
+                (
+                    format!(
+                        "copy {} and {}, which holds it",
+                        a_path.display(),
+                        b_path.display()
+                    ),
+                    format!("copy only {}, or make one ro,copy", b_path.display()),
+                )
+            } else {
+                continue;
+            };
+            return Err(PlanError::OverlappingCopies {
+                first: a.name.clone(),
+                second: b.name.clone(),
+                what,
+                hint,
+            });
+        }
+    }
     Ok(())
+}
+
+/// Nothing can be mounted under a single file: the guest's mkdir or
+/// mount under `-v /etc/hosts:/a` failed with ENOTDIR after boot.
+fn check_under_files(
+    specs: &[VolumeSpec],
+    kinds: &[Kind],
+    targets: &[Option<String>],
+) -> Result<(), PlanError> {
+    let files = kinds
+        .iter()
+        .zip(targets)
+        .enumerate()
+        .filter_map(|(i, (k, t))| match (k, t) {
+            (Kind::Nfs { file: Some(_), .. }, Some(t)) => Some((i, t)),
+            _ => None,
+        });
+    for (f, file_target) in files {
+        let under = targets.iter().enumerate().find(|(i, t)| {
+            *i != f
+                && t.as_deref()
+                    .is_some_and(|t| Path::new(t).starts_with(file_target))
+        });
+        if let Some((i, _)) = under {
+            return Err(PlanError::UnderFile {
+                inner: specs[i].name.clone(),
+                file: specs[f].name.clone(),
+                parent: file_target.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `path` with links resolved as far as it exists: a runtime directory
+/// not made yet is its nearest existing parent, resolved, and the rest.
+fn real_path(host: &dyn HostFacts, path: &Path) -> PathBuf {
+    let path = crate::spec::normalize(path);
+    for existing in path.ancestors() {
+        if host.kind(existing) != HostKind::Missing {
+            let real = crate::spec::normalize(&host.resolve(existing));
+            return match path.strip_prefix(existing) {
+                Ok(rest) if !rest.as_os_str().is_empty() => real.join(rest),
+                _ => real,
+            };
+        }
+    }
+    path
 }
 
 fn classify(
@@ -534,10 +680,27 @@ fn classify(
         volume: name.clone(),
         path: path.to_path_buf(),
     };
+    // A `/` at the end of a source (`-v /etc/hosts/:/x`) asks for a
+    // directory: docker's bind of a file so written fails (ENOTDIR), and
+    // here it mounted the file. Past this check the path is used without it.
+    let kind_of = |path: &Path| -> Result<(PathBuf, HostKind), PlanError> {
+        let dir_only = path.as_os_str().as_bytes().ends_with(b"/");
+        let path = crate::spec::normalize(path);
+        let kind = host.kind(&path);
+        if dir_only && matches!(kind, HostKind::File | HostKind::Other) {
+            return Err(wrong(
+                &path,
+                kind,
+                "the '/' at the end of the source asks for a directory; drop it",
+            ));
+        }
+        Ok((path, kind))
+    };
     Ok(match &spec.source {
         Source::Host { path, transport } => {
             absolute(path)?;
-            let kind = host.kind(path);
+            let (path, kind) = kind_of(path)?;
+            let path = &path;
             match transport {
                 Transport::Nfs => match kind {
                     HostKind::Dir => Kind::Nfs {
@@ -615,7 +778,9 @@ fn classify(
         },
         Source::Copy { path } => {
             absolute(path)?;
-            match host.kind(path) {
+            let (path, kind) = kind_of(path)?;
+            let path = &path;
+            match kind {
                 HostKind::Dir => Kind::Copy { path: path.clone() },
                 HostKind::Missing => return Err(missing(path)),
                 k => {
@@ -643,7 +808,9 @@ fn classify(
         }
         Source::Image { path, format } => {
             absolute(path)?;
-            match host.kind(path) {
+            let (path, kind) = kind_of(path)?;
+            let path = &path;
+            match kind {
                 HostKind::File => {
                     // By its superblock, as --root-disk and --rootfs are:
                     // an erofs image given as type=ext4 had been attached

@@ -152,8 +152,9 @@ pub const GENERIC_FLAGS: &[&str] = &[
 ];
 
 /// Whether `opt` is something tmpfs takes as data: `size`, `nr_blocks`
-/// and `nr_inodes` (a number, with k, m, g or, for `size`, %), `mode`
-/// (octal), `uid`, `gid`, `huge`. Checked before boot: tmpfs refused
+/// and `nr_inodes` (a number, with the kernel's k, m, g, t, p or e, or,
+/// for `size`, %), `mode` (octal, at most 7777, leading zeros allowed:
+/// `01777`), `uid`, `gid`, `huge`. Checked before boot: tmpfs refused
 /// anything else with EINVAL when the guest mounted it.
 pub fn is_tmpfs_data(opt: &str) -> bool {
     let Some((key, value)) = opt.split_once('=') else {
@@ -161,7 +162,7 @@ pub fn is_tmpfs_data(opt: &str) -> bool {
     };
     let number = |v: &str, percent: bool| {
         let v = v
-            .strip_suffix(['k', 'm', 'g', 'K', 'M', 'G'])
+            .strip_suffix(['k', 'm', 'g', 't', 'p', 'e', 'K', 'M', 'G', 'T', 'P', 'E'])
             .or_else(|| v.strip_suffix('%').filter(|_| percent))
             .unwrap_or(v);
         !v.is_empty() && v.chars().all(|c| c.is_ascii_digit())
@@ -170,7 +171,9 @@ pub fn is_tmpfs_data(opt: &str) -> bool {
         "size" => number(value, true),
         "nr_blocks" | "nr_inodes" => number(value, false),
         "mode" => {
-            !value.is_empty() && value.len() <= 4 && value.chars().all(|c| ('0'..='7').contains(&c))
+            !value.is_empty()
+                && value.chars().all(|c| ('0'..='7').contains(&c))
+                && u32::from_str_radix(value, 8).is_ok_and(|m| m <= 0o7777)
         }
         "uid" | "gid" => value.parse::<u32>().is_ok(),
         "huge" => matches!(
@@ -206,9 +209,16 @@ pub fn normalize(path: &Path) -> PathBuf {
 /// Guest paths the init mounts itself or needs to stay as they are.
 const RESERVED_TREES: &[&str] = &["/proc", "/sys", "/dev", "/run/vmshare"];
 
-/// Checks a guest target and returns it normalised: absolute, and not a
-/// directory the guest system owns (`/`, `/proc`, `/sys`, `/dev` and
-/// everything under them, `/run`).
+/// Linux's longest name of one path component, in bytes (`NAME_MAX`).
+pub const NAME_MAX: usize = 255;
+
+/// Linux's longest path, in bytes, with its NUL (`PATH_MAX`).
+pub const PATH_MAX: usize = 4096;
+
+/// Checks a guest target and returns it normalised: absolute, within
+/// Linux's name and path limits (the guest's mount failed with
+/// ENAMETOOLONG after boot), and not a directory the guest system owns
+/// (`/`, `/proc`, `/sys`, `/dev` and everything under them, `/run`).
 pub fn check_target(volume: &str, target: &str) -> Result<String, PlanError> {
     if !target.starts_with('/') {
         return Err(PlanError::RelativeTarget {
@@ -218,6 +228,35 @@ pub fn check_target(volume: &str, target: &str) -> Result<String, PlanError> {
     }
     let norm = normalize(Path::new(target));
     let text = norm.to_string_lossy().into_owned();
+    let too_long = |reason: String| PlanError::Syntax {
+        volume: volume.to_string(),
+        reason,
+    };
+    if let Some(long) = norm
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .find(|c| c.len() > NAME_MAX)
+    {
+        let start: String = long.chars().take(16).collect();
+        return Err(too_long(format!(
+            "the target's name '{start}...' is {} bytes, and a Linux name is at most {NAME_MAX} \
+             (the guest's mount would fail with ENAMETOOLONG); shorten it",
+            long.len()
+        )));
+    }
+    if text.len() >= PATH_MAX {
+        return Err(too_long(format!(
+            "the target is {} bytes, and a Linux path is at most {} (the guest's mount would \
+             fail with ENAMETOOLONG); shorten it",
+            text.len(),
+            PATH_MAX - 1
+        )));
+    }
+    if text.contains('\0') {
+        return Err(too_long(
+            "the target holds a NUL byte, which ends a path for the kernel; remove it".into(),
+        ));
+    }
     let reserved =
         text == "/" || text == "/run" || RESERVED_TREES.iter().any(|r| norm.starts_with(r));
     if reserved {
@@ -230,9 +269,16 @@ pub fn check_target(volume: &str, target: &str) -> Result<String, PlanError> {
 }
 
 /// Resolves a host path: absolute paths are normalised, relative ones are
-/// taken from `cwd` (as docker does for `./dir`).
+/// taken from `cwd` (as docker does for `./dir`). A `/` at the end is
+/// kept: it asks for a directory, which the planner checks (docker's bind
+/// of `/etc/hosts/` fails; dropped here, the file was mounted).
 pub fn host_path(cwd: &Path, path: &str) -> PathBuf {
-    normalize(&cwd.join(path))
+    let mut out = normalize(&cwd.join(path));
+    if path.ends_with('/') && out != Path::new("/") {
+        // Pushing an empty component adds the separator.
+        out.push("");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -244,6 +290,17 @@ mod tests {
         assert_eq!(normalize(Path::new("/a/./b//c/")), Path::new("/a/b/c"));
         assert_eq!(normalize(Path::new("/a/../../proc")), Path::new("/proc"));
         assert_eq!(normalize(Path::new("/")), Path::new("/"));
+    }
+
+    #[test]
+    fn host_paths_keep_a_final_slash() {
+        let cwd = Path::new("/home/u");
+        let text = |p: &str| host_path(cwd, p).to_string_lossy().into_owned();
+        assert_eq!(text("/etc/hosts/"), "/etc/hosts/");
+        assert_eq!(text("./a/../b/"), "/home/u/b/");
+        assert_eq!(text("/etc/hosts"), "/etc/hosts");
+        assert_eq!(text("/"), "/");
+        assert_eq!(text("./"), "/home/u/");
     }
 
     #[test]
@@ -268,6 +325,25 @@ mod tests {
         );
         assert_eq!(check_target("v", "/data/").as_deref(), Ok("/data"));
         assert_eq!(check_target("v", "/devices").as_deref(), Ok("/devices"));
+        // Linux's limits: 255 bytes a name, 4095 a path.
+        let name = |n: usize| "a".repeat(n);
+        assert!(check_target("v", &format!("/{}", name(255))).is_ok());
+        let e = check_target("v", &format!("/x/{}/y", name(256))).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("is 256 bytes, and a Linux name is at most 255"),
+            "{e}"
+        );
+        let path = |len: usize| format!("/{}", vec![name(99); len / 100].join("/"));
+        assert_eq!(path(4000).len(), 4000);
+        assert!(check_target("v", &path(4000)).is_ok());
+        let e = check_target("v", &path(4100)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("is 4100 bytes, and a Linux path is at most 4095"),
+            "{e}"
+        );
+        assert!(check_target("v", "/a\0b").is_err());
         assert!(matches!(
             check_target("v", "data"),
             Err(PlanError::RelativeTarget { .. })

@@ -116,7 +116,7 @@ fn oci_templates_count_the_spec_indexes_even_after_skipping_system_mounts() {
 
 #[test]
 fn env_errors() {
-    let cases: [(&[(&str, &str)], &str); 8] = [
+    let cases: [(&[(&str, &str)], &str); 12] = [
         (
             &[("FILESYSTEM_SOURCE", "share"), ("FILESYSTEM_TARGET", "t")],
             "FILESYSTEM_SOURCE: 'share' is relative",
@@ -145,7 +145,29 @@ fn env_errors() {
                 ("FILESYSTEM_TARGET", "t"),
                 ("FILESYSTEM_READONLY", "maybe"),
             ],
-            "FILESYSTEM_READONLY",
+            "FILESYSTEM_READONLY: 'maybe' is not one of 1, true, yes, on (read-only) or 0, false, no, off",
+        ),
+        // A relative target is a tag, one name: `.` mounted a share
+        // tagged `.` on /mnt.
+        (
+            &[
+                ("FILESYSTEM_SOURCE", "/s"),
+                ("FILESYSTEM_TARGET", "."),
+                ("FILESYSTEM_DRIVER", "9p"),
+            ],
+            "FILESYSTEM_TARGET: '.' is neither a tag",
+        ),
+        (
+            &[("FILESYSTEM_SOURCE", "/s"), ("FILESYSTEM_TARGET", "..")],
+            "FILESYSTEM_TARGET: '..' is neither a tag",
+        ),
+        (
+            &[("FILESYSTEM_SOURCE", "/s"), ("FILESYSTEM_TARGET", "./x")],
+            "nor an absolute guest path; write e.g. data or /data",
+        ),
+        (
+            &[("FILESYSTEM_SOURCE", "/s"), ("FILESYSTEM_TARGET", "a/b")],
+            "'a/b' is neither a tag",
         ),
         (
             &[("FILESYSTEM_MODE", "x")],
@@ -166,6 +188,14 @@ fn env_errors() {
     assert!(env::parse_env([("PATH", "/bin"), ("FILESYSTEMS", "x")])
         .unwrap()
         .is_empty());
+    let specs = env::parse_env([
+        ("FILESYSTEM_SOURCE", "/s"),
+        ("FILESYSTEM_TARGET", "my.tag-1"),
+        ("FILESYSTEM_READONLY", "yes"),
+    ])
+    .unwrap();
+    assert_eq!(specs[0].target.as_deref(), Some("/mnt/my.tag-1"));
+    assert!(specs[0].readonly);
 }
 
 #[test]
@@ -251,7 +281,16 @@ fn tmpfs_options_are_checked_before_boot() {
     };
     assert!(check("/t:size=64m,mode=1777,uid=1000,strictatime,nodiratime,noexec").is_ok());
     assert!(check("/t:size=50%").is_ok());
-    for bad in ["/t:size=bogus", "/t:size=-1", "/t:mode=0o777", "/t:frob"] {
+    // The kernel reads a mode as octal, leading zero or not, and a size
+    // with any of memparse's suffixes.
+    assert!(check("/t:mode=01777,size=1t").is_ok());
+    for bad in [
+        "/t:size=bogus",
+        "/t:size=-1",
+        "/t:mode=0o777",
+        "/t:mode=17777",
+        "/t:frob",
+    ] {
         let e = check(bad).unwrap_err();
         assert!(e.contains("is not one tmpfs takes"), "{bad}: {e}");
     }
@@ -351,4 +390,226 @@ fn a_read_only_overlay_of_one_layer_mounts() {
         p.mounts.last().unwrap().mount.data,
         "lowerdir=/run/vmshare/m1:/run/vmshare/m0"
     );
+}
+
+/// What the machine settings would have rendered wrongly: a tap name
+/// Linux cannot have went to every VMM as it was, a comma in it was not
+/// doubled for QEMU and split Cloud Hypervisor's `--net`, and a runtime
+/// directory with a comma split its `--vsock` (its parser has no escape).
+#[test]
+fn machine_settings_the_vmm_would_misread_are_refused() {
+    use vmshare_plan::render::{render, NetConfig, RenderConfig};
+    let specs = vmshare_plan::docker::parse_args(
+        &["/srv/data:/data".into()],
+        &[],
+        &[],
+        std::path::Path::new("/"),
+    )
+    .unwrap();
+    let machine = |tap: &str, runtime_dir: &str| RenderConfig {
+        kernel: "/k".into(),
+        initrd: None,
+        memory_mib: 512,
+        vcpus: 1,
+        net: Some(NetConfig {
+            tap: Some(tap.into()),
+            mac: "06:00:0a:00:02:0f".into(),
+        }),
+        vsock_cid: Some(3),
+        runtime_dir: runtime_dir.into(),
+    };
+    let rendered = |vmm: Vmm, tap: &str, runtime_dir: &str| {
+        let p = plan(
+            &specs,
+            &PlanConfig::new(vmm, "/vols", "/state"),
+            &ImagesAreFiles,
+        )
+        .unwrap();
+        render(&p, &machine(tap, runtime_dir)).map_err(|e| e.to_string())
+    };
+    for vmm in [Vmm::Qemu, Vmm::Firecracker, Vmm::CloudHypervisor] {
+        for bad in [
+            "",
+            "averyveryverylongtapname",
+            "tap/0",
+            "tap:0",
+            "tap 0",
+            ".",
+            "..",
+        ] {
+            let e = rendered(vmm, bad, "/rt").unwrap_err();
+            assert!(e.starts_with("tap device '"), "{vmm} {bad:?}: {e}");
+            assert!(e.contains("ip -brief link"), "{vmm} {bad:?}: {e}");
+        }
+        // Fifteen bytes is Linux's most.
+        assert!(rendered(vmm, "abcdefghijklmno", "/rt").is_ok(), "{vmm}");
+    }
+    let qemu = rendered(Vmm::Qemu, "tap,0", "/rt").unwrap();
+    assert!(
+        qemu.args
+            .iter()
+            .any(|a| a.contains("ifname=tap,,0,script=no")),
+        "{:?}",
+        qemu.args
+    );
+    let e = rendered(Vmm::CloudHypervisor, "tap,0", "/rt").unwrap_err();
+    assert!(
+        e.starts_with("network: cloud-hypervisor cannot take a tap name with a comma (tap,0)"),
+        "{e}"
+    );
+    let e = rendered(Vmm::CloudHypervisor, "tap0", "/rt,1").unwrap_err();
+    assert_eq!(
+        e,
+        "vsock: cloud-hypervisor cannot take a path with a comma (/rt,1/vsock.sock); \
+         rename it, or use --runtime-dir without commas"
+    );
+    assert!(rendered(Vmm::CloudHypervisor, "tap0", "/rt").is_ok());
+}
+
+/// Copy volumes whose images or write-backs collide: an image built in a
+/// runtime directory inside the tree it copies (`vmshare image build`
+/// refuses that output), and two read-write copies of one tree, whose
+/// images would both be written back into it at exit. Read-only copies
+/// are never written back and may overlap.
+#[test]
+fn overlapping_copy_volumes_are_refused() {
+    use std::path::Path;
+    let check = |volumes: &[&str], state: &str| {
+        let v: Vec<String> = volumes.iter().map(|s| s.to_string()).collect();
+        let specs = vmshare_plan::docker::parse_args(&v, &[], &[], Path::new("/")).unwrap();
+        plan(
+            &specs,
+            &PlanConfig::new(Vmm::Qemu, "/vols", state),
+            &vmshare_plan::FakeHost::new(),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    for copy in ["/p:/c:copy", "/p:/c:ro,copy"] {
+        let e = check(&[copy], "/p/rt").unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "-v {copy}: its image would be built in /p/rt, inside /p, the tree it copies \
+                 (and so into its own copy); put the runtime directory elsewhere \
+                 (vmshare plan --runtime-dir, vmshare run --state-dir)"
+            )
+        );
+    }
+    assert!(check(&["/p:/c:copy"], "/p").is_err());
+    assert!(check(&["/p:/c:copy"], "/prt").is_ok());
+
+    let e = check(&["/src:/c:copy", "/src/:/d:copy"], "/rt").unwrap_err();
+    assert_eq!(
+        e,
+        "'-v /src:/c:copy' and '-v /src/:/d:copy' copy the same directory, /src, and both \
+         are written back at exit, one over the other's changes; copy it once, or make one ro,copy"
+    );
+    let e = check(&["/src/a:/c:copy", "/src:/d:copy"], "/rt").unwrap_err();
+    assert!(
+        e.starts_with(
+            "'-v /src/a:/c:copy' and '-v /src:/d:copy' copy /src/a and /src, which holds it"
+        ) && e.ends_with("copy only /src, or make one ro,copy"),
+        "{e}"
+    );
+    let e = check(&["/src:/c:copy", "/src/a:/d:copy"], "/rt").unwrap_err();
+    assert!(e.contains("copy /src and /src/a inside it"), "{e}");
+    // Nothing comes back from a read-only copy; /srcs is not inside /src.
+    assert!(check(&["/src:/c:copy", "/src/a:/d:ro,copy"], "/rt").is_ok());
+    assert!(check(&["/src:/c:ro,copy", "/src:/d:ro,copy"], "/rt").is_ok());
+    assert!(check(&["/src:/c:copy", "/srcs:/d:copy"], "/rt").is_ok());
+}
+
+/// A `/` at the end of a source asks for a directory, as docker's bind
+/// of `/etc/hosts/` fails: the file was mounted. A directory so written,
+/// or a file without it, is as before.
+#[test]
+fn a_final_slash_asks_for_a_directory() {
+    use std::path::Path;
+    use vmshare_plan::host::HostKind;
+    let host = vmshare_plan::FakeHost::new()
+        .with("/etc/hosts", HostKind::File)
+        .with("/i/db.ext4", HostKind::File);
+    let check = |volume: &str, mount: &str| {
+        let words = |w: &str| -> Vec<String> { w.split_whitespace().map(String::from).collect() };
+        let specs =
+            vmshare_plan::docker::parse_args(&words(volume), &words(mount), &[], Path::new("/"))
+                .unwrap();
+        plan(
+            &specs,
+            &PlanConfig::new(Vmm::Qemu, "/vols", "/state"),
+            &host,
+        )
+    };
+    let e = check("/etc/hosts/:/x", "").unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "-v /etc/hosts/:/x: /etc/hosts is a file, but the '/' at the end of the source asks \
+         for a directory; drop it"
+    );
+    let e = check("", "type=bind,src=/etc/hosts/,dst=/x")
+        .unwrap_err()
+        .to_string();
+    assert!(e.ends_with("asks for a directory; drop it"), "{e}");
+    let e = check("", "type=ext4,src=/i/db.ext4/,dst=/x")
+        .unwrap_err()
+        .to_string();
+    assert!(e.ends_with("asks for a directory; drop it"), "{e}");
+    let p = check("/etc/hosts:/x", "").unwrap();
+    assert_eq!(p.nfs_exports[0].single_file.as_deref(), Some("hosts"));
+    let p = check("/etc/:/x", "").unwrap();
+    assert_eq!(p.nfs_exports[0].host_path.as_os_str(), "/etc");
+}
+
+/// Nothing can be mounted under a single file (the guest's mount failed
+/// with ENOTDIR after boot), and a target longer than Linux allows is
+/// refused before boot too (ENAMETOOLONG), from every front end.
+#[test]
+fn targets_the_guest_could_not_mount_on() {
+    use std::path::Path;
+    use vmshare_plan::host::HostKind;
+    let host = vmshare_plan::FakeHost::new().with("/etc/hosts", HostKind::File);
+    let check = |volumes: &[&str]| {
+        let v: Vec<String> = volumes.iter().map(|s| s.to_string()).collect();
+        vmshare_plan::docker::parse_args(&v, &[], &[], Path::new("/"))
+            .and_then(|specs| {
+                plan(
+                    &specs,
+                    &PlanConfig::new(Vmm::Qemu, "/vols", "/state"),
+                    &host,
+                )
+            })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let e = check(&["/etc/hosts:/a", "/etc:/a/b"]).unwrap_err();
+    assert_eq!(
+        e,
+        "'-v /etc:/a/b' would be mounted under '-v /etc/hosts:/a', which puts a single file \
+         on /a; a mount point must be a directory: give '-v /etc:/a/b' a target outside /a, \
+         or bind a directory there"
+    );
+    // Beside a file, or a file under a directory, is fine.
+    assert!(check(&["/etc/hosts:/a", "/etc:/ab"]).is_ok());
+    assert!(check(&["/etc:/a", "/etc/hosts:/a/hosts"]).is_ok());
+
+    let long = format!("/{}", "a".repeat(300));
+    let e = check(&[&format!("/etc:{long}")]).unwrap_err();
+    assert!(
+        e.contains("is 300 bytes, and a Linux name is at most 255"),
+        "{e}"
+    );
+    let specs =
+        env::parse_env([("FILESYSTEM_SOURCE", "/s"), ("FILESYSTEM_TARGET", &long)]).unwrap();
+    let e = plan(
+        &specs,
+        &PlanConfig::new(Vmm::Qemu, "/vols", "/state"),
+        &host,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("ENAMETOOLONG"), "{e}");
+    let e = oci_error(&format!(
+        r#"{{"type": "tmpfs", "source": "tmpfs", "destination": "{long}"}}"#
+    ));
+    assert!(e.contains("ENAMETOOLONG"), "{e}");
 }

@@ -14,7 +14,9 @@ pub(super) fn render(plan: &Plan, m: &RenderConfig) -> Result<Rendered, PlanErro
             hint: "use FILESYSTEM_DRIVER=virtiofs or nfs".into(),
         });
     }
-    // Its option parser splits values at commas, with no escape.
+    // Its option parser splits values at commas, with no escape: every
+    // path that goes into a `key=value,...` option is checked, the vsock
+    // socket too (`--vsock cid=3,socket=/rt,1/vsock.sock` was rendered).
     let paths = plan
         .block_devices
         .iter()
@@ -23,7 +25,8 @@ pub(super) fn render(plan: &Plan, m: &RenderConfig) -> Result<Rendered, PlanErro
             plan.shares
                 .iter()
                 .map(|s| (s.volume.clone(), virtiofsd_socket(m, s))),
-        );
+        )
+        .chain(m.vsock_cid.map(|_| ("vsock".to_string(), vsock_socket(m))));
     for (what, path) in paths {
         if path.to_string_lossy().contains(',') {
             return Err(PlanError::Unsupported {
@@ -75,10 +78,17 @@ pub(super) fn render(plan: &Plan, m: &RenderConfig) -> Result<Rendered, PlanErro
         }
     }
     if let Some(net) = &m.net {
-        args.extend([
-            "--net".into(),
-            format!("tap={},mac={}", needs_tap(plan, net)?, net.mac),
-        ]);
+        let tap = needs_tap(plan, net)?;
+        // Linux allows a comma in an interface name; this parser does not.
+        if tap.contains(',') {
+            return Err(PlanError::Unsupported {
+                volume: "network".into(),
+                vmm: "cloud-hypervisor".into(),
+                what: format!("take a tap name with a comma ({tap})"),
+                hint: "rename the tap device (ip link set NAME name NEW)".into(),
+            });
+        }
+        args.extend(["--net".into(), format!("tap={tap},mac={}", net.mac)]);
     }
     if let Some(cid) = m.vsock_cid {
         args.extend([

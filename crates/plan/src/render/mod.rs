@@ -76,6 +76,9 @@ pub struct ConfigFile {
 
 /// Renders `plan` for its VMM.
 pub fn render(plan: &Plan, machine: &RenderConfig) -> Result<Rendered, PlanError> {
+    if let Some(tap) = machine.net.as_ref().and_then(|n| n.tap.as_deref()) {
+        check_tap_name(tap)?;
+    }
     match plan.vmm {
         Vmm::Qemu => Ok(qemu::render(plan, machine)),
         Vmm::Firecracker => firecracker::render(plan, machine),
@@ -109,6 +112,45 @@ fn virtiofsd(machine: &RenderConfig, share: &Share) -> Vec<String> {
 /// Where the vsock device's host socket lives.
 fn vsock_socket(machine: &RenderConfig) -> PathBuf {
     machine.runtime_dir.join("vsock.sock")
+}
+
+/// Linux's limit on an interface name, in bytes, without the NUL
+/// (`IFNAMSIZ` - 1).
+pub const MAX_IFNAME_LEN: usize = 15;
+
+/// Checks a tap device name as Linux checks an interface name
+/// (`dev_valid_name`): 1 to 15 bytes, not `.` or `..`, and no `/`, `:`,
+/// white space (the kernel's `isspace`, which counts byte 0xa0) or NUL.
+/// A name Linux could not have was passed on as it was: QEMU and the
+/// other VMMs then failed to open the tap, or Firecracker's
+/// `host_dev_name` held a name no device has.
+pub fn check_tap_name(name: &str) -> Result<(), PlanError> {
+    let bad = |reason: String| PlanError::Machine {
+        setting: format!("tap device '{}'", name.escape_debug()),
+        reason,
+    };
+    let fix = "give the name of an existing tap device (ip -brief link lists them)";
+    if name.is_empty() || name.len() > MAX_IFNAME_LEN {
+        return Err(bad(format!(
+            "{} bytes long, and a Linux interface name is 1 to {MAX_IFNAME_LEN} bytes; {fix}",
+            name.len()
+        )));
+    }
+    if name == "." || name == ".." {
+        return Err(bad(format!(
+            "is not a name Linux allows for an interface; {fix}"
+        )));
+    }
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0xa0);
+    if name
+        .bytes()
+        .any(|b| b == b'/' || b == b':' || b == 0 || space(b))
+    {
+        return Err(bad(format!(
+            "a Linux interface name cannot hold '/', ':', white space or NUL; {fix}"
+        )));
+    }
+    Ok(())
 }
 
 fn needs_tap(plan: &Plan, net: &NetConfig) -> Result<String, PlanError> {

@@ -113,7 +113,10 @@ pub(super) fn render(plan: &Plan, m: &RenderConfig) -> Rendered {
     }
     if let Some(net) = &m.net {
         let backend = match &net.tap {
-            Some(tap) => format!("tap,id=net0,ifname={tap},script=no,downscript=no"),
+            Some(tap) => format!(
+                "tap,id=net0,ifname={},script=no,downscript=no",
+                tap.replace(',', ",,")
+            ),
             None => "user,id=net0".to_string(),
         };
         rest.extend([

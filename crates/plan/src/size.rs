@@ -1,11 +1,15 @@
-//! Sizes as docker and dd users write them, for `run -m` and `image build
-//! --size`: a number, a fraction if wanted, and `k`, `m`, `g` or `t`,
-//! optionally followed by `i`, `b` or `ib`, in any case (`1.5g`, `512MiB`,
-//! `2GB`). Powers of 1024, as docker reads them.
+//! Sizes as docker and dd users write them: a number, a fraction if
+//! wanted, and `k`, `m`, `g`, `t` or `p`, optionally followed by `i`, `b`
+//! or `ib`, in any case (`1.5g`, `512MiB`, `2GB`). Powers of 1024, as
+//! docker's `units.RAMInBytes` reads them for `run -m` and `--mount
+//! tmpfs-size`. Here, below the command line, so that `vmshare run -m`,
+//! `vmshare image build --size` and the docker front end's `tmpfs-size`
+//! read one syntax (the front end refused `64MiB`, `64mb`, `1.5g` and
+//! `1t`, which docker takes).
 
 /// The bytes `text` says; the error says what is wrong, for the caller to
 /// prefix with the option's name.
-pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
+pub fn parse_bytes(text: &str) -> Result<u64, &'static str> {
     let t = text.trim().to_ascii_lowercase();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -25,11 +29,12 @@ pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
         "m" => 20,
         "g" => 30,
         "t" => 40,
-        _ => return Err("unknown unit; use k, m, g or t".into()),
+        "p" => 50,
+        _ => return Err("unknown unit; use k, m, g, t or p"),
     };
     let bytes = (n * 2f64.powi(shift)).floor();
     if bytes >= 2f64.powi(63) {
-        return Err("too large".into());
+        return Err("too large");
     }
     // Finite, not negative (no sign is read) and below 2^63 just above:
     // the conversion is exact.
@@ -47,6 +52,8 @@ mod tests {
         assert_eq!(parse_bytes("1.5G"), Ok(3 << 29));
         assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
         assert_eq!(parse_bytes("1T"), Ok(1 << 40));
+        assert_eq!(parse_bytes("1p"), Ok(1 << 50));
+        assert_eq!(parse_bytes("64mb"), Ok(64 << 20));
         assert_eq!(parse_bytes("4096"), Ok(4096));
         for bad in ["", "x", "-1g", "nan", "2Q", "1e999"] {
             assert!(parse_bytes(bad).is_err(), "{bad}");
