@@ -73,14 +73,23 @@ fn fd_budget(limit: Option<u64>) -> (usize, usize) {
     (each.min(PATH_CACHE_MAX), each.min(IO_CACHE_MAX))
 }
 
-/// When each client address last had a refused MNT logged, and how many
-/// of its refusals were held back since.
-#[derive(Debug, Default)]
-struct RefusalLog {
-    clients: HashMap<std::net::IpAddr, (Instant, u64)>,
+/// At most one log line a period for each key (a client address, or
+/// `()` for an event that is no client's): when each last had a line,
+/// and how many were held back since.
+#[derive(Debug)]
+struct LineGate<K> {
+    clients: HashMap<K, (Instant, u64)>,
 }
 
-impl RefusalLog {
+impl<K> Default for LineGate<K> {
+    fn default() -> Self {
+        LineGate {
+            clients: HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy> LineGate<K> {
     /// One line a client per period.
     const PERIOD: Duration = Duration::from_secs(10);
     /// Clients remembered; past it those whose period is over are
@@ -88,7 +97,7 @@ impl RefusalLog {
     const CLIENTS: usize = 256;
 
     /// `Some(held back)` if a line for `ip` may be written now.
-    fn allow(&mut self, ip: std::net::IpAddr, now: Instant) -> Option<u64> {
+    fn allow(&mut self, ip: K, now: Instant) -> Option<u64> {
         if let Some((last, held)) = self.clients.get_mut(&ip) {
             if now.duration_since(*last) < Self::PERIOD {
                 *held = held.saturating_add(1);
@@ -466,7 +475,9 @@ pub struct FsBackend {
     proc_fd: OwnedFd,
     write_verf: AtomicU64,
     /// When a refused MNT was last logged (seconds since the epoch).
-    mount_refusals: Mutex<RefusalLog>,
+    mount_refusals: Mutex<LineGate<std::net::IpAddr>>,
+    /// Gates the line [`Self::shed_fds`] writes.
+    shed_log: Mutex<LineGate<()>>,
 }
 
 fn compress_dev(dev: u64) -> u32 {
@@ -792,7 +803,8 @@ impl FsBackend {
             closer: Closer::new(),
             proc_fd,
             write_verf: AtomicU64::new(u64::from_ne_bytes(seed)),
-            mount_refusals: Mutex::new(RefusalLog::default()),
+            mount_refusals: Mutex::new(LineGate::default()),
+            shed_log: Mutex::new(LineGate::default()),
         })
     }
 
@@ -1335,10 +1347,21 @@ impl FsBackend {
             drop(m);
             drop(gone);
         }
-        tracing::warn!(
-            dropped,
-            "out of file descriptors: closed cached ones (raise the open-file limit)"
-        );
+        // At most a line every ten seconds: with many clients at a low
+        // limit this ran at 6,000 lines a second.
+        let held_back = self
+            .shed_log
+            .lock()
+            .ok()
+            .and_then(|mut log| log.allow((), Instant::now()));
+        if let Some(held_back) = held_back {
+            tracing::warn!(
+                dropped,
+                held_back,
+                "out of file descriptors: closed cached ones (raise the open-file limit; \
+                 `held_back`: lines like this one not written since the last)"
+            );
+        }
         true
     }
 
@@ -3113,7 +3136,7 @@ mod refusal_log_tests {
     /// single gate for everyone had).
     #[test]
     fn each_client_gets_its_own_line_a_period() {
-        let mut log = RefusalLog::default();
+        let mut log = LineGate::<std::net::IpAddr>::default();
         let t0 = Instant::now();
         let (a, b): (std::net::IpAddr, std::net::IpAddr) = (
             "10.0.0.1".parse().expect("ip"),
@@ -3124,7 +3147,7 @@ mod refusal_log_tests {
             assert_eq!(log.allow(a, t0), None);
         }
         assert_eq!(log.allow(b, t0), Some(0), "another client is not held back");
-        let later = t0 + RefusalLog::PERIOD;
+        let later = t0 + LineGate::<std::net::IpAddr>::PERIOD;
         assert_eq!(log.allow(a, later), Some(5));
         assert_eq!(log.allow(a, later), None);
         // Bounded: many addresses do not grow it past its size.
@@ -3132,6 +3155,6 @@ mod refusal_log_tests {
             let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + i));
             assert_eq!(log.allow(ip, later), Some(0));
         }
-        assert!(log.clients.len() <= RefusalLog::CLIENTS);
+        assert!(log.clients.len() <= LineGate::<std::net::IpAddr>::CLIENTS);
     }
 }

@@ -143,7 +143,7 @@ impl HandleCodec {
     }
 
     /// Loads the key from `state_dir`, creating it (0600, in a 0700
-    /// directory) on first use. Keeping it is what lets handles survive a
+    /// directory) on first use; servers starting together agree on one. Keeping it is what lets handles survive a
     /// restart; deleting it invalidates every handle ever given out.
     pub fn load_or_create(state_dir: &Path) -> std::io::Result<Self> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -155,24 +155,41 @@ impl HandleCodec {
         check_state_dir(state_dir)?;
         let path = state_dir.join(KEY_FILE);
         let mut key = [0u8; 32];
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(mut f) => {
-                getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
-                f.write_all(&key)?;
-                f.sync_all()?;
+        if std::fs::symlink_metadata(&path).is_err() {
+            // Written whole under a name of its own, then linked into
+            // place: a key created empty and then written was seen empty
+            // (and refused as damaged) by a server starting at the same
+            // moment, and a crash in between left it empty for good.
+            getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
+            let mut nonce = [0u8; 8];
+            getrandom::fill(&mut nonce).map_err(|e| std::io::Error::other(e.to_string()))?;
+            let tmp = state_dir.join(format!(
+                ".{KEY_FILE}.{}.{:016x}",
+                std::process::id(),
+                u64::from_le_bytes(nonce)
+            ));
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .and_then(|mut f| f.write_all(&key).and_then(|()| f.sync_all()))
+                .and_then(|()| std::fs::hard_link(&tmp, &path));
+            let _ = std::fs::remove_file(&tmp);
+            match written {
+                Ok(()) => {
+                    // The new name made durable with the key.
+                    std::fs::File::open(state_dir)?.sync_all()?;
+                    return Ok(HandleCodec { key });
+                }
+                // Another server made it first: use that one.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let mut f = std::fs::File::open(&path)?;
-                check_key_file(&f, &path)?;
-                f.read_exact(&mut key)?;
-            }
-            Err(e) => return Err(e),
         }
+        let mut f = std::fs::File::open(&path)?;
+        check_key_file(&f, &path)?;
+        f.read_exact(&mut key)?;
         Ok(HandleCodec { key })
     }
 
@@ -305,6 +322,48 @@ mod tests {
         let b = HandleCodec::load_or_create(&dir).expect("load");
         assert_eq!(a.key, b.key);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Servers starting together on a fresh state directory agree on one
+    /// key. The key was created empty and then written, and one started
+    /// at the same moment found it empty and refused it as damaged (11
+    /// starts in 30 in an audit).
+    #[test]
+    fn servers_starting_together_share_one_key() {
+        let top = std::env::temp_dir().join(format!("vmshare-key-race-{}", std::process::id()));
+        for round in 0..20 {
+            let dir = top.join(round.to_string());
+            let go = std::sync::Barrier::new(8);
+            let keys: Vec<_> = std::thread::scope(|s| {
+                let started: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            go.wait();
+                            HandleCodec::load_or_create(&dir).map(|c| c.key)
+                        })
+                    })
+                    .collect();
+                started
+                    .into_iter()
+                    .map(|t| t.join().expect("thread"))
+                    .collect()
+            });
+            let first = keys[0].as_ref().expect("round's first server");
+            for k in &keys {
+                assert_eq!(
+                    k.as_ref().expect("every server starts"),
+                    first,
+                    "round {round}"
+                );
+            }
+            let names: Vec<_> = std::fs::read_dir(&dir)
+                .expect("ls")
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            assert_eq!(names, [KEY_FILE], "no temporary left behind");
+        }
+        let _ = std::fs::remove_dir_all(&top);
     }
 
     /// A key others can read (they could forge handles) or a damaged one
