@@ -278,9 +278,17 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             // unfs3 and knfsd users reach for it to reload the exports;
             // killing the server (SIGHUP's default) would break every
             // guest's mount instead.
-            libc::SIGHUP => warn!(
+            libc::SIGHUP if root => warn!(
                 "SIGHUP: the exports are read only at start; restart the server to change \
                  them (clients with hard mounts carry on after a restart)"
+            ),
+            // Without root, handles are found again only by the names
+            // looked up since start: after a restart, guests get ESTALE
+            // for what they held open.
+            libc::SIGHUP => warn!(
+                "SIGHUP: the exports are read only at start; restart the server to change \
+                 them (not running as root, a restart makes the files and directories clients \
+                 hold open stale: they must mount again)"
             ),
             sig => break sig,
         }
