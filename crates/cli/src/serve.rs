@@ -42,8 +42,8 @@ pub struct Args {
     exports_files: Vec<PathBuf>,
 
     /// Where the file handle key is kept, so that handles survive restarts.
-    /// Default: /var/lib/vmshare as root, else $XDG_STATE_HOME/vmshare or
-    /// ~/.local/state/vmshare.
+    /// Default: /var/lib/vmshare as root, else $XDG_STATE_HOME/vmshare,
+    /// ~/.local/state/vmshare, or $TMPDIR/vmshare-state-UID without a home.
     #[arg(long, value_name = "DIR", env = "VMSHARE_STATE_DIR")]
     state_dir: Option<PathBuf>,
 
@@ -278,18 +278,21 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             // unfs3 and knfsd users reach for it to reload the exports;
             // killing the server (SIGHUP's default) would break every
             // guest's mount instead.
-            libc::SIGHUP if root => warn!(
-                "SIGHUP: the exports are read only at start; restart the server to change \
-                 them (clients with hard mounts carry on after a restart)"
-            ),
-            // Without root, handles are found again only by the names
-            // looked up since start: after a restart, guests get ESTALE
-            // for what they held open.
-            libc::SIGHUP => warn!(
-                "SIGHUP: the exports are read only at start; restart the server to change \
-                 them (not running as root, a restart makes the files and directories clients \
-                 hold open stale: they must mount again)"
-            ),
+            libc::SIGHUP => {
+                // Without root, handles are found again only by the names
+                // looked up since start: after a restart, guests get
+                // ESTALE for what they held open.
+                let restart = if root {
+                    "clients with hard mounts carry on after a restart"
+                } else {
+                    "not running as root, a restart makes the files and directories clients \
+                     hold open stale: they must mount again"
+                };
+                warn!(
+                    "SIGHUP: the exports are read only at start; restart the server to change \
+                     them ({restart})"
+                )
+            }
             sig => break sig,
         }
     };

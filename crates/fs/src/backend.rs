@@ -3128,7 +3128,7 @@ fn verifier_times(v: &Verifier) -> (NfsTime, NfsTime) {
 }
 
 #[cfg(test)]
-mod refusal_log_tests {
+mod line_gate_tests {
     use super::*;
 
     /// One client retrying in a loop is logged once a period with the

@@ -147,6 +147,8 @@ impl HandleCodec {
     /// restart; deleting it invalidates every handle ever given out.
     pub fn load_or_create(state_dir: &Path) -> std::io::Result<Self> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        // Before: a file there gets its own message, not "File exists".
+        // After: someone else may have made it in between.
         check_state_dir(state_dir)?;
         std::fs::DirBuilder::new()
             .recursive(true)

@@ -414,15 +414,7 @@ pub fn plan(
     host: &dyn HostFacts,
 ) -> Result<Plan, PlanError> {
     check_duplicates(specs)?;
-    let targets: Vec<Option<String>> = specs
-        .iter()
-        .map(|s| {
-            s.target
-                .as_deref()
-                .map(|t| check_target(&s.name, t))
-                .transpose()
-        })
-        .collect::<Result<_, _>>()?;
+    let targets = checked_targets(specs)?;
     check_order(specs, &targets)?;
     let vmm = config.vmm;
     let kinds: Vec<Kind> = specs
@@ -511,7 +503,12 @@ fn check_order(specs: &[VolumeSpec], targets: &[Option<String>]) -> Result<(), P
 /// asks first, because there the user cannot reorder across them and
 /// needs other advice.
 pub fn first_hidden(specs: &[VolumeSpec]) -> Result<Option<(usize, usize)>, PlanError> {
-    let targets: Vec<Option<String>> = specs
+    Ok(hidden_pair(&checked_targets(specs)?))
+}
+
+/// Each volume's target, checked ([`check_target`]) and normalised.
+fn checked_targets(specs: &[VolumeSpec]) -> Result<Vec<Option<String>>, PlanError> {
+    specs
         .iter()
         .map(|s| {
             s.target
@@ -519,8 +516,7 @@ pub fn first_hidden(specs: &[VolumeSpec]) -> Result<Option<(usize, usize)>, Plan
                 .map(|t| check_target(&s.name, t))
                 .transpose()
         })
-        .collect::<Result<_, _>>()?;
-    Ok(hidden_pair(&targets))
+        .collect()
 }
 
 fn hidden_pair(targets: &[Option<String>]) -> Option<(usize, usize)> {
