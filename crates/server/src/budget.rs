@@ -13,6 +13,15 @@
 //! until they were found stalled and closed (two seconds a wave, several
 //! waves for 60 such connections), while with it the newcomer is served
 //! at once.
+//!
+//! An address is not a client, though: every guest behind QEMU's user
+//! network reaches the host as 127.0.0.1. So a caller may also show that
+//! its connection is proven ([`Charge::grow`]): the server's caller
+//! says what that means (a client that has taken every reply it was sent),
+//! and a proven connection may take the reserve too. Hoarders that read at
+//! a trickle always have replies outstanding; the guest beside them on the
+//! same address keeps being served from the reserve while they are found
+//! and closed.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -120,13 +129,13 @@ impl Budget {
     /// headroom keeps small calls (a GETATTR, a NULL) flowing while big
     /// records from slow or hostile clients fill the rest. Nor, from an
     /// address that holds bytes already, the [`RESERVE`] before it, which
-    /// is for addresses holding none.
-    fn limit(&self, n: usize, held: usize) -> usize {
+    /// is for addresses holding none and for proven connections.
+    fn limit(&self, n: usize, held: usize, proven: bool) -> usize {
         if n <= SMALL {
             return self.cap;
         }
         let large = self.cap - self.cap / 8;
-        if held == 0 {
+        if held == 0 || proven {
             large
         } else {
             // A budget too small for a reserve keeps none.
@@ -137,13 +146,21 @@ impl Budget {
     /// Waits until `n` more bytes fit, or `abort` says to stop. A request
     /// larger than the whole budget is let through once nothing else is
     /// charged, so that it cannot wait forever.
-    fn acquire(&self, addr: IpAddr, n: usize, abort: &dyn Fn() -> bool) -> Option<Duration> {
+    fn acquire(
+        &self,
+        addr: IpAddr,
+        n: usize,
+        proven: &dyn Fn() -> bool,
+        abort: &dyn Fn() -> bool,
+    ) -> Option<Duration> {
         let start = Instant::now();
         let mut used = lock(&self.used);
         let mut counted = false;
         let result = loop {
             let held = used.by_addr.get(&addr).copied().unwrap_or(0);
-            if used.total == 0 || used.total.saturating_add(n) <= self.limit(n, held) {
+            let fits = |proven| used.total.saturating_add(n) <= self.limit(n, held, proven);
+            // `proven` may cost a system call: asked only when it decides.
+            if used.total == 0 || fits(false) || (held > 0 && fits(true) && proven()) {
                 used.add(addr, n);
                 break Some(start.elapsed());
             }
@@ -179,10 +196,17 @@ pub(crate) struct Charge {
 }
 
 impl Charge {
-    /// Grows the charge by `n` bytes, waiting for room. Returns how long it
-    /// waited, or `None` if `abort` stopped the wait (the charge is unchanged).
-    pub(crate) fn grow(&mut self, n: usize, abort: &dyn Fn() -> bool) -> Option<Duration> {
-        let waited = self.budget.acquire(self.addr, n, abort)?;
+    /// Grows the charge by `n` bytes, waiting for room. If `proven` says so
+    /// when it matters, the charge may take the reserve although its
+    /// address holds bytes. Returns how long it waited, or `None` if
+    /// `abort` stopped the wait (the charge is unchanged).
+    pub(crate) fn grow(
+        &mut self,
+        n: usize,
+        proven: &dyn Fn() -> bool,
+        abort: &dyn Fn() -> bool,
+    ) -> Option<Duration> {
+        let waited = self.budget.acquire(self.addr, n, proven, abort)?;
         self.bytes = self.bytes.saturating_add(n);
         Some(waited)
     }
@@ -213,12 +237,13 @@ mod tests {
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+    const NO: &dyn Fn() -> bool = &|| false;
 
     #[test]
     fn charges_are_released_on_drop() {
         let b = Budget::new(100);
         let mut c = b.charge(A);
-        assert!(c.grow(60, &|| false).is_some());
+        assert!(c.grow(60, NO, &|| false).is_some());
         assert_eq!(b.used(), 60);
         c.set(10);
         assert_eq!(b.used(), 10);
@@ -230,9 +255,9 @@ mod tests {
     fn full_budget_blocks_until_abort() {
         let b = Budget::new(100);
         let mut c1 = b.charge(A);
-        assert!(c1.grow(80, &|| false).is_some());
+        assert!(c1.grow(80, NO, &|| false).is_some());
         let mut c2 = b.charge(A);
-        assert!(c2.grow(30, &|| true).is_none());
+        assert!(c2.grow(30, NO, &|| true).is_none());
         assert_eq!(b.used(), 80);
     }
 
@@ -240,32 +265,32 @@ mod tests {
     fn headroom_is_kept_for_small_requests() {
         let b = Budget::new(800 * 1024);
         let mut big = b.charge(A);
-        assert!(big.grow(600 * 1024, &|| false).is_some());
+        assert!(big.grow(600 * 1024, NO, &|| false).is_some());
         let mut big2 = b.charge(A);
         assert!(
-            big2.grow(150 * 1024, &|| true).is_none(),
+            big2.grow(150 * 1024, NO, &|| true).is_none(),
             "a large request took the headroom"
         );
         let mut small = b.charge(A);
-        assert!(small.grow(60 * 1024, &|| true).is_some());
+        assert!(small.grow(60 * 1024, NO, &|| true).is_some());
     }
 
     #[test]
     fn oversized_request_passes_alone() {
         let b = Budget::new(10);
         let mut c = b.charge(A);
-        assert!(c.grow(50, &|| true).is_some());
+        assert!(c.grow(50, NO, &|| true).is_some());
     }
 
     #[test]
     fn waiter_wakes_when_bytes_are_freed() {
         let b = Budget::new(100);
         let mut c1 = b.charge(A);
-        assert!(c1.grow(100, &|| false).is_some());
+        assert!(c1.grow(100, NO, &|| false).is_some());
         let b2 = Arc::clone(&b);
         let t = std::thread::spawn(move || {
             let mut c2 = b2.charge(A);
-            c2.grow(50, &|| false).is_some()
+            c2.grow(50, NO, &|| false).is_some()
         });
         std::thread::sleep(Duration::from_millis(20));
         drop(c1);
@@ -280,7 +305,7 @@ mod tests {
         let mut hoard = Vec::new();
         loop {
             let mut c = b.charge(A);
-            if c.grow(MIB, &|| true).is_none() {
+            if c.grow(MIB, NO, &|| true).is_none() {
                 break;
             }
             hoard.push(c);
@@ -289,13 +314,46 @@ mod tests {
         // ... and another still gets one at once.
         let mut newcomer = b.charge(B);
         assert!(
-            newcomer.grow(MIB, &|| true).is_some(),
+            newcomer.grow(MIB, NO, &|| true).is_some(),
             "the reserve was taken"
         );
         // Having one, it waits like everyone else.
         let mut second = b.charge(B);
-        assert!(second.grow(MIB, &|| true).is_none());
+        assert!(second.grow(MIB, NO, &|| true).is_none());
         drop(hoard);
         assert_eq!(b.used(), MIB);
+    }
+
+    #[test]
+    fn a_proven_caller_may_take_the_reserve_on_a_busy_address() {
+        const MIB: usize = 1 << 20;
+        let b = Budget::new(10 * MIB);
+        let mut hoard = Vec::new();
+        loop {
+            let mut c = b.charge(A);
+            if c.grow(MIB, NO, &|| true).is_none() {
+                break;
+            }
+            hoard.push(c);
+        }
+        // Asked only when it decides: a small call fits without it.
+        let asked = std::cell::Cell::new(0);
+        let proven = || {
+            asked.set(asked.get() + 1);
+            true
+        };
+        let mut small = b.charge(A);
+        assert!(small.grow(4096, &proven, &|| true).is_some());
+        assert_eq!(asked.get(), 0, "asked for a call that fits anyway");
+        drop(small);
+        // Unproven, a large one waits; proven, it takes the reserve.
+        let mut unproven = b.charge(A);
+        assert!(unproven.grow(MIB, NO, &|| true).is_none());
+        let mut guest = b.charge(A);
+        assert!(guest.grow(MIB, &proven, &|| true).is_some());
+        assert_eq!(asked.get(), 1);
+        // The reserve is then spent, for the proven too.
+        let mut again = b.charge(A);
+        assert!(again.grow(MIB, &proven, &|| true).is_none());
     }
 }

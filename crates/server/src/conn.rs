@@ -96,6 +96,8 @@ pub(crate) struct Conn {
     /// When the last call arrived, in [`Shared::ms`] (at accept: when the
     /// connection was made), to find the longest-idle connection.
     last_call_ms: AtomicU64,
+    /// Whether a reply has been sent whole, into the socket at least.
+    replied: AtomicBool,
 }
 
 /// One call counted against the connection's in-flight cap until dropped.
@@ -122,6 +124,20 @@ impl Drop for Slot {
     }
 }
 
+/// Bytes in `stream`'s send queue that the peer has not acknowledged
+/// (`SIOCOUTQ`), or `None` if the kernel would not say.
+fn unacked(stream: &TcpStream) -> Option<usize> {
+    use rustix::ioctl::{ioctl, Getter, Opcode};
+    // SIOCOUTQ has TIOCOUTQ's number (linux/sockios.h); ioctl numbers are
+    // 32 bits, whatever type libc gives them.
+    #[allow(clippy::cast_possible_truncation)]
+    const SIOCOUTQ: Opcode = libc::TIOCOUTQ as Opcode;
+    // SAFETY: SIOCOUTQ on a TCP socket writes one `int`, which is what the
+    // getter gives it to fill; the socket is a live fd borrowed for the call.
+    let n = unsafe { ioctl(stream, Getter::<SIOCOUTQ, libc::c_int>::new()) }.ok()?;
+    usize::try_from(n).ok()
+}
+
 enum SendResult {
     Done,
     WouldBlock,
@@ -132,23 +148,62 @@ enum SendResult {
 /// socket's send timeout (set in `start_connection`).
 pub(crate) const WRITE_TICK: Duration = Duration::from_millis(250);
 
-/// When a reply last moved, to tell a client that reads slowly from one
-/// that stopped reading.
+/// The slowest a record may move, on average, while other calls wait for
+/// the memory it holds: a 1 MiB WRITE or READ reply at this rate takes
+/// 4 s. Over loopback, a tap or virtio a busy client still moves megabytes
+/// a second; one slower than this is holding bytes others need.
+const MIN_RATE: u128 = 256 * 1024;
+
+/// Whether `moved` bytes in `age` is below [`MIN_RATE`] on average.
+fn below_min_rate(moved: usize, age: Duration) -> bool {
+    (moved as u128) * 1_000_000 < MIN_RATE * age.as_micros()
+}
+
+/// How one reply is moving, to tell a client that reads slowly from one
+/// that stopped reading, and either from one that reads too slowly to be
+/// left holding reply memory that others wait for.
 pub(crate) struct Progress<'a> {
     shared: &'a Shared,
+    started: Instant,
     last: Instant,
+    sent: usize,
 }
 
 impl<'a> Progress<'a> {
     fn new(shared: &'a Shared) -> Progress<'a> {
+        let now = Instant::now();
         Progress {
             shared,
-            last: Instant::now(),
+            started: now,
+            last: now,
+            sent: 0,
         }
     }
 
-    fn made(&mut self) {
+    /// `n` more bytes went out. A client that takes every byte but at a
+    /// trickle never stalls; while others wait for reply memory it is cut
+    /// off like a stalled one. (60 connections draining 2 KB every half
+    /// second kept every other client on their address from getting a
+    /// 1 MiB READ answered: their address held bytes, so the budget's
+    /// reserve was not theirs.)
+    fn made(&mut self, n: usize) -> std::io::Result<()> {
         self.last = Instant::now();
+        self.sent = self.sent.saturating_add(n);
+        self.check_rate()
+    }
+
+    fn check_rate(&self) -> std::io::Result<()> {
+        let age = self.started.elapsed();
+        if age >= self.shared.pressure_stall()
+            && below_min_rate(self.sent, age)
+            && self.shared.reply_budget.has_waiters()
+        {
+            return Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                "reply taken too slowly while other calls wait for reply memory",
+            ));
+        }
+        Ok(())
     }
 
     /// A send failed with `e`: fine to retry after a tick or an interrupt,
@@ -173,6 +228,7 @@ impl<'a> Progress<'a> {
                 "no reply bytes taken while other calls wait for reply memory",
             ));
         }
+        self.check_rate()?;
         if self.shared.stop.load(Ordering::Acquire) {
             return Err(std::io::Error::other("server stopping"));
         }
@@ -198,6 +254,7 @@ impl Conn {
             out_cv: Condvar::new(),
             inflight: Mutex::new(Inflight::default()),
             inflight_cv: Condvar::new(),
+            replied: AtomicBool::new(false),
             last_call_ms: AtomicU64::new(now_ms),
         })
     }
@@ -213,6 +270,27 @@ impl Conn {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether the client has taken every reply it was sent: it has been
+    /// sent one, nothing waits to be sent, and the socket holds nothing the
+    /// client has not acknowledged. Such a connection may use the reply
+    /// budget's reserve although its address holds bytes (see
+    /// [`crate::budget`]): hoarders that read at a trickle never pass, and
+    /// a guest beside them behind the same NAT address does between its
+    /// calls. A reply merely sent does not count: the socket's buffer takes
+    /// a 1 MiB reply from a client that reads none of it.
+    pub(crate) fn takes_replies(&self) -> bool {
+        if !self.replied.load(Ordering::Relaxed) {
+            return false;
+        }
+        // Asked under the budget's lock: `try_lock` keeps the two locks
+        // from ever waiting on each other (busy means sending: not proven).
+        match self.out.try_lock() {
+            Ok(out) if !out.writing && out.queue.is_empty() => {}
+            _ => return false,
+        }
+        unacked(&self.stream) == Some(0)
     }
 
     /// Shuts the socket down (waking the reader and writer) and drops the
@@ -252,6 +330,7 @@ impl Conn {
         out.writing = false;
         match result {
             SendResult::Done => {
+                self.replied.store(true, Ordering::Relaxed);
                 let more = !out.queue.is_empty();
                 drop(out);
                 drop(item);
@@ -343,6 +422,7 @@ impl Conn {
                     self.close();
                     return;
                 }
+                self.replied.store(true, Ordering::Relaxed);
             }
             lock(&self.out).writing = false;
         }
@@ -356,7 +436,7 @@ impl Conn {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     buf = buf.get(n..).unwrap_or_default();
-                    progress.made();
+                    progress.made(n)?;
                 }
                 Err(e) => progress.waited(e)?,
             }
@@ -383,7 +463,7 @@ impl Conn {
             match send(&self.stream, head, SendFlags::MORE | SendFlags::NOSIGNAL) {
                 Ok(n) => {
                     head = head.get(n..).unwrap_or_default();
-                    progress.made();
+                    progress.made(n)?;
                 }
                 Err(e) => progress.waited(e.into())?,
             }
@@ -400,7 +480,7 @@ impl Conn {
                 Ok(0) => return Err(std::io::Error::other("pipe ran dry mid-reply")),
                 Ok(n) => {
                     left = left.saturating_sub(n);
-                    progress.made();
+                    progress.made(n)?;
                 }
                 Err(e) => progress.waited(e.into())?,
             }
@@ -479,6 +559,12 @@ pub(crate) struct Reader<'a> {
     linger: Linger<'a>,
     follow: Follow<'a>,
     sync_gate: SyncGate,
+    /// Whether the last record arrived no slower than [`MIN_RATE`]: the
+    /// next one may then take the request budget's reserve although the
+    /// address holds bytes (the reply side's rule, [`Conn::takes_replies`],
+    /// for requests: hoarders trickling WRITEs from the address of a
+    /// guest held its 1 MiB WRITEs up to 10 s).
+    kept_pace: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -496,6 +582,7 @@ impl<'a> Reader<'a> {
             linger: Linger::new(&shared.pollers, conn.id),
             follow: Follow::new(&shared.placement),
             sync_gate: SyncGate::default(),
+            kept_pace: false,
         }
     }
 
@@ -630,12 +717,8 @@ impl<'a> Reader<'a> {
         if age >= self.shared.limits.record_timeout {
             return Some(End::Stalled);
         }
-        // Slower than this, on average, is not a client that is merely
-        // busy: a 1 MiB WRITE at this rate takes 4 s.
-        const MIN_RATE: u128 = 256 * 1024;
-        let too_slow = (self.received as u128) * 1_000_000 < MIN_RATE * age.as_micros();
         if age >= self.shared.pressure_stall()
-            && too_slow
+            && below_min_rate(self.received, age)
             && self.shared.request_budget.has_waiters()
         {
             return Some(End::StalledUnderPressure);
@@ -785,7 +868,8 @@ impl<'a> Reader<'a> {
             let frag_end = filled + len;
             let to_pool = !pooled && frag_end >= POOLED_MIN && frag_end <= pool.size();
             let extra = if to_pool { pool.size() - frag_end } else { 0 };
-            let waited = match charge.grow(len + extra, &abort) {
+            let proven = !holding && self.kept_pace;
+            let waited = match charge.grow(len + extra, &|| proven, &abort) {
                 Some(w) => w,
                 None if holding && !self.aborted() => return Err(End::StalledUnderPressure),
                 None => return Err(End::Closed),
@@ -817,6 +901,10 @@ impl<'a> Reader<'a> {
                 filled += n;
             }
             if frag.last {
+                self.kept_pace = self.started.is_none_or(|s| {
+                    let age = s.elapsed();
+                    age < self.shared.pressure_stall() || !below_min_rate(self.received, age)
+                });
                 if pooled {
                     let pool = Arc::clone(&self.shared.bufs);
                     return Ok((Record::new(record, filled, Some(pool)), charge));

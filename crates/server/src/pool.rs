@@ -46,7 +46,7 @@ pub(crate) fn reply_charge(shared: &Shared, conn: &Conn, record: &[u8]) -> Optio
     };
     let mut c = shared.reply_budget.charge(conn.peer.ip());
     let abort = || conn.is_closed() || shared.stop.load(Ordering::Acquire);
-    c.grow(hint, &abort).map(|_| c)
+    c.grow(hint, &|| conn.takes_replies(), &abort).map(|_| c)
 }
 
 #[derive(Debug, Default)]
@@ -284,7 +284,7 @@ pub(crate) fn run(shared: &Shared, job: Job) {
         None => {
             let mut c = shared.reply_budget.charge(conn.peer.ip());
             let abort = || conn.is_closed() || shared.stop.load(Ordering::Acquire);
-            if c.grow(hint, &abort).is_none() {
+            if c.grow(hint, &|| conn.takes_replies(), &abort).is_none() {
                 if let Some(key) = &drc_key {
                     shared.drc.forget(key);
                 }

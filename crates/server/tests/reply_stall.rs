@@ -2,18 +2,23 @@
 //! bytes. They must not hold the reply memory every other client needs for
 //! long: once others wait for it, a connection whose replies have not moved
 //! for two seconds is closed. (Before, they were closed only after the send
-//! timeout, and meanwhile no call of any client was answered.)
+//! timeout, and meanwhile no call of any client was answered.) Nor may
+//! clients that read or send at a trickle, which never stall, hold it for
+//! long, or keep a client on their own address (every guest behind QEMU's
+//! user network is 127.0.0.1) from being served.
 //!
-//! A test binary of its own: it fills the server's reply budget.
+//! A test binary of its own: it fills the server's budgets.
 
 mod common;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vmshare_proto::nfs3::{DirOpArgs, FileHandle, Nfs3Call};
+use vmshare_proto::nfs3::{DirOpArgs, FileHandle, Nfs3Call, StableHow};
 use vmshare_server::Limits;
 
 /// A server (send timeout 120 s) exporting one file `f` of `size` bytes,
@@ -189,5 +194,197 @@ fn clients_that_never_read_replies_do_not_stall_the_others() {
     }
     assert!(closed > 0, "no hoarding connection was closed");
     drop(hoarders);
+    server.shutdown();
+}
+
+/// Reads 2 KB from each of `streams` every half second until `stop`: a
+/// client that takes every byte, slowly enough to hold its replies'
+/// memory for minutes, and so never "stalls".
+fn trickle_reader(streams: Vec<TcpStream>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        for s in &streams {
+            s.set_nonblocking(true).expect("nonblocking");
+        }
+        while !stop.load(Ordering::Relaxed) {
+            for mut s in &streams {
+                let _ = std::io::Read::read(&mut s, &mut buf);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    })
+}
+
+/// `n` hoarders from `src`, each with 16 pipelined 1 MiB READs of `fh`,
+/// reading their replies at a trickle.
+fn trickling_hoarders(
+    addr: SocketAddr,
+    src: &str,
+    fh: FileHandle,
+    n: u32,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let mut hoarders = Vec::new();
+    for c in 0..n {
+        let mut h = hoarder_from(addr, Some(src));
+        let mut batch = Vec::new();
+        for i in 0..16u32 {
+            let read = Nfs3Call::Read {
+                fh,
+                offset: 0,
+                count: 1 << 20,
+            };
+            batch.extend_from_slice(&framed(&nfs_call(10_000 + 100 * c + i, &read)));
+        }
+        h.write_all(&batch).expect("hoarder's calls");
+        hoarders.push(h);
+    }
+    trickle_reader(hoarders, Arc::clone(stop))
+}
+
+/// A connection from `src`.
+fn connect_from(addr: SocketAddr, src: &str) -> TcpStream {
+    use rustix::net::{bind, connect as tcp_connect, socket, AddressFamily, SocketType};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
+    let from: SocketAddr = format!("{src}:0").parse().expect("addr");
+    bind(&fd, &from).expect("bind");
+    tcp_connect(&fd, &addr).expect("connect");
+    let s = TcpStream::from(fd);
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    s
+}
+
+/// Hoarders that read their 1 MiB replies at a trickle fill the reply
+/// budget from the address a guest shares with them. The guest, which has
+/// taken every reply it was sent, still has its READs answered at once
+/// from the reserve. (It waited for the hoarders to be closed, which never
+/// came: they keep moving bytes. A real guest's sixteen `O_DIRECT` 1 MiB
+/// reads took 142 s beside 60 of them.)
+#[test]
+fn a_client_on_the_hoarders_address_that_takes_its_replies_reads_at_once() {
+    let (server, fh) = serve_one_file("reply-trickle-same", 2 << 20);
+    let addr = server.local_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickle = trickling_hoarders(addr, "127.0.0.4", fh, 24, &stop);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut guest = connect_from(addr, "127.0.0.4");
+    // What a mount does first: small calls, their replies taken.
+    send(&mut guest, &call(1, NFS, 3, 0, &[]));
+    assert!(recv(&mut guest).is_some(), "NULL answered");
+    let t = Instant::now();
+    for i in 0..5 {
+        let read = Nfs3Call::Read {
+            fh,
+            offset: 0,
+            count: 1 << 20,
+        };
+        send(&mut guest, &nfs_call(20 + i, &read));
+        let r = recv(&mut guest).expect("READ reply");
+        assert!(r.len() > 1 << 20, "a whole 1 MiB READ");
+    }
+    let took = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let _ = trickle.join();
+    assert!(
+        took < Duration::from_millis(1500),
+        "five 1 MiB READs beside 24 trickling hoarders on the same address took {took:?}"
+    );
+    server.shutdown();
+}
+
+/// A client that has not yet shown that it takes its replies (its first
+/// call is a 1 MiB READ) waits for reply memory beside trickling hoarders
+/// on its address; while it waits, hoarders whose replies move slower
+/// than the server's floor are closed, and it is answered.
+#[test]
+fn trickling_readers_are_closed_while_others_wait_for_reply_memory() {
+    let (server, fh) = serve_one_file("reply-trickle-closed", 2 << 20);
+    let addr = server.local_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickle = trickling_hoarders(addr, "127.0.0.5", fh, 24, &stop);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut newcomer = connect_from(addr, "127.0.0.5");
+    let t = Instant::now();
+    let read = Nfs3Call::Read {
+        fh,
+        offset: 0,
+        count: 1 << 20,
+    };
+    send(&mut newcomer, &nfs_call(30, &read));
+    let answered = recv(&mut newcomer).is_some_and(|r| r.len() > 1 << 20);
+    let took = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let _ = trickle.join();
+    // Each hoarder's reply moves at 4 KB/s: past two seconds of pressure
+    // it is below the floor (256 KiB/s), and the first hoarders go.
+    // Without the floor they were never closed: they keep taking bytes,
+    // so neither the pressure rule nor the 120 s send timeout fired.
+    assert!(
+        answered && took < Duration::from_secs(20),
+        "a first 1 MiB READ beside trickling hoarders: answered {answered} after {took:?}"
+    );
+    server.shutdown();
+}
+
+/// The same for requests: connections that send 1 MiB WRITE records at a
+/// trickle hold the request budget. A client on their address whose last
+/// record arrived at pace still has its 1 MiB WRITEs read at once. (Before,
+/// the first took 10 s, until the trickling senders were closed.)
+#[test]
+fn a_client_on_the_trickling_senders_address_writes_at_once() {
+    let (server, fh) = serve_one_file("request-trickle-same", 4096);
+    let addr = server.local_addr();
+    let data = vec![5u8; 1 << 20];
+    let write = |xid| {
+        framed(&nfs_call(
+            xid,
+            &Nfs3Call::Write {
+                fh,
+                offset: 0,
+                stable: StableHow::Unstable,
+                data: &data,
+            },
+        ))
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for c in 0..24u32 {
+        let s = connect_from(addr, "127.0.0.6");
+        senders.push((s, write(40_000 + c)));
+    }
+    let stop2 = Arc::clone(&stop);
+    let trickle = std::thread::spawn(move || {
+        let mut at = 0;
+        while !stop2.load(Ordering::Relaxed) {
+            for (s, record) in &mut senders {
+                if let Some(chunk) = record.get(at..(at + 2048).min(record.len())) {
+                    let _ = s.write_all(chunk);
+                }
+            }
+            at += 2048;
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1));
+
+    let mut guest = connect_from(addr, "127.0.0.6");
+    send(&mut guest, &call(1, NFS, 3, 0, &[]));
+    assert!(recv(&mut guest).is_some(), "NULL answered");
+    let t = Instant::now();
+    for i in 0..5 {
+        guest.write_all(&write(50 + i)).expect("WRITE sent");
+        let r = recv(&mut guest).expect("WRITE reply");
+        assert_eq!(parse(&r).xid, 50 + i);
+    }
+    let took = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let _ = trickle.join();
+    assert!(
+        took < Duration::from_millis(1500),
+        "five 1 MiB WRITEs beside 24 trickling senders on the same address took {took:?}"
+    );
     server.shutdown();
 }
