@@ -56,20 +56,25 @@ use crate::FsError;
 const PATH_CACHE_MAX: usize = 14_336;
 const IO_CACHE_MAX: usize = 14_336;
 /// Descriptors left to everything but the two caches: sockets, READ
-/// pipes, directories being listed, the state directory.
+/// pipes, directories being listed, the state directory. Under a limit
+/// below 1,638 they get 5/8 of it instead.
 const FD_RESERVE: u64 = 1024;
 
 /// How many descriptors each cache may keep under an open-file limit of
-/// `limit`: what the reserve leaves, split evenly, each at most its
-/// maximum. Caches sized without regard to the limit ran the server out of
-/// descriptors on a host whose limit is low (4,096 is common), and every
-/// open then failed; a fixed I/O cache of 1,024 reopened a file through
-/// /proc for nearly every READ once a guest's working set was larger (the
-/// benchmark's 2,000 files: 7 µs a READ in the server, against 1-2 for a
-/// GETATTR).
+/// `limit`: what the reserve leaves, split evenly, each at least 16 and at
+/// most its maximum. Caches sized without regard to the limit ran the
+/// server out of descriptors on a host whose limit is low (4,096 is
+/// common), and every open then failed; a fixed I/O cache of 1,024
+/// reopened a file through /proc for nearly every READ once a guest's
+/// working set was larger (the benchmark's 2,000 files: 7 µs a READ in
+/// the server, against 1-2 for a GETATTR). Under a very low limit (256)
+/// the caches had kept 64 each whatever the limit, and with 120
+/// connections the opens calls need failed: EMFILE reached guests as EIO.
 fn fd_budget(limit: Option<u64>) -> (usize, usize) {
-    let usable = limit.unwrap_or(4096).saturating_sub(FD_RESERVE) / 2;
-    let each = usize::try_from(usable).unwrap_or(usize::MAX).max(64);
+    let limit = limit.unwrap_or(4096);
+    let reserve = FD_RESERVE.min(limit.saturating_mul(5) / 8);
+    let usable = limit.saturating_sub(reserve) / 2;
+    let each = usize::try_from(usable).unwrap_or(usize::MAX).max(16);
     (each.min(PATH_CACHE_MAX), each.min(IO_CACHE_MAX))
 }
 
@@ -845,6 +850,13 @@ impl FsBackend {
     /// the object's descriptor (without CAP_DAC_READ_SEARCH).
     pub fn opens_by_handle(&self) -> bool {
         self.by_handle
+    }
+
+    /// How many descriptors the caches keep at most, all told: the rest
+    /// of the open-file limit is the server's, for connections and the
+    /// descriptors calls open while they run.
+    pub fn cached_descriptors(&self) -> usize {
+        self.path_cache_max.saturating_add(self.io_cache_max)
     }
 
     /// How many objects' descriptors are kept at most: without
@@ -3156,5 +3168,25 @@ mod line_gate_tests {
             assert_eq!(log.allow(ip, later), Some(0));
         }
         assert!(log.clients.len() <= LineGate::<std::net::IpAddr>::CLIENTS);
+    }
+}
+
+#[cfg(test)]
+mod fd_budget_tests {
+    use super::*;
+
+    /// The caches take what the reserve leaves, split evenly; under a
+    /// low limit the reserve is 5/8 of it, so that connections keep room.
+    #[test]
+    fn the_caches_leave_room_under_every_limit() {
+        assert_eq!(fd_budget(Some(1 << 20)), (PATH_CACHE_MAX, IO_CACHE_MAX));
+        assert_eq!(fd_budget(Some(4096)), (1536, 1536));
+        assert_eq!(fd_budget(Some(2048)), (512, 512));
+        assert_eq!(fd_budget(Some(1024)), (192, 192));
+        assert_eq!(fd_budget(Some(256)), (48, 48));
+        // Never none: a cache of 16 still serves.
+        assert_eq!(fd_budget(Some(20)), (16, 16));
+        // Unknown: taken as a common default.
+        assert_eq!(fd_budget(None), fd_budget(Some(4096)));
     }
 }

@@ -250,6 +250,55 @@ pub(crate) trait Handler: Send + Sync + 'static {
 /// two seconds).
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3);
 
+/// The fewest connections the server admits, whatever the open-file limit.
+const MIN_CONNECTIONS: usize = 4;
+
+/// The soft open-file limit (the backend has raised it to the hard one).
+fn nofile_limit() -> Option<usize> {
+    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    lim.current.and_then(|n| usize::try_from(n).ok())
+}
+
+/// Descriptors the server holds besides connections and the backend's
+/// caches: listeners, stdio, logs, pollers and the like; the READ pipes in
+/// use (two descriptors each; the reply budget bounds how many large READs
+/// are answered at once); and what each worker may have open while a call
+/// runs (a directory being listed, the two directories of a RENAME, a
+/// file opened around its I/O). Generous on purpose: under a limit of 256
+/// the process peaked at 248 descriptors with 88 connections.
+fn fixed_descriptors(limits: &Limits) -> usize {
+    let pipes = limits.reply_budget / vmshare_proto::MAX_IO as usize + 2;
+    48 + 2 * pipes + 3 * limits.workers
+}
+
+/// `limits` with at most as many connections as the open-file limit
+/// leaves room for once the caches are full, and a warning if that is
+/// fewer than asked. Beyond it, the opens that calls make failed for want
+/// of descriptors and guests got EIO (120 connections under a limit of
+/// 256); a connection refused is retried by the client, an EIO is not.
+fn fit_connections(mut limits: Limits, cached: usize, nofile: Option<usize>) -> Limits {
+    let Some(nofile) = nofile else {
+        return limits;
+    };
+    let room = nofile
+        .saturating_sub(cached)
+        .saturating_sub(fixed_descriptors(&limits));
+    if room < limits.max_connections {
+        let fit = room.max(MIN_CONNECTIONS);
+        warn!(
+            open_file_limit = nofile,
+            connections = fit,
+            asked = limits.max_connections,
+            "the open-file limit leaves room for `connections` connections at once, not \
+             `asked`; more are refused and their clients retry (raise the limit: ulimit -n, or \
+             LimitNOFILE= in a systemd unit)"
+        );
+        limits.max_connections = fit;
+        limits.max_connections_per_client = limits.max_connections_per_client.min(fit);
+    }
+    limits
+}
+
 impl Handler for Dispatcher<vmshare_fs::FsBackend> {
     fn handle(&self, client: &Client, call: &CallHeader<'_>, out: &mut Encoder) {
         self.handle_call(client, call, out);
@@ -454,13 +503,14 @@ impl Server {
                  again, which fails for a file open in the guest"
             );
         }
+        let limits = fit_connections(config.limits, backend.cached_descriptors(), nofile_limit());
         let handler = Arc::new(Dispatcher::new(backend, ports));
         Ok(Server::with_handler(
             handler,
             listeners,
             addrs,
             config.exports,
-            config.limits,
+            limits,
         ))
     }
 

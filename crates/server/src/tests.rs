@@ -151,3 +151,25 @@ fn server_handles_can_move_between_threads() {
     assert_send_sync::<RunningServer>();
     assert_send_sync::<ServerConfig>();
 }
+
+/// Connections are capped to what the open-file limit leaves once the
+/// caches are full, never below the floor, and not touched when it
+/// leaves enough.
+#[test]
+fn connections_fit_the_open_file_limit() {
+    let asked = Limits::default();
+    let fixed = fixed_descriptors(&asked);
+    let roomy = fit_connections(asked.clone(), 1000, Some(1 << 20));
+    assert_eq!(roomy.max_connections, asked.max_connections);
+    assert_eq!(
+        roomy.max_connections_per_client,
+        asked.max_connections_per_client
+    );
+    let tight = fit_connections(asked.clone(), 96, Some(96 + fixed + 40));
+    assert_eq!(tight.max_connections, 40);
+    assert_eq!(tight.max_connections_per_client, 40);
+    let starved = fit_connections(asked.clone(), 96, Some(100));
+    assert_eq!(starved.max_connections, MIN_CONNECTIONS);
+    let unknown = fit_connections(asked.clone(), 96, None);
+    assert_eq!(unknown.max_connections, asked.max_connections);
+}
