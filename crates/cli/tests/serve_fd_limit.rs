@@ -75,7 +75,8 @@ impl Client {
             self.s = Some(s);
         }
         let s = self.s.as_mut()?;
-        let mut record = (0x8000_0000 | payload.len() as u32).to_be_bytes().to_vec();
+        let len = u32::try_from(payload.len()).unwrap();
+        let mut record = (0x8000_0000 | len).to_be_bytes().to_vec();
         record.extend_from_slice(payload);
         s.write_all(&record).ok()?;
         let mut mark = [0u8; 4];
@@ -173,7 +174,7 @@ fn a_low_open_file_limit_turns_clients_away_instead_of_failing_their_calls() {
                 let mut path = Encoder::default();
                 path.string(b"/data");
                 let root = handle_in(&c.call(MOUNT, 1, path.as_slice()));
-                let mut fail = |what: &str, status: u32| {
+                let fail = |what: &str, status: u32| {
                     errors
                         .lock()
                         .unwrap()
