@@ -141,7 +141,22 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             })
         })
         .collect::<Result<_, String>>()?;
-    let mut p = plan(&specs, &config, &SystemHost)?;
+    // `vmshare run` creates a missing `-v` source as docker does; the
+    // plan is of that run, so it takes them as directories, makes none,
+    // and says which.
+    let host = volumes::AfterCreating::new(SystemHost, &specs);
+    let creates: Vec<String> = volumes::missing_sources(&specs)
+        .into_iter()
+        .map(|(s, path)| {
+            format!(
+                "{}: {} does not exist; vmshare run creates it as a directory (as docker does for -v), and it is planned as one",
+                s.name,
+                path.display()
+            )
+        })
+        .collect();
+    let mut p = plan(&specs, &config, &host)?;
+    notes.extend(creates.iter().cloned());
     notes.append(&mut p.notes);
     p.notes = notes;
     // Firecracker and Cloud Hypervisor have no user-mode network: without
@@ -173,6 +188,13 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             "vmshare plan: {} of {}'s {} devices used",
             p.devices_used, p.vmm, p.device_budget
         );
+    }
+    if !args.verbose {
+        // Said whether asked or not: the host must have these before
+        // anything started from this plan runs.
+        for c in &creates {
+            eprintln!("vmshare plan: {c}");
+        }
     }
     let text = serde_json::to_string_pretty(&doc)?;
     // Not println!, which panics when standard output fails (a full

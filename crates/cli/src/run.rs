@@ -17,7 +17,7 @@ use std::time::Instant;
 use vmshare_plan::oci::OciProcess;
 use vmshare_plan::plan::{plan, Plan, PlanConfig, ShareDriver, Vmm};
 use vmshare_plan::sync::{self, Snapshot};
-use vmshare_plan::{image, GuestProcess, Source, SystemHost};
+use vmshare_plan::{image, GuestProcess, SystemHost};
 use vmshare_server::{
     ClientMatch, ClientRule, ExportConfig, ExportOptions, Server, ServerConfig, Squash,
 };
@@ -411,43 +411,33 @@ fn kept_path(host: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(format!("{base}.vmshare-guest")))
 }
 
-/// docker creates a missing bind source as a directory; so does vmshare.
+/// docker creates a missing bind source as a directory; so does vmshare
+/// ([`volumes::missing_sources`] says which).
 fn create_missing_sources(
     specs: &[vmshare_plan::VolumeSpec],
     say: &dyn Fn(&str),
 ) -> Result<Created, String> {
     let mut created = Created(Vec::new());
-    // Only for `-v`: docker refuses a `--mount` bind of a missing source,
-    // and the planner says so; so it does for FILESYSTEM_* and OCI.
-    for s in specs.iter().filter(|s| s.name.starts_with("-v ")) {
-        if let Source::Host { path, .. } = &s.source {
-            // Missing, not merely unreachable: `/etc/hosts/` (ENOTDIR) is
-            // the planner's to refuse, saying why.
-            let missing = std::fs::symlink_metadata(path)
-                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
-            if missing {
-                // Each level made, outermost first, to remove innermost
-                // first.
-                let mut missing: Vec<PathBuf> = path
-                    .ancestors()
-                    .take_while(|p| std::fs::symlink_metadata(p).is_err())
-                    .map(Path::to_path_buf)
-                    .collect();
-                missing.reverse();
-                std::fs::create_dir_all(path).map_err(|e| {
-                    format!(
-                        "volume {}: creating missing host directory {}: {e}",
-                        s.name,
-                        path.display()
-                    )
-                })?;
-                created.0.extend(missing);
-                say(&format!(
-                    "created missing host directory {} (as docker does for -v)",
-                    path.display()
-                ));
-            }
-        }
+    for (s, path) in volumes::missing_sources(specs) {
+        // Each level made, outermost first, to remove innermost first.
+        let mut missing: Vec<PathBuf> = path
+            .ancestors()
+            .take_while(|p| std::fs::symlink_metadata(p).is_err())
+            .map(Path::to_path_buf)
+            .collect();
+        missing.reverse();
+        std::fs::create_dir_all(path).map_err(|e| {
+            format!(
+                "volume {}: creating missing host directory {}: {e}",
+                s.name,
+                path.display()
+            )
+        })?;
+        created.0.extend(missing);
+        say(&format!(
+            "created missing host directory {} (as docker does for -v)",
+            path.display()
+        ));
     }
     Ok(created)
 }

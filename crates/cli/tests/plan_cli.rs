@@ -551,3 +551,48 @@ fn docker_refusals_are_kept() {
         assert!(stderr.contains(why), "{args:?}: {stderr}");
     }
 }
+
+/// `vmshare run -v /missing:/x` creates `/missing`, as docker does, and
+/// the `vmshare plan` command it suggests for another VMM refused the
+/// same volume. The plan now takes it as the directory run would make,
+/// says so on stderr, and creates nothing; a `--mount` bind of a missing
+/// source stays refused, as docker refuses it.
+#[test]
+fn a_missing_v_source_is_planned_as_run_would_create_it() {
+    let dir = scratch_dir("plan-missing-source");
+    let missing = dir.join("not").join("yet");
+    let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+        .args(["plan", "--vmm", "firecracker", "--tap", "tap0", "-v"])
+        .arg(format!("{}:/data", missing.display()))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let export = &doc["plan"]["nfs_exports"][0];
+    assert_eq!(export["host_path"], missing.to_str().unwrap());
+    assert_eq!(export["single_file"], serde_json::Value::Null);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{} does not exist; vmshare run creates it as a directory",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::symlink_metadata(dir.join("not")).is_err(),
+        "vmshare plan created {}",
+        dir.join("not").display()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+        .args(["plan", "--mount"])
+        .arg(format!("type=bind,src={},dst=/data", missing.display()))
+        .output()
+        .unwrap();
+    assert_exit(&out, 125);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not exist on the host"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
