@@ -395,6 +395,7 @@ impl GuestRun {
         self.fill_spec(&assets)?;
         let console_spec = ConsoleSpec {
             stdin: !matches!(self.stdin, StdinSource::Null),
+            serial: false,
         };
         let initrd = run.path().join("initrd.cpio");
         assets.write_run_initramfs(&initrd, &self.spec, &console_spec, &self.files)?;
