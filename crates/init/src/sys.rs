@@ -63,17 +63,38 @@ pub(crate) fn mount_kernel_filesystems() -> Result<(), InitError> {
 }
 
 /// Loads each module file in the order given (the host put dependencies
-/// first). A module already present (built in, or loaded twice) is fine.
+/// first), with the parameters the kernel command line gives it, as
+/// modprobe passes them: Firecracker describes its devices to a kernel
+/// without ACPI as `virtio_mmio.device=...`, which a `virtio_mmio` loaded
+/// as a module never saw. A module already present (built in, or loaded
+/// twice) is fine.
 pub(crate) fn load_modules(modules: &[String]) -> Result<(), InitError> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     for path in modules {
         let file = std::fs::File::open(path)
             .map_err(|e| InitError::sys(format!("opening module {path}"), e))?;
-        match rustix::system::finit_module(&file, c"", 0) {
+        let params = CString::new(module_params(&cmdline, path)).unwrap_or_default();
+        match rustix::system::finit_module(&file, &params, 0) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
             Err(e) => return Err(InitError::sys(format!("loading module {path}"), e.into())),
         }
     }
     Ok(())
+}
+
+/// The parameters `cmdline` gives the module in file `path`: its
+/// `NAME.PARAM=VALUE` words (`-` and `_` alike in NAME, as the kernel
+/// takes them), as `PARAM=VALUE` separated by spaces.
+fn module_params(cmdline: &str, path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let name = file.split('.').next().unwrap_or(file).replace('-', "_");
+    cmdline
+        .split_whitespace()
+        .filter_map(|word| word.split_once('.'))
+        .filter(|(module, _)| module.replace('-', "_") == name)
+        .map(|(_, param)| param)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub(crate) fn set_hostname(name: &str) -> Result<(), InitError> {
@@ -118,5 +139,26 @@ pub(crate) fn power_off(power_off_first: bool) -> ! {
 pub(crate) fn console_line(line: &str) {
     if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/console") {
         let _ = f.write_all(format!("{}\n", line.trim_end()).as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_module_gets_its_parameters_from_the_command_line() {
+        let cmdline = "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 \
+                       virtio-mmio.device=4K@0xd0001000:6 virtio_mmio_x.y=1 nfs.nfs4_unique_id=a\n";
+        let path = "/lib/modules/6.1.0-56-amd64/kernel/drivers/virtio/virtio_mmio.ko";
+        assert_eq!(
+            module_params(cmdline, path),
+            "device=4K@0xd0000000:5 device=4K@0xd0001000:6"
+        );
+        assert_eq!(module_params(cmdline, "/lib/modules/x/nfsv3.ko"), "");
+        assert_eq!(
+            module_params(cmdline, "/lib/modules/x/nfs.ko"),
+            "nfs4_unique_id=a"
+        );
     }
 }
