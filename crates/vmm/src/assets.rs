@@ -181,12 +181,7 @@ impl Assets {
         busybox: &Path,
     ) -> Result<Assets, VmmError> {
         let kernel = Kernel::find(kernel)?;
-        crate::elf::check_static(init_binary)?;
-        crate::elf::check_static(busybox)?;
-        let index = ModuleIndex::load(&kernel.modules_dir)?;
-        let names: Vec<&str> = ALL_MODULES.iter().flat_map(|g| g.iter().copied()).collect();
-        let modules = index.resolve(&names)?;
-
+        let (index, modules) = base_inputs(&kernel, init_binary, busybox)?;
         let key = cache_key(&kernel, init_binary, busybox, &modules, &index)?;
         let initramfs = state.cache_dir().join(format!("initramfs-{key}.cpio"));
         // It holds the guest's init, which sees every volume: one that
@@ -225,32 +220,138 @@ impl Assets {
         console: &ConsoleSpec,
         files: &[GuestFile],
     ) -> Result<(), VmmError> {
-        let io = |e| VmmError::io(format!("writing {}", out.display()), e);
-        std::fs::copy(&self.initramfs, out).map_err(io)?;
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(out)
-            .map_err(io)?;
-        let mut w = CpioWriter::new(std::io::BufWriter::new(file));
-        w.dir("/vmshare", 0o755).map_err(io)?;
-        w.file(GUEST_SPEC_PATH, 0o644, &to_json(spec)?)
-            .map_err(io)?;
-        w.file(CONSOLE_SPEC_PATH, 0o644, &to_json(console)?)
-            .map_err(io)?;
-        let mut dirs = std::collections::BTreeSet::new();
-        for f in files {
-            for dir in Path::new(&f.path).ancestors().skip(1) {
-                let d = dir.to_string_lossy().to_string();
-                if d != "/" && !d.is_empty() && dirs.insert(d.clone()) {
-                    w.dir(&d, 0o755).map_err(io)?;
-                }
+        std::fs::copy(&self.initramfs, out)
+            .map_err(|e| VmmError::io(format!("writing {}", out.display()), e))?;
+        append_run_archive(out, spec, console, files)
+    }
+}
+
+/// The module groups a guest of `spec` loads (see the `MODULES_*`
+/// groups), for [`Assets::module_load_order`]: the base, the network's
+/// when `spec.network` is set, and what its mounts and root filesystem
+/// need.
+pub fn module_names(spec: &GuestSpec) -> Vec<&'static str> {
+    let mut names: Vec<&str> = MODULES_BASE.to_vec();
+    if spec.network.is_some() {
+        names.extend_from_slice(MODULES_NET);
+    }
+    // The root filesystem's own layer, then the overlay over it.
+    let rootfs = spec.rootfs.as_ref().map(|r| &r.lower);
+    if rootfs.is_some() {
+        names.extend_from_slice(MODULES_OVERLAY);
+    }
+    for m in spec.mounts.iter().chain(rootfs) {
+        let group: &[&str] = match m.fstype.as_str() {
+            "nfs" => MODULES_NFS,
+            "ext4" | "erofs" => MODULES_BLOCK,
+            "overlay" => MODULES_OVERLAY,
+            "9p" | "virtiofs" => MODULES_SHARES,
+            _ => &[],
+        };
+        names.extend_from_slice(group);
+    }
+    // Mount points inside read-only filesystems are made with overlay.
+    if spec
+        .mounts
+        .iter()
+        .any(|m| m.readonly || m.fstype != "tmpfs")
+    {
+        names.extend_from_slice(MODULES_OVERLAY);
+    }
+    names
+}
+
+/// Writes to `out` a whole initramfs for a guest that vmshare does not
+/// start (`vmshare plan --write-initrd`, for Firecracker or Cloud
+/// Hypervisor): the base archive [`Assets::prepare`] caches (`init_binary`
+/// as `/init`, `busybox`, `kernel`'s modules), built here and not cached,
+/// then `spec` with its `modules` filled in as [`crate::GuestRun`] fills
+/// them, and a console spec without ports (CMD on the serial console).
+/// The file is whole or not there: it is written beside `out` and renamed
+/// over it. Returns the spec as written.
+pub fn write_standalone_initramfs(
+    out: &Path,
+    kernel: &Kernel,
+    init_binary: &Path,
+    busybox: &Path,
+    spec: &GuestSpec,
+) -> Result<GuestSpec, VmmError> {
+    let (index, modules) = base_inputs(kernel, init_binary, busybox)?;
+    let name = out
+        .file_name()
+        .map_or_else(|| "initrd".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = out.with_file_name(format!(".{name}.vmshare-{}", std::process::id()));
+    let write = || -> Result<GuestSpec, VmmError> {
+        build_base(&tmp, kernel, init_binary, busybox, &modules, &index)?;
+        let assets = Assets {
+            kernel: kernel.clone(),
+            initramfs: tmp.clone(),
+            index,
+        };
+        let mut spec = spec.clone();
+        spec.modules = assets.module_load_order(&module_names(&spec))?;
+        let console = ConsoleSpec {
+            stdin: false,
+            serial: true,
+        };
+        append_run_archive(&tmp, &spec, &console, &[])?;
+        std::fs::rename(&tmp, out)
+            .map_err(|e| VmmError::io(format!("writing {}", out.display()), e))?;
+        Ok(spec)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// What every base archive is made of besides the two binaries, which are
+/// checked here: `kernel`'s module index and the files of every module
+/// group with their dependencies.
+fn base_inputs(
+    kernel: &Kernel,
+    init_binary: &Path,
+    busybox: &Path,
+) -> Result<(ModuleIndex, Vec<String>), VmmError> {
+    crate::elf::check_static(init_binary)?;
+    crate::elf::check_static(busybox)?;
+    let index = ModuleIndex::load(&kernel.modules_dir)?;
+    let names: Vec<&str> = ALL_MODULES.iter().flat_map(|g| g.iter().copied()).collect();
+    let modules = index.resolve(&names)?;
+    Ok((index, modules))
+}
+
+/// Appends to the archive at `out` one with the spec, the console wiring
+/// and `files` (the kernel unpacks concatenated archives in order).
+fn append_run_archive(
+    out: &Path,
+    spec: &GuestSpec,
+    console: &ConsoleSpec,
+    files: &[GuestFile],
+) -> Result<(), VmmError> {
+    let io = |e| VmmError::io(format!("writing {}", out.display()), e);
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(out)
+        .map_err(io)?;
+    let mut w = CpioWriter::new(std::io::BufWriter::new(file));
+    w.dir("/vmshare", 0o755).map_err(io)?;
+    w.file(GUEST_SPEC_PATH, 0o644, &to_json(spec)?)
+        .map_err(io)?;
+    w.file(CONSOLE_SPEC_PATH, 0o644, &to_json(console)?)
+        .map_err(io)?;
+    let mut dirs = std::collections::BTreeSet::new();
+    for f in files {
+        for dir in Path::new(&f.path).ancestors().skip(1) {
+            let d = dir.to_string_lossy().to_string();
+            if d != "/" && !d.is_empty() && dirs.insert(d.clone()) {
+                w.dir(&d, 0o755).map_err(io)?;
             }
         }
-        for f in files {
-            w.file(&f.path, f.mode, &f.contents).map_err(io)?;
-        }
-        w.finish().map_err(io)?.flush().map_err(io)
     }
+    for f in files {
+        w.file(&f.path, f.mode, &f.contents).map_err(io)?;
+    }
+    w.finish().map_err(io)?.flush().map_err(io)
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, VmmError> {
