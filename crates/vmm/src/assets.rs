@@ -134,22 +134,28 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     ca.len().cmp(&cb.len())
 }
 
-/// The release string of an x86 bzImage, from its setup header
-/// (`kernel_version` field at 0x20e, an offset from 0x200).
+/// The release string of a kernel image: an x86 bzImage's, from its
+/// setup header (`kernel_version` field at 0x20e, an offset from 0x200),
+/// or an uncompressed ELF `vmlinux`'s (what Firecracker boots), from its
+/// banner.
 fn bzimage_version(image: &Path) -> Result<String, VmmError> {
     let data = std::fs::read(image)
         .map_err(|e| VmmError::NoKernel(format!("{}: {e}", image.display())))?;
     let bad = || {
         VmmError::NoKernel(format!(
-            "{} is not an x86 bzImage with a version string",
+            "{} is neither an x86 bzImage nor an ELF vmlinux with a version string",
             image.display()
         ))
     };
-    if data.get(0x202..0x206) != Some(b"HdrS") {
-        return Err(bad());
-    }
-    let off = usize::from(u16::from_le_bytes([data[0x20e], data[0x20f]])) + 0x200;
-    let text = data.get(off..off + 256).ok_or_else(bad)?;
+    let text = if data.starts_with(b"\x7fELF") {
+        elf_banner_version(&data).ok_or_else(bad)?
+    } else {
+        if data.get(0x202..0x206) != Some(b"HdrS") {
+            return Err(bad());
+        }
+        let off = usize::from(u16::from_le_bytes([data[0x20e], data[0x20f]])) + 0x200;
+        data.get(off..off + 256).ok_or_else(bad)?
+    };
     let end = text
         .iter()
         .position(|&b| b == b' ' || b == 0)
@@ -159,6 +165,22 @@ fn bzimage_version(image: &Path) -> Result<String, VmmError> {
         return Err(bad());
     }
     Ok(version.to_string())
+}
+
+/// What follows the first `Linux version ` that a release number follows
+/// (the kernel's `linux_banner`), up to 256 bytes.
+fn elf_banner_version(data: &[u8]) -> Option<&[u8]> {
+    const BANNER: &[u8] = b"Linux version ";
+    let mut at = 0;
+    while let Some(found) = data[at..].windows(BANNER.len()).position(|w| w == BANNER) {
+        let start = at + found + BANNER.len();
+        let rest = &data[start..data.len().min(start + 256)];
+        if rest.first().is_some_and(u8::is_ascii_digit) {
+            return Some(rest);
+        }
+        at = start;
+    }
+    None
 }
 
 /// A kernel plus the cached base initramfs built for it.
@@ -590,6 +612,25 @@ mod tests {
                 "vmlinuz-6.1.0-26-amd64"
             ]
         );
+    }
+
+    /// Firecracker boots an uncompressed vmlinux, whose release is in its
+    /// banner, not in a bzImage header.
+    #[test]
+    fn an_elf_vmlinux_has_its_release_read_from_the_banner() {
+        let dir = std::env::temp_dir().join(format!("vmshare-vmlinux-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let image = dir.join("vmlinux");
+        let mut data = b"\x7fELF\x02\x01\x01".to_vec();
+        data.extend(vec![0u8; 4096]);
+        data.extend(b"Linux version %s\0Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org) #1 SMP\0");
+        std::fs::write(&image, &data).unwrap();
+        let version = bzimage_version(&image);
+        std::fs::write(&image, b"\x7fELF no banner").unwrap();
+        let none = bzimage_version(&image);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(version.unwrap(), "6.1.0-56-amd64");
+        assert!(none.unwrap_err().to_string().contains("nor an ELF vmlinux"));
     }
 
     #[test]
