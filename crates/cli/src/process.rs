@@ -29,6 +29,17 @@ pub(crate) struct ProcessArgs {
     pub command: Vec<String>,
 }
 
+impl ProcessArgs {
+    /// Whether none of these options was given.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.env.is_empty()
+            && self.env_files.is_empty()
+            && self.workdir.is_none()
+            && self.user.is_none()
+            && self.command.is_empty()
+    }
+}
+
 /// CMD and how it runs: the command line's CMD, -e/--env-file, -w and -u,
 /// over what an OCI spec's process gives (docker's way with an image's
 /// CMD, ENV, WORKDIR and USER).

@@ -27,7 +27,7 @@ use crate::process::{guest_process, ProcessArgs};
 use crate::volumes::{self, FrontEnds};
 
 mod other_vmm;
-mod rootfs;
+pub(crate) mod rootfs;
 mod terminal;
 
 use rootfs::Rootfs;
@@ -557,7 +557,7 @@ fn parse_cpus(n: Option<f64>) -> Result<u32, String> {
 /// A host name the guest can take: letters, digits, `-` and `.`, at most
 /// 64 bytes (what sethostname(2) takes). Checked before boot: a name the
 /// guest then refused failed the run after a full boot.
-fn check_hostname(name: &str) -> Result<(), String> {
+pub(crate) fn check_hostname(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
