@@ -38,6 +38,29 @@ impl ProcessArgs {
             && self.user.is_none()
             && self.command.is_empty()
     }
+
+    /// These options spelled for a command line, CMD last after `--`, for
+    /// hints that name a `vmshare plan` command.
+    pub(crate) fn to_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in &self.env {
+            out.extend(["-e".into(), e.clone()]);
+        }
+        for f in &self.env_files {
+            out.extend(["--env-file".into(), f.display().to_string()]);
+        }
+        if let Some(w) = &self.workdir {
+            out.extend(["-w".into(), w.clone()]);
+        }
+        if let Some(u) = &self.user {
+            out.extend(["-u".into(), u.clone()]);
+        }
+        if !self.command.is_empty() {
+            out.push("--".into());
+            out.extend(self.command.iter().cloned());
+        }
+        out
+    }
 }
 
 /// CMD and how it runs: the command line's CMD, -e/--env-file, -w and -u,

@@ -322,6 +322,8 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 }
 
 /// The options `vmshare plan` takes the same way, for hints.
+/// CMD and its options come last, as `vmshare plan --write-initrd` puts
+/// them into the guest's initramfs.
 fn plan_args(args: &Args) -> Vec<String> {
     let mut out = args.front.to_args();
     if let Some(r) = &args.rootfs {
@@ -329,6 +331,18 @@ fn plan_args(args: &Args) -> Vec<String> {
             out.extend(["--root-disk".into(), r.display().to_string()]);
         }
     }
+    if let Some(k) = &args.kernel {
+        out.extend(["--kernel".into(), k.display().to_string()]);
+    }
+    // Only what was given, and only if it reads: the refusal comes before
+    // -m and --cpus are checked, and each has its own error.
+    if let (Some(_), Ok(mib)) = (&args.memory, parse_memory(args.memory.as_deref())) {
+        out.extend(["--memory".into(), mib.to_string()]);
+    }
+    if let (Some(_), Ok(cpus)) = (args.cpus, parse_cpus(args.cpus)) {
+        out.extend(["--cpus".into(), cpus.to_string()]);
+    }
+    out.extend(args.process.to_args());
     out
 }
 
