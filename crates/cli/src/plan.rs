@@ -266,8 +266,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             "vmshare plan: {} of {}'s {} devices used",
             p.devices_used, p.vmm, p.device_budget
         );
-    }
-    if !args.verbose {
+    } else {
         // Said whether asked or not: the host must have these before
         // anything started from this plan runs.
         for c in &creates {
@@ -305,6 +304,26 @@ mod tests {
             "06-00-0a-00-02-0f",
         ] {
             assert!(parse_mac(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_guest_ip_is_an_ipv4_address_with_a_prefix() {
+        assert_eq!(
+            parse_cidr("172.16.0.2/24"),
+            Ok((Ipv4Addr::new(172, 16, 0, 2), 24))
+        );
+        for bad in [
+            "172.16.0.2",
+            "172.16.0.2/0",
+            "172.16.0.2/33",
+            "fd00::2/64",
+            "0.0.0.0/8",
+            "224.0.0.1/4",
+            "255.255.255.255/32",
+            "172.16.0.2/x",
+        ] {
+            assert!(parse_cidr(bad).is_err(), "{bad}");
         }
     }
 }
