@@ -6,6 +6,7 @@
 
 mod image;
 mod plan;
+mod process;
 mod run;
 mod serve;
 mod volumes;

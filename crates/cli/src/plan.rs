@@ -3,14 +3,23 @@
 //! be checked against a hypervisor before a run.
 
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use vmshare_plan::plan::{plan, PlanConfig, RootDisk, Vmm};
 use vmshare_plan::render::{document, render, NetConfig, RenderConfig};
 use vmshare_plan::SystemHost;
+use vmshare_vmm::assets::Kernel;
 
+use crate::process::ProcessArgs;
 use crate::volumes::{self, FrontEnds};
+
+mod initrd;
+
+/// The kernel a configuration names when none is given (and no initramfs
+/// is written, whose modules must be the kernel's).
+const DEFAULT_KERNEL: &str = "/usr/lib/vmshare/vmlinuz";
 
 /// Arguments of `vmshare plan`.
 #[derive(Debug, clap::Args)]
@@ -30,12 +39,33 @@ pub struct Args {
     /// Per-run directory for built images, sockets and config files.
     #[arg(long, default_value = "/run/vmshare/run")]
     runtime_dir: PathBuf,
-    /// Guest kernel.
-    #[arg(long, default_value = "/usr/lib/vmshare/vmlinuz")]
-    kernel: PathBuf,
-    /// Guest initramfs.
+    /// Guest kernel [default: /usr/lib/vmshare/vmlinuz; with
+    /// --write-initrd, the newest /boot/vmlinuz-*, as vmshare run, since
+    /// the initramfs holds its modules].
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Guest initramfs, named in the configuration as it is.
     #[arg(long)]
     initrd: Option<PathBuf>,
+    /// Write to PATH an initramfs for this plan's guest, and name it in the
+    /// configuration: vmshare's static init, busybox and the kernel's
+    /// modules, with the guest's mount table, network and CMD (run on the
+    /// serial console). Needs --nfs-server and --nfs-port when volumes
+    /// are served over NFS, and --guest-ip with --tap.
+    #[arg(long, value_name = "PATH", conflicts_with = "initrd")]
+    write_initrd: Option<PathBuf>,
+    /// With --write-initrd and --tap: the guest's address on the tap's
+    /// network, A.B.C.D/LEN.
+    #[arg(long, value_name = "A.B.C.D/LEN", requires = "write_initrd", value_parser = parse_cidr)]
+    guest_ip: Option<(Ipv4Addr, u8)>,
+    /// With --guest-ip: the guest's default gateway, when the NFS server
+    /// is not on the tap's network.
+    #[arg(long, value_name = "A.B.C.D", requires = "guest_ip")]
+    guest_gateway: Option<Ipv4Addr>,
+    /// -e, --env-file, -w, -u and CMD: the guest's command, with
+    /// --write-initrd.
+    #[command(flatten)]
+    process: ProcessArgs,
     /// Guest memory in MiB (at least 128).
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(128..))]
     memory: u32,
@@ -67,6 +97,22 @@ pub struct Args {
 
 fn parse_vmm(s: &str) -> Result<Vmm, String> {
     s.parse()
+}
+
+/// An IPv4 address with its prefix length, `A.B.C.D/LEN` (the guest init
+/// configures IPv4 only).
+fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let bad = || format!("{s:?} is not an IPv4 address with a prefix length (as 172.16.0.2/24)");
+    let (addr, len) = s.split_once('/').ok_or_else(bad)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if !(1..=32).contains(&len) {
+        return Err(format!("{s:?}: the prefix length is 1 to 32"));
+    }
+    if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() {
+        return Err(format!("{s:?}: not an address one interface can have"));
+    }
+    Ok((addr, len))
 }
 
 /// Six hex pairs separated by colons, as every VMM takes them, naming one
@@ -110,10 +156,25 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // it must not depend on this directory.
     let abs = |p: &PathBuf| cwd.join(p);
     let volumes::Volumes {
-        specs, mut notes, ..
+        specs,
+        mut notes,
+        process,
+        hostname,
     } = volumes::read(&args.front, &cwd)?;
     let runtime_dir = abs(&args.runtime_dir);
     let mut config = PlanConfig::new(args.vmm, abs(&args.volume_store), &runtime_dir);
+    // The initramfs holds the kernel's modules: the configuration must
+    // name that kernel, found as `vmshare run` finds it.
+    let initrd_kernel = match &args.write_initrd {
+        Some(_) => {
+            config.extra_cmdline.extend(initrd::CMDLINE.map(String::from));
+            Some(Kernel::find(args.kernel.as_ref().map(abs).as_deref())?)
+        }
+        None if !args.process.is_empty() => {
+            return Err("CMD, -e, --env-file, -w and -u are the guest's command, which goes into the initramfs: give --write-initrd PATH".into())
+        }
+        None => None,
+    };
     // Only the devices the configuration will have count against the
     // VMM's budget: a network when there is a tap or QEMU's user network
     // (the plan adds one for NFS), a vsock when asked for.
@@ -141,19 +202,41 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             })
         })
         .collect::<Result<_, String>>()?;
-    let mut p = plan(&specs, &config, &SystemHost)?;
+    // `vmshare run` creates a missing `-v` source as docker does; the
+    // plan is of that run, so it takes them as directories, makes none,
+    // and says which.
+    let host = volumes::AfterCreating::new(SystemHost, &specs);
+    let creates: Vec<String> = volumes::missing_sources(&specs)
+        .into_iter()
+        .map(|(s, path)| {
+            format!(
+                "{}: {} does not exist; vmshare run creates it as a directory (as docker does for -v), and it is planned as one",
+                s.name,
+                path.display()
+            )
+        })
+        .collect();
+    let mut p = plan(&specs, &config, &host)?;
+    notes.extend(creates.iter().cloned());
     notes.append(&mut p.notes);
     p.notes = notes;
     // Firecracker and Cloud Hypervisor have no user-mode network: without
     // a tap, a plan that needs no network (no NFS) gets none.
     let wants_net = args.tap.is_some() || args.vmm == Vmm::Qemu || !p.nfs_exports.is_empty();
     let net = wants_net.then_some(NetConfig {
-        tap: args.tap,
-        mac: args.mac,
+        tap: args.tap.clone(),
+        mac: args.mac.clone(),
     });
+    let kernel = match &initrd_kernel {
+        Some(k) => k.image.clone(),
+        None => abs(args
+            .kernel
+            .as_ref()
+            .unwrap_or(&PathBuf::from(DEFAULT_KERNEL))),
+    };
     let machine = RenderConfig {
-        kernel: abs(&args.kernel),
-        initrd: args.initrd.as_ref().map(abs),
+        kernel,
+        initrd: args.write_initrd.as_ref().or(args.initrd.as_ref()).map(abs),
         memory_mib: args.memory,
         vcpus: args.cpus,
         net,
@@ -165,6 +248,16 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if let (Some(ip), Some(port)) = (args.nfs_server, args.nfs_port) {
         doc["guest_mounts"] = serde_json::to_value(p.guest_mounts(ip, port))?;
     }
+    // Last, once everything else has been checked: nothing is written
+    // for a plan that is refused.
+    if let (Some(out), Some(kernel), Some(initrd)) =
+        (&args.write_initrd, &initrd_kernel, &machine.initrd)
+    {
+        let spec = initrd::guest_spec(&args, &p, &machine, process, hostname)?;
+        let spec = initrd::write(initrd, kernel, &spec)
+            .map_err(|e| format!("--write-initrd {}: {e}", out.display()))?;
+        doc["guest_spec"] = serde_json::to_value(spec)?;
+    }
     if args.verbose {
         for n in &p.notes {
             eprintln!("vmshare plan: {n}");
@@ -173,6 +266,12 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             "vmshare plan: {} of {}'s {} devices used",
             p.devices_used, p.vmm, p.device_budget
         );
+    } else {
+        // Said whether asked or not: the host must have these before
+        // anything started from this plan runs.
+        for c in &creates {
+            eprintln!("vmshare plan: {c}");
+        }
     }
     let text = serde_json::to_string_pretty(&doc)?;
     // Not println!, which panics when standard output fails (a full
@@ -205,6 +304,26 @@ mod tests {
             "06-00-0a-00-02-0f",
         ] {
             assert!(parse_mac(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_guest_ip_is_an_ipv4_address_with_a_prefix() {
+        assert_eq!(
+            parse_cidr("172.16.0.2/24"),
+            Ok((Ipv4Addr::new(172, 16, 0, 2), 24))
+        );
+        for bad in [
+            "172.16.0.2",
+            "172.16.0.2/0",
+            "172.16.0.2/33",
+            "fd00::2/64",
+            "0.0.0.0/8",
+            "224.0.0.1/4",
+            "255.255.255.255/32",
+            "172.16.0.2/x",
+        ] {
+            assert!(parse_cidr(bad).is_err(), "{bad}");
         }
     }
 }

@@ -14,20 +14,20 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use vmshare_plan::oci::OciProcess;
 use vmshare_plan::plan::{plan, Plan, PlanConfig, ShareDriver, Vmm};
 use vmshare_plan::sync::{self, Snapshot};
-use vmshare_plan::{image, GuestProcess, Source, SystemHost};
+use vmshare_plan::{image, SystemHost};
 use vmshare_server::{
     ClientMatch, ClientRule, ExportConfig, ExportOptions, Server, ServerConfig, Squash,
 };
 use vmshare_vmm::netns::{TapNetwork, TAP_GUEST_ADDR, TAP_HOST_ADDR};
 use vmshare_vmm::{GuestNetwork, GuestRun, Sink, StateDir, StdinSource};
 
+use crate::process::{guest_process, ProcessArgs};
 use crate::volumes::{self, FrontEnds};
 
 mod other_vmm;
-mod rootfs;
+pub(crate) mod rootfs;
 mod terminal;
 
 use rootfs::Rootfs;
@@ -44,18 +44,9 @@ pub struct Args {
     /// -v, --mount, --tmpfs, --oci, --from-env.
     #[command(flatten)]
     front: FrontEnds,
-    /// Set an environment variable (KEY=VALUE, or KEY to copy the host's).
-    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
-    env: Vec<String>,
-    /// Read environment variables from a file (KEY=VALUE lines).
-    #[arg(long = "env-file", value_name = "FILE")]
-    env_files: Vec<PathBuf>,
-    /// Working directory in the guest (created if missing).
-    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
-    workdir: Option<String>,
-    /// Run as UID[:GID] (numeric; `root` is 0).
-    #[arg(short = 'u', long = "user", value_name = "UID[:GID]")]
-    user: Option<String>,
+    /// -e, --env-file, -w, -u and CMD.
+    #[command(flatten)]
+    process: ProcessArgs,
     /// Keep stdin open: the command reads this process's stdin.
     #[arg(short = 'i', long = "interactive")]
     interactive: bool,
@@ -104,10 +95,6 @@ pub struct Args {
     /// Print a timeline of the run on stderr.
     #[arg(long)]
     verbose: bool,
-    /// The command and its arguments (required unless --oci gives
-    /// process.args).
-    #[arg(trailing_var_arg = true, value_name = "CMD")]
-    command: Vec<String>,
 }
 
 /// The signal that interrupted vmshare (0: none), set by the handler.
@@ -145,7 +132,12 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     for n in &front.notes {
         say(n);
     }
-    let process = guest_process(&args, front.process)?;
+    let process = guest_process(
+        &args.process,
+        front.process,
+        args.front.oci.as_deref(),
+        "vmshare run [OPTIONS] -- CMD [ARGS...]",
+    )?;
     // As docker with an OCI bundle: the command line's name over the
     // spec's.
     let hostname = args
@@ -213,7 +205,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             ),
         };
         // A user from the OCI spec counts as given when it is not root.
-        let user_given = args.user.is_some() || process.uid != 0;
+        let user_given = args.process.user.is_some() || process.uid != 0;
         let mut exports = exports(&plan, client, user_given, &args.volume_owner)?;
         exports.extend(rootfs.as_ref().and_then(|r| r.export(client)));
         // Volumes are shared live, and the guest mounts them with
@@ -330,6 +322,8 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 }
 
 /// The options `vmshare plan` takes the same way, for hints.
+/// CMD and its options come last, as `vmshare plan --write-initrd` puts
+/// them into the guest's initramfs.
 fn plan_args(args: &Args) -> Vec<String> {
     let mut out = args.front.to_args();
     if let Some(r) = &args.rootfs {
@@ -337,6 +331,18 @@ fn plan_args(args: &Args) -> Vec<String> {
             out.extend(["--root-disk".into(), r.display().to_string()]);
         }
     }
+    if let Some(k) = &args.kernel {
+        out.extend(["--kernel".into(), k.display().to_string()]);
+    }
+    // Only what was given, and only if it reads: the refusal comes before
+    // -m and --cpus are checked, and each has its own error.
+    if let (Some(_), Ok(mib)) = (&args.memory, parse_memory(args.memory.as_deref())) {
+        out.extend(["--memory".into(), mib.to_string()]);
+    }
+    if let (Some(_), Ok(cpus)) = (args.cpus, parse_cpus(args.cpus)) {
+        out.extend(["--cpus".into(), cpus.to_string()]);
+    }
+    out.extend(args.process.to_args());
     out
 }
 
@@ -411,43 +417,33 @@ fn kept_path(host: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(format!("{base}.vmshare-guest")))
 }
 
-/// docker creates a missing bind source as a directory; so does vmshare.
+/// docker creates a missing bind source as a directory; so does vmshare
+/// ([`volumes::missing_sources`] says which).
 fn create_missing_sources(
     specs: &[vmshare_plan::VolumeSpec],
     say: &dyn Fn(&str),
 ) -> Result<Created, String> {
     let mut created = Created(Vec::new());
-    // Only for `-v`: docker refuses a `--mount` bind of a missing source,
-    // and the planner says so; so it does for FILESYSTEM_* and OCI.
-    for s in specs.iter().filter(|s| s.name.starts_with("-v ")) {
-        if let Source::Host { path, .. } = &s.source {
-            // Missing, not merely unreachable: `/etc/hosts/` (ENOTDIR) is
-            // the planner's to refuse, saying why.
-            let missing = std::fs::symlink_metadata(path)
-                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
-            if missing {
-                // Each level made, outermost first, to remove innermost
-                // first.
-                let mut missing: Vec<PathBuf> = path
-                    .ancestors()
-                    .take_while(|p| std::fs::symlink_metadata(p).is_err())
-                    .map(Path::to_path_buf)
-                    .collect();
-                missing.reverse();
-                std::fs::create_dir_all(path).map_err(|e| {
-                    format!(
-                        "volume {}: creating missing host directory {}: {e}",
-                        s.name,
-                        path.display()
-                    )
-                })?;
-                created.0.extend(missing);
-                say(&format!(
-                    "created missing host directory {} (as docker does for -v)",
-                    path.display()
-                ));
-            }
-        }
+    for (s, path) in volumes::missing_sources(specs) {
+        // Each level made, outermost first, to remove innermost first.
+        let mut missing: Vec<PathBuf> = path
+            .ancestors()
+            .take_while(|p| std::fs::symlink_metadata(p).is_err())
+            .map(Path::to_path_buf)
+            .collect();
+        missing.reverse();
+        std::fs::create_dir_all(path).map_err(|e| {
+            format!(
+                "volume {}: creating missing host directory {}: {e}",
+                s.name,
+                path.display()
+            )
+        })?;
+        created.0.extend(missing);
+        say(&format!(
+            "created missing host directory {} (as docker does for -v)",
+            path.display()
+        ));
     }
     Ok(created)
 }
@@ -481,61 +477,6 @@ fn check_supported(plan: &Plan) -> Result<(), String> {
         return Err(format!("volume {}: virtio-fs needs virtiofsd, which vmshare run does not start; use FILESYSTEM_DRIVER=9p or nfs", s.volume));
     }
     Ok(())
-}
-
-/// CMD and how it runs: the command line's CMD, -e/--env-file, -w and -u,
-/// over what an OCI spec's process gives (docker's way with an image's
-/// CMD, ENV, WORKDIR and USER).
-fn guest_process(args: &Args, oci: Option<OciProcess>) -> Result<GuestProcess, String> {
-    let oci = oci.unwrap_or_default();
-    let command = if args.command.is_empty() {
-        oci.args
-    } else {
-        args.command.clone()
-    };
-    if command.is_empty() {
-        return Err(match &args.front.oci {
-            Some(c) => format!(
-                "no command: {} has no process.args; give CMD after the options",
-                c.display()
-            ),
-            None => {
-                "no command: give CMD after the options (vmshare run [OPTIONS] -- CMD [ARGS...])"
-                    .into()
-            }
-        });
-    }
-    let mut env = oci.env;
-    for f in &args.env_files {
-        env.extend(read_env_file(f)?);
-    }
-    for e in &args.env {
-        env.extend(expand_env(e).map_err(|why| format!("-e {e:?}: {why}"))?);
-    }
-    // As docker: a relative directory would be relative to whatever the
-    // image's default is, which says nothing here.
-    if let Some(w) = args.workdir.as_deref().filter(|w| !w.starts_with('/')) {
-        return Err(format!(
-            "-w {w}: the working directory must be an absolute path"
-        ));
-    }
-    let (uid, gid, additional_gids) = match (&args.user, oci.user) {
-        (Some(u), _) => {
-            let (uid, gid) = parse_user(Some(u))?;
-            (uid, gid, Vec::new())
-        }
-        (None, Some(u)) => (u.uid, u.gid, u.additional_gids),
-        (None, None) => (0, 0, Vec::new()),
-    };
-    Ok(GuestProcess {
-        args: command,
-        env,
-        cwd: args.workdir.clone().or(oci.cwd),
-        uid,
-        gid,
-        additional_gids,
-        ..GuestProcess::default()
-    })
 }
 
 /// One export per planned NFS export, for this VM's address only.
@@ -591,25 +532,6 @@ fn exports(
     Ok(out)
 }
 
-fn parse_user(user: Option<&str>) -> Result<(u32, u32), String> {
-    let Some(user) = user else { return Ok((0, 0)) };
-    let id = |s: &str| match s {
-        "root" => Ok(0),
-        // setuid(2) reads (uid_t)-1 as "leave it as it is".
-        "4294967295" => Err(format!(
-            "-u {user}: 4294967295 is not an id (it means \"no change\" to setuid)"
-        )),
-        _ => s.parse::<u32>().map_err(|_| {
-            format!("-u {user}: give numeric UID[:GID] (the guest has no user database)")
-        }),
-    };
-    match user.split_once(':') {
-        Some((u, g)) => Ok((id(u)?, id(g)?)),
-        // docker: a uid with no passwd entry gets gid 0.
-        None => Ok((id(user)?, 0)),
-    }
-}
-
 /// The least memory a guest boots in: the kernel unpacks the initramfs
 /// (modules, busybox, vmshare) into memory first, and with 128 MiB or 144
 /// MiB it panicked ("System is deadlocked on memory"); 150 MiB booted.
@@ -646,49 +568,10 @@ fn parse_cpus(n: Option<f64>) -> Result<u32, String> {
     Ok(n.ceil() as u32)
 }
 
-/// `KEY=VALUE` as is; `KEY` alone takes the host's value (dropped if unset),
-/// as docker does. A name that is empty or has white space is refused, as
-/// docker refuses it (`export K=V` from a shell file became a variable
-/// called "export K").
-fn expand_env(item: &str) -> Result<Option<String>, String> {
-    let name = item.split_once('=').map_or(item, |(n, _)| n);
-    if name.is_empty() {
-        return Err("no variable name".into());
-    }
-    if name.chars().any(char::is_whitespace) {
-        return Err(format!("the name {name:?} has white space"));
-    }
-    if item.contains('=') {
-        return Ok(Some(item.to_string()));
-    }
-    Ok(std::env::var(item).ok().map(|v| format!("{item}={v}")))
-}
-
-/// docker's env-file: `KEY=VALUE` or `KEY` lines, `#` comments; leading
-/// white space is dropped, and the value is kept as written to its end.
-fn read_env_file(path: &Path) -> Result<Vec<String>, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("--env-file {}: {e}", path.display()))?;
-    // A byte-order mark (editors on Windows write one) is not part of the
-    // first name, as docker's reader drops it too.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim_start();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let item = expand_env(line)
-            .map_err(|why| format!("--env-file {}:{}: {why}", path.display(), i + 1))?;
-        out.extend(item);
-    }
-    Ok(out)
-}
-
 /// A host name the guest can take: letters, digits, `-` and `.`, at most
 /// 64 bytes (what sethostname(2) takes). Checked before boot: a name the
 /// guest then refused failed the run after a full boot.
-fn check_hostname(name: &str) -> Result<(), String> {
+pub(crate) fn check_hostname(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -731,11 +614,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn environment_and_host_names_as_docker_takes_them() {
-        assert_eq!(expand_env("A=1 2 "), Ok(Some("A=1 2 ".into())));
-        for bad in ["", "=x", "export D=x", "G =v"] {
-            assert!(expand_env(bad).is_err(), "{bad:?}");
-        }
+    fn host_names_as_docker_takes_them() {
         assert!(check_hostname("web-1.local").is_ok());
         for bad in ["", "bad name!", &"x".repeat(65)] {
             assert!(check_hostname(bad).is_err(), "{bad:?}");
@@ -743,27 +622,7 @@ mod tests {
     }
 
     #[test]
-    fn an_env_file_may_start_with_a_byte_order_mark() {
-        let dir = std::env::temp_dir().join(format!("vmshare-envbom-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("test directory");
-        let f = dir.join("env");
-        std::fs::write(&f, "\u{feff}FIRST=1\nSECOND=2\n").expect("env file");
-        let read = read_env_file(&f);
-        let _ = std::fs::remove_dir_all(&dir);
-        assert_eq!(
-            read,
-            Ok(vec!["FIRST=1".to_string(), "SECOND=2".to_string()])
-        );
-    }
-
-    #[test]
-    fn users_memory_and_cpus() {
-        assert_eq!(parse_user(Some("1000:1000")), Ok((1000, 1000)));
-        assert_eq!(parse_user(Some("1000")), Ok((1000, 0)));
-        assert_eq!(parse_user(Some("root")), Ok((0, 0)));
-        assert!(parse_user(Some("alice")).is_err());
-        assert!(parse_user(Some("4294967295")).is_err());
-        assert!(parse_user(Some("1:4294967295")).is_err());
+    fn memory_and_cpus() {
         assert_eq!(parse_memory(Some("1g")), Ok(1024));
         assert_eq!(parse_memory(Some("256m")), Ok(256));
         assert_eq!(parse_memory(Some("268435456")), Ok(256));

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use vmshare_plan::oci::{self, OciProcess};
 use vmshare_plan::spec::normalize;
-use vmshare_plan::{docker, env, plan, VolumeSpec};
+use vmshare_plan::{docker, env, plan, HostFacts, HostKind, ImageFormat, Source, VolumeSpec};
 
 /// The volume options of `vmshare plan` and `vmshare run` (flattened into
 /// both), front end by front end.
@@ -127,6 +127,66 @@ pub(crate) fn read(f: &FrontEnds, cwd: &Path) -> Result<Volumes, Box<dyn Error>>
         }
     }
     Ok(out)
+}
+
+/// The `-v` volumes whose host path does not exist, with that path:
+/// `vmshare run` creates each as a directory before planning, as docker
+/// does for `-v`, and `vmshare plan` plans them as directories (creating
+/// nothing). Only `-v`: docker refuses a `--mount` bind of a missing
+/// source, and the planner does, and does for `FILESYSTEM_*` and OCI
+/// mounts too. Missing, not merely unreachable: `/etc/hosts/` (ENOTDIR)
+/// is the planner's to refuse, saying why.
+pub(crate) fn missing_sources(specs: &[VolumeSpec]) -> Vec<(&VolumeSpec, &Path)> {
+    specs
+        .iter()
+        .filter(|s| s.name.starts_with("-v "))
+        .filter_map(|s| match &s.source {
+            Source::Host { path, .. } => Some((s, path.as_path())),
+            _ => None,
+        })
+        .filter(|(_, path)| {
+            std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        })
+        .collect()
+}
+
+/// The host as `vmshare run` will find it once it has created the
+/// missing `-v` sources ([`missing_sources`]): those paths are
+/// directories; everything else is asked of `H`.
+pub(crate) struct AfterCreating<H> {
+    /// The real host.
+    pub host: H,
+    /// The directories `vmshare run` would create, normalized.
+    pub dirs: Vec<PathBuf>,
+}
+
+impl<H: HostFacts> AfterCreating<H> {
+    /// `host` with the missing sources of `specs` as directories.
+    pub(crate) fn new(host: H, specs: &[VolumeSpec]) -> Self {
+        let dirs = missing_sources(specs)
+            .into_iter()
+            .map(|(_, p)| normalize(p))
+            .collect();
+        AfterCreating { host, dirs }
+    }
+}
+
+impl<H: HostFacts> HostFacts for AfterCreating<H> {
+    fn kind(&self, path: &Path) -> HostKind {
+        if self.dirs.contains(&normalize(path)) {
+            HostKind::Dir
+        } else {
+            self.host.kind(path)
+        }
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        self.host.resolve(path)
+    }
+
+    fn image_format(&self, path: &Path) -> Option<Option<ImageFormat>> {
+        self.host.image_format(path)
+    }
 }
 
 /// The environment's `FILESYSTEM*` variables as text. `std::env::vars`

@@ -551,3 +551,260 @@ fn docker_refusals_are_kept() {
         assert!(stderr.contains(why), "{args:?}: {stderr}");
     }
 }
+
+/// `vmshare run -v /missing:/x` creates `/missing`, as docker does, and
+/// the `vmshare plan` command it suggests for another VMM refused the
+/// same volume. The plan now takes it as the directory run would make,
+/// says so on stderr, and creates nothing; a `--mount` bind of a missing
+/// source stays refused, as docker refuses it.
+#[test]
+fn a_missing_v_source_is_planned_as_run_would_create_it() {
+    let dir = scratch_dir("plan-missing-source");
+    let missing = dir.join("not").join("yet");
+    let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+        .args(["plan", "--vmm", "firecracker", "--tap", "tap0", "-v"])
+        .arg(format!("{}:/data", missing.display()))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let export = &doc["plan"]["nfs_exports"][0];
+    assert_eq!(export["host_path"], missing.to_str().unwrap());
+    assert_eq!(export["single_file"], serde_json::Value::Null);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{} does not exist; vmshare run creates it as a directory",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::symlink_metadata(dir.join("not")).is_err(),
+        "vmshare plan created {}",
+        dir.join("not").display()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+        .args(["plan", "--mount"])
+        .arg(format!("type=bind,src={},dst=/data", missing.display()))
+        .output()
+        .unwrap();
+    assert_exit(&out, 125);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not exist on the host"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The plan's initramfs, for a guest's mount table: the audit found that
+/// a guest started from `vmshare plan --vmm firecracker`'s configuration
+/// mounted nothing, since nothing put vmshare's init and the mounts into
+/// it. With `--write-initrd` the configuration names the file written,
+/// and the file is what the kernel unpacks: this vmshare as `/init`,
+/// busybox, the modules of the kernel the configuration boots, and a
+/// spec whose mounts come from the server given, on the tap network
+/// given, running CMD on the serial console.
+#[test]
+fn write_initrd_gives_the_configuration_a_guest_that_mounts_its_volumes() {
+    let Some(_h) = common::Harness::new() else {
+        return;
+    };
+    let dir = scratch_dir("plan-write-initrd");
+    std::fs::create_dir(dir.join("data")).unwrap();
+    std::fs::write(dir.join("app.conf"), "x").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+        .current_dir(&dir)
+        .args([
+            "plan",
+            "--vmm",
+            "firecracker",
+            "--tap",
+            "tap0",
+            "--guest-ip",
+            "172.16.0.2/24",
+            "--nfs-server",
+            "172.16.0.1",
+            "--nfs-port",
+            "2049",
+            "--write-initrd",
+            "initrd.cpio",
+            "-v",
+            "./data:/data",
+            "-v",
+            "./app.conf:/etc/app.conf:ro",
+            "--tmpfs",
+            "/scratch",
+            "-e",
+            "GREETING=hi",
+            "--",
+            "sh",
+            "-c",
+            "ls /data",
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let config = &doc["render"]["config_file"]["content"];
+    let initrd = dir.join("initrd.cpio");
+    assert_eq!(
+        config["boot-source"]["initrd_path"],
+        initrd.to_str().unwrap()
+    );
+    let boot_args = config["boot-source"]["boot_args"].as_str().unwrap();
+    assert!(boot_args.contains("rdinit=/init"), "{boot_args}");
+    let kernel = config["boot-source"]["kernel_image_path"].as_str().unwrap();
+    let release = kernel.rsplit_once("vmlinuz-").unwrap().1;
+
+    let tree = common::cpio::unpack(&std::fs::read(&initrd).unwrap());
+    let init = &tree["init"];
+    assert_eq!(init.mode, 0o100_755);
+    assert!(
+        init.data == std::fs::read(env!("CARGO_BIN_EXE_vmshare")).unwrap(),
+        "/init is not this vmshare"
+    );
+    assert!(tree.contains_key("bin/busybox"));
+    let console: serde_json::Value =
+        serde_json::from_slice(&tree["vmshare/console.json"].data).unwrap();
+    assert_eq!(console["serial"], true);
+    let spec: serde_json::Value = serde_json::from_slice(&tree["vmshare/spec.json"].data).unwrap();
+    assert_eq!(spec, doc["guest_spec"]);
+    let mounts: Vec<(&str, &str, &str)> = spec["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["source"].as_str().unwrap(),
+                m["target"].as_str().unwrap(),
+                m["fstype"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("172.16.0.1:/v0", "/data", "nfs"),
+            ("tmpfs", "/scratch", "tmpfs"),
+            ("172.16.0.1:/v1", "/run/vmshare/v1", "nfs"),
+            ("/run/vmshare/v1/app.conf", "/etc/app.conf", "bind"),
+        ]
+    );
+    let nfs = spec["mounts"][0]["data"].as_str().unwrap();
+    assert!(
+        nfs.contains("port=2049,mountport=2049") && nfs.contains("addr=172.16.0.1"),
+        "{nfs}"
+    );
+    assert_eq!(spec["network"]["address"], "172.16.0.2/24");
+    assert_eq!(
+        spec["process"]["args"],
+        serde_json::json!(["sh", "-c", "ls /data"])
+    );
+    assert_eq!(spec["process"]["env"], serde_json::json!(["GREETING=hi"]));
+    // Every module the guest loads is in the archive, the booted kernel's.
+    let modules = spec["modules"].as_array().unwrap();
+    assert!(modules.len() >= 3, "{modules:?}");
+    for m in modules {
+        let m = m.as_str().unwrap();
+        assert!(
+            m.starts_with(&format!("/lib/modules/{release}/")),
+            "{m} is not a module of {kernel}"
+        );
+        assert!(tree.contains_key(&m[1..]), "{m} is not in the initramfs");
+    }
+}
+
+/// What `--write-initrd` cannot do without is refused, with exit 125, the
+/// option to give, and no file written: the NFS server for NFS volumes,
+/// an IPv4 one on the guest's network, the guest's address on a tap, a
+/// command; and the guest's command is refused without an initramfs to
+/// put it in.
+#[test]
+fn write_initrd_refuses_what_the_guest_could_not_use() {
+    let Some(_h) = common::Harness::new() else {
+        return;
+    };
+    let dir = scratch_dir("plan-write-initrd-refusals");
+    let tap = ["--vmm", "firecracker", "--tap", "tap0", "-v", "/etc:/x"];
+    let ip = ["--guest-ip", "172.16.0.2/24"];
+    let server = ["--nfs-server", "172.16.0.1", "--nfs-port", "2049"];
+    let cmd = ["--", "true"];
+    let write = ["--write-initrd", "initrd.cpio"];
+    let cases: [(Vec<&str>, &str); 9] = [
+        (
+            [&tap[..], &ip, &write, &cmd].concat(),
+            "give --nfs-server ADDR --nfs-port PORT",
+        ),
+        (
+            [&tap[..], &server, &write, &cmd].concat(),
+            "--guest-ip A.B.C.D/LEN",
+        ),
+        (
+            [
+                &tap[..],
+                &ip,
+                &["--nfs-server", "fd00::1", "--nfs-port", "2049"],
+                &write,
+                &cmd,
+            ]
+            .concat(),
+            "IPv4 only",
+        ),
+        (
+            [
+                &tap[..],
+                &ip,
+                &["--nfs-server", "10.9.9.9", "--nfs-port", "2049"],
+                &write,
+                &cmd,
+            ]
+            .concat(),
+            "not on the guest's network 172.16.0.2/24",
+        ),
+        (
+            [
+                &tap[..],
+                &["--guest-ip", "172.16.0.2"],
+                &server,
+                &write,
+                &cmd,
+            ]
+            .concat(),
+            "prefix length",
+        ),
+        ([&tap[..], &ip, &server, &write].concat(), "no command"),
+        ([&tap[..], &cmd].concat(), "give --write-initrd PATH"),
+        (
+            [&["-v", "/etc:/x"][..], &ip, &server, &write, &cmd].concat(),
+            "QEMU's user network gives it",
+        ),
+        (
+            [
+                &tap[..],
+                &ip,
+                &server,
+                &write,
+                &["--initrd", "other.cpio"],
+                &cmd,
+            ]
+            .concat(),
+            "cannot be used with",
+        ),
+    ];
+    for (args, why) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+            .current_dir(&dir)
+            .arg("plan")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_exit(&out, 125);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+        assert!(
+            !dir.join("initrd.cpio").exists(),
+            "{args:?} wrote an initramfs"
+        );
+    }
+}

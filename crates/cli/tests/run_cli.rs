@@ -230,7 +230,10 @@ fn interactive_stdin() {
 
 /// `--vmm firecracker|cloud-hypervisor` is refused before anything starts,
 /// saying what this host lacks in the order it matters (the VMM on PATH,
-/// then KVM) and giving the `vmshare plan` command for the same volumes.
+/// then KVM) and giving the `vmshare plan` command for the same volumes
+/// and CMD, which, its placeholders filled in, prints a configuration
+/// whose initramfs it writes (the `-v` source does not exist: the plan
+/// takes it as run would create it).
 #[test]
 fn other_vmms_are_refused_with_what_is_missing() {
     let dir = scratch_dir("other-vmm");
@@ -254,9 +257,13 @@ fn other_vmms_are_refused_with_what_is_missing() {
         assert_exit(&out, 125);
         let err = text(&out.stderr);
         assert_eq!(err.lines().count(), 1, "{err}");
+        let hint = format!(
+            "vmshare plan --vmm {vmm} --tap TAP --guest-ip GUEST_IP/LEN --nfs-server HOST_IP \
+             --nfs-port PORT --write-initrd initrd.cpio -v '/srv/my data:/data' -- true"
+        );
         assert!(
             err.contains(&format!(
-                "`vmshare plan --vmm {vmm} --tap TAP -v '/srv/my data:/data'` prints {vmm}'s configuration"
+                "`{hint}` prints {vmm}'s configuration and writes the initramfs its guest boots with"
             )),
             "{err}"
         );
@@ -265,6 +272,10 @@ fn other_vmms_are_refused_with_what_is_missing() {
     for vmm in ["firecracker", "cloud-hypervisor"] {
         let err = refusal(vmm);
         assert!(err.contains(&format!("`{vmm}` is not on PATH")), "{err}");
+        // Writing the initramfs needs a kernel and busybox.
+        if let Some(h) = common::Harness::new() {
+            check_hint(&h, &dir, &err);
+        }
 
         let fake = bin.join(vmm);
         std::fs::write(&fake, "#!/bin/sh\nexit 1\n").unwrap();
@@ -281,6 +292,34 @@ fn other_vmms_are_refused_with_what_is_missing() {
         };
         assert!(err.contains(&kvm), "{err}\nexpected: {kvm}");
     }
+}
+
+/// Runs the `vmshare plan` command that refusal `err` gives, its
+/// placeholders filled in: it prints a configuration naming the
+/// initramfs it wrote, whose guest mounts the volume from the server given.
+fn check_hint(h: &common::Harness, dir: &std::path::Path, err: &str) {
+    let hint = err.split('`').nth(3).unwrap();
+    let filled = hint
+        .replacen("vmshare", h.vmshare.to_str().unwrap(), 1)
+        .replace("TAP", "tap0")
+        .replace("GUEST_IP/LEN", "172.16.0.2/24")
+        .replace("HOST_IP", "172.16.0.1")
+        .replace("PORT", "2049");
+    let out = std::process::Command::new("sh")
+        .current_dir(dir)
+        .args(["-c", &filled])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["guest_spec"]["mounts"][0]["source"], "172.16.0.1:/v0");
+    let initrd = dir.join("initrd.cpio");
+    assert!(
+        text(&out.stdout).contains(initrd.to_str().unwrap()),
+        "the configuration does not name {}",
+        initrd.display()
+    );
+    std::fs::remove_file(&initrd).unwrap();
 }
 
 /// A docker option vmshare does not have (`--rm`) is an error before

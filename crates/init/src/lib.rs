@@ -99,6 +99,7 @@ pub fn main() -> ExitCode {
         start: Instant::now(),
         control: None,
         verbose: false,
+        power_off: false,
     };
     let status = match init.run() {
         Ok(status) => status,
@@ -115,6 +116,8 @@ struct Init {
     start: Instant,
     control: Option<ports::Control>,
     verbose: bool,
+    /// The spec's `power_off`: how to end the VM.
+    power_off: bool,
 }
 
 impl Init {
@@ -123,12 +126,19 @@ impl Init {
         let spec: GuestSpec = read_json(GUEST_SPEC_PATH)?;
         let console: ConsoleSpec = read_json(protocol::CONSOLE_SPEC_PATH)?;
         self.verbose = spec.verbose;
+        self.power_off = spec.power_off;
         // virtio_console must be loaded before the ports can be found; the
         // rest of the modules follow once errors can be reported.
         sys::load_modules(&spec.modules)?;
-        let ports = ports::Ports::open(&console)?;
-        self.control = Some(ports.control);
-        self.event("modules loaded, ports open");
+        let stdio = if console.serial {
+            self.event("modules loaded; CMD is on the console");
+            ports::Stdio::console()?
+        } else {
+            let ports = ports::Ports::open(&console)?;
+            self.control = Some(ports.control);
+            self.event("modules loaded, ports open");
+            ports.stdio
+        };
         self.set_clock();
         if !spec.hostname.is_empty() {
             sys::set_hostname(&spec.hostname)?;
@@ -166,7 +176,7 @@ impl Init {
         }
         net::cover_name_files(&spec.mounts, &spec.hostname, spec.network.as_ref())?;
         let control = self.control.as_ref().and_then(|c| c.try_clone());
-        let (child, mut terminal) = start(&spec, ports.stdio)?;
+        let (child, mut terminal) = start(&spec, stdio)?;
         self.send(Message::Started);
         self.event(&format!("started {:?}", spec.process.args));
         let window = terminal.as_mut().and_then(tty::Forwarder::take_window);
@@ -233,10 +243,15 @@ impl Init {
         if let Message::Error(text) = &message {
             sys::kmsg(&format!("<3>vmshare-init: {text}"));
         }
-        match &mut self.control {
-            Some(c) => c.send(&message),
-            // Without a control port, the console log is the only witness.
-            None => sys::kmsg(&format!("<3>vmshare-init: {}", message.encode())),
+        match (&mut self.control, &message) {
+            (Some(c), _) => c.send(&message),
+            // Without a control port the console is the only witness: an
+            // error is in the kernel log already, the exit status is said
+            // on the console, and events were logged if asked for.
+            (None, Message::Exit(status)) => {
+                sys::console_line(&format!("vmshare init: exit status {status}"))
+            }
+            (None, _) => {}
         }
     }
 
@@ -246,7 +261,7 @@ impl Init {
         rustix::fs::sync();
         self.event("synced, powering off");
         self.send(Message::Exit(status));
-        sys::power_off()
+        sys::power_off(self.power_off)
     }
 }
 

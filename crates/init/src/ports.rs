@@ -77,6 +77,25 @@ impl Control {
     }
 }
 
+impl Stdio {
+    /// The kernel's console, for each of the three (a serial console, with
+    /// [`ConsoleSpec::serial`]).
+    pub(crate) fn console() -> Result<Stdio, InitError> {
+        let open = |write: bool| {
+            std::fs::OpenOptions::new()
+                .read(!write)
+                .write(write)
+                .open("/dev/console")
+                .map_err(|e| InitError::sys("opening /dev/console", e))
+        };
+        Ok(Stdio {
+            stdin: Some(open(false)?),
+            stdout: open(true)?,
+            stderr: open(true)?,
+        })
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Ports {
     pub(crate) stdio: Stdio,

@@ -36,6 +36,17 @@ pub struct ConsoleSpec {
     /// `/dev/null`, as under `docker run` without `-i`.
     #[serde(default)]
     pub stdin: bool,
+    /// There are no ports and no host at their other end: CMD's stdin,
+    /// stdout and stderr are the kernel's console (`/dev/console`, the
+    /// serial port), init's errors go to the kernel log and its exit
+    /// status to the console. For guests that vmshare does not start
+    /// (`vmshare plan --write-initrd`): Firecracker has no virtio-serial
+    /// device, and what `vmshare plan` renders for the other VMMs has
+    /// none. Nobody answers there, so the clock stays the RTC's and no
+    /// signals come to forward. (Waiting for ports that never came, init
+    /// failed after 30 s and mounted nothing.)
+    #[serde(default)]
+    pub serial: bool,
 }
 
 /// One line on the control port, either way.

@@ -39,6 +39,12 @@ pub struct GuestSpec {
     /// filesystem instead of the initramfs; `None`: the initramfs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs: Option<GuestRootfs>,
+    /// End the VM with a power-off rather than a reboot request. A reboot
+    /// request ends QEMU started with `-no-reboot` and Firecracker (with
+    /// `reboot=k`); Cloud Hypervisor boots the guest again, which then ran
+    /// CMD again, forever. It powers off through ACPI.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub power_off: bool,
 }
 
 /// Where init finds a root filesystem for `--rootfs` (mounting it at

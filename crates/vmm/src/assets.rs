@@ -134,22 +134,28 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     ca.len().cmp(&cb.len())
 }
 
-/// The release string of an x86 bzImage, from its setup header
-/// (`kernel_version` field at 0x20e, an offset from 0x200).
+/// The release string of a kernel image: an x86 bzImage's, from its
+/// setup header (`kernel_version` field at 0x20e, an offset from 0x200),
+/// or an uncompressed ELF `vmlinux`'s (what Firecracker boots), from its
+/// banner.
 fn bzimage_version(image: &Path) -> Result<String, VmmError> {
     let data = std::fs::read(image)
         .map_err(|e| VmmError::NoKernel(format!("{}: {e}", image.display())))?;
     let bad = || {
         VmmError::NoKernel(format!(
-            "{} is not an x86 bzImage with a version string",
+            "{} is neither an x86 bzImage nor an ELF vmlinux with a version string",
             image.display()
         ))
     };
-    if data.get(0x202..0x206) != Some(b"HdrS") {
-        return Err(bad());
-    }
-    let off = usize::from(u16::from_le_bytes([data[0x20e], data[0x20f]])) + 0x200;
-    let text = data.get(off..off + 256).ok_or_else(bad)?;
+    let text = if data.starts_with(b"\x7fELF") {
+        elf_banner_version(&data).ok_or_else(bad)?
+    } else {
+        if data.get(0x202..0x206) != Some(b"HdrS") {
+            return Err(bad());
+        }
+        let off = usize::from(u16::from_le_bytes([data[0x20e], data[0x20f]])) + 0x200;
+        data.get(off..off + 256).ok_or_else(bad)?
+    };
     let end = text
         .iter()
         .position(|&b| b == b' ' || b == 0)
@@ -159,6 +165,22 @@ fn bzimage_version(image: &Path) -> Result<String, VmmError> {
         return Err(bad());
     }
     Ok(version.to_string())
+}
+
+/// What follows the first `Linux version ` that a release number follows
+/// (the kernel's `linux_banner`), up to 256 bytes.
+fn elf_banner_version(data: &[u8]) -> Option<&[u8]> {
+    const BANNER: &[u8] = b"Linux version ";
+    let mut at = 0;
+    while let Some(found) = data[at..].windows(BANNER.len()).position(|w| w == BANNER) {
+        let start = at + found + BANNER.len();
+        let rest = &data[start..data.len().min(start + 256)];
+        if rest.first().is_some_and(u8::is_ascii_digit) {
+            return Some(rest);
+        }
+        at = start;
+    }
+    None
 }
 
 /// A kernel plus the cached base initramfs built for it.
@@ -181,12 +203,7 @@ impl Assets {
         busybox: &Path,
     ) -> Result<Assets, VmmError> {
         let kernel = Kernel::find(kernel)?;
-        crate::elf::check_static(init_binary)?;
-        crate::elf::check_static(busybox)?;
-        let index = ModuleIndex::load(&kernel.modules_dir)?;
-        let names: Vec<&str> = ALL_MODULES.iter().flat_map(|g| g.iter().copied()).collect();
-        let modules = index.resolve(&names)?;
-
+        let (index, modules) = base_inputs(&kernel, init_binary, busybox)?;
         let key = cache_key(&kernel, init_binary, busybox, &modules, &index)?;
         let initramfs = state.cache_dir().join(format!("initramfs-{key}.cpio"));
         // It holds the guest's init, which sees every volume: one that
@@ -225,32 +242,138 @@ impl Assets {
         console: &ConsoleSpec,
         files: &[GuestFile],
     ) -> Result<(), VmmError> {
-        let io = |e| VmmError::io(format!("writing {}", out.display()), e);
-        std::fs::copy(&self.initramfs, out).map_err(io)?;
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(out)
-            .map_err(io)?;
-        let mut w = CpioWriter::new(std::io::BufWriter::new(file));
-        w.dir("/vmshare", 0o755).map_err(io)?;
-        w.file(GUEST_SPEC_PATH, 0o644, &to_json(spec)?)
-            .map_err(io)?;
-        w.file(CONSOLE_SPEC_PATH, 0o644, &to_json(console)?)
-            .map_err(io)?;
-        let mut dirs = std::collections::BTreeSet::new();
-        for f in files {
-            for dir in Path::new(&f.path).ancestors().skip(1) {
-                let d = dir.to_string_lossy().to_string();
-                if d != "/" && !d.is_empty() && dirs.insert(d.clone()) {
-                    w.dir(&d, 0o755).map_err(io)?;
-                }
+        std::fs::copy(&self.initramfs, out)
+            .map_err(|e| VmmError::io(format!("writing {}", out.display()), e))?;
+        append_run_archive(out, spec, console, files)
+    }
+}
+
+/// The module groups a guest of `spec` loads (see the `MODULES_*`
+/// groups), for [`Assets::module_load_order`]: the base, the network's
+/// when `spec.network` is set, and what its mounts and root filesystem
+/// need.
+pub fn module_names(spec: &GuestSpec) -> Vec<&'static str> {
+    let mut names: Vec<&str> = MODULES_BASE.to_vec();
+    if spec.network.is_some() {
+        names.extend_from_slice(MODULES_NET);
+    }
+    // The root filesystem's own layer, then the overlay over it.
+    let rootfs = spec.rootfs.as_ref().map(|r| &r.lower);
+    if rootfs.is_some() {
+        names.extend_from_slice(MODULES_OVERLAY);
+    }
+    for m in spec.mounts.iter().chain(rootfs) {
+        let group: &[&str] = match m.fstype.as_str() {
+            "nfs" => MODULES_NFS,
+            "ext4" | "erofs" => MODULES_BLOCK,
+            "overlay" => MODULES_OVERLAY,
+            "9p" | "virtiofs" => MODULES_SHARES,
+            _ => &[],
+        };
+        names.extend_from_slice(group);
+    }
+    // Mount points inside read-only filesystems are made with overlay.
+    if spec
+        .mounts
+        .iter()
+        .any(|m| m.readonly || m.fstype != "tmpfs")
+    {
+        names.extend_from_slice(MODULES_OVERLAY);
+    }
+    names
+}
+
+/// Writes to `out` a whole initramfs for a guest that vmshare does not
+/// start (`vmshare plan --write-initrd`, for Firecracker or Cloud
+/// Hypervisor): the base archive [`Assets::prepare`] caches (`init_binary`
+/// as `/init`, `busybox`, `kernel`'s modules), built here and not cached,
+/// then `spec` with its `modules` filled in as [`crate::GuestRun`] fills
+/// them, and a console spec without ports (CMD on the serial console).
+/// The file is whole or not there: it is written beside `out` and renamed
+/// over it. Returns the spec as written.
+pub fn write_standalone_initramfs(
+    out: &Path,
+    kernel: &Kernel,
+    init_binary: &Path,
+    busybox: &Path,
+    spec: &GuestSpec,
+) -> Result<GuestSpec, VmmError> {
+    let (index, modules) = base_inputs(kernel, init_binary, busybox)?;
+    let name = out
+        .file_name()
+        .map_or_else(|| "initrd".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = out.with_file_name(format!(".{name}.vmshare-{}", std::process::id()));
+    let write = || -> Result<GuestSpec, VmmError> {
+        build_base(&tmp, kernel, init_binary, busybox, &modules, &index)?;
+        let assets = Assets {
+            kernel: kernel.clone(),
+            initramfs: tmp.clone(),
+            index,
+        };
+        let mut spec = spec.clone();
+        spec.modules = assets.module_load_order(&module_names(&spec))?;
+        let console = ConsoleSpec {
+            stdin: false,
+            serial: true,
+        };
+        append_run_archive(&tmp, &spec, &console, &[])?;
+        std::fs::rename(&tmp, out)
+            .map_err(|e| VmmError::io(format!("writing {}", out.display()), e))?;
+        Ok(spec)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// What every base archive is made of besides the two binaries, which are
+/// checked here: `kernel`'s module index and the files of every module
+/// group with their dependencies.
+fn base_inputs(
+    kernel: &Kernel,
+    init_binary: &Path,
+    busybox: &Path,
+) -> Result<(ModuleIndex, Vec<String>), VmmError> {
+    crate::elf::check_static(init_binary)?;
+    crate::elf::check_static(busybox)?;
+    let index = ModuleIndex::load(&kernel.modules_dir)?;
+    let names: Vec<&str> = ALL_MODULES.iter().flat_map(|g| g.iter().copied()).collect();
+    let modules = index.resolve(&names)?;
+    Ok((index, modules))
+}
+
+/// Appends to the archive at `out` one with the spec, the console wiring
+/// and `files` (the kernel unpacks concatenated archives in order).
+fn append_run_archive(
+    out: &Path,
+    spec: &GuestSpec,
+    console: &ConsoleSpec,
+    files: &[GuestFile],
+) -> Result<(), VmmError> {
+    let io = |e| VmmError::io(format!("writing {}", out.display()), e);
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(out)
+        .map_err(io)?;
+    let mut w = CpioWriter::new(std::io::BufWriter::new(file));
+    w.dir("/vmshare", 0o755).map_err(io)?;
+    w.file(GUEST_SPEC_PATH, 0o644, &to_json(spec)?)
+        .map_err(io)?;
+    w.file(CONSOLE_SPEC_PATH, 0o644, &to_json(console)?)
+        .map_err(io)?;
+    let mut dirs = std::collections::BTreeSet::new();
+    for f in files {
+        for dir in Path::new(&f.path).ancestors().skip(1) {
+            let d = dir.to_string_lossy().to_string();
+            if d != "/" && !d.is_empty() && dirs.insert(d.clone()) {
+                w.dir(&d, 0o755).map_err(io)?;
             }
         }
-        for f in files {
-            w.file(&f.path, f.mode, &f.contents).map_err(io)?;
-        }
-        w.finish().map_err(io)?.flush().map_err(io)
     }
+    for f in files {
+        w.file(&f.path, f.mode, &f.contents).map_err(io)?;
+    }
+    w.finish().map_err(io)?.flush().map_err(io)
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, VmmError> {
@@ -489,6 +612,25 @@ mod tests {
                 "vmlinuz-6.1.0-26-amd64"
             ]
         );
+    }
+
+    /// Firecracker boots an uncompressed vmlinux, whose release is in its
+    /// banner, not in a bzImage header.
+    #[test]
+    fn an_elf_vmlinux_has_its_release_read_from_the_banner() {
+        let dir = std::env::temp_dir().join(format!("vmshare-vmlinux-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let image = dir.join("vmlinux");
+        let mut data = b"\x7fELF\x02\x01\x01".to_vec();
+        data.extend(vec![0u8; 4096]);
+        data.extend(b"Linux version %s\0Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org) #1 SMP\0");
+        std::fs::write(&image, &data).unwrap();
+        let version = bzimage_version(&image);
+        std::fs::write(&image, b"\x7fELF no banner").unwrap();
+        let none = bzimage_version(&image);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(version.unwrap(), "6.1.0-56-amd64");
+        assert!(none.unwrap_err().to_string().contains("nor an ELF vmlinux"));
     }
 
     #[test]

@@ -48,6 +48,33 @@ pub enum GuestNetwork {
     Tap(Arc<TapNetwork>),
 }
 
+impl GuestNetwork {
+    /// How the guest init configures `eth0` on this network
+    /// ([`GuestSpec::network`]).
+    pub fn guest_net(&self) -> GuestNet {
+        match self {
+            GuestNetwork::User => GuestNet {
+                interface: "eth0".into(),
+                address: USER_NET_GUEST.into(),
+                gateway: Some(USER_NET_HOST.into()),
+                // QEMU's user network answers DNS here.
+                dns: vec![USER_NET_DNS.into()],
+            },
+            GuestNetwork::Tap(_) => GuestNet {
+                interface: "eth0".into(),
+                address: format!(
+                    "{}/{}",
+                    crate::netns::TAP_GUEST_ADDR,
+                    crate::netns::TAP_PREFIX
+                ),
+                gateway: None,
+                // Nothing beyond the /30 link is routed.
+                dns: Vec::new(),
+            },
+        }
+    }
+}
+
 /// Guest address with user networking.
 pub const USER_NET_GUEST: &str = "10.0.2.15/24";
 /// The host as the guest sees it with user networking.
@@ -395,6 +422,7 @@ impl GuestRun {
         self.fill_spec(&assets)?;
         let console_spec = ConsoleSpec {
             stdin: !matches!(self.stdin, StdinSource::Null),
+            serial: false,
         };
         let initrd = run.path().join("initrd.cpio");
         assets.write_run_initramfs(&initrd, &self.spec, &console_spec, &self.files)?;
@@ -677,57 +705,10 @@ impl GuestRun {
     }
 
     fn fill_spec(&mut self, assets: &Assets) -> Result<(), VmmError> {
-        let mut names: Vec<&str> = assets::MODULES_BASE.to_vec();
-        if let Some(net) = &self.network {
-            names.extend_from_slice(assets::MODULES_NET);
-            if self.spec.network.is_none() {
-                self.spec.network = Some(match net {
-                    GuestNetwork::User => GuestNet {
-                        interface: "eth0".into(),
-                        address: USER_NET_GUEST.into(),
-                        gateway: Some(USER_NET_HOST.into()),
-                        // QEMU's user network answers DNS here.
-                        dns: vec![USER_NET_DNS.into()],
-                    },
-                    GuestNetwork::Tap(_) => GuestNet {
-                        interface: "eth0".into(),
-                        address: format!(
-                            "{}/{}",
-                            crate::netns::TAP_GUEST_ADDR,
-                            crate::netns::TAP_PREFIX
-                        ),
-                        gateway: None,
-                        // Nothing beyond the /30 link is routed.
-                        dns: Vec::new(),
-                    },
-                });
-            }
+        if let (Some(net), None) = (&self.network, &self.spec.network) {
+            self.spec.network = Some(net.guest_net());
         }
-        // The root filesystem's own layer, then the overlay over it.
-        let rootfs = self.spec.rootfs.as_ref().map(|r| &r.lower);
-        if rootfs.is_some() {
-            names.extend_from_slice(assets::MODULES_OVERLAY);
-        }
-        for m in self.spec.mounts.iter().chain(rootfs) {
-            let group: &[&str] = match m.fstype.as_str() {
-                "nfs" => assets::MODULES_NFS,
-                "ext4" | "erofs" => assets::MODULES_BLOCK,
-                "overlay" => assets::MODULES_OVERLAY,
-                "9p" | "virtiofs" => assets::MODULES_SHARES,
-                _ => &[],
-            };
-            names.extend_from_slice(group);
-        }
-        // Mount points inside read-only filesystems are made with overlay.
-        if self
-            .spec
-            .mounts
-            .iter()
-            .any(|m| m.readonly || m.fstype != "tmpfs")
-        {
-            names.extend_from_slice(assets::MODULES_OVERLAY);
-        }
-        self.spec.modules = assets.module_load_order(&names)?;
+        self.spec.modules = assets.module_load_order(&assets::module_names(&self.spec))?;
         Ok(())
     }
 }

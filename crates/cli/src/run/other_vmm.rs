@@ -37,14 +37,21 @@ pub(crate) fn refusal(vmm: Vmm, state: &StateDir, plan_args: &[String]) -> Strin
         },
     };
     // Neither has a user-mode network: volumes served over NFS need a tap
-    // device (TAP, the user's to make), or the hinted command fails.
-    let mut hint = format!("vmshare plan --vmm {vmm} --tap TAP");
+    // device (TAP, the user's to make), or the hinted command fails. The
+    // guest needs vmshare's init and its mount table, with the server it
+    // mounts from, in an initramfs: without one it mounted nothing.
+    let mut hint = format!(
+        "vmshare plan --vmm {vmm} --tap TAP --guest-ip GUEST_IP/LEN \
+         --nfs-server HOST_IP --nfs-port PORT --write-initrd initrd.cpio"
+    );
     for a in plan_args {
         hint.push(' ');
         hint.push_str(&shell_quote(a));
     }
     format!(
-        "--vmm {vmm}: {missing}; `{hint}` prints {vmm}'s configuration; vmshare run boots QEMU (with KVM or without)"
+        "--vmm {vmm}: {missing}; `{hint}` prints {vmm}'s configuration and writes the initramfs \
+         its guest boots with (serve the plan's nfs_exports with `vmshare serve` at HOST_IP:PORT); \
+         vmshare run boots QEMU (with KVM or without)"
     )
 }
 

@@ -32,6 +32,7 @@
 #![allow(dead_code)] // Each test file uses its own subset.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cpio;
 pub mod needs;
 pub mod scratch;
 pub mod serve;
