@@ -145,9 +145,16 @@ pub fn start_vmshare(bin: &Path, base: &Path, export: &Path) -> Result<Server> {
         .arg("--listen")
         .arg(addr.to_string())
         .arg("--export")
+        // VMSHARE_BENCH_OPTIONS=sync adds export options (what `sync`
+        // costs); the default, `async`, is what ganesha does.
         .arg(format!(
-            "{} /bench *(rw,insecure,no_root_squash)",
-            export.display()
+            "{} /bench *(rw,insecure,no_root_squash{})",
+            export.display(),
+            std::env::var("VMSHARE_BENCH_OPTIONS")
+                .ok()
+                .filter(|o| !o.is_empty())
+                .map(|o| format!(",{o}"))
+                .unwrap_or_default()
         ))
         .arg("--state-dir")
         .arg(&state)

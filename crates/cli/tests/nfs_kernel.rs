@@ -420,7 +420,7 @@ fn stock_client_finds_the_ports_through_the_portmapper() {
     let start = server.log();
     assert!(start.contains("portmap=[::]:111"), "{start}");
     assert!(
-        start.contains("*(rw,root_squash,anonuid=65534,anongid=65534,secure)"),
+        start.contains("*(rw,root_squash,anonuid=65534,anongid=65534,secure,async)"),
         "{start}"
     );
 

@@ -33,6 +33,7 @@ fn read_only_export_refuses_a_read_write_mount_with_erofs() {
                 anonuid: 0,
                 anongid: 0,
                 secure: false,
+                sync: false,
             },
         }],
         single_file: None,

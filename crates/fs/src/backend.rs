@@ -1300,6 +1300,34 @@ impl FsBackend {
         Ok(())
     }
 
+    /// On a `sync` export, makes what a call changed in `n` (a directory's
+    /// entries, an object's attributes) durable before it is answered, as
+    /// knfsd's `sync` does (its `commit_metadata`): the Linux client sends
+    /// nothing for a guest's `fsync` of a directory, because NFSv3 changes
+    /// are synchronous; without this a "write, fsync, rename, fsync the
+    /// directory" in a guest was not safe across a host crash.
+    fn commit_metadata(&self, n: &Node) -> Result<(), NfsStat> {
+        if !n.opts.sync {
+            return Ok(());
+        }
+        self.sync_object(&n.export, &n.fd, &n.st)
+    }
+
+    /// `fsync`s the object at `fd`, as the server. An `O_PATH` descriptor
+    /// cannot be synced, so a file or directory is reopened read-only; a
+    /// FIFO, socket, device or symlink cannot be opened for that without
+    /// side effects, so the export's root is synced instead, which on
+    /// ext4 (one journal for the filesystem) commits their change too.
+    fn sync_object(&self, export: &Export, fd: &OwnedFd, st: &Stat) -> Result<(), NfsStat> {
+        as_server(self.switch_ids);
+        let file = if is_reg(st) || is_dir(st) {
+            self.reopen(fd, OFlags::RDONLY)?
+        } else {
+            self.reopen(&export.root, OFlags::RDONLY | OFlags::DIRECTORY)?
+        };
+        file.sync_all().map_err(|e| status(&e))
+    }
+
     /// Reopens an `O_PATH` descriptor for I/O as the current (switched)
     /// identity, which makes the kernel check the caller's permission.
     fn reopen(&self, fd: &OwnedFd, flags: OFlags) -> Result<File, NfsStat> {
@@ -1769,14 +1797,25 @@ impl FsBackend {
         let after = self.post_op(dir);
         let dir_wcc = WccData { before, after };
         match self.child(dir, name.as_bytes()) {
-            Ok((fh, _, st)) => (
-                Created {
-                    fh: Some(fh),
-                    attr: Some(self.attrs(&dir.export, &st)),
-                    dir_wcc,
-                },
-                Some(st),
-            ),
+            Ok((fh, fd, st)) => {
+                // The directory was committed with its new entry; the
+                // object's own attributes, set after it was made, are
+                // committed too (as knfsd commits both). Its name is
+                // durable already, so a failure here is only logged.
+                if dir.opts.sync {
+                    if let Err(s) = self.sync_object(&dir.export, &fd, &st) {
+                        tracing::warn!(status = ?s, "sync export: committing a new object failed");
+                    }
+                }
+                (
+                    Created {
+                        fh: Some(fh),
+                        attr: Some(self.attrs(&dir.export, &st)),
+                        dir_wcc,
+                    },
+                    Some(st),
+                )
+            }
             Err(_) => (
                 Created {
                     fh: None,
@@ -1978,8 +2017,12 @@ impl FsBackend {
             })?;
         let before = self.pre_op(&dir);
         let r = (|| {
-            let _g = self.become_(c, &dir)?;
-            f(&dir, name)
+            let v = {
+                let _g = self.become_(c, &dir)?;
+                f(&dir, name)?
+            };
+            self.commit_metadata(&dir)?;
+            Ok(v)
         })();
         match r {
             Ok(v) => Ok((dir, before, v)),
@@ -2176,6 +2219,7 @@ impl Backend for FsBackend {
             self.forget_io(fh);
         }
         applied.map_err(fail)?;
+        self.commit_metadata(&n).map_err(fail)?;
         Ok(WccData {
             before,
             after: self.post_op(&n),
@@ -2700,7 +2744,14 @@ impl Backend for FsBackend {
                 let _ = self.child(&td, to.as_bytes());
             }
             Ok(())
-        })();
+        })()
+        .and_then(|()| {
+            self.commit_metadata(&fd)?;
+            if fd.fh != td.fh {
+                self.commit_metadata(&td)?;
+            }
+            Ok(())
+        });
         match r {
             Ok(()) => Ok(wcc(self)),
             Err(s) => Err(Fail::new(s, wcc(self))),
@@ -2742,7 +2793,12 @@ impl Backend for FsBackend {
                 AtFlags::SYMLINK_FOLLOW,
             )
             .map_err(status_rx)
-        })();
+        })()
+        .and_then(|()| {
+            // The new name, and the object's link count.
+            self.commit_metadata(&d)?;
+            self.commit_metadata(&n)
+        });
         match r {
             Ok(()) => Ok(data(self)),
             Err(s) => Err(Fail::new(s, data(self))),

@@ -29,6 +29,12 @@ pub struct ExportOptions {
     pub anongid: u32,
     /// `secure`: only accept calls from source ports below 1024.
     pub secure: bool,
+    /// `sync`: a change to the namespace or to attributes (CREATE, MKDIR,
+    /// SYMLINK, MKNOD, REMOVE, RMDIR, RENAME, LINK, SETATTR) is on stable
+    /// storage before it is answered, as knfsd's `sync` does. `async`
+    /// (the default here, see `docs/server.md`) answers once the host's
+    /// filesystem has made it.
+    pub sync: bool,
 }
 
 impl Default for ExportOptions {
@@ -39,6 +45,7 @@ impl Default for ExportOptions {
             anonuid: 65534,
             anongid: 65534,
             secure: true,
+            sync: false,
         }
     }
 }

@@ -33,9 +33,11 @@
 //! - Options: `rw`/`ro` (default `ro`, as in exports(5)), `root_squash`
 //!   (default), `no_root_squash`, `all_squash`, `no_all_squash`,
 //!   `anonuid=N`, `anongid=N` (default 65534), `secure` (default; source
-//!   port below 1024) and `insecure`. `sync`, `async`, `subtree_check`,
-//!   `no_subtree_check`, `wdelay` and `no_wdelay` are accepted, so that
-//!   lines copied from /etc/exports work, and have no effect; so are
+//!   port below 1024) and `insecure`; `sync` (each change on disk before
+//!   it is answered) and `async` (default here, unlike knfsd: see
+//!   `docs/server.md`). `subtree_check`, `no_subtree_check`, `wdelay` and
+//!   `no_wdelay` are accepted, so that lines copied from /etc/exports
+//!   work, and have no effect; so are
 //!   `crossmnt` and `nohide` (filesystems mounted below an export are
 //!   always served), the NLM options `secure_locks`, `insecure_locks`,
 //!   `auth_nlm` and `no_auth_nlm` (there is no NLM), `fsid=` (handles do
@@ -347,6 +349,9 @@ fn file_defaults() -> ExportOptions {
         anonuid: 65534,
         anongid: 65534,
         secure: true,
+        // knfsd's default is `sync`; see `docs/server.md` for why this
+        // server's is not.
+        sync: false,
     }
 }
 
@@ -680,9 +685,9 @@ fn parse_options(opts: &str, base: ExportOptions) -> Result<ExportOptions, Strin
             "anongid" => o.anongid = id(value)?,
             "secure" => flag(value).map(|()| o.secure = true)?,
             "insecure" => flag(value).map(|()| o.secure = false)?,
-            "sync" | "async" | "subtree_check" | "no_subtree_check" | "wdelay" | "no_wdelay" => {
-                flag(value)?
-            }
+            "sync" => flag(value).map(|()| o.sync = true)?,
+            "async" => flag(value).map(|()| o.sync = false)?,
+            "subtree_check" | "no_subtree_check" | "wdelay" | "no_wdelay" => flag(value)?,
             // Filesystems mounted below an export are always served.
             "crossmnt" | "nohide" => flag(value)?,
             // No NLM here: clients mount with `nolock`.
@@ -788,6 +793,7 @@ mod tests {
             ExportOptions {
                 writable: true,
                 secure: false,
+                sync: false,
                 anonuid: 1000,
                 anongid: 100,
                 squash: Squash::Root
@@ -875,6 +881,13 @@ mod tests {
             (
                 "sync,async,subtree_check,no_subtree_check,wdelay,no_wdelay",
                 file_defaults(),
+            ),
+            (
+                "async,sync",
+                ExportOptions {
+                    sync: true,
+                    ..file_defaults()
+                },
             ),
             (
                 "crossmnt,nohide,insecure_locks,no_auth_nlm,secure_locks,auth_nlm",

@@ -2240,3 +2240,144 @@ fn without_handle_opens_a_file_in_use_outlives_a_walk() {
     }
     assert!(b.getattr(&c, &dir).is_ok(), "and their directory");
 }
+
+/// A loop device on an image file, detached on drop.
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.0])
+            .status();
+    }
+}
+
+fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().expect("run a tool");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// On a `sync` export every change is on the disk when it is answered:
+/// a host that crashed right after the replies keeps them. The export is
+/// an ext4 on a loop device that commits its journal only every 60 s, and
+/// a copy of the image taken just after the calls is what a crash would
+/// have left; e2fsck replays its journal. With `async` (before there was
+/// a `sync`), the copy had none of these changes.
+#[test]
+fn a_sync_export_has_each_change_on_disk_when_it_answers() {
+    if !running_as_root("mount an ext4 image") {
+        return;
+    }
+    let t = Tree::new("sync-export");
+    let img = t.p("disk.img");
+    let mnt = t.p("mnt");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    std::fs::File::create(&img)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("image file");
+    run_ok(
+        std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&img),
+    );
+    let dev = run_ok(
+        std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&img),
+    );
+    let _loop = Loop(dev.trim().to_string());
+    run_ok(
+        std::process::Command::new("mount")
+            .args(["-o", "commit=60", dev.trim()])
+            .arg(&mnt),
+    );
+    let _mounted = Mounted(mnt.clone());
+    for name in ["old", "gone", "chmodme"] {
+        std::fs::write(mnt.join(name), name).expect("write");
+    }
+    rustix::fs::sync();
+
+    let sync = ExportOptions {
+        sync: true,
+        ..opts()
+    };
+    let b = FsBackend::new(
+        vec![ExportConfig::new(&mnt, "/data", rule(sync))],
+        &t.p("state"),
+    )
+    .expect("backend");
+    let cred = root_cred();
+    let c = caller(&cred);
+    let root = root_fh(&b, &c, "/data");
+    // What the disk holds now, its journal replayed as after a crash:
+    // `debugfs -R request` on a copy of the image. After every call, since
+    // on ext4 one commit carries every change before it.
+    let on_disk = |request: &str| {
+        let copy = t.p("crash.img");
+        std::fs::copy(&img, &copy).expect("copy the image");
+        let _ = std::process::Command::new("e2fsck")
+            .arg("-fy")
+            .arg(&copy)
+            .output()
+            .expect("e2fsck");
+        run_ok(
+            std::process::Command::new("debugfs")
+                .args(["-R", request])
+                .arg(&copy),
+        )
+    };
+    let names = || {
+        on_disk("ls -l /")
+            .lines()
+            .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    let has = |name: &str| names().iter().any(|n| n == name);
+    let attrs = Sattr {
+        mode: Some(0o644),
+        ..Sattr::default()
+    };
+    let made = b
+        .create(&c, &root, b"made", &CreateHow::Guarded(attrs))
+        .expect("CREATE")
+        .fh
+        .expect("handle");
+    assert!(has("made"), "CREATE is not on the disk");
+    b.mkdir(&c, &root, b"dir", &attrs).expect("MKDIR");
+    assert!(has("dir"), "MKDIR is not on the disk");
+    b.symlink(&c, &root, b"ln", &attrs, b"target")
+        .expect("SYMLINK");
+    assert!(has("ln"), "SYMLINK is not on the disk");
+    b.link(&c, &made, &root, b"made2").expect("LINK");
+    assert!(has("made2"), "LINK is not on the disk");
+    let stat = on_disk("stat /made");
+    assert!(
+        stat.contains("Links: 2"),
+        "LINK's count is not on the disk:\n{stat}"
+    );
+    b.rename(&c, &root, b"old", &root, b"moved")
+        .expect("RENAME");
+    let after = names();
+    assert!(
+        after.iter().any(|n| n == "moved") && !after.iter().any(|n| n == "old"),
+        "RENAME is not on the disk: {after:?}"
+    );
+    b.remove(&c, &root, b"gone").expect("REMOVE");
+    assert!(!has("gone"), "REMOVE is not on the disk");
+    let chmodme = b.lookup(&c, &root, b"chmodme").expect("LOOKUP").fh;
+    let mode = Sattr {
+        mode: Some(0o600),
+        ..Sattr::default()
+    };
+    b.setattr(&c, &chmodme, &mode, None).expect("SETATTR");
+    let stat = on_disk("stat /chmodme");
+    assert!(
+        stat.contains("Mode:  0600"),
+        "SETATTR is not on the disk:\n{stat}"
+    );
+}

@@ -698,11 +698,12 @@ fn describe_rules(rules: &[ClientRule]) -> String {
             Squash::All => "all_squash",
         };
         out.push(format!(
-            "{who}({},{squash},anonuid={},anongid={},{})",
+            "{who}({},{squash},anonuid={},anongid={},{},{})",
             if o.writable { "rw" } else { "ro" },
             o.anonuid,
             o.anongid,
             if o.secure { "secure" } else { "insecure" },
+            if o.sync { "sync" } else { "async" },
         ));
     }
     out.join(" ")

@@ -96,6 +96,8 @@ impl Rootfs {
                     anongid: 65534,
                     // QEMU user networking connects from unprivileged ports.
                     secure: false,
+                    // Read-only: nothing to commit.
+                    sync: false,
                 },
             }],
             single_file: None,
