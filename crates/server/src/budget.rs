@@ -297,19 +297,25 @@ mod tests {
         assert!(t.join().unwrap_or(false));
     }
 
-    #[test]
-    fn an_address_holding_nothing_may_take_the_reserve() {
-        const MIB: usize = 1 << 20;
-        let b = Budget::new(10 * MIB);
-        // One address fills what it may with 1 MiB calls...
+    const MIB: usize = 1 << 20;
+
+    /// 1 MiB charges from `addr`, unproven, until no more fit.
+    fn fill(b: &Arc<Budget>, addr: IpAddr) -> Vec<Charge> {
         let mut hoard = Vec::new();
         loop {
-            let mut c = b.charge(A);
+            let mut c = b.charge(addr);
             if c.grow(MIB, NO, &|| true).is_none() {
-                break;
+                return hoard;
             }
             hoard.push(c);
         }
+    }
+
+    #[test]
+    fn an_address_holding_nothing_may_take_the_reserve() {
+        let b = Budget::new(10 * MIB);
+        // One address fills what it may with 1 MiB calls...
+        let hoard = fill(&b, A);
         assert!(b.used() <= 10 * MIB - 10 * MIB / 8 - RESERVE + MIB);
         // ... and another still gets one at once.
         let mut newcomer = b.charge(B);
@@ -326,16 +332,8 @@ mod tests {
 
     #[test]
     fn a_proven_caller_may_take_the_reserve_on_a_busy_address() {
-        const MIB: usize = 1 << 20;
         let b = Budget::new(10 * MIB);
-        let mut hoard = Vec::new();
-        loop {
-            let mut c = b.charge(A);
-            if c.grow(MIB, NO, &|| true).is_none() {
-                break;
-            }
-            hoard.push(c);
-        }
+        let _hoard = fill(&b, A);
         // Asked only when it decides: a small call fits without it.
         let asked = std::cell::Cell::new(0);
         let proven = || {

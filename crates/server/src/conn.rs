@@ -272,6 +272,15 @@ impl Conn {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Notes that a reply went out whole. Written once: the flag shares a
+    /// cache line with what every thread of the connection reads, and
+    /// replies are the hot path.
+    fn mark_replied(&self) {
+        if !self.replied.load(Ordering::Relaxed) {
+            self.replied.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Whether the client has taken every reply it was sent: it has been
     /// sent one, nothing waits to be sent, and the socket holds nothing the
     /// client has not acknowledged. Such a connection may use the reply
@@ -330,7 +339,7 @@ impl Conn {
         out.writing = false;
         match result {
             SendResult::Done => {
-                self.replied.store(true, Ordering::Relaxed);
+                self.mark_replied();
                 let more = !out.queue.is_empty();
                 drop(out);
                 drop(item);
@@ -422,7 +431,7 @@ impl Conn {
                     self.close();
                     return;
                 }
-                self.replied.store(true, Ordering::Relaxed);
+                self.mark_replied();
             }
             lock(&self.out).writing = false;
         }

@@ -52,9 +52,17 @@ fn hoarder(addr: SocketAddr) -> TcpStream {
 
 /// [`hoarder`], from the local address `src` if given.
 fn hoarder_from(addr: SocketAddr, src: Option<&str>) -> TcpStream {
+    socket_from(addr, src, Some(4096))
+}
+
+/// A connection from the local address `src` if given, with a receive
+/// buffer of `rcvbuf` bytes if given.
+fn socket_from(addr: SocketAddr, src: Option<&str>, rcvbuf: Option<usize>) -> TcpStream {
     use rustix::net::{bind, connect, socket, sockopt, AddressFamily, SocketType};
     let fd = socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
-    sockopt::set_socket_recv_buffer_size(&fd, 4096).expect("SO_RCVBUF");
+    if let Some(n) = rcvbuf {
+        sockopt::set_socket_recv_buffer_size(&fd, n).expect("SO_RCVBUF");
+    }
     if let Some(src) = src {
         let from: SocketAddr = format!("{src}:0").parse().expect("source address");
         bind(&fd, &from).expect("bind the source address");
@@ -95,15 +103,7 @@ fn another_address_reads_at_once_while_hoarders_fill_the_reply_budget() {
     }
     std::thread::sleep(Duration::from_millis(500));
 
-    use rustix::net::{bind, connect as tcp_connect, socket, AddressFamily, SocketType};
-    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
-    let from: SocketAddr = "127.0.0.3:0".parse().expect("addr");
-    bind(&fd, &from).expect("bind");
-    tcp_connect(&fd, &addr).expect("connect");
-    let mut honest = TcpStream::from(fd);
-    honest
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
+    let mut honest = connect_from(addr, "127.0.0.3");
     let t = Instant::now();
     for i in 0..5 {
         send(&mut honest, &read(20 + i));
@@ -242,14 +242,9 @@ fn trickling_hoarders(
     trickle_reader(hoarders, Arc::clone(stop))
 }
 
-/// A connection from `src`.
+/// An ordinary connection from `src` (60 s read timeout).
 fn connect_from(addr: SocketAddr, src: &str) -> TcpStream {
-    use rustix::net::{bind, connect as tcp_connect, socket, AddressFamily, SocketType};
-    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
-    let from: SocketAddr = format!("{src}:0").parse().expect("addr");
-    bind(&fd, &from).expect("bind");
-    tcp_connect(&fd, &addr).expect("connect");
-    let s = TcpStream::from(fd);
+    let s = socket_from(addr, Some(src), None);
     s.set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
     s
