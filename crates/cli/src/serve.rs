@@ -1,4 +1,5 @@
-//! `vmshare serve`: serve host directories over NFSv3 until SIGINT/SIGTERM.
+//! `vmshare serve`: serve host directories over NFSv3 until SIGINT/SIGTERM;
+//! SIGHUP reads the exports again.
 //!
 //! Exports come from `--export` (one exports-file line each, for quick use)
 //! and `--exports FILE`; both are parsed completely before anything is
@@ -8,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use vmshare_fs::exports_file::ExportSet;
 use vmshare_server::{Limits, Server, ServerConfig};
 
@@ -225,9 +226,9 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
     }
 }
 
-/// Runs the subcommand.
-pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    init_logging();
+/// Every export `--export` and `--exports` name, read whole: at start, and
+/// again at each SIGHUP.
+fn read_exports(args: &Args) -> Result<Vec<vmshare_fs::ExportConfig>, Box<dyn std::error::Error>> {
     let mut set = ExportSet::new();
     for (n, spec) in args.exports.iter().enumerate() {
         set.add_spec(spec, n + 1)?;
@@ -239,6 +240,13 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if exports.is_empty() {
         return Err("nothing to serve: give --export PATH or --exports FILE".into());
     }
+    Ok(exports)
+}
+
+/// Runs the subcommand.
+pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    init_logging();
+    let exports = read_exports(&args)?;
     let root = rustix::process::geteuid().is_root();
     let state_dir = args
         .state_dir
@@ -278,21 +286,18 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             // unfs3 and knfsd users reach for it to reload the exports;
             // killing the server (SIGHUP's default) would break every
             // guest's mount instead.
-            libc::SIGHUP => {
-                // Without root, handles are found again only by the names
-                // looked up since start: after a restart, guests get
-                // ESTALE for what they held open.
-                let restart = if root {
-                    "clients with hard mounts carry on after a restart"
-                } else {
-                    "not running as root, a restart makes the files and directories clients \
-                     hold open stale: they must mount again"
-                };
-                warn!(
-                    "SIGHUP: the exports are read only at start; restart the server to change \
-                     them ({restart})"
-                )
-            }
+            // As unfs3 and knfsd's `exportfs -r` do: the exports files
+            // and `--export`s are read again. A reload that fails changes
+            // nothing: killing the server (SIGHUP's default) or serving
+            // half a file would break the guests' mounts instead.
+            libc::SIGHUP => match read_exports(&args) {
+                Ok(exports) => {
+                    if let Err(e) = running.reload_exports(exports) {
+                        error!("SIGHUP: {e}; still serving the exports as they were");
+                    }
+                }
+                Err(e) => error!("SIGHUP: {e}; still serving the exports as they were"),
+            },
             sig => break sig,
         }
     };

@@ -123,6 +123,99 @@ fn libnfs_copies_and_lists() {
     assert!(!none.status.success());
 }
 
+/// SIGHUP reads the exports file again, as unfs3 and `exportfs -r` do:
+/// a new export mounts, a changed one takes its new options, and a file
+/// with a mistake changes nothing.
+#[test]
+fn sighup_reloads_the_exports_file() {
+    if !needs::tool_or_skip("nfs-cp", "libnfs-utils")
+        || !needs::tool_or_skip("nfs-ls", "libnfs-utils")
+    {
+        return;
+    }
+    let top = scratch::scratch_dir("libnfs-reload");
+    let (a, b) = (top.join("a"), top.join("b"));
+    std::fs::create_dir_all(&a).expect("mkdir");
+    std::fs::create_dir_all(&b).expect("mkdir");
+    std::fs::write(b.join("in-b.txt"), "b\n").expect("write");
+    std::fs::write(top.join("up.txt"), "uploaded\n").expect("write");
+    let file = top.join("exports");
+    std::fs::write(
+        &file,
+        format!("{} /a *(rw,insecure,no_root_squash)\n", a.display()),
+    )
+    .expect("write");
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmshare"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--state-dir")
+        .arg(top.join("state"))
+        .arg("--exports")
+        .arg(&file)
+        .env("RUST_LOG", "info");
+    let server = Serve::start(cmd);
+    let ls = |path: &str| {
+        Command::new("nfs-ls")
+            .arg(url(port, path))
+            .output()
+            .expect("nfs-ls")
+    };
+    let upload = |path: &str| {
+        Command::new("nfs-cp")
+            .arg(top.join("up.txt"))
+            .arg(url(port, path))
+            .output()
+            .expect("nfs-cp")
+            .status
+            .success()
+    };
+    assert!(upload("/a/one.txt"), "{}", server.log());
+    assert!(!ls("/b").status.success());
+
+    std::fs::write(
+        &file,
+        format!(
+            "{} /a *(ro,insecure)\n{} /b *(rw,insecure)\n",
+            a.display(),
+            b.display()
+        ),
+    )
+    .expect("write");
+    let log = server.hangup(&["exports reloaded", "still serving"]);
+    assert!(log.contains("exports reloaded"), "{log}");
+    let listed = ls("/b");
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("in-b.txt"),
+        "{}\n{log}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(!upload("/a/two.txt"), "/a is read-only now");
+    assert!(!a.join("two.txt").exists());
+
+    // A mistake on line 2: the error names it, and nothing changes.
+    std::fs::write(
+        &file,
+        format!(
+            "{} /a *(rw,insecure)\n{} /b *(rw,insecure,bogus)\n",
+            a.display(),
+            b.display()
+        ),
+    )
+    .expect("write");
+    let log = server.hangup(&["exports reloaded", "still serving"]);
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("still serving"))
+        .unwrap_or_else(|| panic!("no error line:\n{log}"));
+    assert!(
+        line.contains(&format!("{}:2", file.display())) && line.contains("bogus"),
+        "{line}"
+    );
+    assert!(!upload("/a/three.txt"), "still read-only");
+    assert!(ls("/b").status.success());
+}
+
 /// Under an open-file limit far below the number of files a guest reads,
 /// every read still succeeds: the descriptor caches are sized from the
 /// limit, and give way when descriptors run out. (They used to be fixed at

@@ -324,6 +324,12 @@ impl IoCache {
         gone
     }
 
+    /// Takes out the descriptors of every file whose handle `doomed` picks.
+    fn forget_where(&mut self, doomed: impl Fn(&FileHandle) -> bool) -> Vec<Arc<File>> {
+        let picked: Vec<FileHandle> = self.by_fh.keys().filter(|fh| doomed(fh)).copied().collect();
+        picked.iter().flat_map(|fh| self.remove(fh)).collect()
+    }
+
     /// Takes out the descriptors of an arbitrary `1/parts` of the files.
     fn evict(&mut self, parts: usize) -> Vec<Arc<File>> {
         let gone: Vec<Arc<File>> = evict_share(&mut self.by_fh, parts)
@@ -445,10 +451,28 @@ struct Named {
     last: Option<FileHandle>,
 }
 
+/// What [`FsBackend::reload`] changed, by mount path.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Exports served now that were not before.
+    pub added: Vec<String>,
+    /// Exports no longer served: their handles are STALE.
+    pub removed: Vec<String>,
+    /// Exports kept, with other options or clients.
+    pub changed: Vec<String>,
+    /// Exports kept as they were.
+    pub unchanged: usize,
+    /// Descriptors the caches held inside removed exports, now closed
+    /// (once calls still using them end).
+    pub closed: usize,
+}
+
 /// The backend serving a set of exports from the host filesystem.
 #[derive(Debug)]
 pub struct FsBackend {
-    exports: Vec<Arc<Export>>,
+    /// Replaced whole by [`Self::reload`]; a call keeps the export it
+    /// resolved (its `Node`'s) until it ends.
+    exports: RwLock<Arc<[Arc<Export>]>>,
     codec: HandleCodec,
     /// Whether this process can act as other users (it is root).
     switch_ids: bool,
@@ -697,6 +721,72 @@ fn is_reg(st: &Stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFREG
 }
 
+/// Opens the export `cfg` describes, refusing one whose id or mount path
+/// is among `others`' (already opened). Also says whether this process
+/// may open the export's files by handle.
+fn open_export(
+    cfg: ExportConfig,
+    codec: &HandleCodec,
+    others: &[Arc<Export>],
+) -> Result<(Export, bool), FsError> {
+    let err = |source: io::Error| FsError::Export {
+        path: cfg.path.display().to_string(),
+        source,
+    };
+    let root = rustix::fs::open(
+        &cfg.path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| err(e.into()))?;
+    let st = rustix::fs::fstat(&root).map_err(|e| err(e.into()))?;
+    let id = export_id(&cfg.mount_path, &st);
+    if others
+        .iter()
+        .any(|e| e.id == id || e.cfg.mount_path == cfg.mount_path)
+    {
+        return Err(FsError::Duplicate {
+            mount_path: cfg.mount_path.clone(),
+        });
+    }
+    // open_by_handle_at wants a real descriptor on the filesystem, not an
+    // O_PATH one.
+    let mount_fd = rustix::fs::open(
+        &cfg.path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| err(e.into()))?;
+    // NFS names files by handle: a filesystem that cannot make them
+    // (procfs, some FUSE filesystems) cannot be served, and is better
+    // refused here than by every MNT.
+    let k = sys::handle_of(root.as_fd()).map_err(|e| {
+        err(io::Error::other(format!(
+            "its filesystem gives no file handles, which NFS needs \
+             (name_to_handle_at: {e})"
+        )))
+    })?;
+    // Without CAP_DAC_READ_SEARCH (not root) the kernel opens no handle:
+    // every object must then be reached by name and kept.
+    let by_handle = !matches!(
+        sys::open_by_handle(mount_fd.as_fd(), &k, libc::O_PATH),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM)
+    );
+    let mut mounts = HashMap::new();
+    mounts.insert(compress_dev(st.st_dev), Arc::new(mount_fd));
+    let fsid = codec.digest64(cfg.mount_path.as_bytes());
+    let export = Export {
+        cfg,
+        id,
+        root: Arc::new(root),
+        root_dev: st.st_dev,
+        root_ino: st.st_ino,
+        fsid,
+        mounts: RwLock::new(mounts),
+    };
+    Ok((export, by_handle))
+}
+
 fn is_dir(st: &Stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
@@ -716,66 +806,12 @@ impl FsBackend {
                 }
             }
         })?;
-        let mut opened = Vec::with_capacity(exports.len());
+        let mut opened: Vec<Arc<Export>> = Vec::with_capacity(exports.len());
         let mut by_handle = true;
         for cfg in exports {
-            let err = |source: io::Error| FsError::Export {
-                path: cfg.path.display().to_string(),
-                source,
-            };
-            let root = rustix::fs::open(
-                &cfg.path,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| err(e.into()))?;
-            let st = rustix::fs::fstat(&root).map_err(|e| err(e.into()))?;
-            let id = export_id(&cfg.mount_path, &st);
-            if opened
-                .iter()
-                .any(|e: &Arc<Export>| e.id == id || e.cfg.mount_path == cfg.mount_path)
-            {
-                return Err(FsError::Duplicate {
-                    mount_path: cfg.mount_path.clone(),
-                });
-            }
-            // open_by_handle_at wants a real descriptor on the filesystem,
-            // not an O_PATH one.
-            let mount_fd = rustix::fs::open(
-                &cfg.path,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| err(e.into()))?;
-            // NFS names files by handle: a filesystem that cannot make
-            // them (procfs, some FUSE filesystems) cannot be served, and
-            // is better refused here than by every MNT.
-            let k = sys::handle_of(root.as_fd()).map_err(|e| {
-                err(io::Error::other(format!(
-                    "its filesystem gives no file handles, which NFS needs \
-                     (name_to_handle_at: {e})"
-                )))
-            })?;
-            // Without CAP_DAC_READ_SEARCH (not root) the kernel opens no
-            // handle: every object must then be reached by name and kept.
-            if let Err(e) = sys::open_by_handle(mount_fd.as_fd(), &k, libc::O_PATH) {
-                if e.raw_os_error() == Some(libc::EPERM) {
-                    by_handle = false;
-                }
-            }
-            let root = Arc::new(root);
-            let mut mounts = HashMap::new();
-            mounts.insert(compress_dev(st.st_dev), Arc::new(mount_fd));
-            let fsid = codec.digest64(cfg.mount_path.as_bytes());
-            opened.push(Arc::new(Export {
-                cfg,
-                id,
-                root,
-                root_dev: st.st_dev,
-                root_ino: st.st_ino,
-                fsid,
-                mounts: RwLock::new(mounts),
-            }));
+            let (export, handles_open) = open_export(cfg, &codec, &opened)?;
+            by_handle &= handles_open;
+            opened.push(Arc::new(export));
         }
         let proc_fd = rustix::fs::open(
             "/proc/self/fd",
@@ -792,7 +828,7 @@ impl FsBackend {
             source: io::Error::other(e.to_string()),
         })?;
         Ok(FsBackend {
-            exports: opened,
+            exports: RwLock::new(opened.into()),
             codec,
             switch_ids: rustix::process::geteuid().is_root(),
             by_handle,
@@ -834,9 +870,108 @@ impl FsBackend {
         self
     }
 
-    /// The exports served.
-    pub fn exports(&self) -> impl Iterator<Item = &ExportConfig> {
-        self.exports.iter().map(|e| &e.cfg)
+    /// The exports served now.
+    pub fn exports(&self) -> Vec<ExportConfig> {
+        self.current_exports()
+            .iter()
+            .map(|e| e.cfg.clone())
+            .collect()
+    }
+
+    fn current_exports(&self) -> Arc<[Arc<Export>]> {
+        Arc::clone(
+            &self
+                .exports
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    fn export_by_id(&self, id: u32) -> Option<Arc<Export>> {
+        self.exports
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|e| e.id == id)
+            .cloned()
+    }
+
+    /// Serves `exports` from now on instead of the current ones, as
+    /// `exportfs -r` does for knfsd: an export kept (the same mount path
+    /// on the same directory) keeps its handles and takes the new options
+    /// and clients with the next call; a removed one's handles are STALE
+    /// and the descriptors the caches hold inside it are closed, so that
+    /// its filesystem can be unmounted; a new one is opened as at start.
+    /// A directory replaced on the host since it was opened (removed and
+    /// made again) is served anew.
+    ///
+    /// Nothing changes unless every export opens: the error says which
+    /// did not.
+    pub fn reload(&self, exports: Vec<ExportConfig>) -> Result<Reloaded, FsError> {
+        let old = self.current_exports();
+        let mut opened: Vec<Arc<Export>> = Vec::with_capacity(exports.len());
+        for cfg in exports {
+            let (mut export, _) = open_export(cfg, &self.codec, &opened)?;
+            // Kept: what it learnt of the filesystems inside it stays.
+            if let Some(was) = old.iter().find(|e| e.id == export.id) {
+                let mounts = was
+                    .mounts
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                export.mounts = RwLock::new(mounts);
+            }
+            opened.push(Arc::new(export));
+        }
+        let mut report = Reloaded::default();
+        for e in &opened {
+            match old.iter().find(|o| o.id == e.id) {
+                None => report.added.push(e.cfg.mount_path.clone()),
+                Some(o) if o.cfg != e.cfg => report.changed.push(e.cfg.mount_path.clone()),
+                Some(_) => report.unchanged += 1,
+            }
+        }
+        let gone: Vec<u32> = old
+            .iter()
+            .filter(|o| !opened.iter().any(|e| e.id == o.id))
+            .map(|o| {
+                report.removed.push(o.cfg.mount_path.clone());
+                o.id
+            })
+            .collect();
+        *self
+            .exports
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = opened.into();
+        if !gone.is_empty() {
+            report.closed = self.forget_exports(&gone);
+        }
+        Ok(report)
+    }
+
+    /// Drops what the caches hold for handles of the exports `gone`;
+    /// returns how many descriptors that closes.
+    fn forget_exports(&self, gone: &[u32]) -> usize {
+        let of_gone =
+            |fh: &FileHandle| matches!(self.codec.decode(fh), Ok(d) if gone.contains(&d.export_id));
+        let mut dropped: Vec<Arc<OwnedFd>> = Vec::new();
+        if let Ok(mut m) = self.paths.lock() {
+            let doomed: Vec<FileHandle> = m.keys().filter(|fh| of_gone(fh)).copied().collect();
+            for fh in doomed {
+                dropped.extend(m.remove(&fh));
+            }
+        }
+        if let Ok(mut o) = self.origins.lock() {
+            o.map.retain(|fh, _| !of_gone(fh));
+        }
+        let files = self
+            .io
+            .lock()
+            .map(|mut io| io.forget_where(of_gone))
+            .unwrap_or_default();
+        // Closed here, with no lock held; a call still running keeps its
+        // own reference, and the last one closes.
+        dropped.len() + files.len()
     }
 
     /// Whether operations run as the mapped caller. False when the server
@@ -972,9 +1107,9 @@ impl FsBackend {
     /// it sees any change made on the host.
     fn single_file_now(&self, c: &Caller<'_>, fh: &FileHandle) -> Option<Node> {
         let d = self.codec.decode(fh).ok()?;
-        let export = self.exports.iter().find(|e| e.id == d.export_id)?;
+        let export = self.export_by_id(d.export_id)?;
         let name = export.cfg.single_file.as_ref()?;
-        let opts = self.options_for(export, c).ok()?;
+        let opts = self.options_for(&export, c).ok()?;
         as_server(self.switch_ids);
         let fd = self.open_child(export.root.as_fd(), name).ok()?;
         let st = stat(&fd).ok()?;
@@ -997,11 +1132,8 @@ impl FsBackend {
     /// [`Self::node`] by the handle alone.
     fn node_by_handle(&self, c: &Caller<'_>, fh: &FileHandle) -> Result<Node, NfsStat> {
         let d = self.codec.decode(fh)?;
-        let export = self
-            .exports
-            .iter()
-            .find(|e| e.id == d.export_id)
-            .ok_or(NfsStat::Stale)?;
+        let export = self.export_by_id(d.export_id).ok_or(NfsStat::Stale)?;
+        let export = &export;
         let opts = self.options_for(export, c)?;
         let cached = self.paths.lock().ok().and_then(|m| m.get(fh).cloned());
         let fd = match cached {
@@ -3084,7 +3216,8 @@ impl Backend for FsBackend {
         // could otherwise probe for (the host's layout is none of its
         // business). Without one, the mount path is the host path.
         let mut best: Option<(&Arc<Export>, &str)> = None;
-        for e in &self.exports {
+        let exports = self.current_exports();
+        for e in exports.iter() {
             let prefix = e.cfg.mount_path.as_str();
             if prefix.is_empty() {
                 continue;
@@ -3132,7 +3265,7 @@ impl Backend for FsBackend {
                 c,
                 export,
                 "the export's directory was removed on the host after the server started; \
-                 restart the server to serve the one there now",
+                 send the server SIGHUP (or restart it) to serve the one there now",
             );
             return Err(MountStat::NoEnt);
         }
@@ -3163,7 +3296,7 @@ impl Backend for FsBackend {
     }
 
     fn export_list(&self) -> Vec<ExportEntry> {
-        self.exports
+        self.current_exports()
             .iter()
             .map(|e| ExportEntry {
                 dir: e.cfg.mount_path.clone().into_bytes(),

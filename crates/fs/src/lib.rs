@@ -21,7 +21,7 @@ pub mod handle;
 mod hcache;
 mod sys;
 
-pub use backend::FsBackend;
+pub use backend::{FsBackend, Reloaded};
 pub use export::{ClientMatch, ClientRule, ExportConfig, ExportOptions, Squash};
 
 /// Error of the filesystem layer at setup time (per-request errors are NFS

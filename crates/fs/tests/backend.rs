@@ -284,13 +284,18 @@ fn without_handle_opens_evicted_handles_are_found_again_by_name() {
 
 /// Descriptors of this process open on `path`, which the kernel shows as
 /// `PATH (deleted)` once it is removed.
-fn open_on(path: &Path) -> usize {
-    let deleted = format!("{} (deleted)", path.display());
+/// Descriptors of this process whose target `pick` chooses.
+fn open_where(pick: impl Fn(&Path) -> bool) -> usize {
     std::fs::read_dir("/proc/self/fd")
         .expect("/proc/self/fd")
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|l| l.as_os_str() == deleted.as_str())
+        .filter(|l| pick(l))
         .count()
+}
+
+fn open_on(path: &Path) -> usize {
+    let deleted = format!("{} (deleted)", path.display());
+    open_where(|l| l.as_os_str() == deleted.as_str())
 }
 
 /// A file the host removes is closed by the server's sweep, so that its
@@ -2380,4 +2385,140 @@ fn a_sync_export_has_each_change_on_disk_when_it_answers() {
         stat.contains("Mode:  0600"),
         "SETATTR is not on the disk:\n{stat}"
     );
+}
+
+/// Descriptors this process holds on `dir` or anything beneath it.
+fn open_beneath(dir: &Path) -> usize {
+    open_where(|l| l.starts_with(dir))
+}
+
+/// What SIGHUP does to `vmshare serve`: a kept export keeps its handles
+/// and takes its new options at once, a removed one is STALE and let go
+/// of, a new one mounts, and a reload that cannot be done changes nothing.
+#[test]
+fn reload_keeps_handles_applies_options_and_lets_removed_exports_go() {
+    let t = Tree::new("reload");
+    let (b, root) = served(&t);
+    let cred = root_cred();
+    let c = caller(&cred);
+    let file = b.lookup(&c, &root, b"file").expect("lookup").fh;
+    b.write(&c, &file, 0, StableHow::Unstable, b"before")
+        .expect("write");
+    // Something of /other in every cache: its root, a file looked up and
+    // written through.
+    let other = root_fh(&b, &c, "/other");
+    let o = b
+        .create(&c, &other, b"o", &CreateHow::Unchecked(Sattr::default()))
+        .expect("create")
+        .fh
+        .expect("handle");
+    b.write(&c, &o, 0, StableHow::Unstable, b"other")
+        .expect("write");
+    assert!(open_beneath(&t.p("other")) > 0);
+    std::fs::create_dir(t.p("third")).expect("mkdir");
+
+    let r = b
+        .reload(vec![
+            ExportConfig::new(t.p("export"), "/data", rule(read_only())),
+            ExportConfig::new(t.p("third"), "/third", rule(opts())),
+        ])
+        .expect("reload");
+    assert_eq!(r.added, ["/third"]);
+    assert_eq!(r.removed, ["/other"]);
+    assert_eq!(r.changed, ["/data"]);
+    assert_eq!(r.unchanged, 0);
+    assert!(r.closed > 0, "{r:?}");
+    // Kept: the handle held before works, under the new options.
+    assert_eq!(b.getattr(&c, &file).expect("getattr").size, 6);
+    assert_eq!(
+        b.write(&c, &file, 0, StableHow::Unstable, b"after")
+            .err()
+            .map(|f| f.status),
+        Some(NfsStat::RoFs)
+    );
+    // Removed: STALE, unmountable, and nothing of it held open.
+    assert_eq!(b.getattr(&c, &o).err(), Some(NfsStat::Stale));
+    assert_eq!(b.getattr(&c, &other).err(), Some(NfsStat::Stale));
+    assert_eq!(b.mount(&c, b"/other").err(), Some(MountStat::NoEnt));
+    assert_eq!(open_beneath(&t.p("other")), 0);
+    // Added.
+    let third = root_fh(&b, &c, "/third");
+    b.create(&c, &third, b"n", &CreateHow::Guarded(Sattr::default()))
+        .expect("create in the new export");
+    assert!(exists(&t.p("third/n")));
+    assert_eq!(
+        b.exports()
+            .iter()
+            .map(|e| e.mount_path.as_str())
+            .collect::<Vec<_>>(),
+        ["/data", "/third"]
+    );
+
+    // Reloads that cannot be done change nothing: a directory that is
+    // not there, two exports on one mount path.
+    let kept = b.exports();
+    assert!(b
+        .reload(vec![
+            ExportConfig::new(t.p("export"), "/data", rule(opts())),
+            ExportConfig::new(t.p("missing"), "/missing", rule(opts())),
+        ])
+        .is_err());
+    assert!(matches!(
+        b.reload(vec![
+            ExportConfig::new(t.p("export"), "/data", rule(opts())),
+            ExportConfig::new(t.p("third"), "/data", rule(opts())),
+        ]),
+        Err(vmshare_fs::FsError::Duplicate { .. })
+    ));
+    assert_eq!(b.exports(), kept);
+    assert_eq!(
+        b.write(&c, &file, 0, StableHow::Unstable, b"after")
+            .err()
+            .map(|f| f.status),
+        Some(NfsStat::RoFs),
+        "still read-only"
+    );
+    assert!(b.getattr(&c, &third).is_ok());
+
+    // A directory replaced on the host is served anew: the old one's
+    // handles are STALE, the new one mounts.
+    std::fs::remove_dir_all(t.p("third")).expect("rm");
+    std::fs::create_dir(t.p("third")).expect("mkdir");
+    assert_eq!(b.mount(&c, b"/third").err(), Some(MountStat::NoEnt));
+    let r = b.reload(kept).expect("reload");
+    assert_eq!(
+        (r.added.as_slice(), r.removed.as_slice()),
+        (&["/third".to_string()][..], &["/third".to_string()][..])
+    );
+    assert_eq!(r.unchanged, 1);
+    assert_eq!(b.getattr(&c, &third).err(), Some(NfsStat::Stale));
+    let third = root_fh(&b, &c, "/third");
+    assert!(b.getattr(&c, &third).is_ok());
+}
+
+/// Without the capability to open handles, what the caches keep is the
+/// only way back to a file: a reload must keep that for the exports it
+/// keeps.
+#[test]
+fn reload_without_handle_opens_keeps_the_kept_exports_handles() {
+    let t = Tree::new("reload-unpriv");
+    let b = backend(&t, opts()).as_if_unprivileged(1000);
+    let cred = root_cred();
+    let c = caller(&cred);
+    let root = root_fh(&b, &c, "/data");
+    let sub = b.lookup(&c, &root, b"sub").expect("lookup").fh;
+    let file = b.lookup(&c, &root, b"file").expect("lookup").fh;
+    let other = root_fh(&b, &c, "/other");
+    let r = b
+        .reload(vec![ExportConfig::new(
+            t.p("export"),
+            "/data",
+            rule(opts()),
+        )])
+        .expect("reload");
+    assert_eq!(r.removed, ["/other"]);
+    assert_eq!(r.unchanged, 1);
+    assert!(b.getattr(&c, &sub).is_ok());
+    assert_eq!(b.getattr(&c, &file).expect("getattr").size, 6);
+    assert_eq!(b.getattr(&c, &other).err(), Some(NfsStat::Stale));
 }

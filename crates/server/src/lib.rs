@@ -62,6 +62,9 @@ pub enum ServerError {
     /// The filesystem backend could not be set up.
     #[error(transparent)]
     Fs(#[from] vmshare_fs::FsError),
+    /// The server was built without a filesystem backend (tests).
+    #[error("this server has no exports to change")]
+    NoExports,
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
@@ -243,6 +246,10 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn after_reply(&self) {}
     /// Runs every [`HOUSEKEEPING_EVERY`] on a thread of its own.
     fn housekeeping(&self) {}
+    /// Serves `exports` from now on (`FsBackend::reload`).
+    fn reload(&self, _exports: Vec<ExportConfig>) -> Result<vmshare_fs::Reloaded, ServerError> {
+        Err(ServerError::NoExports)
+    }
 }
 
 /// How often [`Handler::housekeeping`] runs: how long a file removed on
@@ -321,6 +328,10 @@ impl Handler for Dispatcher<vmshare_fs::FsBackend> {
 
     fn housekeeping(&self) {
         self.backend().close_unlinked();
+    }
+
+    fn reload(&self, exports: Vec<ExportConfig>) -> Result<vmshare_fs::Reloaded, ServerError> {
+        Ok(self.backend().reload(exports)?)
     }
 }
 
@@ -567,25 +578,7 @@ impl Server {
             exports,
         } = self;
         tune_malloc();
-        for e in &exports {
-            match &e.single_file {
-                None => info!(
-                    host_path = ?e.path,
-                    mount_path = ?e.mount_path,
-                    clients = %describe_rules(&e.clients),
-                    "export"
-                ),
-                // Only `vmshare run` makes these (a file volume): the export
-                // is the file's directory, but the client sees just the file.
-                Some(name) => info!(
-                    host_path = ?e.path,
-                    mount_path = ?e.mount_path,
-                    clients = %describe_rules(&e.clients),
-                    only = %name.to_string_lossy(),
-                    "export"
-                ),
-            }
-        }
+        log_exports(&exports);
         info!(
             nfs = %addrs.nfs,
             mount = %addrs.mount.unwrap_or(addrs.nfs),
@@ -936,7 +929,51 @@ fn peer_socket_owner(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
     })
 }
 
+/// One line per export: what `serve` prints at start and after a reload.
+fn log_exports(exports: &[ExportConfig]) {
+    for e in exports {
+        match &e.single_file {
+            None => info!(
+                host_path = ?e.path,
+                mount_path = ?e.mount_path,
+                clients = %describe_rules(&e.clients),
+                "export"
+            ),
+            // Only `vmshare run` makes these (a file volume): the export
+            // is the file's directory, but the client sees just the file.
+            Some(name) => info!(
+                host_path = ?e.path,
+                mount_path = ?e.mount_path,
+                clients = %describe_rules(&e.clients),
+                only = %name.to_string_lossy(),
+                "export"
+            ),
+        }
+    }
+}
+
 impl RunningServer {
+    /// Serves `exports` from now on instead of those given at start or
+    /// at the last reload (see `FsBackend::reload`): connections and
+    /// calls carry on, kept exports keep their handles. Logs the new
+    /// table, as at start. On an error nothing changes.
+    pub fn reload_exports(
+        &self,
+        exports: Vec<ExportConfig>,
+    ) -> Result<vmshare_fs::Reloaded, ServerError> {
+        let r = self.shared.handler.reload(exports.clone())?;
+        log_exports(&exports);
+        info!(
+            added = ?r.added,
+            removed = ?r.removed,
+            changed = ?r.changed,
+            unchanged = r.unchanged,
+            descriptors_closed = r.closed,
+            "exports reloaded"
+        );
+        Ok(r)
+    }
+
     /// The NFS address served.
     pub fn local_addr(&self) -> SocketAddr {
         self.addrs.nfs

@@ -62,6 +62,31 @@ impl Serve {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// Sends SIGHUP (reload the exports), then waits up to ten seconds
+    /// for a log line containing one of `outcomes`; returns the log.
+    #[allow(dead_code)] // Not every test that includes this reloads.
+    pub fn hangup(&self, outcomes: &[&str]) -> String {
+        let before = self.log().len();
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::HUP,
+        )
+        .expect("SIGHUP to the server");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            let new = log.get(before..).unwrap_or_default();
+            if outcomes.iter().any(|o| new.contains(o)) {
+                return log;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {outcomes:?} after SIGHUP:\n{log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Stops the server with SIGTERM, as a user would, and returns how it
     /// exited.
     #[allow(dead_code)] // Not every test that includes this stops it so.
