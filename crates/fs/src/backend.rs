@@ -908,6 +908,9 @@ impl FsBackend {
     /// Nothing changes unless every export opens: the error says which
     /// did not.
     pub fn reload(&self, exports: Vec<ExportConfig>) -> Result<Reloaded, FsError> {
+        // As at start: the exports are the admin's, opened as the server,
+        // whichever caller this thread acted for last.
+        as_server(self.switch_ids);
         let old = self.current_exports();
         let mut opened: Vec<Arc<Export>> = Vec::with_capacity(exports.len());
         for cfg in exports {

@@ -2415,12 +2415,18 @@ fn reload_keeps_handles_applies_options_and_lets_removed_exports_go() {
     b.write(&c, &o, 0, StableHow::Unstable, b"other")
         .expect("write");
     assert!(open_beneath(&t.p("other")) > 0);
-    std::fs::create_dir(t.p("third")).expect("mkdir");
+    // The new export sits in a directory only root may search, and this
+    // thread last acted for an ordinary user: the reload still opens it,
+    // as the server.
+    std::fs::create_dir_all(t.p("private/third")).expect("mkdir");
+    chmod(&t.p("private"), 0o700);
+    let user = user_cred(1000);
+    assert!(b.lookup(&caller(&user), &root, b"file").is_ok());
 
     let r = b
         .reload(vec![
             ExportConfig::new(t.p("export"), "/data", rule(read_only())),
-            ExportConfig::new(t.p("third"), "/third", rule(opts())),
+            ExportConfig::new(t.p("private/third"), "/third", rule(opts())),
         ])
         .expect("reload");
     assert_eq!(r.added, ["/third"]);
@@ -2445,7 +2451,7 @@ fn reload_keeps_handles_applies_options_and_lets_removed_exports_go() {
     let third = root_fh(&b, &c, "/third");
     b.create(&c, &third, b"n", &CreateHow::Guarded(Sattr::default()))
         .expect("create in the new export");
-    assert!(exists(&t.p("third/n")));
+    assert!(exists(&t.p("private/third/n")));
     assert_eq!(
         b.exports()
             .iter()
@@ -2466,7 +2472,7 @@ fn reload_keeps_handles_applies_options_and_lets_removed_exports_go() {
     assert!(matches!(
         b.reload(vec![
             ExportConfig::new(t.p("export"), "/data", rule(opts())),
-            ExportConfig::new(t.p("third"), "/data", rule(opts())),
+            ExportConfig::new(t.p("private/third"), "/data", rule(opts())),
         ]),
         Err(vmshare_fs::FsError::Duplicate { .. })
     ));
@@ -2482,8 +2488,8 @@ fn reload_keeps_handles_applies_options_and_lets_removed_exports_go() {
 
     // A directory replaced on the host is served anew: the old one's
     // handles are STALE, the new one mounts.
-    std::fs::remove_dir_all(t.p("third")).expect("rm");
-    std::fs::create_dir(t.p("third")).expect("mkdir");
+    std::fs::remove_dir_all(t.p("private/third")).expect("rm");
+    std::fs::create_dir(t.p("private/third")).expect("mkdir");
     assert_eq!(b.mount(&c, b"/third").err(), Some(MountStat::NoEnt));
     let r = b.reload(kept).expect("reload");
     assert_eq!(
