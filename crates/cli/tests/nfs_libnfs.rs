@@ -123,6 +123,58 @@ fn libnfs_copies_and_lists() {
     assert!(!none.status.success());
 }
 
+/// A regular file given as an export is served alone, as `vmshare run`
+/// serves a file volume: the client sees a directory with that file and
+/// none of its siblings, and a host that saves the file anew (a new file
+/// renamed over it) is seen through the same name.
+#[test]
+fn a_file_export_shows_that_file_alone() {
+    if !needs::tool_or_skip("nfs-cp", "libnfs-utils")
+        || !needs::tool_or_skip("nfs-ls", "libnfs-utils")
+    {
+        return;
+    }
+    let top = scratch::scratch_dir("libnfs-file");
+    let etc = top.join("etc");
+    std::fs::create_dir_all(&etc).expect("mkdir");
+    std::fs::write(etc.join("app.conf"), "first\n").expect("write");
+    std::fs::write(etc.join("secret.key"), "not for the guest\n").expect("write");
+    let spec = format!("{} /conf *(ro,insecure)", etc.join("app.conf").display());
+    let (server, port) = serve(&[&spec], &top.join("state"));
+    let listed = Command::new("nfs-ls")
+        .arg(url(port, "/conf"))
+        .output()
+        .expect("nfs-ls");
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{}", server.log());
+    assert!(listing.contains("app.conf"), "{listing}");
+    assert!(!listing.contains("secret"), "{listing}");
+    let read = |to: &str| {
+        let out = Command::new("nfs-cp")
+            .arg(url(port, "/conf/app.conf"))
+            .arg(top.join(to))
+            .output()
+            .expect("nfs-cp");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(top.join(to)).expect("read")
+    };
+    assert_eq!(read("copy1"), "first\n");
+    let denied = Command::new("nfs-cp")
+        .arg(url(port, "/conf/secret.key"))
+        .arg(top.join("stolen"))
+        .output()
+        .expect("nfs-cp");
+    assert!(!denied.status.success());
+    assert!(!top.join("stolen").exists());
+    std::fs::write(etc.join("app.conf.new"), "second\n").expect("write");
+    std::fs::rename(etc.join("app.conf.new"), etc.join("app.conf")).expect("rename");
+    assert_eq!(read("copy2"), "second\n");
+}
+
 /// SIGHUP reads the exports file again, as unfs3 and `exportfs -r` do:
 /// a new export mounts, a changed one takes its new options, and a file
 /// with a mistake changes nothing.

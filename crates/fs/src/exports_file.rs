@@ -130,7 +130,9 @@ impl ExportSet {
     }
 
     /// Reads an exports file and adds its exports. A file with none, or
-    /// naming a host path that is not a directory, is an error naming it.
+    /// naming a host path that is neither a directory nor a regular file,
+    /// is an error naming it. A regular file is served alone (see
+    /// [`single_file`]).
     pub fn add_file(&mut self, path: &Path) -> Result<(), ExportsFileError> {
         let bytes = std::fs::read(path).map_err(|source| ExportsFileError::Read {
             path: path.to_path_buf(),
@@ -154,14 +156,14 @@ impl ExportSet {
         for (at, export, mount_written) in found {
             // The server would refuse these too, but without saying which
             // line named the path.
-            let problem = match std::fs::metadata(&export.path) {
-                Err(source) => Some(source.to_string()),
-                Ok(m) if !m.is_dir() => Some("not a directory".to_string()),
-                Ok(_) => None,
-            };
-            if let Some(problem) = problem {
-                return Err(at.error(format!("{}: {problem}", export.path.display())));
+            let shown = export.path.display().to_string();
+            let export = match std::fs::metadata(&export.path) {
+                Err(source) => Err(source.to_string()),
+                Ok(m) if m.is_dir() => Ok(export),
+                Ok(m) if m.is_file() => single_file(export),
+                Ok(_) => Err("neither a directory nor a regular file".to_string()),
             }
+            .map_err(|problem| at.error(format!("{shown}: {problem}")))?;
             self.add(at, export, mount_written)?;
         }
         Ok(())
@@ -183,7 +185,13 @@ impl ExportSet {
             origin: "--export".into(),
             line: n,
         };
-        let (export, mount_written) = parse_spec(spec).map_err(|m| at.error(m))?;
+        let (mut export, mount_written) = parse_spec(spec).map_err(|m| at.error(m))?;
+        // Anything else that is not a directory is for the server to
+        // refuse when it opens it.
+        if std::fs::metadata(&export.path).is_ok_and(|m| m.is_file()) {
+            let shown = export.path.display().to_string();
+            export = single_file(export).map_err(|m| at.error(format!("{shown}: {m}")))?;
+        }
         self.add(at, export, mount_written)
     }
 
@@ -203,11 +211,12 @@ impl ExportSet {
             .iter_mut()
             .find(|e| e.export.mount_path == export.mount_path)
         {
-            if prev.export.path != export.path {
+            if (&prev.export.path, &prev.export.single_file) != (&export.path, &export.single_file)
+            {
                 return Err(at.error(format!(
                     "mount path {} is already the export of {} at {}",
                     export.mount_path,
-                    prev.export.path.display(),
+                    served(&prev.export).display(),
                     prev.at
                 )));
             }
@@ -227,16 +236,15 @@ impl ExportSet {
         // are written out. When one was left to default to the host path,
         // the line most likely meant more clients for the export already
         // there, and would have made a second one that they mount instead.
-        if let Some(prev) = self
-            .entries
-            .iter()
-            .find(|e| e.export.path == export.path && !(e.mount_written && mount_written))
-        {
+        if let Some(prev) = self.entries.iter().find(|e| {
+            (&e.export.path, &e.export.single_file) == (&export.path, &export.single_file)
+                && !(e.mount_written && mount_written)
+        }) {
             return Err(at.error(format!(
                 "{} is already exported as {} at {}; to add clients to that export, write its \
                  mount path {} here too; to export it under a second path, write a mount path \
                  on both lines",
-                export.path.display(),
+                served(&export).display(),
                 prev.export.mount_path,
                 prev.at,
                 prev.export.mount_path
@@ -248,6 +256,31 @@ impl ExportSet {
             mount_written,
         });
         Ok(())
+    }
+}
+
+/// The export of a regular file: its directory, showing the guest that
+/// one file and nothing else beside it (`ExportConfig::single_file`), as
+/// `vmshare run` serves a file volume. A guest mounts the directory and
+/// bind-mounts the file from it, which is what the initramfs of
+/// `vmshare plan --write-initrd` does. The path is resolved first, so
+/// that a symlink to a file serves the file (the server itself follows
+/// no symlink inside an export).
+fn single_file(mut export: ExportConfig) -> Result<ExportConfig, String> {
+    let real = std::fs::canonicalize(&export.path).map_err(|e| e.to_string())?;
+    let (Some(dir), Some(name)) = (real.parent(), real.file_name()) else {
+        return Err("a file with no directory".to_string());
+    };
+    export.single_file = Some(name.to_os_string());
+    export.path = dir.to_path_buf();
+    Ok(export)
+}
+
+/// The host path an export serves: its directory, or its one file.
+fn served(export: &ExportConfig) -> PathBuf {
+    match &export.single_file {
+        Some(name) => export.path.join(name),
+        None => export.path.clone(),
     }
 }
 
@@ -1134,7 +1167,7 @@ mod tests {
     }
 
     #[test]
-    fn an_export_path_that_is_no_directory_names_its_line() {
+    fn an_export_path_is_a_directory_or_a_file_and_errors_name_its_line() {
         let dir = std::env::temp_dir().join(format!("vmshare-exports-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("mkdir");
         let file = dir.join("exports");
@@ -1151,18 +1184,59 @@ mod tests {
                 file.display()
             )
         );
-        // A file where a directory should be: the same, with its line.
-        let text = format!(
-            "{} /ok *(ro)\n\n{} /f *(rw)\n",
-            dir.display(),
-            file.display()
-        );
+        // A device is neither a directory nor a file to serve: the same,
+        // with its line.
+        let text = format!("{} /ok *(ro)\n\n/dev/null /f *(rw)\n", dir.display());
         std::fs::write(&file, text).expect("write");
-        let e = parse_exports_file(&file).expect_err("a file, not a directory");
-        let _ = std::fs::remove_dir_all(&dir);
+        let e = parse_exports_file(&file).expect_err("a device");
         assert_eq!(
             e.to_string(),
-            format!("{}:3: {}: not a directory", file.display(), file.display())
+            format!(
+                "{}:3: /dev/null: neither a directory nor a regular file",
+                file.display()
+            )
+        );
+        // A regular file is served alone, from its directory, also when
+        // named through a symlink; two files of one directory are two
+        // exports, and the same file twice is the line's mistake.
+        let data = dir.join("app.conf");
+        std::fs::write(&data, "x").expect("write");
+        std::os::unix::fs::symlink(&data, dir.join("link.conf")).expect("symlink");
+        let text = format!(
+            "{0}/app.conf /conf *(rw)\n{0}/link.conf /link *(ro)\n{0}/exports *(ro)\n",
+            dir.display()
+        );
+        std::fs::write(&file, text).expect("write");
+        let set = parse_exports_file(&file).expect("files");
+        let shape: Vec<_> = set
+            .iter()
+            .map(|e| (e.path.clone(), e.single_file.clone(), e.mount_path.clone()))
+            .collect();
+        let real = std::fs::canonicalize(&dir).expect("canonicalize");
+        assert_eq!(
+            shape,
+            [
+                (real.clone(), Some("app.conf".into()), "/conf".to_string()),
+                (real.clone(), Some("app.conf".into()), "/link".to_string()),
+                (
+                    real.clone(),
+                    Some("exports".into()),
+                    format!("{}/exports", dir.display())
+                ),
+            ]
+        );
+        let text = format!("{0}/app.conf *(rw)\n{0}/link.conf *(ro)\n", dir.display());
+        std::fs::write(&file, text).expect("write");
+        let e = parse_exports_file(&file).expect_err("one file twice");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            e.to_string().starts_with(&format!(
+                "{}:2: {}/app.conf is already exported as {}/app.conf at",
+                file.display(),
+                real.display(),
+                dir.display()
+            )),
+            "{e}"
         );
     }
 
