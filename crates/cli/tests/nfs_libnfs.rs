@@ -44,15 +44,18 @@ fn serve_in(mut cmd: Command, exports: &[&str], state: &Path) -> (Serve, u16) {
     (Serve::start(cmd), port)
 }
 
+/// Whether libnfs's `nfs-cp` and `nfs-ls` are here; says so when not.
+fn libnfs_or_skip() -> bool {
+    needs::tool_or_skip("nfs-cp", "libnfs-utils") && needs::tool_or_skip("nfs-ls", "libnfs-utils")
+}
+
 fn url(port: u16, path: &str) -> String {
     format!("nfs://127.0.0.1{path}?nfsport={port}&mountport={port}")
 }
 
 #[test]
 fn libnfs_copies_and_lists() {
-    if !needs::tool_or_skip("nfs-cp", "libnfs-utils")
-        || !needs::tool_or_skip("nfs-ls", "libnfs-utils")
-    {
+    if !libnfs_or_skip() {
         return;
     }
     let top = scratch::scratch_dir("libnfs");
@@ -129,9 +132,7 @@ fn libnfs_copies_and_lists() {
 /// renamed over it) is seen through the same name.
 #[test]
 fn a_file_export_shows_that_file_alone() {
-    if !needs::tool_or_skip("nfs-cp", "libnfs-utils")
-        || !needs::tool_or_skip("nfs-ls", "libnfs-utils")
-    {
+    if !libnfs_or_skip() {
         return;
     }
     let top = scratch::scratch_dir("libnfs-file");
@@ -180,9 +181,7 @@ fn a_file_export_shows_that_file_alone() {
 /// with a mistake changes nothing.
 #[test]
 fn sighup_reloads_the_exports_file() {
-    if !needs::tool_or_skip("nfs-cp", "libnfs-utils")
-        || !needs::tool_or_skip("nfs-ls", "libnfs-utils")
-    {
+    if !libnfs_or_skip() {
         return;
     }
     let top = scratch::scratch_dir("libnfs-reload");
