@@ -274,8 +274,13 @@ fn nofile_limit() -> Option<usize> {
 /// file opened around its I/O). Generous on purpose: under a limit of 256
 /// the process peaked at 248 descriptors with 88 connections.
 fn fixed_descriptors(limits: &Limits) -> usize {
-    let pipes = limits.reply_budget / vmshare_proto::MAX_IO as usize + 2;
-    48 + 2 * pipes + 3 * limits.workers
+    48 + 2 * max_pipes(limits) + 3 * limits.workers
+}
+
+/// READ pipes lent at once (see `pipes`): as many as the reply budget
+/// holds 1 MiB READs, and two more.
+fn max_pipes(limits: &Limits) -> usize {
+    limits.reply_budget / vmshare_proto::MAX_IO as usize + 2
 }
 
 /// `limits` with at most as many connections as the open-file limit
@@ -539,7 +544,7 @@ impl Server {
             reply_budget: Budget::new(limits.reply_budget),
             drc: Drc::new(limits.drc_entries, limits.drc_bytes),
             sched: Scheduler::default(),
-            pipes: Arc::default(),
+            pipes: pipes::Pipes::new(max_pipes(&limits)),
             bufs: bufs::BufPool::new(limits.max_record as usize),
             pollers: linger::Pollers::new(limits.poll_window, limits.max_pollers),
             placement: affinity::Placement::new(limits.follow_cpu),
