@@ -2522,3 +2522,50 @@ fn reload_without_handle_opens_keeps_the_kept_exports_handles() {
     assert_eq!(b.getattr(&c, &file).expect("getattr").size, 6);
     assert_eq!(b.getattr(&c, &other).err(), Some(NfsStat::Stale));
 }
+
+/// A single-file export serves one file of its directory. A handle a
+/// guest kept from an earlier server (the key is kept in the state
+/// directory) that exported the whole directory, read-only, under the
+/// same mount path (`vmshare run` names its exports `/v0`, `/v1`...),
+/// must not reach the file's siblings, nor write them.
+#[test]
+fn a_single_file_export_takes_no_handle_of_a_whole_directory_export() {
+    let t = Tree::new("rv-single-id");
+    std::fs::write(t.p("export/secret-sibling"), "no").expect("write");
+    let cred = root_cred();
+    let c = caller(&cred);
+    let (sibling, sub) = {
+        let whole = ExportConfig::new(t.p("export"), "/v0", rule(read_only()));
+        let b = FsBackend::new(vec![whole], &t.p("state")).expect("backend");
+        let root = root_fh(&b, &c, "/v0");
+        (
+            b.lookup(&c, &root, b"secret-sibling").expect("lookup").fh,
+            b.lookup(&c, &root, b"sub").expect("lookup").fh,
+        )
+    };
+    let mut one = ExportConfig::new(t.p("export"), "/v0", rule(opts()));
+    one.single_file = Some("file".into());
+    let b = FsBackend::new(vec![one], &t.p("state")).expect("backend");
+    let mut buf = [0u8; 8];
+    assert_eq!(b.getattr(&c, &sibling).err(), Some(NfsStat::Stale));
+    assert!(b.read(&c, &sibling, 0, &mut buf).is_err());
+    assert!(b
+        .write(&c, &sibling, 0, StableHow::FileSync, b"pwned")
+        .is_err());
+    assert!(b
+        .create(&c, &sub, b"planted", &CreateHow::Guarded(Sattr::default()))
+        .is_err());
+    assert_eq!(
+        std::fs::read_to_string(t.p("export/secret-sibling")).expect("read"),
+        "no"
+    );
+    assert!(!exists(&t.p("export/sub/planted")));
+    // The other way round too: a handle of the one file's export is not
+    // one of a later whole-directory export.
+    let root = root_fh(&b, &c, "/v0");
+    let file = b.lookup(&c, &root, b"file").expect("lookup").fh;
+    drop(b);
+    let whole = ExportConfig::new(t.p("export"), "/v0", rule(opts()));
+    let b = FsBackend::new(vec![whole], &t.p("state")).expect("backend");
+    assert_eq!(b.getattr(&c, &file).err(), Some(NfsStat::Stale));
+}
