@@ -520,12 +520,22 @@ fn compress_dev(dev: u64) -> u32 {
 /// with the mount path alone a handle a guest kept from one run opened the
 /// same file in a later run whose `/v0` was another directory, with that
 /// export's options (rw, say) applied to it.
-fn export_id(mount_path: &str, root: &Stat) -> u32 {
+///
+/// And what it shows of that directory: a single-file export serves one
+/// name of it, and handles a guest kept from a run that exported the
+/// whole directory (read-only, say) under the same mount path reached the
+/// file's siblings and their subdirectories, writable. An export of the
+/// whole directory has the id it always had.
+fn export_id(mount_path: &str, root: &Stat, single_file: Option<&OsStr>) -> u32 {
     let mut h = blake3::Hasher::new();
     h.update(mount_path.as_bytes());
     h.update(&[0]);
     h.update(&root.st_dev.to_le_bytes());
     h.update(&root.st_ino.to_le_bytes());
+    if let Some(name) = single_file {
+        h.update(&[1]);
+        h.update(name.as_bytes());
+    }
     let b = h.finalize();
     let b = b.as_bytes();
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
@@ -740,7 +750,7 @@ fn open_export(
     )
     .map_err(|e| err(e.into()))?;
     let st = rustix::fs::fstat(&root).map_err(|e| err(e.into()))?;
-    let id = export_id(&cfg.mount_path, &st);
+    let id = export_id(&cfg.mount_path, &st, cfg.single_file.as_deref());
     if others
         .iter()
         .any(|e| e.id == id || e.cfg.mount_path == cfg.mount_path)

@@ -2528,3 +2528,260 @@ fn reload_without_handle_opens_keeps_the_kept_exports_handles() {
     assert_eq!(b.getattr(&c, &file).expect("getattr").size, 6);
     assert_eq!(b.getattr(&c, &other).err(), Some(NfsStat::Stale));
 }
+
+/// LINK of a symlink handle links the symlink, never its target: the
+/// target may be a host file outside the export on the same filesystem.
+#[test]
+fn link_of_a_symlink_never_links_its_target() {
+    let t = Tree::new("rv-link-sym");
+    let (b, root) = served(&t);
+    let cred = root_cred();
+    let c = caller(&cred);
+    let l = b
+        .symlink(
+            &c,
+            &root,
+            b"s",
+            &Sattr::default(),
+            t.p("secret").to_str().expect("utf8").as_bytes(),
+        )
+        .expect("symlink")
+        .fh
+        .expect("fh");
+    // Linking the link itself is fine; linking its target is not.
+    let _ = b.link(&c, &l, &root, b"hard");
+    if let Ok(md) = std::fs::symlink_metadata(t.p("export/hard")) {
+        assert!(md.file_type().is_symlink(), "linked the target: {md:?}");
+    }
+    assert_eq!(std::fs::metadata(t.p("secret")).expect("stat").nlink(), 1);
+}
+
+/// SETATTR of a symlink's times or mode touches the link, not its target.
+#[test]
+fn setattr_of_a_symlink_never_reaches_its_target() {
+    if !running_as_root("give a link another owner") {
+        return;
+    }
+    let t = Tree::new("rv-setattr-sym");
+    let (b, root) = served(&t);
+    let cred = root_cred();
+    let c = caller(&cred);
+    let before = std::fs::metadata(t.p("secret")).expect("stat");
+    let l = b
+        .symlink(
+            &c,
+            &root,
+            b"s",
+            &Sattr::default(),
+            t.p("secret").to_str().expect("utf8").as_bytes(),
+        )
+        .expect("symlink")
+        .fh
+        .expect("fh");
+    let a = Sattr {
+        mode: Some(0o777),
+        atime: SetTime::ClientTime(NfsTime {
+            seconds: 12345,
+            nseconds: 0,
+        }),
+        mtime: SetTime::ClientTime(NfsTime {
+            seconds: 12345,
+            nseconds: 0,
+        }),
+        ..Sattr::default()
+    };
+    b.setattr(&c, &l, &a, None).expect("setattr of the link");
+    let _ = b.setattr(
+        &c,
+        &l,
+        &Sattr {
+            uid: Some(1234),
+            gid: Some(1234),
+            ..Sattr::default()
+        },
+        None,
+    );
+    let after = std::fs::metadata(t.p("secret")).expect("stat");
+    assert_eq!(after.mtime(), before.mtime());
+    assert_eq!(after.mode(), before.mode());
+    assert_eq!(after.uid(), before.uid());
+    let lm = std::fs::symlink_metadata(t.p("export/s")).expect("stat");
+    assert_eq!(
+        (lm.mtime(), lm.uid()),
+        (12345, 1234),
+        "the link itself changed"
+    );
+}
+
+/// A squashed caller cannot make a device, nor can a plain user.
+#[test]
+fn mknod_of_a_device_as_a_squashed_or_plain_user_is_refused() {
+    if !running_as_root("switch identities") {
+        return;
+    }
+    let t = Tree::new("rv-mknod");
+    let b = backend(
+        &t,
+        ExportOptions {
+            squash: Squash::Root,
+            ..opts()
+        },
+    );
+    chmod(&t.p("export"), 0o777);
+    for (i, cred) in [root_cred(), user_cred(1000), Credential::None]
+        .iter()
+        .enumerate()
+    {
+        let c = caller(cred);
+        let root = root_fh(&b, &c, "/data");
+        let name = format!("dev{i}");
+        let r = b.mknod(
+            &c,
+            &root,
+            name.as_bytes(),
+            &MknodKind::Blk(Sattr::default(), (8, 0)),
+        );
+        assert!(r.is_err(), "{i}");
+        assert!(!exists(&t.p(&format!("export/{name}"))), "{i}");
+    }
+}
+
+/// READ, WRITE, COMMIT and truncation of a device or FIFO are refused
+/// without opening it (a FIFO would hang, a device would be read).
+#[test]
+fn io_on_special_files_is_refused() {
+    if !running_as_root("make a device node") {
+        return;
+    }
+    let t = Tree::new("rv-special");
+    let (b, root) = served(&t);
+    let cred = root_cred();
+    let c = caller(&cred);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        t.p("export/fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        0,
+    )
+    .expect("mkfifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        t.p("export/null"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .expect("mknod");
+    for name in [&b"fifo"[..], b"null"] {
+        let f = b.lookup(&c, &root, name).expect("lookup").fh;
+        let mut buf = [0u8; 8];
+        assert!(b.read(&c, &f, 0, &mut buf).is_err());
+        assert!(b.write(&c, &f, 0, StableHow::FileSync, b"x").is_err());
+        assert!(b.commit(&c, &f, 0, 0).is_err());
+        assert!(b
+            .setattr(
+                &c,
+                &f,
+                &Sattr {
+                    size: Some(0),
+                    ..Sattr::default()
+                },
+                None
+            )
+            .is_err());
+        b.setattr(
+            &c,
+            &f,
+            &Sattr {
+                mode: Some(0o600),
+                ..Sattr::default()
+            },
+            None,
+        )
+        .expect("chmod");
+    }
+}
+
+/// RENAME and LINK across a filesystem mounted inside the export fail
+/// with XDEV and change nothing.
+#[test]
+fn rename_and_link_across_a_mount_point_are_xdev() {
+    if !running_as_root("mount a tmpfs") {
+        return;
+    }
+    let t = Tree::new("rv-xdev");
+    let point = t.p("export/sub");
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "vmshare-test"])
+        .arg(&point)
+        .status()
+        .expect("run mount");
+    assert!(ok.success());
+    let _m = Mounted(point.clone());
+    let (b, root) = served(&t);
+    let cred = root_cred();
+    let c = caller(&cred);
+    let sub = b.lookup(&c, &root, b"sub").expect("sub").fh;
+    let f = b.lookup(&c, &root, b"file").expect("file").fh;
+    assert_eq!(
+        b.rename(&c, &root, b"file", &sub, b"x")
+            .err()
+            .map(|e| e.status),
+        Some(NfsStat::XDev)
+    );
+    assert_eq!(
+        b.link(&c, &f, &sub, b"y").err().map(|e| e.status),
+        Some(NfsStat::XDev)
+    );
+    // The mount point itself is not moved or removed.
+    assert!(b.rename(&c, &root, b"sub", &root, b"sub2").is_err());
+    assert!(b.rmdir(&c, &root, b"sub").is_err());
+}
+
+/// A single-file export serves one file of its directory. A handle a
+/// guest kept from an earlier server (the key is kept in the state
+/// directory) that exported the whole directory, read-only, under the
+/// same mount path (`vmshare run` names its exports `/v0`, `/v1`...),
+/// must not reach the file's siblings, nor write them.
+#[test]
+fn a_single_file_export_takes_no_handle_of_a_whole_directory_export() {
+    let t = Tree::new("rv-single-id");
+    std::fs::write(t.p("export/secret-sibling"), "no").expect("write");
+    let cred = root_cred();
+    let c = caller(&cred);
+    let (sibling, sub) = {
+        let whole = ExportConfig::new(t.p("export"), "/v0", rule(read_only()));
+        let b = FsBackend::new(vec![whole], &t.p("state")).expect("backend");
+        let root = root_fh(&b, &c, "/v0");
+        (
+            b.lookup(&c, &root, b"secret-sibling").expect("lookup").fh,
+            b.lookup(&c, &root, b"sub").expect("lookup").fh,
+        )
+    };
+    let mut one = ExportConfig::new(t.p("export"), "/v0", rule(opts()));
+    one.single_file = Some("file".into());
+    let b = FsBackend::new(vec![one], &t.p("state")).expect("backend");
+    let mut buf = [0u8; 8];
+    assert_eq!(b.getattr(&c, &sibling).err(), Some(NfsStat::Stale));
+    assert!(b.read(&c, &sibling, 0, &mut buf).is_err());
+    assert!(b
+        .write(&c, &sibling, 0, StableHow::FileSync, b"pwned")
+        .is_err());
+    assert!(b
+        .create(&c, &sub, b"planted", &CreateHow::Guarded(Sattr::default()))
+        .is_err());
+    assert_eq!(
+        std::fs::read_to_string(t.p("export/secret-sibling")).expect("read"),
+        "no"
+    );
+    assert!(!exists(&t.p("export/sub/planted")));
+    // The other way round too: a handle of the one file's export is not
+    // one of a later whole-directory export.
+    let root = root_fh(&b, &c, "/v0");
+    let file = b.lookup(&c, &root, b"file").expect("lookup").fh;
+    drop(b);
+    let whole = ExportConfig::new(t.p("export"), "/v0", rule(opts()));
+    let b = FsBackend::new(vec![whole], &t.p("state")).expect("backend");
+    assert_eq!(b.getattr(&c, &file).err(), Some(NfsStat::Stale));
+}
