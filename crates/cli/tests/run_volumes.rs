@@ -352,6 +352,71 @@ fn single_file_volume_follows_a_file_the_host_replaces() {
     );
 }
 
+/// A single-file volume whose host file is removed for a while and made
+/// again (`rm` then `cp`, `git checkout`): while it is gone the guest
+/// cannot open it, and once it is back the guest reads the new one. The
+/// server answered STALE while the name was missing, and the guest's
+/// client then called the file stale for good: "Stale file handle" for
+/// the rest of the run.
+#[test]
+fn single_file_volume_comes_back_after_the_host_removes_it() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let dir = scratch_dir("single-file-removed");
+    let sig = scratch_dir("single-file-removed-signals");
+    write(&dir.join("app.yaml"), "first\n");
+    let wait = |name: &str| {
+        format!(
+            "i=0; while [ ! -e /sig/{name} ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; "
+        )
+    };
+    let script = format!(
+        "cat /etc/app.yaml; touch /sig/ready; {}\
+         sleep 3; cat /etc/app.yaml >/dev/null 2>&1 || echo gone; touch /sig/seen; {}\
+         sleep 3; cat /etc/app.yaml; echo from-guest >> /etc/app.yaml",
+        wait("removed"),
+        wait("back")
+    );
+    let child = h.spawn_vmshare(
+        &[
+            "run",
+            "-v",
+            &vol(&dir.join("app.yaml"), "/etc/app.yaml"),
+            "-v",
+            &vol(&sig, "/sig"),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        Stdio::null(),
+    );
+    let wait_for = |name: &str| {
+        let start = Instant::now();
+        while !sig.join(name).exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(240),
+                "the guest never made /sig/{name}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("ready");
+    std::fs::remove_file(dir.join("app.yaml")).unwrap();
+    write(&sig.join("removed"), "");
+    wait_for("seen");
+    write(&dir.join("app.yaml"), "second\n");
+    write(&sig.join("back"), "");
+    let out = common::wait_with_watchdog(child, Duration::from_secs(300));
+    assert_exit(&out, 0);
+    assert_eq!(text(&out.stdout), "first\ngone\nsecond\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("app.yaml")).unwrap(),
+        "second\nfrom-guest\n"
+    );
+}
+
 /// A named volume is created on first use and keeps its content for the
 /// next run.
 #[test]

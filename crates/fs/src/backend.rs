@@ -1105,7 +1105,7 @@ impl FsBackend {
     /// export. Runs with the server's own identity (before any switch).
     fn node(&self, c: &Caller<'_>, fh: &FileHandle) -> Result<Node, NfsStat> {
         match self.node_by_handle(c, fh) {
-            Err(NfsStat::Stale) => self.single_file_now(c, fh).ok_or(NfsStat::Stale),
+            Err(NfsStat::Stale) => self.single_file_now(c, fh),
             r => r,
         }
     }
@@ -1118,22 +1118,32 @@ impl FsBackend {
     /// "Stale file handle" until it exited. With a fileid that stays the
     /// same too ([`Self::fileid_of`]), the guest sees the new contents as
     /// it sees any change made on the host.
-    fn single_file_now(&self, c: &Caller<'_>, fh: &FileHandle) -> Option<Node> {
-        let d = self.codec.decode(fh).ok()?;
-        let export = self.export_by_id(d.export_id)?;
-        let name = export.cfg.single_file.as_ref()?;
-        let opts = self.options_for(&export, c).ok()?;
+    ///
+    /// While no regular file has the name (the host removed it and has not
+    /// made it again yet: `rm` then `cp`, `git checkout`), the answer is
+    /// NOENT, not STALE: the Linux client marks an inode it was told is
+    /// STALE as such for good, so the guest read "Stale file handle" for
+    /// the rest of the run even once the file was back.
+    fn single_file_now(&self, c: &Caller<'_>, fh: &FileHandle) -> Result<Node, NfsStat> {
+        let d = self.codec.decode(fh).map_err(|_| NfsStat::Stale)?;
+        let export = self.export_by_id(d.export_id).ok_or(NfsStat::Stale)?;
+        let name = export.cfg.single_file.as_ref().ok_or(NfsStat::Stale)?;
+        let opts = self.options_for(&export, c).map_err(|_| NfsStat::Stale)?;
         as_server(self.switch_ids);
-        let fd = self.open_child(export.root.as_fd(), name).ok()?;
-        let st = stat(&fd).ok()?;
+        let fd = match self.open_child(export.root.as_fd(), name) {
+            Ok(fd) => fd,
+            Err(NfsStat::NoEnt) => return Err(NfsStat::NoEnt),
+            Err(_) => return Err(NfsStat::Stale),
+        };
+        let st = stat(&fd).map_err(|_| NfsStat::Stale)?;
         if !is_reg(&st) || st.st_nlink == 0 {
-            return None;
+            return Err(NfsStat::NoEnt);
         }
         let fd = Arc::new(fd);
         self.remember(*fh, fd.clone());
         // Descriptors opened for I/O were the old file's.
         self.forget_io(fh);
-        Some(Node {
+        Ok(Node {
             export: export.clone(),
             fh: *fh,
             fd,

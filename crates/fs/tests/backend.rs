@@ -1106,6 +1106,32 @@ fn single_file_export_hides_siblings() {
     b.setattr(&c, &file, &chmod, None).expect("chmod the file");
 }
 
+/// The one file of a single-file export, removed on the host and made
+/// again: NOENT while it is gone, never STALE (the Linux client calls an
+/// inode it was told is STALE stale for good, and the guest's bind mount
+/// of the file would stay broken once it is back), then the new file.
+#[test]
+fn single_file_export_answers_noent_while_its_file_is_gone() {
+    let t = Tree::new("single-gone");
+    let mut e = ExportConfig::new(t.p("export"), "/f", rule(opts()));
+    e.single_file = Some("file".into());
+    let b = FsBackend::new(vec![e], &t.p("state")).expect("backend");
+    let cred = root_cred();
+    let c = caller(&cred);
+    let root = root_fh(&b, &c, "/f");
+    let file = b.lookup(&c, &root, b"file").expect("lookup").fh;
+    let before = b.getattr(&c, &file).expect("getattr");
+    std::fs::remove_file(t.p("export/file")).expect("remove");
+    assert_eq!(b.getattr(&c, &file).err(), Some(NfsStat::NoEnt));
+    std::fs::create_dir(t.p("export/file")).expect("a directory in its place");
+    assert_eq!(b.getattr(&c, &file).err(), Some(NfsStat::NoEnt));
+    std::fs::remove_dir(t.p("export/file")).expect("rmdir");
+    std::fs::write(t.p("export/file"), "again").expect("write");
+    let after = b.getattr(&c, &file).expect("getattr once it is back");
+    assert_eq!(after.fileid, before.fileid);
+    assert_eq!(after.size, 5);
+}
+
 #[test]
 fn client_rules_and_secure_ports() {
     let t = Tree::new("rules");
