@@ -417,6 +417,47 @@ fn single_file_volume_comes_back_after_the_host_removes_it() {
     );
 }
 
+/// A SIGTERM to vmshare that CMD ignores: 10 s later CMD gets SIGKILL, as
+/// `docker stop` sends, and the guest still unmounts, so a file CMD
+/// removed while holding it open leaves no `.nfsXXXX` on the host and the
+/// run ends 137. QEMU was killed at once instead: the `.nfs` file stayed
+/// and the run ended 125 as a failed guest.
+#[test]
+fn an_ignored_sigterm_ends_in_sigkill_and_leaves_no_nfs_files() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let dir = scratch_dir("ignored-sigterm");
+    write(&dir.join("held"), "x\n");
+    let script = "trap '' TERM; exec 3</d/held; rm /d/held; touch /d/ready; \
+                  while :; do sleep 1; done";
+    let child = h.spawn_vmshare(
+        &["run", "-v", &vol(&dir, "/d"), "--", "sh", "-c", script],
+        Stdio::null(),
+    );
+    let start = Instant::now();
+    while !dir.join("ready").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "the guest never got ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let out = common::wait_with_watchdog(child, Duration::from_secs(120));
+    assert_exit(&out, 137);
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["ready".to_string()],
+        "left on the host: {names:?}"
+    );
+}
+
 /// A named volume is created on first use and keeps its content for the
 /// next run.
 #[test]

@@ -22,8 +22,12 @@ use crate::{StateDir, VmmError};
 const CONSOLE_TAIL_LINES: usize = 40;
 /// How long a guest may take to power off after reporting its exit.
 const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
-/// How long a guest told to stop gets before QEMU is killed.
+/// How long CMD gets after a signal that asks for a stop before it is
+/// sent SIGKILL, as `docker stop` does.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long a guest whose CMD was sent SIGKILL gets to unmount, sync and
+/// report its exit before QEMU is killed.
+const KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// A file to put into the guest's root filesystem (e.g. a test script).
 #[derive(Debug, Clone)]
@@ -351,7 +355,9 @@ impl GuestRun {
     /// CMD (and the value reset), as docker forwards every signal. A
     /// SIGTERM or SIGHUP, or a third SIGINT (Ctrl-C pressed again and
     /// again), asks for a stop:
-    /// if the guest has not stopped [`STOP_GRACE`] later, QEMU is killed.
+    /// if CMD has not exited [`STOP_GRACE`] later, it is sent SIGKILL (as
+    /// `docker stop` does), and if the guest has not stopped
+    /// [`KILL_GRACE`] after that, QEMU is killed.
     /// (A CMD that traps a Ctrl-C and carries on was killed 10 s later.)
     pub fn interrupt(mut self, flag: &'static AtomicI32) -> Self {
         self.interrupt = Some(flag);
@@ -534,6 +540,7 @@ impl GuestRun {
         let deadline = self.timeout.map(|t| t0 + t);
         let (mut started, mut status, mut errors) = (false, None, Vec::new());
         let mut signalled_at: Option<Instant> = None;
+        let mut killed_at: Option<Instant> = None;
         let mut interrupts = 0u32;
         let mut interrupted_boot: Option<i32> = None;
         let mut pipe_told = false;
@@ -588,8 +595,29 @@ impl GuestRun {
                     "the run took longer than {} s",
                     self.timeout.unwrap_or_default().as_secs()
                 ));
-            } else if signalled_at.is_some_and(|s| now > s + STOP_GRACE) {
-                failure = Some("the guest did not stop after the signal; QEMU was killed".into());
+            } else if exited_at.is_none() && signalled_at.is_some_and(|s| now > s + STOP_GRACE) {
+                // CMD carried on after the signal (it traps or ignores it):
+                // SIGKILL, as `docker stop` sends, so the init still ends
+                // the rest, closes their files, syncs and unmounts. Killing
+                // QEMU at once left the guest's `.nfsXXXX` files (removed
+                // while open) on the host, and the run ended as a failure.
+                match killed_at {
+                    None => {
+                        timeline.push(
+                            "the command did not stop after the signal; sending it SIGKILL".into(),
+                        );
+                        send(&mut control_tx, &Message::Signal(libc::SIGKILL));
+                        killed_at = Some(now);
+                    }
+                    Some(k) if now > k + KILL_GRACE => {
+                        failure = Some(
+                            "the guest did not stop after the signal, nor after SIGKILL; QEMU \
+                             was killed"
+                                .into(),
+                        );
+                    }
+                    Some(_) => {}
+                }
             }
             // The init reports the exit status only after it has unmounted
             // the volumes and synced, so from then on nothing of the guest's
