@@ -501,10 +501,12 @@ fn check_volume_name(name: &str, volume: &str) -> Result<(), PlanError> {
     }
 }
 
+/// A boolean option's value, as docker reads it (Go's `strconv.ParseBool`:
+/// `readonly=True` or `ro=t` work there and must here too).
 fn parse_bool(name: &str, key: &str, value: Option<&str>) -> Result<bool, PlanError> {
     match value {
-        None | Some("1" | "true") => Ok(true),
-        Some("0" | "false") => Ok(false),
+        None | Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
         Some(v) => Err(syntax(name, &format!("{key}={v}: use true or false"))),
     }
 }
@@ -653,6 +655,33 @@ mod tests {
         .unwrap();
         assert_eq!(m.source, Source::Tmpfs);
         assert_eq!(m.options, vec!["size=64m", "mode=1777"]);
+    }
+
+    /// docker reads `readonly=` with Go's `strconv.ParseBool`:
+    /// `readonly=True` and `ro=t` were refused here ("use true or false").
+    #[test]
+    fn booleans_as_docker_reads_them() {
+        for (value, want) in [
+            ("1", true),
+            ("t", true),
+            ("T", true),
+            ("TRUE", true),
+            ("True", true),
+            ("true", true),
+            ("0", false),
+            ("f", false),
+            ("F", false),
+            ("FALSE", false),
+            ("False", false),
+            ("false", false),
+        ] {
+            let text = format!("type=bind,src=/h,dst=/g,readonly={value}");
+            assert_eq!(parse_mount(&text, &cwd()).unwrap().readonly, want, "{text}");
+        }
+        for value in ["yes", "on", "tRuE", ""] {
+            let text = format!("type=bind,src=/h,dst=/g,ro={value}");
+            assert!(parse_mount(&text, &cwd()).is_err(), "{text}");
+        }
     }
 
     /// docker reads `tmpfs-size` with `units.RAMInBytes` and `tmpfs-mode`
