@@ -800,8 +800,30 @@ pub fn detect_accel(
         Accel::Kvm => "ok".to_string(),
         Accel::Tcg { reason } => format!("broken: {reason}"),
     };
-    let _ = std::fs::write(&cache, text);
+    let _ = write_verdict(&cache, &text);
     verdict
+}
+
+/// Writes the verdict whole under a new name and renames it into place,
+/// 0644 whatever the umask (and replacing a file another umask made
+/// writable to everyone): the file decides whether vmshare uses KVM.
+fn write_verdict(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)?;
+    let written = f
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .and_then(|()| f.write_all(text.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Where [`detect_accel`] keeps its verdict for this host boot.
@@ -816,7 +838,18 @@ fn kvm_verdict_path(state: &StateDir) -> PathBuf {
 /// booted, if one ran with this state directory: [`Accel::Kvm`] when a
 /// guest ran under KVM, TCG with the reason when it failed. Boots nothing.
 pub fn recorded_kvm_verdict(state: &StateDir) -> Option<Accel> {
-    let verdict = std::fs::read_to_string(kvm_verdict_path(state)).ok()?;
+    use std::os::unix::fs::MetadataExt;
+    let path = kvm_verdict_path(state);
+    // One that another user could have written is not believed: the test
+    // guest runs again and writes it anew.
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    if !meta.is_file()
+        || meta.mode() & 0o022 != 0
+        || meta.uid() != rustix::process::geteuid().as_raw()
+    {
+        return None;
+    }
+    let verdict = std::fs::read_to_string(&path).ok()?;
     Some(match verdict.strip_prefix("broken: ") {
         Some(reason) => Accel::Tcg {
             reason: reason.to_string(),
@@ -917,6 +950,44 @@ fn prune_consoles(dir: &Path, keep: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The KVM verdict decides how guests boot: it is never left writable
+    /// to others, also where an earlier run under umask 0 made it so.
+    #[test]
+    fn the_kvm_verdict_is_written_0644_over_a_world_writable_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("vmshare-verdict-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kvm-probe-x");
+        std::fs::write(&path, "ok").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let state = StateDir::at(&dir).unwrap();
+        let recorded = kvm_verdict_path(&state);
+        std::fs::write(&recorded, "ok").unwrap();
+        std::fs::set_permissions(&recorded, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(
+            recorded_kvm_verdict(&state),
+            None,
+            "a verdict others may write"
+        );
+        write_verdict(&recorded, "ok").unwrap();
+        assert_eq!(recorded_kvm_verdict(&state), Some(Accel::Kvm));
+        std::fs::remove_file(&recorded).unwrap();
+        write_verdict(&path, "broken: no /dev/kvm").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let left = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("kvm-probe-x"))
+            })
+            .count();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(mode, 0o644);
+        assert_eq!(text, "broken: no /dev/kvm");
+        assert_eq!(left, 1, "no temporary file left");
+    }
 
     /// Each failed run keeps its own console log, the latest is also
     /// `last-failed-console.log`, and only the newest few are kept.
