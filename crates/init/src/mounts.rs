@@ -287,6 +287,24 @@ fn remount(root: &Path, readonly: bool) -> std::io::Result<()> {
 }
 
 fn create(target: &Path, file: bool) -> std::io::Result<()> {
+    // Said here, as docker says it: the mount itself would fail with
+    // ENOTDIR, and creating the directory with "File exists".
+    match std::fs::metadata(target) {
+        Ok(m) if file && m.is_dir() => {
+            return Err(std::io::Error::other(format!(
+                "{} is a directory in the guest: a file cannot be mounted on a directory",
+                target.display()
+            )))
+        }
+        Ok(m) if !file && !m.is_dir() => {
+            return Err(std::io::Error::other(format!(
+                "{} is a file in the guest: a directory cannot be mounted on a file",
+                target.display()
+            )))
+        }
+        Ok(_) => return Ok(()),
+        Err(_) => {}
+    }
     if file {
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)?;
@@ -354,6 +372,40 @@ pub(crate) fn unmount_all() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A directory volume over a guest file, or a file volume over a
+    /// guest directory, is said as such (it read "File exists").
+    #[test]
+    fn a_mount_point_of_the_other_kind_is_named() {
+        let dir = std::env::temp_dir().join(format!("vmshare-mp-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("d")).unwrap();
+        std::fs::write(dir.join("f"), "").unwrap();
+        let on_file = create(&dir.join("f"), false).unwrap_err().to_string();
+        let on_dir = create(&dir.join("d"), true).unwrap_err().to_string();
+        let made = (
+            create(&dir.join("new/dir"), false),
+            create(&dir.join("new/file"), true),
+            create(&dir.join("d"), false),
+            create(&dir.join("f"), true),
+        );
+        let kinds = (dir.join("new/dir").is_dir(), dir.join("new/file").is_file());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            on_file.ends_with("f is a file in the guest: a directory cannot be mounted on a file"),
+            "{on_file}"
+        );
+        assert!(
+            on_dir.ends_with(
+                "d is a directory in the guest: a file cannot be mounted on a directory"
+            ),
+            "{on_dir}"
+        );
+        assert!(
+            made.0.is_ok() && made.1.is_ok() && made.2.is_ok() && made.3.is_ok(),
+            "{made:?}"
+        );
+        assert_eq!(kinds, (true, true));
+    }
 
     #[test]
     fn overlay_paths_keep_commas_colons_and_backslashes() {
