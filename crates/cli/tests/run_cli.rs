@@ -55,6 +55,33 @@ fn env_workdir_and_missing_command() {
     );
 }
 
+/// A working directory or a volume target that is a file in the guest
+/// (or the reverse) is said as such, as docker says it; both read "File
+/// exists".
+#[test]
+fn a_workdir_or_a_target_of_the_wrong_kind_is_named() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let out = h.vmshare(&["run", "-w", "/bin/busybox", "--", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("working directory /bin/busybox: Not a directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    let dir = scratch_dir("wrong-kind");
+    let out = h.vmshare(&["run", "-v", &vol(&dir, "/bin/busybox"), "--", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(
+            "/bin/busybox is a file in the guest: a directory cannot be mounted on a file"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// With -u the process has those ids and its files belong to them on the
 /// host; without, the guest's root writes as the directory's owner. A
 /// user may overwrite (`>`, a truncation) a file it may write but does

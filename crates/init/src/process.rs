@@ -28,6 +28,13 @@ pub(crate) fn spawn(spec: &GuestSpec, stdio: Stdio) -> Result<i32, InitError> {
     let cwd = p.cwd.clone().unwrap_or_else(|| "/".into());
     // docker creates a missing working directory; so do we (as root, before
     // the identity changes, like docker).
+    // A file there made that "File exists"; docker says ENOTDIR.
+    if std::fs::metadata(&cwd).is_ok_and(|m| !m.is_dir()) {
+        return Err(InitError::sys(
+            format!("working directory {cwd}"),
+            std::io::Error::from_raw_os_error(libc::ENOTDIR),
+        ));
+    }
     std::fs::create_dir_all(&cwd)
         .map_err(|e| InitError::sys(format!("creating working directory {cwd}"), e))?;
 
