@@ -6,7 +6,7 @@
 //! (`z`, `Z`, `cached`, `delegated`, `consistent`, `nocopy`) are accepted and
 //! ignored: refusing them would break copied command lines for no gain.
 //! What docker refuses is refused too (`ro,rw` or `z,Z` in one `-v`, an
-//! empty `--mount` field, `volume-nocopy` on a bind), so that a command
+//! empty `--mount` field, `volume-nocopy` or `-v ...:nocopy` on a bind), so that a command
 //! line vmshare takes also runs under docker.
 //! Mount propagation cannot cross the VM boundary, so `shared`/`slave` and
 //! their `r` forms are refused, while `private`/`rprivate` (what a VM gives
@@ -107,6 +107,24 @@ pub fn parse_volume(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
         }
     }
     refuse_tilde(&name, src)?;
+    // docker refuses the volume-only and bind-only options on the other
+    // kind ("field VolumeOptions must not be specified" for a bind's
+    // nocopy, "field BindOptions ..." for a named volume's propagation).
+    let has = |class: &str| given.iter().find(|(_, c)| *c == class).map(|(o, _)| *o);
+    if is_path(src) && has("nocopy").is_some() {
+        return Err(syntax(
+            &name,
+            "nocopy is for named volumes (docker refuses it on a host path); drop it",
+        ));
+    }
+    if let Some(p) = has("propagation").filter(|_| !is_path(src)) {
+        return Err(syntax(
+            &name,
+            &format!(
+                "{p} is for host paths (docker refuses propagation on a named volume); drop it"
+            ),
+        ));
+    }
     let source = if is_path(src) {
         let path = host_path(cwd, src);
         if copy {
@@ -417,6 +435,10 @@ pub fn parse_tmpfs(text: &str) -> Result<VolumeSpec, PlanError> {
         match opt {
             "ro" => readonly = true,
             "rw" => readonly = false,
+            // docker takes propagation among --tmpfs options (its
+            // ParseTmpfsOptions knows them as mount flags).
+            "private" | "rprivate" => {}
+            o if REFUSED_PROPAGATION.contains(&o) => return Err(propagation(&name, o)),
             o => options.push(o.to_string()),
         }
     }
@@ -610,6 +632,12 @@ mod tests {
             ("/p/co:lon:/data", "paths cannot contain ':'"),
             ("bad name:/b", "neither a path nor a volume name"),
             ("~/x:/x", "~ is not expanded here"),
+            // docker: "field VolumeOptions must not be specified" (a
+            // bind) and "field BindOptions must not be specified" (a
+            // named volume).
+            ("/a:/b:nocopy", "nocopy is for named volumes"),
+            ("./a:/b:ro,nocopy", "nocopy is for named volumes"),
+            ("vol:/b:rprivate", "rprivate is for host paths"),
         ];
         for (text, want) in cases {
             let e = parse_volume(text, &cwd()).unwrap_err().to_string();
@@ -813,9 +841,10 @@ mod tests {
     /// volume-nocopy on a volume, bind-propagation on a bind (any case).
     #[test]
     fn docker_forms_still_taken() {
-        let v = parse_volume("/a:/b:ro,z,rprivate,nocopy,cached", &cwd()).unwrap();
+        let v = parse_volume("/a:/b:ro,z,rprivate,cached", &cwd()).unwrap();
         assert!(v.readonly);
         assert!(parse_volume("v1:/b", &cwd()).is_ok());
+        assert!(parse_volume("v1:/b:ro,Z,nocopy,delegated", &cwd()).is_ok());
         let m = parse_mount("type=volume,src=v1,dst=/g,volume-nocopy", &cwd()).unwrap();
         assert_eq!(
             m.source,
@@ -833,6 +862,20 @@ mod tests {
         assert_eq!(t.options, vec!["size=1g", "noexec"]);
         assert_eq!(parse_tmpfs("/t").unwrap().options, Vec::<String>::new());
         assert!(parse_tmpfs("/dev/shm").is_err());
+    }
+
+    /// docker takes propagation among `--tmpfs` options: `rprivate` was
+    /// refused as "not one tmpfs takes".
+    #[test]
+    fn tmpfs_propagation_as_docker_takes_it() {
+        let t = parse_tmpfs("/t:rw,rprivate,noexec,size=64m").unwrap();
+        assert_eq!(t.options, vec!["noexec", "size=64m"]);
+        assert!(parse_tmpfs("/t:private").unwrap().options.is_empty());
+        let e = parse_tmpfs("/t:rshared").unwrap_err().to_string();
+        assert!(
+            e.contains("propagation cannot cross the VM boundary"),
+            "{e}"
+        );
     }
 
     #[test]

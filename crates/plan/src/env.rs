@@ -97,7 +97,14 @@ fn share(n: u32, fields: &BTreeMap<String, String>) -> Result<VolumeSpec, PlanEr
             "missing; set it to a tag or an absolute guest path".into(),
         )
     })?;
-    let access = match get("ACCESSMODE").unwrap_or("passthrough") {
+    // docker-vm-runner reads these three with .strip().lower():
+    // FILESYSTEM_DRIVER=9P or FILESYSTEM_READONLY=True work there.
+    let word = |f: &str| {
+        get(f)
+            .map(|v| v.trim().to_ascii_lowercase())
+            .filter(|v| !v.is_empty())
+    };
+    let access = match word("ACCESSMODE").as_deref().unwrap_or("passthrough") {
         "passthrough" => AccessMode::Passthrough,
         "mapped" => AccessMode::Mapped,
         "squash" => AccessMode::Squash,
@@ -108,11 +115,17 @@ fn share(n: u32, fields: &BTreeMap<String, String>) -> Result<VolumeSpec, PlanEr
             ))
         }
     };
-    let transport = match get("DRIVER").unwrap_or("nfs") {
+    let transport = match word("DRIVER").as_deref().unwrap_or("nfs") {
         "9p" => Transport::NineP { access },
         d @ ("virtiofs" | "nfs") => {
             if access != AccessMode::Passthrough {
-                return Err(err("ACCESSMODE", format!("{d} only supports passthrough; use FILESYSTEM_DRIVER=9p for mapped or squash")));
+                return Err(err(
+                    "ACCESSMODE",
+                    format!(
+                        "{d} only supports passthrough; use {}=9p for mapped or squash",
+                        var("DRIVER")
+                    ),
+                ));
             }
             if d == "nfs" {
                 Transport::Nfs
@@ -127,7 +140,7 @@ fn share(n: u32, fields: &BTreeMap<String, String>) -> Result<VolumeSpec, PlanEr
             ))
         }
     };
-    let readonly = match get("READONLY").unwrap_or("0") {
+    let readonly = match word("READONLY").as_deref().unwrap_or("0") {
         "1" | "true" | "yes" | "on" => true,
         "0" | "false" | "no" | "off" => false,
         other => {

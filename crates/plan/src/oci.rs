@@ -106,6 +106,8 @@ struct Mount {
 
 const SYSTEM_TYPES: &[&str] = &["proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2"];
 const BIND_IGNORED: &[&str] = &["bind", "rbind", "private", "rprivate"];
+/// Propagation a VM's mounts have anyway: accepted and dropped.
+const PRIVATE: &[&str] = &["private", "rprivate"];
 
 /// What the OCI front end read: the volumes, plus what it skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,7 +307,12 @@ fn parse_mount(
                 transport: Transport::Nfs,
             }
         }
-        "tmpfs" => Source::Tmpfs,
+        "tmpfs" => {
+            // docker writes its tmpfs mounts with "rprivate" (runc takes it
+            // as propagation, not tmpfs data); a VM's mounts are private.
+            options.retain(|o| !PRIVATE.contains(&o.as_str()));
+            Source::Tmpfs
+        }
         "erofs" | "ext4" => {
             let format = if kind == "erofs" { ImageFormat::Erofs } else { ImageFormat::Ext4 };
             readonly |= format == ImageFormat::Erofs;
@@ -449,6 +456,20 @@ mod tests {
         assert!(
             e.ends_with("source 'layers/base.erofs' is relative; give an absolute host path"),
             "{e}"
+        );
+    }
+
+    /// docker writes a `--tmpfs` into config.json with "rprivate" among
+    /// its options (runc takes it as propagation): it was refused as
+    /// tmpfs data.
+    #[test]
+    fn a_tmpfs_as_docker_writes_it() {
+        let json = r#"{"mounts": [{"destination": "/x", "type": "tmpfs", "source": "tmpfs",
+            "options": ["rprivate", "nodev", "nosuid", "noexec", "size=65536k"]}]}"#;
+        let o = parse_config(json).unwrap();
+        assert_eq!(
+            o.volumes[0].options,
+            ["nodev", "nosuid", "noexec", "size=65536k"]
         );
     }
 

@@ -3,6 +3,7 @@
 
 use vmshare_plan::host::ImagesAreFiles;
 use vmshare_plan::plan::{plan, PlanConfig, Vmm};
+use vmshare_plan::spec::{AccessMode, Source, Transport};
 use vmshare_plan::{env, oci, PlanError};
 
 fn oci_error(mounts: &str) -> String {
@@ -196,6 +197,49 @@ fn env_errors() {
     .unwrap();
     assert_eq!(specs[0].target.as_deref(), Some("/mnt/my.tag-1"));
     assert!(specs[0].readonly);
+}
+
+/// docker-vm-runner reads `_DRIVER`, `_ACCESSMODE` and `_READONLY` with
+/// `.strip().lower()`: `9P`, `Mapped` and `True` work there and were
+/// refused here.
+#[test]
+fn env_words_as_docker_vm_runner_reads_them() {
+    let specs = env::parse_env([
+        ("FILESYSTEM_SOURCE", "/s"),
+        ("FILESYSTEM_TARGET", "share"),
+        ("FILESYSTEM_DRIVER", "9P"),
+        ("FILESYSTEM_ACCESSMODE", " Mapped "),
+        ("FILESYSTEM_READONLY", "True"),
+        ("FILESYSTEM2_SOURCE", "/t"),
+        ("FILESYSTEM2_TARGET", "t"),
+        ("FILESYSTEM2_DRIVER", "VirtioFS"),
+    ])
+    .unwrap();
+    assert_eq!(
+        specs[0].source,
+        Source::Host {
+            path: "/s".into(),
+            transport: Transport::NineP {
+                access: AccessMode::Mapped
+            }
+        }
+    );
+    assert!(specs[0].readonly);
+    assert_eq!(
+        specs[1].source,
+        Source::Host {
+            path: "/t".into(),
+            transport: Transport::Virtiofs
+        }
+    );
+    // The advice names the share's own variable.
+    let e = env::parse_env([
+        ("FILESYSTEM2_SOURCE", "/s"),
+        ("FILESYSTEM2_TARGET", "t"),
+        ("FILESYSTEM2_ACCESSMODE", "squash"),
+    ])
+    .unwrap_err();
+    assert!(e.to_string().contains("use FILESYSTEM2_DRIVER=9p"), "{e}");
 }
 
 #[test]
@@ -464,6 +508,56 @@ fn machine_settings_the_vmm_would_misread_are_refused() {
          rename it, or use --runtime-dir without commas"
     );
     assert!(rendered(Vmm::CloudHypervisor, "tap0", "/rt").is_ok());
+}
+
+/// A socket in the runtime directory longer than `sun_path` holds was
+/// rendered as it was: virtiofsd, or Firecracker's and Cloud Hypervisor's
+/// vsock, could not bind it.
+#[test]
+fn sockets_too_long_for_sun_path_are_refused() {
+    use vmshare_plan::render::{render, RenderConfig, MAX_SOCKET_PATH};
+    let specs = env::parse_env([
+        ("FILESYSTEM_SOURCE", "/srv/data"),
+        ("FILESYSTEM_TARGET", "share"),
+        ("FILESYSTEM_DRIVER", "virtiofs"),
+    ])
+    .unwrap();
+    let machine = |runtime_dir: String, vsock: bool| RenderConfig {
+        kernel: "/k".into(),
+        initrd: None,
+        memory_mib: 512,
+        vcpus: 1,
+        net: None,
+        vsock_cid: vsock.then_some(3),
+        runtime_dir: runtime_dir.into(),
+    };
+    let rendered = |vmm: Vmm, specs: &[vmshare_plan::VolumeSpec], rt: String, vsock: bool| {
+        let p = plan(
+            specs,
+            &PlanConfig::new(vmm, "/vols", "/state"),
+            &ImagesAreFiles,
+        )
+        .unwrap();
+        render(&p, &machine(rt, vsock)).map_err(|e| e.to_string())
+    };
+    // "/virtiofsd-share.sock" is 21 bytes.
+    let dir = |len: usize| format!("/{}", "r".repeat(len - 1));
+    for vmm in [Vmm::Qemu, Vmm::CloudHypervisor] {
+        assert!(
+            rendered(vmm, &specs, dir(MAX_SOCKET_PATH - 21), false).is_ok(),
+            "{vmm}"
+        );
+        let e = rendered(vmm, &specs, dir(MAX_SOCKET_PATH - 20), false).unwrap_err();
+        assert!(
+            e.contains("virtiofsd (/rrr") && e.contains("is 108 bytes, and a Unix socket's path is at most 107; give a shorter --runtime-dir"),
+            "{vmm}: {e}"
+        );
+    }
+    // "/vsock.sock" is 11 bytes; QEMU's vhost-vsock has no socket.
+    let e = rendered(Vmm::Firecracker, &[], dir(MAX_SOCKET_PATH - 10), true).unwrap_err();
+    assert!(e.contains("the vsock device"), "{e}");
+    assert!(rendered(Vmm::Firecracker, &[], dir(MAX_SOCKET_PATH - 11), true).is_ok());
+    assert!(rendered(Vmm::Qemu, &[], dir(200), true).is_ok());
 }
 
 /// Copy volumes whose images or write-backs collide: an image built in a

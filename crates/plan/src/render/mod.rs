@@ -12,7 +12,7 @@ mod qemu;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-use crate::plan::{Plan, Share, Vmm};
+use crate::plan::{Plan, Share, ShareDriver, Vmm};
 use crate::PlanError;
 
 pub use qemu::ninep_args as qemu_ninep_args;
@@ -79,6 +79,7 @@ pub fn render(plan: &Plan, machine: &RenderConfig) -> Result<Rendered, PlanError
     if let Some(tap) = machine.net.as_ref().and_then(|n| n.tap.as_deref()) {
         check_tap_name(tap)?;
     }
+    check_socket_paths(plan, machine)?;
     match plan.vmm {
         Vmm::Qemu => Ok(qemu::render(plan, machine)),
         Vmm::Firecracker => firecracker::render(plan, machine),
@@ -107,6 +108,46 @@ fn virtiofsd(machine: &RenderConfig, share: &Share) -> Vec<String> {
         argv.push("--readonly".into());
     }
     argv
+}
+
+/// Linux's limit on a Unix socket's path, in bytes, without the NUL
+/// (`sizeof(sun_path)` - 1).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// The sockets the configuration names in the runtime directory (each
+/// virtiofsd's, and Firecracker's or Cloud Hypervisor's vsock socket) must
+/// fit in `sun_path`: under a long `--runtime-dir` they were rendered as
+/// they were, and virtiofsd or the VMM could not bind them.
+fn check_socket_paths(plan: &Plan, machine: &RenderConfig) -> Result<(), PlanError> {
+    let mut sockets: Vec<(String, PathBuf)> = plan
+        .shares
+        .iter()
+        .filter(|s| s.driver == ShareDriver::Virtiofs)
+        .map(|s| {
+            (
+                format!("{}'s virtiofsd", s.volume),
+                virtiofsd_socket(machine, s),
+            )
+        })
+        .collect();
+    // QEMU's vhost-vsock device has no host socket.
+    if machine.vsock_cid.is_some() && plan.vmm != Vmm::Qemu {
+        sockets.push(("the vsock device".into(), vsock_socket(machine)));
+    }
+    for (what, path) in sockets {
+        let len = path.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(PlanError::Machine {
+                setting: format!("runtime directory {}", machine.runtime_dir.display()),
+                reason: format!(
+                    "the socket for {what} ({}) is {len} bytes, and a Unix socket's path is at \
+                     most {MAX_SOCKET_PATH}; give a shorter --runtime-dir",
+                    path.display()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Where the vsock device's host socket lives.
