@@ -246,6 +246,13 @@ fn parse_mount(
         if kind == "tmpfs" && (d == "/dev" || d.starts_with("/dev/")) {
             return Ok(None);
         }
+        // docker's config.json binds a directory of its own on /dev/shm
+        // (the container's `--shm-size` tmpfs): memory shared between
+        // processes cannot reach a VM through a host directory, and the
+        // guest has a /dev/shm of its own. It refused every such config.
+        if kind == "bind" && d.trim_end_matches('/') == "/dev/shm" {
+            return Ok(None);
+        }
     }
     if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
         return Err(syntax(
@@ -456,6 +463,28 @@ mod tests {
         assert!(
             e.ends_with("source 'layers/base.erofs' is relative; give an absolute host path"),
             "{e}"
+        );
+    }
+
+    /// A config.json as docker writes it: its /dev/shm bind is skipped
+    /// with the system mounts, and its /etc files are volumes.
+    #[test]
+    fn a_docker_config_with_its_shm_bind() {
+        let json = r#"{"mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/shm", "type": "bind", "source": "/var/lib/docker/containers/c/mounts/shm", "options": ["rbind", "rprivate"]},
+            {"destination": "/etc/hosts", "type": "bind", "source": "/var/lib/docker/containers/c/hosts", "options": ["rbind", "rprivate"]}
+        ]}"#;
+        let o = parse_config(json).unwrap();
+        assert_eq!(o.volumes.len(), 1);
+        assert_eq!(o.volumes[0].target.as_deref(), Some("/etc/hosts"));
+        assert!(
+            o.notes
+                .iter()
+                .any(|n| n.contains("/dev/shm") && n.contains("skipped")),
+            "{:?}",
+            o.notes
         );
     }
 
