@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use vmshare_plan::plan::{plan, PlanConfig, RootDisk, Vmm};
@@ -234,6 +234,17 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             .as_ref()
             .unwrap_or(&PathBuf::from(DEFAULT_KERNEL))),
     };
+    // Said on stderr whether asked or not, as the sources to create are.
+    let mut warnings = Vec::new();
+    if args.vmm == Vmm::Firecracker && !is_elf(&kernel) {
+        warnings.push(format!(
+            "{} is not an ELF vmlinux: Firecracker boots an uncompressed ELF kernel (bzImage \
+             support is recent); give --kernel a vmlinux (the kernel source's \
+             scripts/extract-vmlinux makes one from a bzImage)",
+            kernel.display()
+        ));
+    }
+    p.notes.extend(warnings.iter().cloned());
     let machine = RenderConfig {
         kernel,
         initrd: args.write_initrd.as_ref().or(args.initrd.as_ref()).map(abs),
@@ -269,7 +280,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     } else {
         // Said whether asked or not: the host must have these before
         // anything started from this plan runs.
-        for c in &creates {
+        for c in creates.iter().chain(&warnings) {
             eprintln!("vmshare plan: {c}");
         }
     }
@@ -283,6 +294,17 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         // a shell reports for a writer that SIGPIPE ended.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::from(141)),
         Err(e) => Err(format!("writing the plan to standard output: {e}").into()),
+    }
+}
+
+/// Whether `path` starts as an ELF file does (an unreadable one counts,
+/// since nothing can be said of it).
+fn is_elf(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)) {
+        Ok(()) => magic == *b"\x7fELF",
+        Err(_) => true,
     }
 }
 

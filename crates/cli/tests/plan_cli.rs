@@ -597,6 +597,39 @@ fn a_missing_v_source_is_planned_as_run_would_create_it() {
     );
 }
 
+/// Firecracker boots an ELF vmlinux (bzImage support is recent): a
+/// bzImage named as its kernel gets a note saying so, an ELF file none.
+#[test]
+fn firecracker_is_told_when_its_kernel_is_no_elf() {
+    let dir = scratch_dir("plan-fc-kernel");
+    let bz = dir.join("bzImage");
+    let mut image = vec![0u8; 0x300];
+    image[..2].copy_from_slice(b"MZ");
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    std::fs::write(&bz, &image).unwrap();
+    let elf = dir.join("vmlinux");
+    std::fs::write(&elf, b"\x7fELF\x02\x01\x01").unwrap();
+    let plan = |kernel: &std::path::Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vmshare"))
+            .args(["plan", "--vmm", "firecracker", "--kernel"])
+            .arg(kernel)
+            .output()
+            .unwrap();
+        assert_exit(&out, 0);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        (doc["plan"]["notes"].to_string(), stderr)
+    };
+    let (notes, stderr) = plan(&bz);
+    assert!(notes.contains("is not an ELF vmlinux"), "{notes}");
+    assert!(stderr.contains("is not an ELF vmlinux"), "{stderr}");
+    let (notes, stderr) = plan(&elf);
+    assert!(
+        !notes.contains("ELF") && !stderr.contains("ELF"),
+        "{notes} {stderr}"
+    );
+}
+
 /// The plan's initramfs, for a guest's mount table: the audit found that
 /// a guest started from `vmshare plan --vmm firecracker`'s configuration
 /// mounted nothing, since nothing put vmshare's init and the mounts into
