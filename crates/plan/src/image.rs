@@ -27,6 +27,9 @@ pub enum ImageError {
     /// The output exists already.
     #[error("{}: exists; remove it or choose another output", .0.display())]
     OutputExists(PathBuf),
+    /// What an interrupted build left (or a file of that name) is in the way.
+    #[error("{}: exists, left by an interrupted build or not; remove it and build again", .0.display())]
+    PartialExists(PathBuf),
     /// The output would be inside the tree it is made from.
     #[error("{}: inside {}, the directory it is made from; write the image elsewhere", .output.display(), .source_dir.display())]
     OutputInside {
@@ -232,6 +235,15 @@ pub fn find_tool(tool: &'static str, package: &'static str) -> Result<PathBuf, I
 /// `subdir`, `""` for the root). Several contents are first gathered in a
 /// scratch directory beside the output. `size` applies to ext4 (erofs is
 /// exactly as large as it needs). `progress` is called while mkfs runs.
+///
+/// The image is built as `OUTPUT.partial` (made here, so that an output
+/// directory that is missing or read-only is named as such: mkfs.erofs
+/// said only "Available compressors are: lz4hc, lz4") and renamed to
+/// `output` once complete. Built in place, an interrupted build (Ctrl-C,
+/// or mkfs.ext4 finishing on its own after `vmshare` was killed) left an
+/// image under the output's name that e2fsck passed but that lacked the
+/// debugfs fix-ups, or half its files; and a `--size` the output's
+/// filesystem could not hold left an empty output behind.
 pub fn build_image(
     output: &Path,
     format: ImageFormat,
@@ -265,6 +277,10 @@ pub fn build_image(
             }
         }
     }
+    let partial = partial_path(output);
+    if std::fs::symlink_metadata(&partial).is_ok() {
+        return Err(ImageError::PartialExists(partial));
+    }
     // Before the output is made: missing, it would be left behind.
     let tool_path = match format {
         ImageFormat::Ext4 => find_tool("mkfs.ext4", "e2fsprogs")?,
@@ -295,10 +311,11 @@ pub fn build_image(
                     default,
                 });
             }
-            let f = std::fs::File::create(output)
-                .map_err(io(format!("creating {}", output.display())))?;
-            f.set_len(size)
-                .map_err(io(format!("sizing {}", output.display())))?;
+            let f = create_partial(&partial)?;
+            if let Err(e) = f.set_len(size) {
+                let _ = std::fs::remove_file(&partial);
+                return Err(io(format!("sizing {}", output.display()))(e));
+            }
             // At least half as many inodes again as the tree has files:
             // past 512 MiB mke2fs gives one per 16 KiB, and a tree of
             // many small files (node_modules) did not fit at all.
@@ -312,17 +329,18 @@ pub fn build_image(
                 .arg(inodes.to_string())
                 .arg("-d")
                 .arg(&source)
-                .arg(output);
+                .arg(&partial);
             c
         }
         ImageFormat::Erofs => {
+            create_partial(&partial)?;
             let mut c = Command::new(&tool_path);
             // Chunk-based files in 4 KiB chunks, identical chunks stored
             // once: a sparse file's holes then take no room (without
             // chunks mkfs.erofs wrote a 1 GiB sparse file out whole), and
             // identical files are stored once. Linux reads them since 5.15.
             c.args(["--quiet", "--chunksize=4096"])
-                .arg(output)
+                .arg(&partial)
                 .arg(&source);
             c
         }
@@ -342,15 +360,38 @@ pub fn build_image(
         ImageFormat::Ext4 => Some(ext4_fix_up_script(&source, direct)),
         ImageFormat::Erofs => None,
     };
-    let mut result = run_watching(tool, &mut cmd, output, bytes, progress)
+    let mut result = run_watching(tool, &mut cmd, &partial, bytes, progress)
         .map_err(|e| explain_failure(e, format, &source));
     if let (Ok(()), Some(script)) = (&result, fix_up) {
-        result = script.and_then(|script| run_debugfs(output, script));
+        result = script.and_then(|script| run_debugfs(&partial, script));
+    }
+    if result.is_ok() {
+        result = std::fs::rename(&partial, output).map_err(io(format!(
+            "renaming {} to {}",
+            partial.display(),
+            output.display()
+        )));
     }
     if result.is_err() {
-        let _ = std::fs::remove_file(output);
+        let _ = std::fs::remove_file(&partial);
     }
     result
+}
+
+/// Where `output` is built: `OUTPUT.partial`, beside it.
+fn partial_path(output: &Path) -> PathBuf {
+    let mut name = output.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// Makes the file an image is built in; never one that exists.
+fn create_partial(partial: &Path) -> Result<std::fs::File, ImageError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(partial)
+        .map_err(io(format!("creating {}", partial.display())))
 }
 
 /// Puts back in an ext4 image what `mkfs.ext4 -d` leaves out, with

@@ -174,6 +174,83 @@ fn build_refusals() {
     assert!(matches!(e, ImageError::NotADirectory(_)));
 }
 
+/// An image is built as `OUTPUT.partial` and renamed when complete: built
+/// in place, a killed build left a plausible image under the output's
+/// name (mkfs.ext4 finishes on its own, without the debugfs fix-ups).
+/// A failure, sizing included, leaves neither file; a leftover
+/// `.partial` is refused by name.
+#[test]
+fn the_output_appears_only_when_complete() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    tree(&src, &[("f", "x")]);
+    for (name, format) in [
+        ("o.ext4", ImageFormat::Ext4),
+        ("o.erofs", ImageFormat::Erofs),
+    ] {
+        let img = t.path().join(name);
+        let partial = t.path().join(format!("{name}.partial"));
+        let mut seen = false;
+        build_image(&img, format, &[content(&src, "")], None, &mut |_| {
+            if partial.exists() {
+                seen = true;
+                assert!(!img.exists(), "{name} appeared before it was complete");
+            }
+        })
+        .unwrap();
+        assert!(seen, "{name} was not built as {}", partial.display());
+        assert_eq!(detect_format(&img).unwrap(), Some(format));
+        assert!(!partial.exists());
+
+        // What a killed build leaves: refused, and the output not made.
+        fs::remove_file(&img).unwrap();
+        fs::write(&partial, "left over").unwrap();
+        let e = build_image(&img, format, &[content(&src, "")], None, &mut |_| {});
+        let e = e.unwrap_err();
+        assert!(matches!(e, ImageError::PartialExists(_)), "{e}");
+        assert!(!img.exists());
+        assert_eq!(fs::read_to_string(&partial).unwrap(), "left over");
+        fs::remove_file(&partial).unwrap();
+    }
+    // A size no file can have (set_len refuses it anywhere): the sized
+    // file had been left behind, and the next build refused it.
+    let img = t.path().join("huge.ext4");
+    let e = build_image(
+        &img,
+        ImageFormat::Ext4,
+        &[content(&src, "")],
+        Some(u64::MAX),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().starts_with("sizing "), "{e}");
+    assert!(!img.exists() && !t.path().join("huge.ext4.partial").exists());
+}
+
+/// An output directory that does not exist is named: mkfs.erofs said
+/// only the last line of its usage, "Available compressors are: ...".
+#[test]
+fn a_missing_output_directory_is_named_for_erofs_too() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    tree(&src, &[("f", "x")]);
+    for name in ["o.erofs", "o.ext4"] {
+        let format = if name.ends_with("erofs") {
+            ImageFormat::Erofs
+        } else {
+            ImageFormat::Ext4
+        };
+        let img = t.path().join("missing").join(name);
+        let e = build_image(&img, format, &[content(&src, "")], None, &mut |_| {}).unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.starts_with(&format!("creating {}.partial: ", img.display()))
+                && e.contains("No such file"),
+            "{e}"
+        );
+    }
+}
+
 #[test]
 fn sync_back_applies_guest_changes() {
     let t = tempfile::tempdir().unwrap();
