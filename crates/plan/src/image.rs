@@ -361,7 +361,8 @@ pub fn build_image(
         ImageFormat::Erofs => None,
     };
     let mut result = run_watching(tool, &mut cmd, &partial, bytes, progress)
-        .map_err(|e| explain_failure(e, format, &source));
+        .map_err(|e| explain_failure(e, format, &source))
+        .map_err(|e| explain_no_room(e, &partial, bytes));
     if let (Ok(()), Some(script)) = (&result, fix_up) {
         result = script.and_then(|script| run_debugfs(&partial, script));
     }
@@ -633,6 +634,61 @@ fn explain_failure(e: ImageError, format: ImageFormat, source: &Path) -> ImageEr
     }
 }
 
+/// An mkfs.erofs "Could not format the device : [Error 5] Input/output
+/// error", explained. mkfs.erofs 1.5 says that when the output is not on
+/// /tmp's filesystem (its chunks are copied from an O_TMPFILE in /tmp with
+/// copy_file_range, EXDEV across filesystems, with no fallback: any output
+/// outside /tmp's filesystem, as in $HOME when /tmp is a tmpfs), and when
+/// the output's filesystem is out of room.
+/// Measured after the partial image is removed, so `needed` (the tree's
+/// data) is what the whole image had to find.
+fn explain_no_room(e: ImageError, partial: &Path, needed: u64) -> ImageError {
+    let ImageError::Failed {
+        tool: tool @ "mkfs.erofs",
+        status,
+        message,
+    } = e
+    else {
+        return e;
+    };
+    let _ = std::fs::remove_file(partial);
+    let dir = partial
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let free = rustix::fs::statvfs(dir)
+        .ok()
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize));
+    let dev = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
+    };
+    let across = message.contains("Input/output error")
+        && matches!((dev(dir), dev(Path::new("/tmp"))), (Some(a), Some(b)) if a != b);
+    let message = match free {
+        _ if across => format!(
+            "{}: not on /tmp's filesystem; mkfs.erofs 1.5 copies chunked files from a \
+             temporary file in /tmp with copy_file_range, which fails across filesystems: \
+             build the image on /tmp's filesystem and move it ({tool}: {message})",
+            dir.display()
+        ),
+        Some(free) if free < needed => format!(
+            "{}: {} MiB free, and the tree holds {} MiB of data: no room for the image, \
+             write it elsewhere ({tool}: {message})",
+            dir.display(),
+            free >> 20,
+            needed.div_ceil(1 << 20)
+        ),
+        _ => message,
+    };
+    ImageError::Failed {
+        tool,
+        status,
+        message,
+    }
+}
+
 /// The first entry under `dir` this user cannot read, or (for erofs) with
 /// a 255-byte name, described.
 fn find_culprit(dir: &Path, format: ImageFormat) -> Option<String> {
@@ -746,5 +802,44 @@ struct Scratch(PathBuf);
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{explain_no_room, ImageError};
+
+    fn failed() -> ImageError {
+        ImageError::Failed {
+            tool: "mkfs.erofs",
+            status: "exit status: 1".into(),
+            message: "Could not format the device : [Error 5] Input/output error".into(),
+        }
+    }
+
+    /// mkfs.erofs out of room says "Input/output error" and no more
+    /// (an 8 MiB tmpfs, a 20 MiB tree); the free space is named when it
+    /// is less than the tree's data, and only then.
+    #[test]
+    fn an_erofs_build_out_of_room_says_so() {
+        let partial = std::path::Path::new("/tmp/vmshare-no-room-test.erofs.partial");
+        let e = explain_no_room(failed(), partial, u64::MAX).to_string();
+        assert!(
+            e.contains("no room for the image") && e.contains("Input/output error"),
+            "{e}"
+        );
+        let e = explain_no_room(failed(), partial, 0).to_string();
+        assert!(!e.contains("no room") && !e.contains("across"), "{e}");
+        // An output outside /tmp's filesystem, where there is one here.
+        use std::os::unix::fs::MetadataExt;
+        let dev = |p: &str| std::fs::metadata(p).map(|m| m.dev()).ok();
+        if dev("/dev/shm").is_some() && dev("/dev/shm") != dev("/tmp") {
+            let shm = std::path::Path::new("/dev/shm/vmshare-test.erofs.partial");
+            let e = explain_no_room(failed(), shm, 0).to_string();
+            assert!(
+                e.contains("copy_file_range, which fails across filesystems"),
+                "{e}"
+            );
+        }
     }
 }
