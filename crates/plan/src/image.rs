@@ -339,9 +339,19 @@ pub fn build_image(
             // once: a sparse file's holes then take no room (without
             // chunks mkfs.erofs wrote a 1 GiB sparse file out whole), and
             // identical files are stored once. Linux reads them since 5.15.
-            c.args(["--quiet", "--chunksize=4096"])
-                .arg(&partial)
-                .arg(&source);
+            // Only on /tmp's filesystem, though: mkfs.erofs (1.5, Debian
+            // 12's) gathers the chunks in a temporary file in /tmp, always
+            // there whatever TMPDIR says, and copies them into the image
+            // with copy_file_range, which fails across filesystems with no
+            // fallback. Every image outside /tmp's filesystem failed with
+            // "Input/output error" (in $HOME where /tmp is a tmpfs, and
+            // vmshare run's state directory). Elsewhere, files are stored
+            // whole: larger for sparse and duplicate files, never wrong.
+            c.arg("--quiet");
+            if same_filesystem(&partial, Path::new("/tmp")) {
+                c.arg("--chunksize=4096");
+            }
+            c.arg(&partial).arg(&source);
             c
         }
     };
@@ -377,6 +387,16 @@ pub fn build_image(
         let _ = std::fs::remove_file(&partial);
     }
     result
+}
+
+/// Whether `a` and `b` are on one filesystem (false when either cannot
+/// be looked at).
+fn same_filesystem(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        _ => false,
+    }
 }
 
 /// Where `output` is built: `OUTPUT.partial`, beside it.

@@ -86,6 +86,38 @@ fn erofs_image_has_the_erofs_magic() {
     assert_eq!(&bytes[1024..1028], &0xE0F5_E1E2u32.to_le_bytes());
 }
 
+/// An erofs image is built outside /tmp's filesystem too: mkfs.erofs's
+/// chunked files go through a temporary file in /tmp, copied with
+/// copy_file_range, and every such build failed with "Input/output
+/// error" (`/dev/shm` here; `$HOME` where /tmp is a tmpfs).
+#[test]
+fn an_erofs_image_builds_outside_tmps_filesystem() {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &str| fs::metadata(p).map(|m| m.dev()).ok();
+    if dev("/dev/shm").is_none() || dev("/dev/shm") == dev("/tmp") {
+        eprintln!("skipped: /dev/shm is not another filesystem than /tmp here");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    tree(&src, &[("a", "alpha"), ("d/b", "beta")]);
+    let img = std::path::PathBuf::from(format!(
+        "/dev/shm/vmshare-erofs-{}.erofs",
+        std::process::id()
+    ));
+    let r = build_image(
+        &img,
+        ImageFormat::Erofs,
+        &[content(&src, "")],
+        None,
+        &mut |_| {},
+    );
+    let bytes = fs::read(&img);
+    let _ = fs::remove_file(&img);
+    r.unwrap();
+    assert_eq!(&bytes.unwrap()[1024..1028], &0xE0F5_E1E2u32.to_le_bytes());
+}
+
 /// `--rootfs IMAGE` tells ext4 from erofs by the superblock, whatever the
 /// file is called, and anything else (text, a short file) is neither.
 #[test]
