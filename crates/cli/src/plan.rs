@@ -4,13 +4,13 @@
 
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use vmshare_plan::plan::{plan, PlanConfig, RootDisk, Vmm};
 use vmshare_plan::render::{document, render, NetConfig, RenderConfig};
 use vmshare_plan::SystemHost;
-use vmshare_vmm::assets::Kernel;
+use vmshare_vmm::assets::{self, Kernel};
 
 use crate::process::ProcessArgs;
 use crate::volumes::{self, FrontEnds};
@@ -236,7 +236,7 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     // Said on stderr whether asked or not, as the sources to create are.
     let mut warnings = Vec::new();
-    if args.vmm == Vmm::Firecracker && !is_elf(&kernel) {
+    if args.vmm == Vmm::Firecracker && kernel.exists() && !assets::is_elf_kernel(&kernel) {
         warnings.push(format!(
             "{} is not an ELF vmlinux: Firecracker boots an uncompressed ELF kernel (bzImage \
              support is recent); give --kernel a vmlinux (the kernel source's \
@@ -294,17 +294,6 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         // a shell reports for a writer that SIGPIPE ended.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::from(141)),
         Err(e) => Err(format!("writing the plan to standard output: {e}").into()),
-    }
-}
-
-/// Whether `path` starts as an ELF file does (an unreadable one counts,
-/// since nothing can be said of it).
-fn is_elf(path: &Path) -> bool {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)) {
-        Ok(()) => magic == *b"\x7fELF",
-        Err(_) => true,
     }
 }
 

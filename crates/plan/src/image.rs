@@ -679,13 +679,9 @@ fn explain_no_room(e: ImageError, partial: &Path, needed: u64) -> ImageError {
     let free = rustix::fs::statvfs(dir)
         .ok()
         .map(|s| s.f_bavail.saturating_mul(s.f_frsize));
-    let dev = |p: &Path| {
-        std::fs::metadata(p)
-            .ok()
-            .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
-    };
     let across = message.contains("Input/output error")
-        && matches!((dev(dir), dev(Path::new("/tmp"))), (Some(a), Some(b)) if a != b);
+        && std::fs::metadata(dir).is_ok()
+        && !same_filesystem(dir, Path::new("/tmp"));
     let message = match free {
         _ if across => format!(
             "{}: not on /tmp's filesystem; mkfs.erofs 1.5 copies chunked files from a \

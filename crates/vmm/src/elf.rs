@@ -9,13 +9,25 @@ use crate::VmmError;
 
 const PT_INTERP: u32 = 3;
 
+/// The first four bytes of every ELF file.
+pub(crate) const MAGIC: &[u8; 4] = b"\x7fELF";
+
+/// Whether `path` starts as an ELF file does (`false` when it cannot be
+/// read that far).
+pub(crate) fn starts_as_elf(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| &magic == MAGIC)
+}
+
 /// `Ok(())` when `path` is a 64-bit little-endian ELF without PT_INTERP.
 pub(crate) fn check_static(path: &Path) -> Result<(), VmmError> {
     let io = |e| VmmError::io(format!("reading {}", path.display()), e);
     let mut f = std::fs::File::open(path).map_err(io)?;
     let mut header = [0u8; 64];
     f.read_exact(&mut header).map_err(io)?;
-    if &header[..4] != b"\x7fELF" || header[4] != 2 || header[5] != 1 {
+    if &header[..4] != MAGIC || header[4] != 2 || header[5] != 1 {
         return Err(VmmError::io(
             format!(
                 "{} is not a 64-bit little-endian ELF executable",
