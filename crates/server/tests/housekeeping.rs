@@ -5,8 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{handle, mount_data, nfs_call, recv, send};
-use vmshare_proto::nfs3::{DirOpArgs, Nfs3Call};
+use common::{mount_data, nfs_call, recv, send};
+use vmshare_proto::nfs3::Nfs3Call;
 use vmshare_server::Limits;
 
 /// Descriptors of this process (the server runs in it) open on `path`
@@ -30,12 +30,7 @@ fn a_file_removed_on_the_host_is_closed_by_the_server() {
     let server = common::serve_export(&export, Limits::default());
     let mut s = common::connect(server.local_addr());
     let root = mount_data(&mut s);
-    let lookup = Nfs3Call::Lookup(DirOpArgs {
-        dir: root,
-        name: b"big",
-    });
-    send(&mut s, &nfs_call(2, &lookup));
-    let fh = handle(&recv(&mut s).expect("LOOKUP reply"), "LOOKUP");
+    let fh = common::lookup(&mut s, root, b"big");
     let read = Nfs3Call::Read {
         fh,
         offset: 0,

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vmshare_proto::nfs3::{DirOpArgs, Nfs3Call};
+use vmshare_proto::nfs3::Nfs3Call;
 use vmshare_server::Limits;
 
 fn pipe_fds() -> usize {
@@ -34,17 +34,7 @@ fn a_client_that_reads_nothing_cannot_pin_a_pipe_per_call() {
     let server = serve_export(&export, limits);
     let mut s = connect(server.local_addr());
     let root = mount_data(&mut s);
-    send(
-        &mut s,
-        &nfs_call(
-            2,
-            &Nfs3Call::Lookup(DirOpArgs {
-                dir: root,
-                name: b"one",
-            }),
-        ),
-    );
-    let one = handle(&recv(&mut s).expect("LOOKUP reply"), "LOOKUP");
+    let one = lookup(&mut s, root, b"one");
     let before = pipe_fds();
     // Spliced READs (64 KiB asked, one byte found) until every socket
     // buffer on the way back is full and replies wait in the server.

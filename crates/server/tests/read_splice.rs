@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use common::*;
-use vmshare_proto::nfs3::{DirOpArgs, Nfs3Call, FATTR_SIZE};
+use vmshare_proto::nfs3::{Nfs3Call, FATTR_SIZE};
 use vmshare_server::Limits;
 use vmshare_wire::{AcceptStat, Decoder, ReplyBody};
 
@@ -60,17 +60,7 @@ fn spliced_reads_carry_exact_bytes_and_padding() {
     s.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
     let root = mount_data(&mut s);
-    send(
-        &mut s,
-        &nfs_call(
-            2,
-            &Nfs3Call::Lookup(DirOpArgs {
-                dir: root,
-                name: b"big",
-            }),
-        ),
-    );
-    let fh = handle(&recv(&mut s).expect("LOOKUP reply"), "LOOKUP");
+    let fh = lookup(&mut s, root, b"big");
 
     // (offset, count): whole MiBs, an odd length at an odd offset (padding
     // 3), a read running past EOF (5 bytes back, padding 3), one at EOF.

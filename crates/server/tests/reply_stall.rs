@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vmshare_proto::nfs3::{DirOpArgs, FileHandle, Nfs3Call, StableHow};
+use vmshare_proto::nfs3::{FileHandle, Nfs3Call, StableHow};
 use vmshare_server::Limits;
 
 /// A server (send timeout 120 s) exporting one file `f` of `size` bytes,
@@ -35,12 +35,7 @@ fn serve_one_file(name: &str, size: usize) -> (vmshare_server::RunningServer, Fi
     let server = serve_export(&export, limits);
     let mut s = connect(server.local_addr());
     let root = mount_data(&mut s);
-    let lookup = Nfs3Call::Lookup(DirOpArgs {
-        dir: root,
-        name: b"f",
-    });
-    send(&mut s, &nfs_call(2, &lookup));
-    let fh = handle(&recv(&mut s).expect("LOOKUP reply"), "LOOKUP");
+    let fh = lookup(&mut s, root, b"f");
     (server, fh)
 }
 

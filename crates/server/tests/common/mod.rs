@@ -141,6 +141,18 @@ pub fn handle(reply: &[u8], what: &str) -> vmshare_proto::nfs3::FileHandle {
     vmshare_proto::nfs3::FileHandle::new(d.opaque(64).expect("handle")).expect("handle")
 }
 
+/// LOOKUP of `name` in `dir` on `s` (XID 2): its handle.
+#[allow(dead_code)] // Not every test binary that includes this looks up.
+pub fn lookup(
+    s: &mut TcpStream,
+    dir: vmshare_proto::nfs3::FileHandle,
+    name: &[u8],
+) -> vmshare_proto::nfs3::FileHandle {
+    let call = vmshare_proto::nfs3::Nfs3Call::Lookup(vmshare_proto::nfs3::DirOpArgs { dir, name });
+    send(s, &nfs_call(2, &call));
+    handle(&recv(s).expect("LOOKUP reply"), "LOOKUP")
+}
+
 /// MNT of `/data` on `s`: the export's root handle.
 pub fn mount_data(s: &mut TcpStream) -> vmshare_proto::nfs3::FileHandle {
     let mut path = Encoder::default();
