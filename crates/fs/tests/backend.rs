@@ -2557,23 +2557,29 @@ fn reload_without_handle_opens_keeps_the_kept_exports_handles() {
 
 /// LINK of a symlink handle links the symlink, never its target: the
 /// target may be a host file outside the export on the same filesystem.
+/// A guest's symlink `s` at the export's root pointing at the tree's
+/// `secret`, outside the export.
+fn symlink_to_secret(b: &FsBackend, c: &Caller<'_>, t: &Tree, root: &FileHandle) -> FileHandle {
+    let target = t.p("secret");
+    b.symlink(
+        c,
+        root,
+        b"s",
+        &Sattr::default(),
+        target.to_str().expect("utf8").as_bytes(),
+    )
+    .expect("symlink")
+    .fh
+    .expect("fh")
+}
+
 #[test]
 fn link_of_a_symlink_never_links_its_target() {
     let t = Tree::new("rv-link-sym");
     let (b, root) = served(&t);
     let cred = root_cred();
     let c = caller(&cred);
-    let l = b
-        .symlink(
-            &c,
-            &root,
-            b"s",
-            &Sattr::default(),
-            t.p("secret").to_str().expect("utf8").as_bytes(),
-        )
-        .expect("symlink")
-        .fh
-        .expect("fh");
+    let l = symlink_to_secret(&b, &c, &t, &root);
     // Linking the link itself is fine; linking its target is not.
     let _ = b.link(&c, &l, &root, b"hard");
     if let Ok(md) = std::fs::symlink_metadata(t.p("export/hard")) {
@@ -2593,17 +2599,7 @@ fn setattr_of_a_symlink_never_reaches_its_target() {
     let cred = root_cred();
     let c = caller(&cred);
     let before = std::fs::metadata(t.p("secret")).expect("stat");
-    let l = b
-        .symlink(
-            &c,
-            &root,
-            b"s",
-            &Sattr::default(),
-            t.p("secret").to_str().expect("utf8").as_bytes(),
-        )
-        .expect("symlink")
-        .fh
-        .expect("fh");
+    let l = symlink_to_secret(&b, &c, &t, &root);
     let a = Sattr {
         mode: Some(0o777),
         atime: SetTime::ClientTime(NfsTime {
