@@ -17,6 +17,11 @@ fn tree(dir: &Path, files: &[(&str, &str)]) {
     }
 }
 
+/// `dir` made whole into the image `img`, with the default size.
+fn build_whole(img: &Path, format: ImageFormat, dir: &Path) -> Result<(), ImageError> {
+    build_image(img, format, &[content(dir, "")], None, &mut |_| {})
+}
+
 fn content(dir: &Path, subdir: &str) -> ImageContent {
     ImageContent {
         host_path: dir.to_path_buf(),
@@ -74,14 +79,7 @@ fn erofs_image_has_the_erofs_magic() {
     let src = t.path().join("src");
     tree(&src, &[("model.bin", "weights")]);
     let img = t.path().join("vol.erofs");
-    build_image(
-        &img,
-        ImageFormat::Erofs,
-        &[content(&src, "")],
-        None,
-        &mut |_| {},
-    )
-    .unwrap();
+    build_whole(&img, ImageFormat::Erofs, &src).unwrap();
     let bytes = fs::read(&img).unwrap();
     assert_eq!(&bytes[1024..1028], &0xE0F5_E1E2u32.to_le_bytes());
 }
@@ -105,13 +103,7 @@ fn an_erofs_image_builds_outside_tmps_filesystem() {
         "/dev/shm/vmshare-erofs-{}.erofs",
         std::process::id()
     ));
-    let r = build_image(
-        &img,
-        ImageFormat::Erofs,
-        &[content(&src, "")],
-        None,
-        &mut |_| {},
-    );
+    let r = build_whole(&img, ImageFormat::Erofs, &src);
     let bytes = fs::read(&img);
     let _ = fs::remove_file(&img);
     r.unwrap();
@@ -182,14 +174,7 @@ fn build_refusals() {
     .unwrap_err();
     assert!(matches!(e, ImageError::TooSmall { .. }), "{e}");
     fs::write(&img, "x").unwrap();
-    let e = build_image(
-        &img,
-        ImageFormat::Ext4,
-        &[content(&src, "")],
-        None,
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let e = build_whole(&img, ImageFormat::Ext4, &src).unwrap_err();
     assert!(
         e.to_string()
             .ends_with("exists; remove it or choose another output"),
@@ -412,14 +397,7 @@ fn ext4_root_is_the_source_directory_and_bad_outputs_are_refused() {
         .set_times(fs::FileTimes::new().set_modified(when).set_accessed(when))
         .unwrap();
     let img = t.path().join("root.ext4");
-    build_image(
-        &img,
-        ImageFormat::Ext4,
-        &[content(&src, "")],
-        None,
-        &mut |_| {},
-    )
-    .unwrap();
+    build_whole(&img, ImageFormat::Ext4, &src).unwrap();
     let out = std::process::Command::new("debugfs")
         .args(["-R", "stat <2>"])
         .arg(&img)
@@ -430,27 +408,13 @@ fn ext4_root_is_the_source_directory_and_bad_outputs_are_refused() {
     assert!(stat.contains("mtime: 0x3c5b2c00"), "{stat}");
 
     let inside = src.join("self.ext4");
-    let e = build_image(
-        &inside,
-        ImageFormat::Ext4,
-        &[content(&src, "")],
-        None,
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let e = build_whole(&inside, ImageFormat::Ext4, &src).unwrap_err();
     assert!(matches!(e, ImageError::OutputInside { .. }), "{e}");
     assert!(!inside.exists());
     let target = t.path().join("elsewhere.ext4");
     let link = t.path().join("link.ext4");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    let e = build_image(
-        &link,
-        ImageFormat::Ext4,
-        &[content(&src, "")],
-        None,
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let e = build_whole(&link, ImageFormat::Ext4, &src).unwrap_err();
     assert!(matches!(e, ImageError::OutputExists(_)), "{e}");
     assert!(!target.exists(), "nothing written through the link");
 }
@@ -466,14 +430,7 @@ fn ext4_images_hold_what_the_directory_holds() {
     let empty = t.path().join("empty");
     fs::create_dir(&empty).unwrap();
     let img = t.path().join("empty.ext4");
-    build_image(
-        &img,
-        ImageFormat::Ext4,
-        &[content(&empty, "")],
-        None,
-        &mut |_| {},
-    )
-    .unwrap();
+    build_whole(&img, ImageFormat::Ext4, &empty).unwrap();
     let debugfs = |img: &Path, request: &str| {
         let out = std::process::Command::new("debugfs")
             .args(["-R", request])
@@ -581,14 +538,7 @@ fn ext4_images_keep_sub_second_times() {
     let _sock = std::os::unix::net::UnixListener::bind(src.join("d/sock")).unwrap();
     set(&src, at(1_600_000_002, 999_999_999));
     let direct = t.path().join("direct.ext4");
-    build_image(
-        &direct,
-        ImageFormat::Ext4,
-        &[content(&src, "")],
-        None,
-        &mut |_| {},
-    )
-    .unwrap();
+    build_whole(&direct, ImageFormat::Ext4, &src).unwrap();
     let packed = t.path().join("packed.ext4");
     build_image(
         &packed,
@@ -631,14 +581,7 @@ fn ext4_images_have_room_for_extended_attributes() {
         }
     }
     let img = t.path().join("x.ext4");
-    build_image(
-        &img,
-        ImageFormat::Ext4,
-        &[content(&src, "")],
-        None,
-        &mut |_| {},
-    )
-    .unwrap();
+    build_whole(&img, ImageFormat::Ext4, &src).unwrap();
     // Far too small: the message gives the least that could work and
     // the default, where it had called the default the need.
     let e = build_image(
@@ -676,14 +619,7 @@ fn ext4_image_times_are_times_the_files_had() {
     .unwrap();
     drop(f);
     let img = t.path().join("t.ext4");
-    build_image(
-        &img,
-        ImageFormat::Ext4,
-        &[content(&src, "")],
-        None,
-        &mut |_| {},
-    )
-    .unwrap();
+    build_whole(&img, ImageFormat::Ext4, &src).unwrap();
     assert_eq!(
         image_time(&img, "/old-atime", "atime"),
         (1_000_000_000, 250_000_000)
