@@ -206,14 +206,7 @@ fn bm002_read_write_live_both_ways() {
         &["run", "-v", &vol(&dir, "/data"), "--", "sh", "-c", script],
         Stdio::null(),
     );
-    let start = Instant::now();
-    while !dir.join("guest.txt").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(240),
-            "guest never wrote guest.txt"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_guest_file(&dir.join("guest.txt"));
     // Seen on the host while the VM still runs.
     assert_eq!(
         std::fs::read_to_string(dir.join("guest.txt")).unwrap(),
@@ -332,14 +325,7 @@ fn single_file_volume_follows_a_file_the_host_replaces() {
         ],
         Stdio::null(),
     );
-    let start = Instant::now();
-    while !sig.join("ready").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(240),
-            "the guest never got ready"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_guest_file(&sig.join("ready"));
     write(&dir.join("app.yaml.tmp"), "second\n");
     std::fs::rename(dir.join("app.yaml.tmp"), dir.join("app.yaml")).unwrap();
     write(&sig.join("go"), "");
@@ -392,16 +378,7 @@ fn single_file_volume_comes_back_after_the_host_removes_it() {
         ],
         Stdio::null(),
     );
-    let wait_for = |name: &str| {
-        let start = Instant::now();
-        while !sig.join(name).exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(240),
-                "the guest never made /sig/{name}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let wait_for = |name: &str| wait_for_guest_file(&sig.join(name));
     wait_for("ready");
     std::fs::remove_file(dir.join("app.yaml")).unwrap();
     write(&sig.join("removed"), "");
@@ -435,14 +412,7 @@ fn an_ignored_sigterm_ends_in_sigkill_and_leaves_no_nfs_files() {
         &["run", "-v", &vol(&dir, "/d"), "--", "sh", "-c", script],
         Stdio::null(),
     );
-    let start = Instant::now();
-    while !dir.join("ready").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(240),
-            "the guest never got ready"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_guest_file(&dir.join("ready"));
     let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let out = common::wait_with_watchdog(child, Duration::from_secs(120));
@@ -631,5 +601,19 @@ fn random_io_through_the_kernel_client_matches_a_model() {
             Some(sha),
             "{name}: bytes on the host"
         );
+    }
+}
+
+/// Waits for the guest to make `path`, for up to 240 s (a guest booting
+/// under TCG on a busy machine).
+fn wait_for_guest_file(path: &std::path::Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "the guest never made {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
