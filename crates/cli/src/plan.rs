@@ -202,7 +202,8 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             })
         })
         .collect::<Result<_, String>>()?;
-    // `vmshare run` creates a missing `-v` source as docker does; the
+    // `vmshare run` creates a missing `-v` source as docker does (and a
+    // writable FILESYSTEM_* one as docker-vm-runner does); the
     // plan is of that run, so it takes them as directories, makes none,
     // and says which.
     let host = volumes::AfterCreating::new(SystemHost, &specs);
@@ -210,9 +211,10 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .into_iter()
         .map(|(s, path)| {
             format!(
-                "{}: {} does not exist; vmshare run creates it as a directory (as docker does for -v), and it is planned as one",
+                "{}: {} does not exist; vmshare run creates it as a directory ({}), and it is planned as one",
                 s.name,
-                path.display()
+                path.display(),
+                volumes::created_like(s).unwrap_or_default()
             )
         })
         .collect();

@@ -417,8 +417,9 @@ fn kept_path(host: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(format!("{base}.vmshare-guest")))
 }
 
-/// docker creates a missing bind source as a directory; so does vmshare
-/// ([`volumes::missing_sources`] says which).
+/// docker creates a missing `-v` source as a directory, docker-vm-runner
+/// a missing writable share; so does vmshare ([`volumes::missing_sources`]
+/// says which).
 fn create_missing_sources(
     specs: &[vmshare_plan::VolumeSpec],
     say: &dyn Fn(&str),
@@ -441,14 +442,15 @@ fn create_missing_sources(
         })?;
         created.0.extend(missing);
         say(&format!(
-            "created missing host directory {} (as docker does for -v)",
-            path.display()
+            "created missing host directory {} ({})",
+            path.display(),
+            volumes::created_like(s).unwrap_or_default()
         ));
     }
     Ok(created)
 }
 
-/// Host directories made for `-v` volumes: removed again (when still
+/// Host directories made for missing sources: removed again (when still
 /// empty) if the run stops before the guest boots, so that a refused run
 /// leaves nothing behind.
 struct Created(Vec<PathBuf>);

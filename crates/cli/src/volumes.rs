@@ -129,17 +129,19 @@ pub(crate) fn read(f: &FrontEnds, cwd: &Path) -> Result<Volumes, Box<dyn Error>>
     Ok(out)
 }
 
-/// The `-v` volumes whose host path does not exist, with that path:
-/// `vmshare run` creates each as a directory before planning, as docker
-/// does for `-v`, and `vmshare plan` plans them as directories (creating
-/// nothing). Only `-v`: docker refuses a `--mount` bind of a missing
-/// source, and the planner does, and does for `FILESYSTEM_*` and OCI
-/// mounts too. Missing, not merely unreachable: `/etc/hosts/` (ENOTDIR)
-/// is the planner's to refuse, saying why.
+/// The `-v` volumes and writable `FILESYSTEM_*` shares whose host path
+/// does not exist, with that path: `vmshare run` creates each as a
+/// directory before planning, as docker does for `-v` and
+/// docker-vm-runner for a share that is not read-only, and `vmshare
+/// plan` plans them as directories (creating nothing). Not the others:
+/// docker refuses a `--mount` bind of a missing source, and the planner
+/// does, and does for OCI mounts and read-only shares too. Missing, not
+/// merely unreachable: `/etc/hosts/` (ENOTDIR) is the planner's to
+/// refuse, saying why.
 pub(crate) fn missing_sources(specs: &[VolumeSpec]) -> Vec<(&VolumeSpec, &Path)> {
     specs
         .iter()
-        .filter(|s| s.name.starts_with("-v "))
+        .filter(|s| created_like(s).is_some())
         .filter_map(|s| match &s.source {
             Source::Host { path, .. } => Some((s, path.as_path())),
             _ => None,
@@ -148,6 +150,18 @@ pub(crate) fn missing_sources(specs: &[VolumeSpec]) -> Vec<(&VolumeSpec, &Path)>
             std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
         })
         .collect()
+}
+
+/// Whose rule it is that a missing source of `spec` is created, for the
+/// messages that say so; `None` when it is not.
+pub(crate) fn created_like(spec: &VolumeSpec) -> Option<&'static str> {
+    if spec.name.starts_with("-v ") {
+        Some("as docker does for -v")
+    } else if spec.name.starts_with("FILESYSTEM") && !spec.readonly {
+        Some("as docker-vm-runner does for a FILESYSTEM_SOURCE that is not read-only")
+    } else {
+        None
+    }
 }
 
 /// The host as `vmshare run` will find it once it has created the

@@ -597,6 +597,49 @@ fn a_missing_v_source_is_planned_as_run_would_create_it() {
     );
 }
 
+/// docker-vm-runner creates a missing `FILESYSTEM_SOURCE` unless the
+/// share is read-only, and takes the tag from its last name when
+/// `FILESYSTEM_TARGET` is unset; `vmshare plan` plans what `vmshare run`
+/// would then do. Both were refused.
+#[test]
+fn a_missing_filesystem_source_is_planned_unless_read_only() {
+    let dir = scratch_dir("plan-missing-env-source");
+    let missing = dir.join("shared");
+    let plan = |readonly: &str| {
+        Command::new(env!("CARGO_BIN_EXE_vmshare"))
+            .env("FILESYSTEM_SOURCE", &missing)
+            .env("FILESYSTEM_READONLY", readonly)
+            .args(["plan", "--from-env", "--vmm", "qemu"])
+            .output()
+            .unwrap()
+    };
+    let out = plan("0");
+    assert_exit(&out, 0);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["plan"]["nfs_exports"][0]["host_path"],
+        missing.to_str().unwrap()
+    );
+    assert_eq!(doc["plan"]["mounts"][0]["target"], "/mnt/shared");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("as docker-vm-runner does for a FILESYSTEM_SOURCE that is not read-only"),
+        "{stderr}"
+    );
+    assert!(
+        !missing.exists(),
+        "vmshare plan created {}",
+        missing.display()
+    );
+    let out = plan("1");
+    assert_exit(&out, 125);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not exist on the host"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Firecracker boots an ELF vmlinux (bzImage support is recent): a
 /// bzImage named as its kernel gets a note saying so, an ELF file none.
 #[test]

@@ -349,12 +349,10 @@ fn check_hint(h: &common::Harness, dir: &std::path::Path, err: &str) {
     std::fs::remove_file(&initrd).unwrap();
 }
 
-/// A docker option vmshare does not have (`--rm`) is an error before
-/// anything boots, exit 125, not the start of CMD (which booted a VM to
-/// fail with "--rm: No such file or directory").
 /// A run refused before boot leaves no host directory behind (a `-v`
-/// source is made only for a run that boots), and a `--mount` bind of a
-/// missing source is an error, as in docker: only `-v` creates one.
+/// source, or a `FILESYSTEM_SOURCE`, is made only for a run that boots),
+/// and a `--mount` bind of a missing source is an error, as in docker:
+/// only `-v` creates one.
 #[test]
 fn refused_runs_leave_nothing_behind() {
     let dir = scratch_dir("refused-runs");
@@ -371,6 +369,7 @@ fn refused_runs_leave_nothing_behind() {
     let b = dir.join("b/deep");
     let image = dir.join("missing.ext4");
     let mount = format!("type=ext4,src={},dst=/d", image.display());
+    let mount_missing_image = mount.clone();
     let cases: [(Vec<String>, &str); 3] = [
         (
             vec![
@@ -411,6 +410,27 @@ fn refused_runs_leave_nothing_behind() {
             "{args:?} left a directory"
         );
     }
+    let share = dir.join("share");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmshare"))
+        .env("VMSHARE_STATE_DIR", dir.join("state"))
+        .env("FILESYSTEM_SOURCE", &share)
+        .args([
+            "run",
+            "--from-env",
+            "--mount",
+            &mount_missing_image,
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&out, 125);
+    assert!(
+        text(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!share.exists(), "a refused run left {}", share.display());
     let missing = dir.join("not-there");
     let out = run(&[
         "--mount",
@@ -425,6 +445,9 @@ fn refused_runs_leave_nothing_behind() {
     assert!(!missing.exists());
 }
 
+/// A docker option vmshare does not have (`--rm`) is an error before
+/// anything boots, exit 125, not the start of CMD (which booted a VM to
+/// fail with "--rm: No such file or directory").
 #[test]
 fn unknown_options_are_refused_before_boot() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmshare"))

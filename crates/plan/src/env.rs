@@ -6,7 +6,9 @@
 //! letters, digits, `_`, `-`, `.`), mounted at `/mnt/TAG` as
 //! docker-vm-runner's cloud-init does; an absolute one is the
 //! guest path and the tag is chosen by the planner. `DRIVER` defaults to
-//! `nfs`, the one transport every VMM has.
+//! `nfs`, the one transport every VMM has. Where docker-vm-runner is
+//! lenient, so is this: no `TARGET` means the source's last name, and a
+//! group with nothing set is skipped.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -64,8 +66,33 @@ where
             .or_default()
             .insert(field.to_string(), v.to_string());
     }
-    groups.iter().map(|(n, fields)| share(*n, fields)).collect()
+    groups
+        .iter()
+        .filter(|(_, fields)| !blank(fields))
+        .map(|(n, fields)| share(*n, fields))
+        .collect()
 }
+
+/// A group that describes no share: docker-vm-runner skips it, so that a
+/// compose file can write `FILESYSTEM2_SOURCE=${SHARE:-}` and leave the
+/// share out by leaving the variable empty. A `_READONLY` that asks for
+/// read-only is enough to make it a share (whose missing source is then
+/// named), as there.
+fn blank(fields: &BTreeMap<String, String>) -> bool {
+    let set = |f: &str| fields.get(f).is_some_and(|v| !v.trim().is_empty());
+    let readonly = fields
+        .get("READONLY")
+        .is_some_and(|v| TRUE_WORDS.contains(&v.trim().to_ascii_lowercase().as_str()));
+    !["SOURCE", "TARGET", "DRIVER", "ACCESSMODE"]
+        .iter()
+        .any(|f| set(f))
+        && !readonly
+}
+
+/// The `_READONLY` values that mean read-only; `FALSE_WORDS` the ones that
+/// do not. Anything else is refused.
+const TRUE_WORDS: &[&str] = &["1", "true", "yes", "on"];
+const FALSE_WORDS: &[&str] = &["0", "false", "no", "off"];
 
 fn share(n: u32, fields: &BTreeMap<String, String>) -> Result<VolumeSpec, PlanError> {
     let prefix = if n == 1 {
@@ -91,12 +118,27 @@ fn share(n: u32, fields: &BTreeMap<String, String>) -> Result<VolumeSpec, PlanEr
             format!("'{source}' is relative; give an absolute host path"),
         ));
     }
-    let target = get("TARGET").ok_or_else(|| {
-        err(
-            "TARGET",
-            "missing; set it to a tag or an absolute guest path".into(),
-        )
-    })?;
+    // Without a TARGET the tag is the source's last name, as
+    // docker-vm-runner derives it: FILESYSTEM_SOURCE=/srv/share is
+    // tagged `share` and mounted at /mnt/share.
+    let derived;
+    let target = match get("TARGET") {
+        Some(t) => t,
+        None => {
+            derived = normalize(Path::new(source))
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            derived.as_deref().ok_or_else(|| {
+                err(
+                    "TARGET",
+                    format!(
+                        "missing, and SOURCE '{source}' has no last name to take as the tag; \
+                         set it to a tag or an absolute guest path"
+                    ),
+                )
+            })?
+        }
+    };
     // docker-vm-runner reads these three with .strip().lower():
     // FILESYSTEM_DRIVER=9P or FILESYSTEM_READONLY=True work there.
     let word = |f: &str| {
@@ -141,8 +183,8 @@ fn share(n: u32, fields: &BTreeMap<String, String>) -> Result<VolumeSpec, PlanEr
         }
     };
     let readonly = match word("READONLY").as_deref().unwrap_or("0") {
-        "1" | "true" | "yes" | "on" => true,
-        "0" | "false" | "no" | "off" => false,
+        w if TRUE_WORDS.contains(&w) => true,
+        w if FALSE_WORDS.contains(&w) => false,
         other => {
             return Err(err(
                 "READONLY",
@@ -160,6 +202,15 @@ fn share(n: u32, fields: &BTreeMap<String, String>) -> Result<VolumeSpec, PlanEr
             && t.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
     };
+    if !target.starts_with('/') && !is_tag(target) && get("TARGET").is_none() {
+        return Err(err(
+            "TARGET",
+            format!(
+                "missing, and SOURCE's last name '{target}' is not a tag (letters, digits, \
+                 '_', '-' and '.'); set it to a tag or an absolute guest path"
+            ),
+        ));
+    }
     if !target.starts_with('/') && !is_tag(target) {
         return Err(err(
             "TARGET",
@@ -180,6 +231,9 @@ fn share(n: u32, fields: &BTreeMap<String, String>) -> Result<VolumeSpec, PlanEr
         tag
     };
     let mut name = format!("{}={source} {}={target}", var("SOURCE"), var("TARGET"));
+    if get("TARGET").is_none() {
+        name.push_str(" (TARGET from SOURCE's name)");
+    }
     if let Some(d) = get("DRIVER") {
         name.push_str(&format!(" {}={d}", var("DRIVER")));
     }

@@ -117,12 +117,23 @@ fn oci_templates_count_the_spec_indexes_even_after_skipping_system_mounts() {
 
 #[test]
 fn env_errors() {
-    let cases: [(&[(&str, &str)], &str); 12] = [
+    let cases: [(&[(&str, &str)], &str); 14] = [
         (
             &[("FILESYSTEM_SOURCE", "share"), ("FILESYSTEM_TARGET", "t")],
             "FILESYSTEM_SOURCE: 'share' is relative",
         ),
-        (&[("FILESYSTEM_SOURCE", "/s")], "FILESYSTEM_TARGET: missing"),
+        (
+            &[("FILESYSTEM_SOURCE", "/")],
+            "FILESYSTEM_TARGET: missing, and SOURCE '/' has no last name",
+        ),
+        (
+            &[("FILESYSTEM_SOURCE", "/srv/my share")],
+            "FILESYSTEM_TARGET: missing, and SOURCE's last name 'my share' is not a tag",
+        ),
+        (
+            &[("FILESYSTEM_READONLY", "1")],
+            "FILESYSTEM_SOURCE: missing",
+        ),
         (
             &[
                 ("FILESYSTEM_SOURCE", "/s"),
@@ -197,6 +208,34 @@ fn env_errors() {
     .unwrap();
     assert_eq!(specs[0].target.as_deref(), Some("/mnt/my.tag-1"));
     assert!(specs[0].readonly);
+}
+
+/// As in docker-vm-runner: without `_TARGET` the tag is the source's last
+/// name, and a group with nothing set (an empty `${VAR:-}` in a compose
+/// file) is no share. Both were errors here.
+#[test]
+fn env_target_from_source_and_empty_groups_skipped() {
+    let specs = env::parse_env([
+        ("FILESYSTEM_SOURCE", "/srv/share/"),
+        ("FILESYSTEM_DRIVER", "9p"),
+        ("FILESYSTEM2_SOURCE", ""),
+        ("FILESYSTEM2_TARGET", " "),
+        ("FILESYSTEM2_READONLY", "0"),
+        ("FILESYSTEM3_READONLY", "no"),
+        ("FILESYSTEM4_SOURCE", "/data"),
+        ("FILESYSTEM4_TARGET", "/in/guest"),
+    ])
+    .unwrap();
+    assert_eq!(specs.len(), 2, "{specs:?}");
+    assert_eq!(specs[0].target.as_deref(), Some("/mnt/share"));
+    assert_eq!(specs[0].tag.as_deref(), Some("share"));
+    assert!(
+        specs[0].name.contains("TARGET from SOURCE's name"),
+        "{}",
+        specs[0].name
+    );
+    assert_eq!(specs[1].target.as_deref(), Some("/in/guest"));
+    assert!(specs[1].name.starts_with("FILESYSTEM4_SOURCE=/data"));
 }
 
 /// docker-vm-runner reads `_DRIVER`, `_ACCESSMODE` and `_READONLY` with
