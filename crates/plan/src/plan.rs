@@ -456,6 +456,7 @@ pub fn plan(
     }
 
     let mut b = Builder::new(config);
+    b.asked = specs.iter().filter_map(|s| s.tag.clone()).collect();
     for (i, ((spec, kind), target)) in specs.iter().zip(&kinds).zip(&targets).enumerate() {
         let location = match target {
             Some(t) => t.clone(),
@@ -900,6 +901,10 @@ struct Builder<'a> {
     /// Where each earlier volume is mounted, for `{{ mount N }}`.
     locations: Vec<String>,
     tags: BTreeSet<String>,
+    /// Every tag a volume asks for, so that a generated `vmshare<N>` never
+    /// takes one that a later volume names (which was then refused as
+    /// "used by another share", a share the user never tagged).
+    asked: BTreeSet<String>,
     /// The packed image's disk index and staging directory, once made.
     packed: Option<(usize, String)>,
 }
@@ -917,6 +922,7 @@ impl<'a> Builder<'a> {
             notes: Vec::new(),
             locations: Vec::new(),
             tags: BTreeSet::new(),
+            asked: BTreeSet::new(),
             packed: None,
         };
         for r in &config.root_disks {
@@ -1282,7 +1288,9 @@ impl<'a> Builder<'a> {
             }
             None => {
                 let mut n = index;
-                while self.tags.contains(&format!("vmshare{n}")) {
+                while self.tags.contains(&format!("vmshare{n}"))
+                    || self.asked.contains(&format!("vmshare{n}"))
+                {
                     n += 1;
                 }
                 format!("vmshare{n}")

@@ -315,6 +315,48 @@ fn long_or_duplicate_tags_are_refused() {
     .is_ok());
 }
 
+/// A share given no tag gets `vmshare<N>`; one that a later share asks
+/// for by name is not taken, so the two do not collide (the later one
+/// was refused as "used by another share"). Two shares asking for one
+/// tag stay refused.
+#[test]
+fn generated_tags_leave_the_asked_ones_alone() {
+    let specs = env::parse_env([
+        ("FILESYSTEM_SOURCE", "/a"),
+        ("FILESYSTEM_TARGET", "/in/a"),
+        ("FILESYSTEM_DRIVER", "9p"),
+        ("FILESYSTEM2_SOURCE", "/b"),
+        ("FILESYSTEM2_TARGET", "vmshare0"),
+        ("FILESYSTEM2_DRIVER", "9p"),
+    ])
+    .unwrap();
+    let p = plan(
+        &specs,
+        &PlanConfig::new(Vmm::Qemu, "/v", "/s"),
+        &ImagesAreFiles,
+    )
+    .unwrap();
+    let tags: Vec<&str> = p.shares.iter().map(|s| s.tag.as_str()).collect();
+    assert_eq!(tags, ["vmshare1", "vmshare0"]);
+    let specs = env::parse_env([
+        ("FILESYSTEM_SOURCE", "/a"),
+        ("FILESYSTEM_TARGET", "t"),
+        ("FILESYSTEM_DRIVER", "9p"),
+        ("FILESYSTEM2_SOURCE", "/b"),
+        ("FILESYSTEM2_TARGET", "t"),
+        ("FILESYSTEM2_DRIVER", "9p"),
+    ])
+    .unwrap();
+    let e = plan(
+        &specs,
+        &PlanConfig::new(Vmm::Qemu, "/v", "/s"),
+        &ImagesAreFiles,
+    )
+    .unwrap_err();
+    // A tag names its mount point too, so this is two mounts on one.
+    assert!(e.to_string().contains("two mounts on /mnt/t"), "{e}");
+}
+
 /// One ext4 image mounted through two disks, one of them writable, would
 /// be corrupted; twice read-only is fine.
 #[test]
