@@ -41,6 +41,41 @@ fn seed_case_append_from_the_vm() {
     assert_eq!(text(&out.stderr), "");
 }
 
+/// `--tmpfs` and `--mount type=tmpfs` reach the guest with their size,
+/// mode and flags, docker's `dirsync` included (it was refused).
+#[test]
+fn tmpfs_volumes_have_their_size_mode_and_flags() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let out = h.vmshare(&[
+        "run",
+        "--tmpfs",
+        "/t:size=1m,mode=1770,noexec,dirsync",
+        "--mount",
+        "type=tmpfs,dst=/u,tmpfs-size=2m",
+        "--",
+        "sh",
+        "-c",
+        "grep -E ' /(t|u) ' /proc/mounts; stat -c %a /t",
+    ]);
+    assert_exit(&out, 0);
+    let stdout = text(&out.stdout);
+    let line = |target: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some(target))
+            .unwrap_or_else(|| panic!("no {target} in {stdout}"))
+            .to_string()
+    };
+    let t = line("/t");
+    for want in ["noexec", "dirsync", "size=1024k", "mode=1770"] {
+        assert!(t.split([' ', ',']).any(|o| o == want), "{want}: {t}");
+    }
+    assert!(line("/u").contains("size=2048k"), "{stdout}");
+    assert_eq!(stdout.lines().last(), Some("1770"), "{stdout}");
+}
+
 /// BM-001: a read-only bind is readable.
 #[test]
 fn bm001_read_only_bind_is_readable() {

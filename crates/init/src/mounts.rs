@@ -115,6 +115,7 @@ fn generic_flags(names: &[String]) -> MountFlags {
             "nodiratime" => MountFlags::NODIRATIME,
             "lazytime" => MountFlags::LAZYTIME,
             "sync" => MountFlags::SYNCHRONOUS,
+            "dirsync" => MountFlags::DIRSYNC,
             _ => MountFlags::empty(),
         }
     })

@@ -19,7 +19,7 @@ use crate::PlanError;
 
 const VOLUME_OPTIONS_HINT: &str =
     "use ro, rw or copy (z, Z, cached, delegated, consistent, nocopy, private and rprivate are accepted and ignored)";
-const MOUNT_KEYS_HINT: &str = "use type, source/src, target/destination/dst, readonly/ro, bind-propagation, volume-nocopy, tmpfs-size, tmpfs-mode or consistency";
+const MOUNT_KEYS_HINT: &str = "use type, source/src, target/destination/dst, readonly/ro, bind-propagation, bind-recursive, volume-nocopy, tmpfs-size, tmpfs-mode or consistency";
 const REFUSED_PROPAGATION: &[&str] = &["shared", "rshared", "slave", "rslave"];
 
 /// The kind of a `-v` option, of which docker takes one each
@@ -177,6 +177,7 @@ pub fn parse_mount(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
     let mut tmpfs_key: Option<String> = None;
     let mut volume_key: Option<String> = None;
     let mut bind_key: Option<String> = None;
+    let mut recursive_readonly = false;
     for field in &fields {
         // docker: "invalid field '' must be a key=value pair".
         if field.is_empty() {
@@ -193,7 +194,7 @@ pub fn parse_mount(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
         match (key, value) {
             (
                 "type" | "source" | "src" | "target" | "destination" | "dst" | "bind-propagation"
-                | "consistency" | "tmpfs-size" | "tmpfs-mode",
+                | "bind-recursive" | "volume-subpath" | "consistency" | "tmpfs-size" | "tmpfs-mode",
                 None,
             ) => return Err(syntax(&name, &format!("{key} needs a value ({key}=...)"))),
             ("type", Some(v)) => kind = v.to_ascii_lowercase(),
@@ -216,6 +217,45 @@ pub fn parse_mount(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
                         ))
                     }
                 }
+            }
+            // The server always serves what is mounted below an export,
+            // read-only when the export is: docker's default (`enabled`),
+            // and `readonly`, which asks for that explicitly.
+            ("bind-recursive", Some(v)) => {
+                bind_key = Some(key.to_string());
+                match v.to_ascii_lowercase().as_str() {
+                    "enabled" => {}
+                    "readonly" => recursive_readonly = true,
+                    "disabled" | "writable" => {
+                        return Err(syntax(
+                            &name,
+                            &format!(
+                                "bind-recursive={v} cannot be served: the guest sees every \
+                                 filesystem mounted below the source, read-only when the \
+                                 volume is; drop it (enabled and readonly are what vmshare does)"
+                            ),
+                        ))
+                    }
+                    _ => {
+                        return Err(syntax(
+                            &name,
+                            &format!(
+                                "bind-recursive={v}: use enabled, disabled, writable or readonly"
+                            ),
+                        ))
+                    }
+                }
+            }
+            // docker resolves the subpath inside the volume; here the
+            // server would open it by path on the host, and a guest can
+            // make a volume's directory a symlink between two runs.
+            ("volume-subpath", Some(_)) => {
+                return Err(syntax(
+                    &name,
+                    "volume-subpath is not supported: a guest can replace a directory of its \
+                     volume with a symlink, which the next run's export would follow; mount \
+                     the whole volume and use the subdirectory inside the guest",
+                ))
             }
             ("volume-nocopy", v) => {
                 volume_key = Some(key.to_string());
@@ -255,6 +295,14 @@ pub fn parse_mount(text: &str, cwd: &Path) -> Result<VolumeSpec, PlanError> {
                 &format!("{key} needs type={needs} (this is type={kind}); drop it"),
             ));
         }
+    }
+    // docker: "option 'BindOptions.ReadOnlyForceRecursive' requires
+    // 'ReadOnly' to be set".
+    if recursive_readonly && readonly != Some(true) {
+        return Err(syntax(
+            &name,
+            "bind-recursive=readonly needs readonly; add it, or drop bind-recursive",
+        ));
     }
     if let Some(s) = src {
         refuse_tilde(&name, s)?;
@@ -658,6 +706,13 @@ mod tests {
             }
         );
         assert!(m.readonly);
+        // What vmshare does anyway: submounts served, read-only with the
+        // volume.
+        for recursive in ["bind-recursive=enabled", "readonly,bind-recursive=ReadOnly"] {
+            let text = format!("type=bind,src=/h,dst=/g,{recursive}");
+            let m = parse_mount(&text, &cwd()).unwrap();
+            assert_eq!(m.readonly, recursive.starts_with("readonly"), "{text}");
+        }
         let m = parse_mount("source=vol,target=/v", &cwd()).unwrap();
         assert_eq!(
             m.source,
@@ -813,6 +868,30 @@ mod tests {
             (
                 "type=bind,src=/h,dst=/g,volume-nocopy",
                 "volume-nocopy needs type=volume (this is type=bind)",
+            ),
+            (
+                "type=bind,src=/h,dst=/g,bind-recursive=disabled",
+                "bind-recursive=disabled cannot be served",
+            ),
+            (
+                "type=bind,src=/h,dst=/g,readonly,bind-recursive=writable",
+                "bind-recursive=writable cannot be served",
+            ),
+            (
+                "type=bind,src=/h,dst=/g,bind-recursive=readonly",
+                "bind-recursive=readonly needs readonly",
+            ),
+            (
+                "type=bind,src=/h,dst=/g,bind-recursive=sometimes",
+                "use enabled, disabled, writable or readonly",
+            ),
+            (
+                "type=volume,src=v1,dst=/g,bind-recursive=enabled",
+                "bind-recursive needs type=bind",
+            ),
+            (
+                "type=volume,src=v1,dst=/g,volume-subpath=sub",
+                "volume-subpath is not supported",
             ),
             (
                 "type=volume,src=v1,dst=/g,bind-propagation=rprivate",

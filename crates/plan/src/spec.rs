@@ -146,9 +146,19 @@ pub const GENERIC_FLAGS: &[&str] = &[
     "nodiratime",
     "lazytime",
     "sync",
+    "dirsync",
     "suid",
     "dev",
     "exec",
+    // The defaults, accepted as docker's --tmpfs accepts them: each asks
+    // for what a mount has anyway.
+    "async",
+    "atime",
+    "diratime",
+    "norelatime",
+    "nostrictatime",
+    "nomand",
+    "defaults",
 ];
 
 /// Whether `opt` is something tmpfs takes as data: `size`, `nr_blocks`

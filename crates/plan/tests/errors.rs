@@ -406,6 +406,8 @@ fn tmpfs_options_are_checked_before_boot() {
     };
     assert!(check("/t:size=64m,mode=1777,uid=1000,strictatime,nodiratime,noexec").is_ok());
     assert!(check("/t:size=50%").is_ok());
+    // docker's --tmpfs takes any mount flag: dirsync, and the defaults.
+    assert!(check("/t:dirsync,async,atime,diratime,norelatime,defaults").is_ok());
     // The kernel reads a mode as octal, leading zero or not, and a size
     // with any of memparse's suffixes.
     assert!(check("/t:mode=01777,size=1t").is_ok());
