@@ -24,4 +24,4 @@ if [ "$(id -u)" != 0 ] && [[ " $* " != *" --only vmshare "* ]]; then
 fi
 
 cargo build --release -p vmshare -p vmshare-bench
-exec target/x86_64-unknown-linux-gnu/release/vmshare-bench "$@"
+exec "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/vmshare-bench" "$@"

@@ -15,7 +15,8 @@ set -euo pipefail
 
 repeats=${1:-3}
 root=$(cd "$(dirname "$0")/.." && pwd)
-vmshare=${VMSHARE:-$root/target/x86_64-unknown-linux-gnu/release/vmshare}
+target_dir=$(cd "$root" && realpath -m "${CARGO_TARGET_DIR:-target}")
+vmshare=${VMSHARE:-$target_dir/x86_64-unknown-linux-gnu/release/vmshare}
 if [ ! -x "$vmshare" ]; then
     (cd "$root" && cargo build --release -p vmshare >&2)
 fi

@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh "$@"
 cargo build --release -p vmshare
-install -m 0755 target/x86_64-unknown-linux-gnu/release/vmshare /usr/local/bin/vmshare
+# Where cargo put it: a CARGO_TARGET_DIR in the environment moves it.
+install -m 0755 "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/vmshare" /usr/local/bin/vmshare
 echo "installed /usr/local/bin/vmshare ($(vmshare --version))"

@@ -112,8 +112,11 @@ impl Message {
             "event" => Some(Message::Event(rest.to_string())),
             "error" => Some(Message::Error(rest.to_string())),
             "started" => Some(Message::Started),
-            "exit" => rest.trim().parse().ok().map(Message::Exit),
-            "signal" => rest.trim().parse().ok().map(Message::Signal),
+            // The first field only: fields a later version adds after it
+            // are ignored, as for `resize` (an `exit` or `signal` with one
+            // more had been dropped whole, its status or signal with it).
+            "exit" => first_field(rest)?.parse().ok().map(Message::Exit),
+            "signal" => first_field(rest)?.parse().ok().map(Message::Signal),
             "clock" if rest.trim().is_empty() => Some(Message::ClockAsk),
             "clock" => {
                 let mut fields = rest.split_whitespace();
@@ -133,6 +136,11 @@ impl Message {
             _ => None,
         }
     }
+}
+
+/// A message's first field, if it has one.
+fn first_field(rest: &str) -> Option<&str> {
+    rest.split_whitespace().next()
 }
 
 #[cfg(test)]
@@ -169,6 +177,19 @@ mod tests {
         }
         assert_eq!(Message::decode("exit notanumber"), None);
         assert_eq!(Message::decode("hello"), None);
+    }
+
+    /// Fields past those a side knows are ignored, as for `resize`, so
+    /// that a later version may add some.
+    #[test]
+    fn exit_and_signal_ignore_fields_added_later() {
+        assert_eq!(Message::decode("exit 3 extra"), Some(Message::Exit(3)));
+        assert_eq!(
+            Message::decode("signal 15 group"),
+            Some(Message::Signal(15))
+        );
+        assert_eq!(Message::decode("exit"), None);
+        assert_eq!(Message::decode("signal x 1"), None);
     }
 
     /// A resize is rows then columns; fields a later version may add are
