@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used)]
 //! Golden tests: every input under `tests/golden/` planned and rendered for
-//! every VMM, compared with `<input>.<vmm>.json`. `UPDATE_GOLDEN=1`
+//! every VMM, compared with `<input>.<vmm>.golden.json`. `UPDATE_GOLDEN=1`
 //! rewrites the expected files; review the diff before committing.
 
 use std::path::{Path, PathBuf};
