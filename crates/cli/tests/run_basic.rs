@@ -58,3 +58,35 @@ fn unmountable_volume_names_server_port_and_errno() {
         assert!(error.contains(needle), "{needle:?} missing from: {error}");
     }
 }
+
+/// A guest that writes its serial console without end costs the host a
+/// bounded log, not its disk: QEMU's file chardev has no limit, and the
+/// whole log was read into memory at the end. Past 16 MiB the log is cut
+/// to its last MiB (the timeline says so), and what comes back is at most
+/// that MiB, ending with what the guest wrote last.
+#[test]
+fn a_guest_flooding_its_console_gets_a_bounded_log() {
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let out = h.run(h.guest([
+        "sh",
+        "-c",
+        "yes 0123456789012345678901234567890123456789 | head -c 18000000 > /dev/ttyS0; \
+         echo the-last-line > /dev/ttyS0; exit 5",
+    ]));
+    assert_eq!(out.status, 5, "{:?}", out.errors);
+    assert!(
+        out.timeline
+            .iter()
+            .any(|e| e.text.starts_with("the guest's console passed 16 MiB")),
+        "{:?}",
+        out.timeline
+    );
+    assert!(out.console.len() <= 1 << 20, "{}", out.console.len());
+    assert!(
+        out.console.contains("the-last-line"),
+        "{}",
+        &out.console[out.console.len().saturating_sub(500)..]
+    );
+}

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -187,16 +187,159 @@ pub(crate) fn pump_stdin(
     });
 }
 
-/// Turns control-port lines into messages for the main loop.
-pub(crate) fn pump_control(from: UnixStream, tx: Sender<Message>) -> JoinHandle<()> {
+/// The longest control line taken. The guest writes these lines, and a
+/// guest is not trusted: one that wrote without a newline grew this
+/// process without bound (`BufRead::lines`). Init's own lines are a few
+/// hundred bytes.
+pub(crate) const MAX_CONTROL_LINE: usize = 8 * 1024;
+
+/// Turns control-port lines into messages for the main loop. A line over
+/// [`MAX_CONTROL_LINE`] is read to its end and dropped, and one that is
+/// not UTF-8 is read with replacement characters (it stopped the pump,
+/// and with it the exit status).
+pub(crate) fn pump_control(from: UnixStream, tx: SyncSender<Message>) -> JoinHandle<()> {
     std::thread::spawn(move || {
-        for line in BufReader::new(from).lines() {
-            let Ok(line) = line else { return };
-            if let Some(m) = Message::decode(&line) {
+        let mut reader = BufReader::new(from);
+        let mut line = Vec::new();
+        loop {
+            match read_line_bounded(&mut reader, &mut line, MAX_CONTROL_LINE) {
+                Ok(Line::Whole) => {}
+                Ok(Line::TooLong) => continue,
+                Ok(Line::End) | Err(_) => return,
+            }
+            if let Some(m) = Message::decode(&String::from_utf8_lossy(&line)) {
                 if tx.send(m).is_err() {
                     return;
                 }
             }
         }
     })
+}
+
+/// What [`read_line_bounded`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Line {
+    /// A line, in the buffer without its newline (the last one may have
+    /// none).
+    Whole,
+    /// A line longer than the bound, read to its end and not kept.
+    TooLong,
+    /// The end of the stream.
+    End,
+}
+
+/// Reads one line into `line` (cleared first), holding at most `max`
+/// bytes of it whatever the peer sends.
+pub(crate) fn read_line_bounded(
+    r: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    line.clear();
+    let mut too_long = false;
+    let mut any = false;
+    loop {
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(match (any, too_long) {
+                (false, _) => Line::End,
+                (true, true) => Line::TooLong,
+                (true, false) => Line::Whole,
+            });
+        }
+        any = true;
+        let newline = buf.iter().position(|&b| b == b'\n');
+        let chunk = &buf[..newline.unwrap_or(buf.len())];
+        if !too_long {
+            if line.len() + chunk.len() > max {
+                too_long = true;
+                line.clear();
+            } else {
+                line.extend_from_slice(chunk);
+            }
+        }
+        let used = newline.map_or(buf.len(), |i| i + 1);
+        r.consume(used);
+        if newline.is_some() {
+            return Ok(if too_long { Line::TooLong } else { Line::Whole });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &[u8], max: usize) -> Vec<(Line, String)> {
+        let mut r = std::io::BufReader::with_capacity(4, input);
+        let mut line = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            let l = read_line_bounded(&mut r, &mut line, max).unwrap();
+            if l == Line::End {
+                return out;
+            }
+            out.push((l, String::from_utf8_lossy(&line).into_owned()));
+        }
+    }
+
+    /// A line over the bound is dropped whole, read to its newline, and
+    /// the next one is read as usual, however the reads split them.
+    #[test]
+    fn lines_are_bounded_and_the_stream_goes_on() {
+        let got = lines(b"exit 3\nstarted\n", 8);
+        assert_eq!(
+            got,
+            [
+                (Line::Whole, "exit 3".into()),
+                (Line::Whole, "started".into())
+            ]
+        );
+        let got = lines(b"error 0123456789abcdef\nexit 1\nlast", 8);
+        assert_eq!(
+            got,
+            [
+                (Line::TooLong, String::new()),
+                (Line::Whole, "exit 1".into()),
+                (Line::Whole, "last".into())
+            ]
+        );
+        let got = lines(b"12345678\n123456789", 8);
+        assert_eq!(
+            got,
+            [
+                (Line::Whole, "12345678".into()),
+                (Line::TooLong, String::new())
+            ]
+        );
+        assert!(lines(b"", 8).is_empty());
+    }
+
+    /// A guest that writes one line without end costs the bound, not the
+    /// line: the buffer never holds more than `max` bytes.
+    #[test]
+    fn an_endless_line_is_held_to_the_bound() {
+        let mut endless =
+            std::io::Read::chain(std::io::repeat(b'x').take(10 << 20), &b"\nexit 0\n"[..]);
+        let mut r = BufReader::new(&mut endless);
+        let mut line = Vec::new();
+        assert_eq!(
+            read_line_bounded(&mut r, &mut line, MAX_CONTROL_LINE).unwrap(),
+            Line::TooLong
+        );
+        assert!(
+            line.capacity() <= 2 * MAX_CONTROL_LINE,
+            "{}",
+            line.capacity()
+        );
+        assert_eq!(
+            read_line_bounded(&mut r, &mut line, MAX_CONTROL_LINE).unwrap(),
+            Line::Whole
+        );
+        assert_eq!(line, b"exit 0");
+    }
 }

@@ -141,8 +141,11 @@ impl QemuConfig {
         push("-append".into());
         push(self.cmdline.clone());
         push("-chardev".into());
+        // Appending, so that the runner can cut the log down while QEMU
+        // writes it (`run::cut_console`): QEMU's writes then land at the
+        // new end, not past a hole at the old one.
         push(format!(
-            "file,id=con,path={}",
+            "file,id=con,path={},append=on",
             chardev_path(&self.console_log)
         ));
         push("-serial".into());
@@ -296,7 +299,7 @@ mod tests {
             .collect();
         let joined = args.join(" ");
         assert!(joined.contains("microvm,accel=tcg"));
-        assert!(joined.contains("file,id=con,path=/run/a,,b/c.log"));
+        assert!(joined.contains("file,id=con,path=/run/a,,b/c.log,append=on"));
         assert!(joined.contains("-initrd /run/initrd"));
         assert!(joined.contains("virtserialport,chardev=port0,name=vmshare.stdout,nr=1"));
         assert!(joined.contains("-netdev user,id=net0 -device virtio-net-device,netdev=net0"));

@@ -108,7 +108,7 @@ pub struct GuestOutput {
     pub stderr: Vec<u8>,
     /// Errors reported by the guest init (a volume that did not mount...).
     pub errors: Vec<String>,
-    /// The kernel console (serial) log.
+    /// The end of the kernel console (serial) log: its last MiB at most.
     pub console: String,
     /// Timeline of the run.
     pub timeline: Vec<Event>,
@@ -497,7 +497,9 @@ impl GuestRun {
             }
         };
 
-        let (tx, rx) = mpsc::channel();
+        // Bounded: a guest sending faster than the loop below takes its
+        // messages waits, instead of queueing them here without end.
+        let (tx, rx) = mpsc::sync_channel(256);
         let (out_buf, err_buf) = (
             Arc::new(Mutex::new(Vec::new())),
             Arc::new(Mutex::new(Vec::new())),
@@ -546,6 +548,7 @@ impl GuestRun {
         let mut pipe_told = false;
         let mut exited_at: Option<Instant> = None;
         let mut failure: Option<String> = None;
+        let (mut console_checked, mut console_cut) = (Instant::now(), false);
         let mut handle = |m: Message, timeline: &mut Timeline, started: &mut bool| match m {
             Message::Event(text) => timeline.push(text),
             Message::Started => {
@@ -557,7 +560,11 @@ impl GuestRun {
             }
             Message::Error(text) => {
                 timeline.push(format!("guest error: {text}"));
-                errors.push(text);
+                // Init reports a handful; a guest sending them without end
+                // is held to a number.
+                if errors.len() < MAX_GUEST_ERRORS {
+                    errors.push(text);
+                }
             }
             Message::Exit(code) => status = Some(code),
             Message::Signal(_) | Message::Resize(_) | Message::ClockAsk | Message::Clock { .. } => {
@@ -585,6 +592,17 @@ impl GuestRun {
                 break;
             }
             let now = Instant::now();
+            if now > console_checked + Duration::from_secs(1) {
+                console_checked = now;
+                if matches!(cut_console(&console_log), Ok(true)) && !console_cut {
+                    console_cut = true;
+                    timeline.push(format!(
+                        "the guest's console passed {} MiB; it is cut to its last {} MiB as it goes",
+                        CONSOLE_CAP >> 20,
+                        CONSOLE_KEEP >> 20
+                    ));
+                }
+            }
             if !started && now > boot_deadline {
                 failure = Some(format!(
                     "the guest did not start the command within {} s (boot hung? see the console)",
@@ -682,6 +700,14 @@ impl GuestRun {
             }
         }
         let qemu_status = child.wait().ok();
+        // The control pump may wait for room in the queue: keep taking
+        // messages until every pump has read its stream to the end.
+        while pumps.iter().any(|p| !p.is_finished()) {
+            for m in rx.try_iter() {
+                handle(m, &mut timeline, &mut started);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         for p in pumps {
             let _ = p.join();
         }
@@ -690,7 +716,7 @@ impl GuestRun {
         }
         timeline.push("VM stopped".into());
 
-        let console = std::fs::read_to_string(&console_log).unwrap_or_default();
+        let console = read_tail(&console_log, CONSOLE_KEEP);
         let take = |b: Arc<Mutex<Vec<u8>>>| {
             b.lock()
                 .map(|mut v| std::mem::take(&mut *v))
@@ -885,6 +911,9 @@ struct Timeline {
 }
 
 impl Timeline {
+    /// Every event goes to the hook (`--verbose` prints them as they
+    /// come); the first [`MAX_EVENTS`] are kept. The guest sends most of
+    /// them, and it could send them without end.
     fn push(&mut self, text: String) {
         let e = Event {
             at: self.t0.elapsed(),
@@ -893,8 +922,78 @@ impl Timeline {
         if let Some(h) = self.hook.as_mut() {
             h(&e);
         }
-        self.events.push(e);
+        if self.events.len() < MAX_EVENTS {
+            self.events.push(e);
+        }
     }
+}
+
+/// Timeline events kept in [`GuestOutput::timeline`]; a run has about 30.
+const MAX_EVENTS: usize = 1024;
+/// Guest errors kept in [`GuestOutput::errors`]; a run has at most a few.
+const MAX_GUEST_ERRORS: usize = 64;
+
+/// The console log's size past which it is cut down, checked every
+/// second. A guest writes its serial console as fast as it likes, and
+/// QEMU's file chardev sets no limit: `cat /dev/zero > /dev/ttyS0` in a
+/// guest filled the host's disk, and the log was then read whole into
+/// memory.
+const CONSOLE_CAP: u64 = 16 << 20;
+/// What is kept of the log when it is cut, and read back at the end.
+const CONSOLE_KEEP: u64 = 1 << 20;
+
+/// Cuts the console log to its last [`CONSOLE_KEEP`] bytes, after a line
+/// that says so, once it is over [`CONSOLE_CAP`]; `Ok(true)` if it did.
+/// QEMU appends (`append=on`), so what it writes meanwhile lands after
+/// the cut; a few bytes written between the read and the truncation are
+/// lost with the rest.
+fn cut_console(path: &Path) -> std::io::Result<bool> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(path)?;
+    let len = f.metadata()?.len();
+    if len <= CONSOLE_CAP {
+        return Ok(false);
+    }
+    let kept = tail_bytes(&mut f, len, CONSOLE_KEEP)?;
+    f.set_len(0)?;
+    let mut out = format!(
+        "[vmshare: {} bytes of the guest's console cut here]\n",
+        len - kept.len() as u64
+    )
+    .into_bytes();
+    out.extend_from_slice(&kept);
+    f.write_all(&out)?;
+    Ok(true)
+}
+
+/// The last `max` bytes of a file of `len` bytes, from the start of a line
+/// where one begins within them.
+fn tail_bytes(f: &mut std::fs::File, len: u64, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let from = len.saturating_sub(max);
+    f.seek(SeekFrom::Start(from))?;
+    let mut buf = Vec::new();
+    f.take(max).read_to_end(&mut buf)?;
+    if from > 0 {
+        if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+            buf.drain(..=i);
+        }
+    }
+    Ok(buf)
+}
+
+/// The end of the console log as text: at most `max` bytes, however much
+/// the guest wrote.
+fn read_tail(path: &Path, max: u64) -> String {
+    let tail = std::fs::File::open(path).and_then(|mut f| {
+        let len = f.metadata()?.len();
+        tail_bytes(&mut f, len, max)
+    });
+    tail.map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -950,6 +1049,42 @@ fn prune_consoles(dir: &Path, keep: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Past the cap the log is cut to its last lines, from a line's start,
+    /// after a line saying how much went; under it nothing changes.
+    #[test]
+    fn the_console_log_is_cut_to_its_tail() {
+        let dir = std::env::temp_dir().join(format!("vmshare-console-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("console.log");
+        std::fs::write(&log, "boot\n").unwrap();
+        assert!(!cut_console(&log).unwrap());
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "boot\n");
+        let line = "0123456789abcdef0123456789abcdef0123456789abcdef012345678\n";
+        let mut big = String::new();
+        while (big.len() as u64) <= CONSOLE_CAP {
+            big.push_str(line);
+        }
+        big.push_str("the last line\n");
+        std::fs::write(&log, &big).unwrap();
+        assert!(cut_console(&log).unwrap());
+        let cut = std::fs::read_to_string(&log).unwrap();
+        assert!(cut.len() as u64 <= CONSOLE_KEEP + 100, "{}", cut.len());
+        let (first, rest) = cut.split_once('\n').unwrap();
+        assert!(
+            first.starts_with("[vmshare: ")
+                && first.ends_with("bytes of the guest's console cut here]"),
+            "{first}"
+        );
+        assert!(rest.starts_with(line), "{}", &rest[..80]);
+        assert!(rest.ends_with("the last line\n"));
+        // What is read back is bounded the same way.
+        std::fs::write(&log, &big).unwrap();
+        let back = read_tail(&log, CONSOLE_KEEP);
+        assert!(back.len() as u64 <= CONSOLE_KEEP && back.starts_with(line));
+        assert_eq!(read_tail(&dir.join("none"), CONSOLE_KEEP), "");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// The KVM verdict decides how guests boot: it is never left writable
     /// to others, also where an earlier run under umask 0 made it so.
