@@ -384,9 +384,19 @@ fn sync_copy_volumes(
     for (i, (s, baseline)) in plan.sync_back.iter().zip(baselines).enumerate() {
         let guest = scratch.join(format!("guest{i}"));
         let result = image::extract_ext4(&s.image, &s.subdir, &guest)
-            .map_err(|e| format!("copy volume {}: reading the guest's version: {e}", s.volume))
+            .map_err(|e| {
+                // The image is in the run's directory, removed at exit:
+                // kept beside the host directory, the guest's work is not
+                // lost with it.
+                let kept = kept_path(&s.host_path, ".ext4");
+                let kept = match std::fs::copy(&s.image, &kept) {
+                    Ok(_) => format!("the guest's image is kept as {}", kept.display()),
+                    Err(k) => format!("keeping the guest's image as {} failed too: {k}", kept.display()),
+                };
+                format!("copy volume {}: reading the guest's version: {e}; the host directory is left as it was, and {kept}", s.volume)
+            })
             .and_then(|()| {
-                let kept = kept_path(&s.host_path);
+                let kept = kept_path(&s.host_path, "");
                 sync::sync_back(&s.host_path, &guest, baseline, &kept)
                     .map_err(|e| format!("copy volume {}: {e}", s.volume))
             });
@@ -407,14 +417,15 @@ fn sync_copy_volumes(
     }
 }
 
-/// A free name beside `host` for the guest's version of a copy volume.
-fn kept_path(host: &Path) -> PathBuf {
+/// A free name beside `host` for the guest's version of a copy volume
+/// (`suffix` is `.ext4` for its image, kept when it could not be read).
+fn kept_path(host: &Path, suffix: &str) -> PathBuf {
     let base = host.as_os_str().to_string_lossy();
     let base = base.trim_end_matches('/');
     (1..)
-        .map(|n| PathBuf::from(format!("{base}.vmshare-guest-{n}")))
+        .map(|n| PathBuf::from(format!("{base}.vmshare-guest-{n}{suffix}")))
         .find(|p| std::fs::symlink_metadata(p).is_err())
-        .unwrap_or_else(|| PathBuf::from(format!("{base}.vmshare-guest")))
+        .unwrap_or_else(|| PathBuf::from(format!("{base}.vmshare-guest{suffix}")))
 }
 
 /// docker creates a missing `-v` source as a directory, docker-vm-runner

@@ -66,6 +66,9 @@ pub enum ImageError {
         /// The error.
         source: std::io::Error,
     },
+    /// The extraction cannot be confined on this host.
+    #[error("cannot read an image the guest wrote without Landlock to keep the extraction inside its directory ({0}); Linux 5.13 or later with Landlock enabled is needed")]
+    NoSandbox(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
@@ -770,6 +773,17 @@ fn gather(dir: &Path, contents: &[ImageContent]) -> Result<(), ImageError> {
 
 /// Copies `subdir` of an ext4 image (`""` for all of it) out to `dest`,
 /// which must not exist, with debugfs: no mount, no root needed.
+///
+/// The image is the guest's, and a guest can write any bytes to it.
+/// debugfs's `rdump` writes each entry at "directory/name" and follows
+/// what is there: an image with a symlink `x -> /etc/cron.d/job` and then
+/// a file also named `x` (two entries of one name, which the guest's
+/// kernel never makes but a crafted directory block holds) wrote the
+/// file's contents through the link, as whoever runs vmshare. So debugfs
+/// runs confined by Landlock to writing beneath its staging directory,
+/// and any error it reports fails the extraction: rdump reports a write
+/// it could not make (a full disk, a refused path) and still exits 0,
+/// and a partial tree would have been written back over the host's.
 pub fn extract_ext4(image: &Path, subdir: &str, dest: &Path) -> Result<(), ImageError> {
     if dest.exists() {
         return Err(ImageError::OutputExists(dest.to_path_buf()));
@@ -781,27 +795,37 @@ pub fn extract_ext4(image: &Path, subdir: &str, dest: &Path) -> Result<(), Image
     )));
     std::fs::create_dir_all(&staging.0).map_err(io(format!("creating {}", staging.0.display())))?;
     let from = format!("/{}", subdir.trim_matches('/'));
-    let out = Command::new(find_tool("debugfs", "e2fsprogs")?)
-        .arg("-R")
+    let mut cmd = Command::new(find_tool("debugfs", "e2fsprogs")?);
+    cmd.arg("-R")
         .arg(format!("rdump \"{from}\" \"{}\"", staging.0.display()))
-        .arg(image)
-        .output()
-        .map_err(io("starting debugfs"))?;
+        .arg(image);
+    let out = confined_output(&mut cmd, &staging.0)?;
     // rdump puts the directory itself (or, for "/", its entries) in staging.
     let dumped = if from == "/" {
         staging.0.clone()
     } else {
         staging.0.join(from.rsplit('/').next().unwrap_or(""))
     };
-    if !out.status.success() || !dumped.is_dir() {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // debugfs names itself on its first line; every other line is an error.
+    let complaints: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("debugfs "))
+        .collect();
+    if !out.status.success() || !dumped.is_dir() || !complaints.is_empty() {
+        let mut message = complaints
+            .iter()
+            .take(3)
+            .copied()
+            .collect::<Vec<_>>()
+            .join("; ");
+        if complaints.len() > 3 {
+            message.push_str(&format!(" (and {} more)", complaints.len() - 3));
+        }
         return Err(ImageError::Failed {
             tool: "debugfs",
             status: out.status.to_string(),
-            message: String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-                .to_string(),
+            message,
         });
     }
     std::fs::rename(&dumped, dest).map_err(io(format!("moving to {}", dest.display())))?;
@@ -810,6 +834,39 @@ pub fn extract_ext4(image: &Path, subdir: &str, dest: &Path) -> Result<(), Image
         let _ = std::fs::remove_dir_all(dest.join("lost+found"));
     }
     Ok(())
+}
+
+/// Runs `cmd` to completion from a thread of its own that Landlock allows
+/// to write only beneath `dir` (reading is not restricted); the child
+/// inherits the thread's confinement, the rest of this process keeps its
+/// own rights.
+fn confined_output(cmd: &mut Command, dir: &Path) -> Result<std::process::Output, ImageError> {
+    use landlock::{
+        path_beneath_rules, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, ABI,
+    };
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(|| {
+            // The write rights of the newest ABI this crate knows; a kernel
+            // with fewer enforces those it has (all of which rdump needs
+            // to escape: creating and writing files, making links).
+            let writes = AccessFs::from_write(ABI::V9);
+            let status = Ruleset::default()
+                .handle_access(writes)
+                .and_then(|r| r.create())
+                .and_then(|r| r.add_rules(path_beneath_rules([dir], writes)))
+                .and_then(|r| r.restrict_self())
+                .map_err(|e| ImageError::NoSandbox(e.to_string()))?;
+            if status.ruleset == RulesetStatus::NotEnforced {
+                return Err(ImageError::NoSandbox(
+                    "this kernel does not enforce it".into(),
+                ));
+            }
+            cmd.output().map_err(io("starting debugfs"))
+        });
+        worker
+            .join()
+            .unwrap_or_else(|_| Err(ImageError::NoSandbox("the confined thread failed".into())))
+    })
 }
 
 /// A directory removed when dropped.

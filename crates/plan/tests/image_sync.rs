@@ -629,3 +629,162 @@ fn ext4_image_times_are_times_the_files_had() {
         (1_600_000_000, 500_000_000)
     );
 }
+
+/// An ext4 image as a guest can write it: `link` a symlink to `target`,
+/// then a regular file also named `link` holding `payload` (a name twice
+/// in one directory, which no kernel makes but a crafted directory block
+/// holds). Made with debugfs (a symlink and a file `y`), then `y` renamed
+/// to `link` in the root directory's block by hand.
+fn hostile_image(dir: &Path, target: &Path, payload: &str) -> std::path::PathBuf {
+    let img = dir.join("hostile.ext4");
+    let f = fs::File::create(&img).unwrap();
+    f.set_len(8 << 20).unwrap();
+    let ok = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-b", "4096", "-O", "^metadata_csum"])
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let body = dir.join("payload");
+    fs::write(&body, payload).unwrap();
+    let script = format!(
+        "symlink link {}\nwrite {} y\n",
+        target.display(),
+        body.display()
+    );
+    let mut debugfs = std::process::Command::new("debugfs")
+        .args(["-w", "-f", "-"])
+        .arg(&img)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::{Read, Seek, SeekFrom, Write};
+    debugfs
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(debugfs.wait().unwrap().success());
+    let blocks = std::process::Command::new("debugfs")
+        .args(["-R", "blocks /"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let block: u64 = String::from_utf8_lossy(&blocks.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    let mut dirblock = vec![0u8; 4096];
+    f.seek(SeekFrom::Start(block * 4096)).unwrap();
+    f.read_exact(&mut dirblock).unwrap();
+    // ext4 directory entries: inode (4), record length (2), name length
+    // (1), file type (1), name. `y` becomes `x`... of `link`'s length: the
+    // record of `y` has room, as it runs to the end of the block.
+    let mut off = 0;
+    let mut patched = false;
+    while off + 8 <= dirblock.len() {
+        let rec = u16::from_le_bytes([dirblock[off + 4], dirblock[off + 5]]) as usize;
+        let len = dirblock[off + 6] as usize;
+        if &dirblock[off + 8..off + 8 + len] == b"y" {
+            dirblock[off + 6] = 4;
+            dirblock[off + 8..off + 12].copy_from_slice(b"link");
+            patched = true;
+        }
+        if rec == 0 {
+            break;
+        }
+        off += rec;
+    }
+    assert!(patched, "no entry y in the root directory");
+    f.seek(SeekFrom::Start(block * 4096)).unwrap();
+    f.write_all(&dirblock).unwrap();
+    img
+}
+
+/// A guest's image cannot make the extraction write outside its
+/// directory: the file named like the symlink before it was written
+/// through the link, wherever it pointed, as whoever ran vmshare. The
+/// extraction now fails, saying why, and the link's target is untouched.
+#[test]
+fn a_crafted_image_cannot_write_outside_the_extraction() {
+    let t = tempfile::tempdir().unwrap();
+    let victim = t.path().join("outside").join("victim");
+    fs::create_dir_all(victim.parent().unwrap()).unwrap();
+    fs::write(&victim, "the host's own\n").unwrap();
+    let img = hostile_image(t.path(), &victim, "from the guest\n");
+    let listing = std::process::Command::new("debugfs")
+        .args(["-R", "ls"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&listing.stdout);
+    assert_eq!(names.matches("link").count(), 2, "{names}");
+    let e = extract_ext4(&img, "", &t.path().join("out")).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            ImageError::Failed {
+                tool: "debugfs",
+                ..
+            }
+        ) && e.to_string().contains("Permission denied")
+            && e.to_string().contains("link"),
+        "{e}"
+    );
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "the host's own\n");
+    assert!(!t.path().join("out").exists());
+}
+
+/// rdump exits 0 when it could not write a file (here, no room left), and
+/// the tree it leaves has files cut short or empty; written back, they
+/// replaced the host's. Any error it reports now fails the extraction.
+#[test]
+fn an_extraction_that_runs_out_of_room_fails() {
+    if unsafe_to_mount() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..4 {
+        fs::write(src.join(format!("f{i}")), vec![7u8; 1 << 20]).unwrap();
+    }
+    let img = t.path().join("vol.ext4");
+    build_whole(&img, ImageFormat::Ext4, &src).unwrap();
+    let small = t.path().join("small");
+    fs::create_dir_all(&small).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "vmshare-test"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let e = extract_ext4(&img, "", &small.join("out"));
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    let e = e.unwrap_err().to_string();
+    assert!(e.contains("No space left on device"), "{e}");
+    assert!(
+        e.contains("more)"),
+        "the errors are counted, not all listed: {e}"
+    );
+}
+
+/// Mounting a tmpfs needs root; without it the test says so and passes.
+fn unsafe_to_mount() -> bool {
+    let id = std::process::Command::new("id").arg("-u").output().unwrap();
+    let root = String::from_utf8_lossy(&id.stdout).trim() == "0";
+    if !root {
+        eprintln!("SKIPPED: mounting a small tmpfs needs root");
+    }
+    !root
+}
