@@ -1016,12 +1016,19 @@ fn keep_console(state: &StateDir, log: &Path, run_id: &str) -> PathBuf {
         return log.to_path_buf();
     }
     let kept = dir.join(format!("{run_id}.log"));
-    if std::fs::copy(log, &kept).is_err() {
+    // The owner's alone, as the state directory is: copies took QEMU's
+    // 0644, and the guest may have printed anything.
+    let copy = |from: &Path, to: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::copy(from, to)?;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600))
+    };
+    if copy(log, &kept).is_err() {
         return log.to_path_buf();
     }
     prune_consoles(&dir, KEPT_CONSOLES);
     let tmp = state.path().join(format!(".last-failed-console.{run_id}"));
-    if std::fs::copy(&kept, &tmp).is_ok()
+    if copy(&kept, &tmp).is_ok()
         && std::fs::rename(&tmp, state.path().join("last-failed-console.log")).is_err()
     {
         let _ = std::fs::remove_file(&tmp);

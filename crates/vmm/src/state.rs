@@ -44,12 +44,29 @@ impl StateDir {
     }
 
     /// A state directory at exactly `root` (created if missing).
+    ///
+    /// What it holds is its user's alone: a run's initramfs carries CMD's
+    /// environment (`-e PASSWORD=...`), a copy volume's image a copy of
+    /// the host tree, a console log whatever the guest printed, a named
+    /// volume its data; and a run's port sockets would take a connection
+    /// from anyone who can reach them, in place of QEMU's. All of it was
+    /// world-readable (0755 directories, 0644 files). Directories made
+    /// here are 0700, and `runs`, `volumes` and `failed-consoles`, which
+    /// are vmshare's own, are made so where an earlier version left them
+    /// open. A root given by the user keeps the mode it has.
     pub fn at(root: impl Into<PathBuf>) -> Result<StateDir, VmmError> {
+        use std::os::unix::fs::DirBuilderExt;
         let root = root.into();
-        for sub in ["cache", "runs", "volumes"] {
+        for sub in ["cache", "runs", "volumes", "failed-consoles"] {
             let dir = root.join(sub);
-            std::fs::create_dir_all(&dir)
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
                 .map_err(|e| VmmError::io(format!("creating {}", dir.display()), e))?;
+            if sub != "cache" {
+                private(&dir)?;
+            }
         }
         Ok(StateDir { root })
     }
@@ -145,6 +162,18 @@ fn kill_recorded_qemu(dir: &Path) {
     }
 }
 
+/// Makes `dir` (ours) 0700 if group or others have any access to it.
+fn private(dir: &Path) -> Result<(), VmmError> {
+    use std::os::unix::fs::PermissionsExt;
+    let md =
+        std::fs::metadata(dir).map_err(|e| VmmError::io(format!("stat {}", dir.display()), e))?;
+    if md.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| VmmError::io(format!("chmod 0700 {}", dir.display()), e))?;
+    }
+    Ok(())
+}
+
 /// A process's start time in clock ticks since boot, which tells a live
 /// owner from a recycled pid.
 fn start_time(pid: u32) -> Option<u64> {
@@ -192,6 +221,35 @@ impl Drop for RunDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run's initramfs holds CMD's environment, a copy volume's image a
+    /// copy of the host's tree: no one but the owner may read the state
+    /// directory, also where an earlier version made it 0755.
+    #[test]
+    fn the_state_directory_is_its_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = std::env::temp_dir().join(format!("vmshare-state-mode-{}", std::process::id()));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let state = StateDir::at(tmp.join("new")).unwrap();
+        for sub in ["", "cache", "runs", "volumes", "failed-consoles"] {
+            assert_eq!(mode(&state.path().join(sub)), 0o700, "{sub}");
+        }
+        let old = tmp.join("old");
+        for sub in ["cache", "runs", "volumes"] {
+            std::fs::create_dir_all(old.join(sub)).unwrap();
+            std::fs::set_permissions(old.join(sub), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+        StateDir::at(&old).unwrap();
+        assert_eq!(mode(&old.join("runs")), 0o700);
+        assert_eq!(mode(&old.join("volumes")), 0o700);
+        assert_eq!(mode(&old.join("failed-consoles")), 0o700);
+        // The user's own choices stay: the root, and the shared cache.
+        assert_eq!(mode(&old), 0o755);
+        assert_eq!(mode(&old.join("cache")), 0o755);
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 
     #[test]
     fn stale_runs_are_swept_and_live_ones_kept() {
