@@ -788,3 +788,64 @@ fn unsafe_to_mount() -> bool {
     }
     !root
 }
+
+/// A copy volume's image as a guest can leave it: built by vmshare from a
+/// small tree, then `script` run in debugfs on it (as the guest's root
+/// can write any blocks of its disk).
+fn image_changed_by(dir: &Path, script: &str) -> std::path::PathBuf {
+    let src = dir.join("src");
+    tree(&src, &[("small", "hi\n")]);
+    let img = dir.join("vol.ext4");
+    build_whole(&img, ImageFormat::Ext4, &src).unwrap();
+    let mut debugfs = std::process::Command::new("debugfs")
+        .args(["-w", "-f", "-"])
+        .arg(&img)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    debugfs
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(debugfs.wait().unwrap().success());
+    img
+}
+
+/// A guest's image takes no more room when read back than its size
+/// allows: a 32 MiB image with a sparse file of 4 GiB (rdump writes holes
+/// as zeros: a 1 TiB one filled the host's disk), or with twenty sparse
+/// files of 30 MiB each, fails to extract, at once and saying why, with
+/// nothing left behind.
+#[test]
+fn a_guests_sparse_files_cannot_fill_the_hosts_disk() {
+    let one = "sif small size 0x100000000\n".to_string();
+    let many: String = (0..20)
+        .map(|i| format!("write /dev/null f{i}\nsif f{i} size 0x1e00000\n"))
+        .collect();
+    for (script, limit) in [(one, "in one file"), (many, "bytes;")] {
+        let t = tempfile::tempdir().unwrap();
+        let img = image_changed_by(t.path(), &script);
+        assert!(fs::metadata(&img).unwrap().len() <= 32 << 20);
+        let start = std::time::Instant::now();
+        let e = extract_ext4(&img, "", &t.path().join("out")).unwrap_err();
+        assert!(
+            matches!(&e, ImageError::TooLarge { .. }) && e.to_string().contains(limit),
+            "{e}"
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(30));
+        let left: Vec<_> = fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(!t.path().join("out").exists(), "{left:?}");
+        assert!(
+            left.iter().all(|n| !n.to_string_lossy().contains("rdump")),
+            "{left:?}"
+        );
+    }
+}
