@@ -10,7 +10,8 @@
 //! restores times to the second), and by contents where those match.
 //!
 //! What the extraction cannot carry back: FIFOs, sockets and devices (the
-//! host's stay as they are, made or removed in the guest or not), hard
+//! host's stay as they are, made or removed in the guest or not, unless
+//! the guest put a file, link or directory under their name), hard
 //! links (each name comes back as a file of its own), holes (a sparse
 //! file comes back allocated), and the set-id and sticky bits of entries
 //! whose permissions the guest changed.
@@ -95,30 +96,60 @@ fn same_contents(a: &Path, b: &Path) -> Result<bool, SyncError> {
 /// to another name had both names changed, where the guest had replaced
 /// only one.
 fn replace_file(from: &Path, to: &Path) -> Result<(), SyncError> {
-    let name = to
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = to.with_file_name(format!(".{name}.vmshare-sync"));
-    let _ = std::fs::remove_file(&tmp);
-    std::fs::copy(from, &tmp).map_err(io(format!("writing {}", tmp.display())))?;
+    let dir = to.parent().unwrap_or(Path::new("."));
+    // A short name of its own beside `to`, made new (O_EXCL, which
+    // follows no link): named after the guest's file, one of 250 bytes
+    // gave a name too long, and the write-back stopped halfway.
+    let mut made = None;
+    for n in 0..u32::MAX {
+        let tmp = dir.join(format!(".vmshare-sync-{n}"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => {
+                made = Some((tmp, f));
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(format!("writing {}", tmp.display()))(e)),
+        }
+    }
+    let Some((tmp, out)) = made else {
+        return Err(io(format!("writing into {}", dir.display()))(
+            std::io::ErrorKind::AlreadyExists.into(),
+        ));
+    };
+    let written = fill(from, &tmp, out).and_then(|()| {
+        std::fs::rename(&tmp, to).map_err(io(format!("replacing {}", to.display())))
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Writes `tmp` (open as `out`) as a copy of `from`: its bytes, mode,
+/// times and, as root, owner.
+fn fill(from: &Path, tmp: &Path, mut out: std::fs::File) -> Result<(), SyncError> {
     let md = std::fs::symlink_metadata(from).map_err(io(format!("stat {}", from.display())))?;
+    let mut src = std::fs::File::open(from).map_err(io(format!("reading {}", from.display())))?;
+    std::io::copy(&mut src, &mut out).map_err(io(format!("writing {}", tmp.display())))?;
+    out.set_permissions(md.permissions())
+        .map_err(io(format!("chmod {}", tmp.display())))?;
     let times = std::fs::FileTimes::new()
         .set_accessed(md.accessed().unwrap_or(std::time::SystemTime::UNIX_EPOCH))
         .set_modified(md.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH));
-    let set = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&tmp)
-        .and_then(|f| f.set_times(times));
-    set.map_err(io(format!("setting the times of {}", tmp.display())))?;
+    out.set_times(times)
+        .map_err(io(format!("setting the times of {}", tmp.display())))?;
     // Only root gives a file away; anyone else keeps it as their own.
-    match std::os::unix::fs::lchown(&tmp, Some(md.uid()), Some(md.gid())) {
+    match std::os::unix::fs::fchown(&out, Some(md.uid()), Some(md.gid())) {
         Err(e) if e.kind() != std::io::ErrorKind::PermissionDenied => {
-            return Err(io(format!("chown {}", tmp.display()))(e));
+            Err(io(format!("chown {}", tmp.display()))(e))
         }
-        _ => {}
+        _ => Ok(()),
     }
-    std::fs::rename(&tmp, to).map_err(io(format!("replacing {}", to.display())))
 }
 
 /// What one entry looked like.
@@ -215,13 +246,12 @@ pub fn sync_back(
     // Removals first, deepest paths first, so directories empty out. The
     // extraction (debugfs rdump) leaves out FIFOs, sockets and devices,
     // so their absence says nothing: they stay (a host FIFO the guest
-    // never touched was deleted).
+    // never touched was deleted), unless the guest put something else
+    // under their name (a directory found the FIFO in its way, and the
+    // write-back stopped halfway).
     for (rel, entry) in now.0.iter().rev() {
-        if !is_dumped_kind(entry.kind) {
-            continue;
-        }
         let gone = match theirs.0.get(rel) {
-            None => true,
+            None => is_dumped_kind(entry.kind),
             Some(t) => t.kind != entry.kind,
         };
         if gone {

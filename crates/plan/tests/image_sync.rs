@@ -849,3 +849,52 @@ fn a_guests_sparse_files_cannot_fill_the_hosts_disk() {
         );
     }
 }
+
+/// What a guest could do to a copy volume that made the write-back fail
+/// halfway, with some of the host's files already replaced and removed:
+/// a host FIFO (which the extraction leaves out) replaced by a directory
+/// (creating it found the FIFO in the way), and a file with a name of 250
+/// bytes rewritten (its temporary name, the name with a prefix and a
+/// suffix, was too long).
+#[test]
+fn sync_back_does_not_stop_halfway_on_what_a_guest_can_make() {
+    let t = tempfile::tempdir().unwrap();
+    let host = t.path().join("host");
+    let long = "l".repeat(250);
+    tree(
+        &host,
+        &[("a", "old a"), (&long, "old long"), ("z", "old z")],
+    );
+    let fifo = host.join("p");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let baseline = Snapshot::take(&host).unwrap();
+    let guest = copy_volume_round_trip(t.path(), &host);
+    tree(
+        &guest,
+        &[
+            ("a", "new a"),
+            (&long, "new long"),
+            ("p/inside", "in p"),
+            ("z", "new z"),
+        ],
+    );
+    let report = sync_back(&host, &guest, &baseline, &t.path().join("kept")).unwrap();
+    assert_eq!(report.written, 4, "{report:?}");
+    for (name, body) in [
+        ("a", "new a"),
+        (&long, "new long"),
+        ("p/inside", "in p"),
+        ("z", "new z"),
+    ] {
+        assert_eq!(fs::read_to_string(host.join(name)).unwrap(), body, "{name}");
+    }
+    let names: Vec<_> = fs::read_dir(&host)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 4, "nothing else is left: {names:?}");
+}
