@@ -383,22 +383,31 @@ fn sync_copy_volumes(
     let mut first_error = None;
     for (i, (s, baseline)) in plan.sync_back.iter().zip(baselines).enumerate() {
         let guest = scratch.join(format!("guest{i}"));
+        // The image is in the run's directory, removed at exit: kept
+        // beside the host directory, the guest's work is not lost with it.
+        let keep_image = || {
+            let kept = kept_path(&s.host_path, ".ext4");
+            match std::fs::copy(&s.image, &kept) {
+                Ok(_) => format!("the guest's image is kept as {}", kept.display()),
+                Err(k) => format!(
+                    "keeping the guest's image as {} failed too: {k}",
+                    kept.display()
+                ),
+            }
+        };
         let result = image::extract_ext4(&s.image, &s.subdir, &guest)
             .map_err(|e| {
-                // The image is in the run's directory, removed at exit:
-                // kept beside the host directory, the guest's work is not
-                // lost with it.
-                let kept = kept_path(&s.host_path, ".ext4");
-                let kept = match std::fs::copy(&s.image, &kept) {
-                    Ok(_) => format!("the guest's image is kept as {}", kept.display()),
-                    Err(k) => format!("keeping the guest's image as {} failed too: {k}", kept.display()),
-                };
-                format!("copy volume {}: reading the guest's version: {e}; the host directory is left as it was, and {kept}", s.volume)
+                format!("copy volume {}: reading the guest's version: {e}; the host directory is left as it was, and {}", s.volume, keep_image())
             })
             .and_then(|()| {
                 let kept = kept_path(&s.host_path, "");
-                sync::sync_back(&s.host_path, &guest, baseline, &kept)
-                    .map_err(|e| format!("copy volume {}: {e}", s.volume))
+                sync::sync_back(&s.host_path, &guest, baseline, &kept).map_err(|e| {
+                    if e.guest_version_kept() {
+                        format!("copy volume {}: {e}", s.volume)
+                    } else {
+                        format!("copy volume {}: {e}; {}", s.volume, keep_image())
+                    }
+                })
             });
         match result {
             Ok(r) => say(&format!(

@@ -33,6 +33,21 @@ pub enum SyncError {
         /// Where the guest's version now is.
         kept: PathBuf,
     },
+    /// The write-back failed after it had changed the host directory.
+    #[error("{}: the write-back stopped partway ({source}), so it holds some of the guest's changes and not the others; {}", .host.display(), match .kept_error {
+        None => format!("the guest's whole version is kept in {}; merge them by hand", .kept.display()),
+        Some(why) => format!("keeping the guest's version in {} failed too: {why}", .kept.display()),
+    })]
+    Partial {
+        /// The host directory.
+        host: PathBuf,
+        /// Why it stopped.
+        source: Box<SyncError>,
+        /// Where the guest's version now is.
+        kept: PathBuf,
+        /// Why it could not be kept there, if it could not.
+        kept_error: Option<Box<SyncError>>,
+    },
     /// A file operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -41,6 +56,21 @@ pub enum SyncError {
         /// The error.
         source: std::io::Error,
     },
+}
+
+impl SyncError {
+    /// Whether the guest's version was kept beside the host directory
+    /// (when not, the caller keeps it some other way, or it is lost).
+    pub fn guest_version_kept(&self) -> bool {
+        matches!(
+            self,
+            SyncError::HostChanged { .. }
+                | SyncError::Partial {
+                    kept_error: None,
+                    ..
+                }
+        )
+    }
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SyncError {
@@ -231,10 +261,7 @@ pub fn sync_back(
 ) -> Result<SyncReport, SyncError> {
     let now = Snapshot::take(host)?;
     if let Some(changed) = now.first_difference(baseline) {
-        std::fs::rename(guest, kept).map_err(io(format!(
-            "keeping the guest's version in {}",
-            kept.display()
-        )))?;
+        keep(guest, kept)?;
         return Err(SyncError::HostChanged {
             host: host.to_path_buf(),
             changed: changed.display().to_string(),
@@ -242,6 +269,73 @@ pub fn sync_back(
         });
     }
     let theirs = Snapshot::take(guest)?;
+    // Entries are changed one by one: stopped partway (a full disk, a
+    // file the host made immutable), the host directory is part old, part
+    // new, and the guest's version, in the run's directory, would go with
+    // it at exit.
+    apply(host, guest, &now, &theirs).map_err(|source| SyncError::Partial {
+        host: host.to_path_buf(),
+        source: Box::new(source),
+        kept: kept.to_path_buf(),
+        kept_error: keep(guest, kept).err().map(Box::new),
+    })
+}
+
+/// Moves the guest's version `guest` to `kept`, beside the host
+/// directory: by a rename, or, when that is on another filesystem than
+/// the run's directory (where a rename fails with EXDEV), by a copy.
+fn keep(guest: &Path, kept: &Path) -> Result<(), SyncError> {
+    let what = || format!("keeping the guest's version in {}", kept.display());
+    match std::fs::rename(guest, kept) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {}
+        r => return r.map_err(io(what())),
+    }
+    let tree = Snapshot::take(guest)?;
+    std::fs::create_dir(kept).map_err(io(what()))?;
+    // Parents before children; each directory's mode once it is filled
+    // (one without write permission could not be filled as a user).
+    let mut dirs = vec![(kept.to_path_buf(), guest.to_path_buf())];
+    for (rel, entry) in &tree.0 {
+        let (from, to) = (guest.join(rel), kept.join(rel));
+        match entry.kind {
+            DIR => {
+                std::fs::create_dir(&to).map_err(io(format!("creating {}", to.display())))?;
+                dirs.push((to, from));
+            }
+            LNK => {
+                let target =
+                    std::fs::read_link(&from).map_err(io(format!("reading {}", from.display())))?;
+                std::os::unix::fs::symlink(&target, &to)
+                    .map_err(io(format!("linking {}", to.display())))?;
+            }
+            REG => {
+                let out = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&to)
+                    .map_err(io(format!("writing {}", to.display())))?;
+                fill(&from, &to, out)?;
+            }
+            _ => {}
+        }
+    }
+    for (to, from) in dirs.iter().rev() {
+        let mode = std::fs::symlink_metadata(from)
+            .map_err(io(format!("stat {}", from.display())))?
+            .permissions();
+        std::fs::set_permissions(to, mode).map_err(io(format!("chmod {}", to.display())))?;
+    }
+    Ok(())
+}
+
+/// Makes `host` (whose tree is `now`) equal to `guest` (whose tree is
+/// `theirs`), entry by entry.
+fn apply(
+    host: &Path,
+    guest: &Path,
+    now: &Snapshot,
+    theirs: &Snapshot,
+) -> Result<SyncReport, SyncError> {
     let mut report = SyncReport::default();
     // Removals first, deepest paths first, so directories empty out. The
     // extraction (debugfs rdump) leaves out FIFOs, sockets and devices,

@@ -898,3 +898,85 @@ fn sync_back_does_not_stop_halfway_on_what_a_guest_can_make() {
         .collect();
     assert_eq!(names.len(), 4, "nothing else is left: {names:?}");
 }
+
+/// A write-back that fails partway (here at a host file made immutable,
+/// which even root cannot remove) leaves the host directory part old,
+/// part new; the guest's version was in the run's directory, removed at
+/// exit, and its changes not yet written were lost. It is now kept beside
+/// the host directory, and the error says so.
+#[test]
+fn a_write_back_that_fails_partway_keeps_the_guests_version() {
+    if unsafe_to_mount() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let host = t.path().join("host");
+    tree(&host, &[("0", "fixed"), ("a", "old a"), ("b", "old b")]);
+    let baseline = Snapshot::take(&host).unwrap();
+    let guest = copy_volume_round_trip(t.path(), &host);
+    fs::remove_file(guest.join("0")).unwrap();
+    fs::remove_file(guest.join("b")).unwrap();
+    tree(&guest, &[("a", "new a")]);
+    let chattr = |flag: &str| {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(host.join("0"))
+            .status()
+            .unwrap()
+            .success()
+    };
+    if !chattr("+i") {
+        eprintln!("SKIPPED: chattr +i is not supported here");
+        return;
+    }
+    let kept = t.path().join("kept");
+    let e = sync_back(&host, &guest, &baseline, &kept);
+    assert!(chattr("-i"));
+    let e = e.unwrap_err();
+    assert!(matches!(e, SyncError::Partial { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("partway") && text.contains(&kept.display().to_string()),
+        "{text}"
+    );
+    assert_eq!(fs::read_to_string(kept.join("a")).unwrap(), "new a");
+    assert!(!kept.join("0").exists() && !kept.join("b").exists());
+}
+
+/// The guest's version is kept beside the host directory also when that
+/// is on another filesystem than the run's directory (a rename across
+/// filesystems failed, and the guest's version was lost with the run's
+/// directory).
+#[test]
+fn the_guests_version_is_kept_across_filesystems() {
+    if unsafe_to_mount() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let other = t.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "vmshare-test"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let result = std::panic::catch_unwind(|| {
+        let host = other.join("host");
+        tree(&host, &[("f", "v1"), ("d/g", "g")]);
+        let baseline = Snapshot::take(&host).unwrap();
+        let guest = copy_volume_round_trip(t.path(), &host);
+        tree(&guest, &[("f", "guest version"), ("d/h", "new")]);
+        std::os::unix::fs::symlink("d/h", guest.join("link")).unwrap();
+        fs::write(host.join("f"), "host edit").unwrap();
+        let kept = other.join("host.guest");
+        let e = sync_back(&host, &guest, &baseline, &kept).unwrap_err();
+        assert!(matches!(e, SyncError::HostChanged { .. }), "{e}");
+        assert_eq!(fs::read_to_string(host.join("f")).unwrap(), "host edit");
+        assert_eq!(fs::read_to_string(kept.join("f")).unwrap(), "guest version");
+        assert_eq!(fs::read_to_string(kept.join("d/g")).unwrap(), "g");
+        assert_eq!(fs::read_to_string(kept.join("link")).unwrap(), "new");
+    });
+    let _ = std::process::Command::new("umount").arg(&other).status();
+    result.unwrap();
+}
