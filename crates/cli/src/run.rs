@@ -539,6 +539,11 @@ fn exports(
             // As a bind mount: a change is durable when the program asks
             // (fsync of a file; COMMIT), not after every one.
             sync: false,
+            // The guest's root acts as the directory's owner, root for a
+            // directory root owns (one vmshare made for a missing
+            // source): it made setuid-root programs and 0666 nodes of the
+            // host's disks there, for any host user to run or open.
+            nosuid_nodev: true,
         };
         let prefix = if client.is_ipv4() { 32 } else { 128 };
         out.push(ExportConfig {
