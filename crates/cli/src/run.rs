@@ -214,10 +214,15 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         //
         // On loopback (user networking), QEMU connects for the guest, and
         // so could any user of the host, claiming to be root: only
-        // sockets of this process's user are served. Behind a tap, the
-        // guest's own kernel connects, in a namespace no one else enters.
+        // sockets of this process's user, held by its child QEMU, are
+        // served. Behind a tap, the guest's own kernel connects, in a
+        // namespace no one else enters.
         let limits = vmshare_server::Limits {
             local_peer_uid: tap.is_none().then(|| rustix::process::geteuid().as_raw()),
+            // And of those, only QEMU's (a child of this process): the
+            // guest reaches every port of the host's loopback, another
+            // run's server too, whose uid check its QEMU passes.
+            local_peer_child: tap.is_none(),
             ..vmshare_server::Limits::default()
         };
         let cfg = ServerConfig {
