@@ -818,16 +818,34 @@ fn image_changed_by(dir: &Path, script: &str) -> std::path::PathBuf {
 
 /// A guest's image takes no more room when read back than its size
 /// allows: a 32 MiB image with a sparse file of 4 GiB (rdump writes holes
-/// as zeros: a 1 TiB one filled the host's disk), or with twenty sparse
-/// files of 30 MiB each, fails to extract, at once and saying why, with
-/// nothing left behind.
+/// as zeros: a 1 TiB one filled the host's disk), with twenty sparse
+/// files of 30 MiB each, or with 25,000 names for one empty file (each
+/// comes back as a file, and the write-back holds every name in memory)
+/// fails to extract, at once and saying why, with nothing left behind.
 #[test]
 fn a_guests_sparse_files_cannot_fill_the_hosts_disk() {
     let one = "sif small size 0x100000000\n".to_string();
     let many: String = (0..20)
         .map(|i| format!("write /dev/null f{i}\nsif f{i} size 0x1e00000\n"))
         .collect();
-    for (script, limit) in [(one, "in one file"), (many, "bytes;")] {
+    // In 50 directories of 500 (debugfs's `ln` does not grow a full
+    // directory block: `expand` does; and one directory of 25,000 took
+    // debugfs 13 s to fill).
+    let mut names = "write /dev/null f\n".to_string();
+    for d in 0..50 {
+        names.push_str(&format!("mkdir d{d}\n"));
+        for i in 0..500 {
+            names.push_str(&format!("ln f d{d}/l{i}\n"));
+            if i % 200 == 199 {
+                names.push_str(&format!("expand d{d}\n"));
+            }
+        }
+    }
+    for (script, limit) in [
+        (one, "in one file"),
+        (many, "bytes;"),
+        (names, "files and directories"),
+    ] {
         let t = tempfile::tempdir().unwrap();
         let img = image_changed_by(t.path(), &script);
         assert!(fs::metadata(&img).unwrap().len() <= 32 << 20);
