@@ -129,9 +129,14 @@ fn replace_file(from: &Path, to: &Path) -> Result<(), SyncError> {
     let dir = to.parent().unwrap_or(Path::new("."));
     // A short name of its own beside `to`, made new (O_EXCL, which
     // follows no link): named after the guest's file, one of 250 bytes
-    // gave a name too long, and the write-back stopped halfway.
+    // gave a name too long, and the write-back stopped halfway. Numbered
+    // on from the last one used, not from 0 each time: a guest that
+    // left thousands of names `.vmshare-sync-N` beside thousands of
+    // changed files would have had each of them tried for each file.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut made = None;
-    for n in 0..u32::MAX {
+    for _ in 0..u32::MAX {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = dir.join(format!(".vmshare-sync-{n}"));
         match std::fs::OpenOptions::new()
             .write(true)
