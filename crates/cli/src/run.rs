@@ -214,10 +214,15 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         //
         // On loopback (user networking), QEMU connects for the guest, and
         // so could any user of the host, claiming to be root: only
-        // sockets of this process's user are served. Behind a tap, the
-        // guest's own kernel connects, in a namespace no one else enters.
+        // sockets of this process's user, held by its child QEMU, are
+        // served. Behind a tap, the guest's own kernel connects, in a
+        // namespace no one else enters.
         let limits = vmshare_server::Limits {
             local_peer_uid: tap.is_none().then(|| rustix::process::geteuid().as_raw()),
+            // And of those, only QEMU's (a child of this process): the
+            // guest reaches every port of the host's loopback, another
+            // run's server too, whose uid check its QEMU passes.
+            local_peer_child: tap.is_none(),
             ..vmshare_server::Limits::default()
         };
         let cfg = ServerConfig {
@@ -383,22 +388,31 @@ fn sync_copy_volumes(
     let mut first_error = None;
     for (i, (s, baseline)) in plan.sync_back.iter().zip(baselines).enumerate() {
         let guest = scratch.join(format!("guest{i}"));
+        // The image is in the run's directory, removed at exit: kept
+        // beside the host directory, the guest's work is not lost with it.
+        let keep_image = || {
+            let kept = kept_path(&s.host_path, ".ext4");
+            match std::fs::copy(&s.image, &kept) {
+                Ok(_) => format!("the guest's image is kept as {}", kept.display()),
+                Err(k) => format!(
+                    "keeping the guest's image as {} failed too: {k}",
+                    kept.display()
+                ),
+            }
+        };
         let result = image::extract_ext4(&s.image, &s.subdir, &guest)
             .map_err(|e| {
-                // The image is in the run's directory, removed at exit:
-                // kept beside the host directory, the guest's work is not
-                // lost with it.
-                let kept = kept_path(&s.host_path, ".ext4");
-                let kept = match std::fs::copy(&s.image, &kept) {
-                    Ok(_) => format!("the guest's image is kept as {}", kept.display()),
-                    Err(k) => format!("keeping the guest's image as {} failed too: {k}", kept.display()),
-                };
-                format!("copy volume {}: reading the guest's version: {e}; the host directory is left as it was, and {kept}", s.volume)
+                format!("copy volume {}: reading the guest's version: {e}; the host directory is left as it was, and {}", s.volume, keep_image())
             })
             .and_then(|()| {
                 let kept = kept_path(&s.host_path, "");
-                sync::sync_back(&s.host_path, &guest, baseline, &kept)
-                    .map_err(|e| format!("copy volume {}: {e}", s.volume))
+                sync::sync_back(&s.host_path, &guest, baseline, &kept).map_err(|e| {
+                    if e.guest_version_kept() {
+                        format!("copy volume {}: {e}", s.volume)
+                    } else {
+                        format!("copy volume {}: {e}; {}", s.volume, keep_image())
+                    }
+                })
             });
         match result {
             Ok(r) => say(&format!(
@@ -530,6 +544,11 @@ fn exports(
             // As a bind mount: a change is durable when the program asks
             // (fsync of a file; COMMIT), not after every one.
             sync: false,
+            // The guest's root acts as the directory's owner, root for a
+            // directory root owns (one vmshare made for a missing
+            // source): it made setuid-root programs and 0666 nodes of the
+            // host's disks there, for any host user to run or open.
+            nosuid_nodev: true,
         };
         let prefix = if client.is_ipv4() { 32 } else { 128 };
         out.push(ExportConfig {

@@ -34,6 +34,7 @@ fn read_only_export_refuses_a_read_write_mount_with_erofs() {
                 anongid: 0,
                 secure: false,
                 sync: false,
+                nosuid_nodev: false,
             },
         }],
         single_file: None,

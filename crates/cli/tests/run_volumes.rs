@@ -652,3 +652,50 @@ fn wait_for_guest_file(path: &std::path::Path) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The guest's root acts as the volume's owner, root for a directory root
+/// owns (as one vmshare made for a missing source): it made a setuid-root
+/// program and a 0666 device node (here of /dev/null's numbers; one of
+/// the host's disk went as well) on the host, for any host user to run or
+/// open, and kept a host setuid program's bit while it rewrote it. As on
+/// a `nosuid,nodev` mount, set-id bits are now dropped (a directory keeps
+/// its set-group-ID, which only passes on its group), device nodes are
+/// refused, and FIFOs are still made.
+#[test]
+fn a_guest_makes_no_setuid_programs_or_device_nodes_on_the_host() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let Some(h) = common::Harness::new() else {
+        return;
+    };
+    let dir = scratch_dir("nosuid");
+    write(&dir.join("old"), "#!/bin/sh\n");
+    std::fs::set_permissions(dir.join("old"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let out = h.vmshare(&[
+        "run",
+        "-v",
+        &vol(&dir, "/v"),
+        "--",
+        "sh",
+        "-c",
+        "cd /v && echo x > s && chmod 4755 s && echo y > g && chmod 2755 g && \
+         mkdir d && chmod 2775 d && echo evil >> old && mkfifo p && \
+         if mknod n c 1 3; then echo made a node; fi",
+    ]);
+    assert_exit(&out, 0);
+    assert!(text(&out.stderr).contains("mknod"), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
+    let mode = |name: &str| std::fs::metadata(dir.join(name)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("s"), 0o755);
+    assert_eq!(mode("g"), 0o755);
+    assert_eq!(mode("d"), 0o2775);
+    assert_eq!(mode("old"), 0o755);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("old")).unwrap(),
+        "#!/bin/sh\nevil\n"
+    );
+    assert!(std::fs::symlink_metadata(dir.join("p"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(std::fs::symlink_metadata(dir.join("n")).is_err());
+}

@@ -617,6 +617,20 @@ fn device(major: u32, minor: u32) -> Result<u64, NfsStat> {
 /// answer, and what knfsd answers: the client sends the rest and meets
 /// the error then. Failing the call instead would report nothing written
 /// for a file that had grown. An error before any byte is the call's.
+/// `mode` without what an export with `nosuid_nodev` never sets:
+/// set-user-ID, and set-group-ID except on a directory (where it only
+/// passes the group on to new entries).
+fn without_setid(opts: &ExportOptions, mode: u32, dir: bool) -> u32 {
+    if !opts.nosuid_nodev {
+        return mode;
+    }
+    let mut mode = mode & !libc::S_ISUID;
+    if !dir {
+        mode &= !libc::S_ISGID;
+    }
+    mode
+}
+
 fn write_most(f: &std::fs::File, data: &[u8], offset: u64) -> std::io::Result<usize> {
     use std::os::unix::fs::FileExt;
     let mut done = 0;
@@ -2365,6 +2379,10 @@ impl Backend for FsBackend {
                 return Err(fail(NfsStat::NotSync));
             }
         }
+        let attrs = &Sattr {
+            mode: attrs.mode.map(|m| without_setid(&n.opts, m, is_dir(&n.st))),
+            ..*attrs
+        };
         let applied = {
             let _g = self.become_(c, &n).map_err(fail)?;
             self.apply_sattr(&n.fd, attrs, self.owns(c, &n).then_some((c, &n)))
@@ -2577,6 +2595,16 @@ impl Backend for FsBackend {
             let _g = self.become_(c, &n).map_err(fail)?;
             self.io_file(c, fh, &n, true).map_err(fail)?
         };
+        // The kernel clears a written file's set-id bits unless the writer
+        // has CAP_FSETID, which this server writing as root has: with
+        // `nosuid_nodev`, a caller acting as root kept a setuid-root
+        // program's bits while it rewrote the program.
+        let mode = st.st_mode & 0o7777;
+        let stripped = without_setid(&n.opts, mode, false);
+        if stripped != mode {
+            rustix::fs::fchmod(&*f, Mode::from_raw_mode(stripped))
+                .map_err(|e| fail(status_rx(e)))?;
+        }
         let done;
         {
             // One WRITE at a time per file: the kernel serialises buffered
@@ -2642,7 +2670,8 @@ impl Backend for FsBackend {
                 CreateHow::Unchecked(a) | CreateHow::Guarded(a) => self.new_owner(c, d, a),
                 CreateHow::Exclusive(_) => Sattr::default(),
             };
-            let mode = Mode::from_raw_mode(attrs.mode.unwrap_or(0o644) & 0o7777);
+            let mode = without_setid(&d.opts, attrs.mode.unwrap_or(0o644), false);
+            let mode = Mode::from_raw_mode(mode & 0o7777);
             // Always exclusive at first, so that what this call made is
             // known, and is what a failure removes again.
             let made = rustix::fs::openat2(&*d.fd, name, base | OFlags::EXCL, mode, beneath());
@@ -2735,7 +2764,8 @@ impl Backend for FsBackend {
         attrs: &Sattr,
     ) -> NfsResult<Created, WccData> {
         let (d, before, ()) = self.dir_op(c, dir, name, |d, name| {
-            let mode = Mode::from_raw_mode(attrs.mode.unwrap_or(0o755) & 0o7777);
+            let mode = without_setid(&d.opts, attrs.mode.unwrap_or(0o755), true);
+            let mode = Mode::from_raw_mode(mode & 0o7777);
             rustix::fs::mkdirat(&*d.fd, name, mode).map_err(status_rx)?;
             // A directory has no size to set: dropped, as knfsd does.
             self.set_new_attrs(
@@ -2796,7 +2826,14 @@ impl Backend for FsBackend {
                 MknodKind::Fifo(a) => (T::Fifo, a, 0),
                 MknodKind::Other(_) => return Err(NfsStat::BadType),
             };
-            let mode = Mode::from_raw_mode(a.mode.unwrap_or(0o644) & 0o7777);
+            // A device node made by a caller acting as root gives whoever
+            // can reach it on the host that device (a 0666 node of the
+            // host's disk): as on a `nodev` mount, only FIFOs and sockets.
+            if d.opts.nosuid_nodev && matches!(t, T::CharacterDevice | T::BlockDevice) {
+                return Err(NfsStat::Perm);
+            }
+            let mode = without_setid(&d.opts, a.mode.unwrap_or(0o644), false);
+            let mode = Mode::from_raw_mode(mode & 0o7777);
             rustix::fs::mknodat(&*d.fd, name, t, mode, dev).map_err(status_rx)?;
             // The owner and times asked for, as for any new object (the
             // mode went to mknodat, and a special file has no size).

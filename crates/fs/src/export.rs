@@ -35,6 +35,14 @@ pub struct ExportOptions {
     /// (the default here, see `docs/server.md`) answers once the host's
     /// filesystem has made it.
     pub sync: bool,
+    /// No set-id programs and no device nodes, as a `nosuid,nodev` mount
+    /// keeps them from counting: a mode asked with set-user-ID (or, on a
+    /// file, set-group-ID) loses it, a WRITE to a set-id file clears its
+    /// bits, and MKNOD of a device is refused. For clients that must not
+    /// hand host users more than they have: a caller the export lets act
+    /// as root otherwise made setuid-root programs and world-writable
+    /// nodes of the host's disks. Not in exports(5); `vmshare run` sets it.
+    pub nosuid_nodev: bool,
 }
 
 impl Default for ExportOptions {
@@ -46,6 +54,7 @@ impl Default for ExportOptions {
             anongid: 65534,
             secure: true,
             sync: false,
+            nosuid_nodev: false,
         }
     }
 }

@@ -385,6 +385,7 @@ fn file_defaults() -> ExportOptions {
         // knfsd's default is `sync`; see `docs/server.md` for why this
         // server's is not.
         sync: false,
+        nosuid_nodev: false,
     }
 }
 
@@ -829,7 +830,8 @@ mod tests {
                 sync: false,
                 anonuid: 1000,
                 anongid: 100,
-                squash: Squash::Root
+                squash: Squash::Root,
+                nosuid_nodev: false,
             }
         );
         assert_eq!(e[2].mount_path, "/srv/long");

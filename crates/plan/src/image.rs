@@ -66,6 +66,14 @@ pub enum ImageError {
         /// The error.
         source: std::io::Error,
     },
+    /// The guest's image wrote out to more than the host gives it.
+    #[error("{}: written out, the guest's version would take more than {limit}; not read back (a sparse file comes back whole, and each name of a hard-linked file as a file of its own)", .image.display())]
+    TooLarge {
+        /// The guest's image.
+        image: PathBuf,
+        /// The limit it went past, in words.
+        limit: String,
+    },
     /// The extraction cannot be confined on this host.
     #[error("cannot read an image the guest wrote without Landlock to keep the extraction inside its directory ({0}); Linux 5.13 or later with Landlock enabled is needed")]
     NoSandbox(String),
@@ -784,6 +792,8 @@ fn gather(dir: &Path, contents: &[ImageContent]) -> Result<(), ImageError> {
 /// and any error it reports fails the extraction: rdump reports a write
 /// it could not make (a full disk, a refused path) and still exits 0,
 /// and a partial tree would have been written back over the host's.
+/// What it writes is bounded by the image's size (see `Budget`): past that
+/// it is stopped and the extraction fails with [`ImageError::TooLarge`].
 pub fn extract_ext4(image: &Path, subdir: &str, dest: &Path) -> Result<(), ImageError> {
     if dest.exists() {
         return Err(ImageError::OutputExists(dest.to_path_buf()));
@@ -799,28 +809,27 @@ pub fn extract_ext4(image: &Path, subdir: &str, dest: &Path) -> Result<(), Image
     cmd.arg("-R")
         .arg(format!("rdump \"{from}\" \"{}\"", staging.0.display()))
         .arg(image);
-    let out = confined_output(&mut cmd, &staging.0)?;
+    let len = std::fs::metadata(image)
+        .map_err(io(format!("stat {}", image.display())))?
+        .len();
+    let out =
+        confined_output(&mut cmd, &staging.0, &Budget::for_image(len)).map_err(|e| match e {
+            Overrun::Limit(limit) => ImageError::TooLarge {
+                image: image.to_path_buf(),
+                limit,
+            },
+            Overrun::Error(e) => e,
+        })?;
     // rdump puts the directory itself (or, for "/", its entries) in staging.
     let dumped = if from == "/" {
         staging.0.clone()
     } else {
         staging.0.join(from.rsplit('/').next().unwrap_or(""))
     };
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // debugfs names itself on its first line; every other line is an error.
-    let complaints: Vec<&str> = stderr
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with("debugfs "))
-        .collect();
-    if !out.status.success() || !dumped.is_dir() || !complaints.is_empty() {
-        let mut message = complaints
-            .iter()
-            .take(3)
-            .copied()
-            .collect::<Vec<_>>()
-            .join("; ");
-        if complaints.len() > 3 {
-            message.push_str(&format!(" (and {} more)", complaints.len() - 3));
+    if !out.status.success() || !dumped.is_dir() || out.complaints > 0 {
+        let mut message = out.first.join("; ");
+        if out.complaints > out.first.len() {
+            message.push_str(&format!(" (and {} more)", out.complaints - out.first.len()));
         }
         return Err(ImageError::Failed {
             tool: "debugfs",
@@ -836,14 +845,98 @@ pub fn extract_ext4(image: &Path, subdir: &str, dest: &Path) -> Result<(), Image
     Ok(())
 }
 
+/// What debugfs may write when it extracts a guest's image of `len`
+/// bytes. The image's size bounds what a guest can store, but not what
+/// rdump writes out: a file's holes come back as zeros (a 32 MiB image
+/// holding a 1 TiB sparse file wrote 5 GB in 20 s, and would have gone
+/// on until the host's disk was full), each name of a hard-linked file
+/// comes back as a file of its own, and a directory linked twice into
+/// its parent, level after level, doubles the tree at each.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// Largest file: no file the guest wrote outgrows its filesystem.
+    file: u64,
+    /// Bytes taken on the staging directory's filesystem, with room for
+    /// the host's own block rounding and for what others write meanwhile.
+    bytes: u64,
+    /// Inodes taken there: vmshare's images have one inode per 4 KiB
+    /// at most, or half as many again as the tree's files, which take
+    /// 4 KiB each; twice that, for hard links (each of whose names comes
+    /// back as a file). Every name is held in memory by the write-back
+    /// after, so the guest must not choose their number: one per 256
+    /// bytes, as a reformatted disk can have, was 40 million names for a
+    /// 10 GiB image.
+    inodes: u64,
+}
+
+impl Budget {
+    fn for_image(len: u64) -> Budget {
+        Budget {
+            file: len,
+            bytes: len.saturating_mul(2).saturating_add(256 << 20),
+            inodes: len / 2048 + 4096,
+        }
+    }
+}
+
+/// Why a confined run stopped early.
+enum Overrun {
+    /// It went past its [`Budget`] (said in words).
+    Limit(String),
+    /// It could not run.
+    Error(ImageError),
+}
+
+impl From<ImageError> for Overrun {
+    fn from(e: ImageError) -> Overrun {
+        Overrun::Error(e)
+    }
+}
+
+/// How a confined debugfs ended: its status and the lines of error
+/// output (every line but the one naming debugfs), of which only the
+/// first few are kept.
+struct Finished {
+    status: std::process::ExitStatus,
+    first: Vec<String>,
+    complaints: usize,
+}
+
 /// Runs `cmd` to completion from a thread of its own that Landlock allows
 /// to write only beneath `dir` (reading is not restricted); the child
 /// inherits the thread's confinement, the rest of this process keeps its
-/// own rights.
-fn confined_output(cmd: &mut Command, dir: &Path) -> Result<std::process::Output, ImageError> {
+/// own rights. It is stopped once it takes more than `budget` allows on
+/// `dir`'s filesystem (measured there as free space and free inodes every
+/// few milliseconds) or writes a file larger than `budget.file` (its
+/// RLIMIT_FSIZE).
+fn confined_output(cmd: &mut Command, dir: &Path, budget: &Budget) -> Result<Finished, Overrun> {
     use landlock::{
         path_beneath_rules, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, ABI,
     };
+    use std::os::unix::process::ExitStatusExt;
+    let file_limit = rustix::process::Rlimit {
+        current: Some(budget.file),
+        maximum: Some(budget.file),
+    };
+    let start =
+        rustix::fs::statvfs(dir).map_err(|e| io(format!("statfs {}", dir.display()))(e.into()))?;
+    // Free blocks, not those available to users: debugfs run as root
+    // goes on into the blocks kept for root once none are left to users,
+    // which the count of available ones, stuck at 0, no longer shows.
+    let taken = |now: &rustix::fs::StatVfs| {
+        (
+            start
+                .f_bfree
+                .saturating_sub(now.f_bfree)
+                .saturating_mul(now.f_frsize),
+            start.f_ffree.saturating_sub(now.f_ffree),
+        )
+    };
+    // Opened for writing before the confinement, which refuses it after.
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .map_err(io("opening /dev/null"))?;
     std::thread::scope(|scope| {
         let worker = scope.spawn(|| {
             // The write rights of the newest ABI this crate knows; a kernel
@@ -857,16 +950,94 @@ fn confined_output(cmd: &mut Command, dir: &Path) -> Result<std::process::Output
                 .and_then(|r| r.restrict_self())
                 .map_err(|e| ImageError::NoSandbox(e.to_string()))?;
             if status.ruleset == RulesetStatus::NotEnforced {
-                return Err(ImageError::NoSandbox(
-                    "this kernel does not enforce it".into(),
-                ));
+                return Err(ImageError::NoSandbox("this kernel does not enforce it".into()).into());
             }
-            cmd.output().map_err(io("starting debugfs"))
+            let mut child = cmd
+                .stdin(Stdio::null())
+                .stdout(null)
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(io("starting debugfs"))?;
+            // Set on the child, as this crate has no unsafe code for a
+            // pre_exec hook: debugfs opens and reads the image before it
+            // writes anything, and the watch below bounds the total anyway.
+            let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+            if let Err(e) =
+                rustix::process::prlimit(pid, rustix::process::Resource::Fsize, file_limit)
+            {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io("limiting debugfs's file size")(e.into()).into());
+            }
+            // Read as it comes (a full pipe would stop debugfs), keeping
+            // a few lines: it writes one per entry it fails on, and the
+            // names in them are the guest's.
+            let stderr = child.stderr.take();
+            let reader = scope.spawn(move || {
+                use std::io::BufRead;
+                let mut first = Vec::new();
+                let mut complaints = 0;
+                let Some(stderr) = stderr else {
+                    return (first, complaints);
+                };
+                let mut lines = std::io::BufReader::new(stderr).split(b'\n');
+                while let Some(Ok(line)) = lines.next() {
+                    let line = String::from_utf8_lossy(&line);
+                    // debugfs names itself on its first line; every other
+                    // line is an error.
+                    if line.trim().is_empty() || line.starts_with("debugfs ") {
+                        continue;
+                    }
+                    complaints += 1;
+                    if first.len() < 3 {
+                        first.push(line.chars().take(1000).collect::<String>());
+                    }
+                }
+                (first, complaints)
+            });
+            let over = loop {
+                // Whether it is done is asked first, and what it took
+                // measured after: a tree written between two looks is
+                // still counted once it has ended.
+                let done = child.try_wait().map_err(io("waiting for debugfs"))?;
+                if let Ok(now) = rustix::fs::statvfs(dir) {
+                    let (bytes, inodes) = taken(&now);
+                    if bytes > budget.bytes {
+                        break Some(format!("{} bytes", budget.bytes));
+                    }
+                    if inodes > budget.inodes {
+                        break Some(format!("{} files and directories", budget.inodes));
+                    }
+                }
+                if let Some(status) = done {
+                    break (status.signal() == Some(libc_sigxfsz()))
+                        .then(|| format!("{} bytes in one file", budget.file));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            if let Some(limit) = over {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = reader.join();
+                return Err(Overrun::Limit(limit));
+            }
+            let status = child.wait().map_err(io("waiting for debugfs"))?;
+            let (first, complaints) = reader.join().unwrap_or_default();
+            Ok(Finished {
+                status,
+                first,
+                complaints,
+            })
         });
-        worker
-            .join()
-            .unwrap_or_else(|_| Err(ImageError::NoSandbox("the confined thread failed".into())))
+        worker.join().unwrap_or_else(|_| {
+            Err(ImageError::NoSandbox("the confined thread failed".into()).into())
+        })
     })
+}
+
+/// SIGXFSZ, which a process gets for writing past its RLIMIT_FSIZE.
+fn libc_sigxfsz() -> i32 {
+    rustix::process::Signal::XFSZ.as_raw()
 }
 
 /// A directory removed when dropped.

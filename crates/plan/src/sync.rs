@@ -10,7 +10,8 @@
 //! restores times to the second), and by contents where those match.
 //!
 //! What the extraction cannot carry back: FIFOs, sockets and devices (the
-//! host's stay as they are, made or removed in the guest or not), hard
+//! host's stay as they are, made or removed in the guest or not, unless
+//! the guest put a file, link or directory under their name), hard
 //! links (each name comes back as a file of its own), holes (a sparse
 //! file comes back allocated), and the set-id and sticky bits of entries
 //! whose permissions the guest changed.
@@ -32,6 +33,21 @@ pub enum SyncError {
         /// Where the guest's version now is.
         kept: PathBuf,
     },
+    /// The write-back failed after it had changed the host directory.
+    #[error("{}: the write-back stopped partway ({source}), so it holds some of the guest's changes and not the others; {}", .host.display(), match .kept_error {
+        None => format!("the guest's whole version is kept in {}; merge them by hand", .kept.display()),
+        Some(why) => format!("keeping the guest's version in {} failed too: {why}", .kept.display()),
+    })]
+    Partial {
+        /// The host directory.
+        host: PathBuf,
+        /// Why it stopped.
+        source: Box<SyncError>,
+        /// Where the guest's version now is.
+        kept: PathBuf,
+        /// Why it could not be kept there, if it could not.
+        kept_error: Option<Box<SyncError>>,
+    },
     /// A file operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -40,6 +56,21 @@ pub enum SyncError {
         /// The error.
         source: std::io::Error,
     },
+}
+
+impl SyncError {
+    /// Whether the guest's version was kept beside the host directory
+    /// (when not, the caller keeps it some other way, or it is lost).
+    pub fn guest_version_kept(&self) -> bool {
+        matches!(
+            self,
+            SyncError::HostChanged { .. }
+                | SyncError::Partial {
+                    kept_error: None,
+                    ..
+                }
+        )
+    }
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SyncError {
@@ -95,30 +126,65 @@ fn same_contents(a: &Path, b: &Path) -> Result<bool, SyncError> {
 /// to another name had both names changed, where the guest had replaced
 /// only one.
 fn replace_file(from: &Path, to: &Path) -> Result<(), SyncError> {
-    let name = to
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = to.with_file_name(format!(".{name}.vmshare-sync"));
-    let _ = std::fs::remove_file(&tmp);
-    std::fs::copy(from, &tmp).map_err(io(format!("writing {}", tmp.display())))?;
+    let dir = to.parent().unwrap_or(Path::new("."));
+    // A short name of its own beside `to`, made new (O_EXCL, which
+    // follows no link): named after the guest's file, one of 250 bytes
+    // gave a name too long, and the write-back stopped halfway. Numbered
+    // on from the last one used, not from 0 each time: a guest that
+    // left thousands of names `.vmshare-sync-N` beside thousands of
+    // changed files would have had each of them tried for each file.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut made = None;
+    for _ in 0..u32::MAX {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".vmshare-sync-{n}"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => {
+                made = Some((tmp, f));
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(format!("writing {}", tmp.display()))(e)),
+        }
+    }
+    let Some((tmp, out)) = made else {
+        return Err(io(format!("writing into {}", dir.display()))(
+            std::io::ErrorKind::AlreadyExists.into(),
+        ));
+    };
+    let written = fill(from, &tmp, out).and_then(|()| {
+        std::fs::rename(&tmp, to).map_err(io(format!("replacing {}", to.display())))
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Writes `tmp` (open as `out`) as a copy of `from`: its bytes, mode,
+/// times and, as root, owner.
+fn fill(from: &Path, tmp: &Path, mut out: std::fs::File) -> Result<(), SyncError> {
     let md = std::fs::symlink_metadata(from).map_err(io(format!("stat {}", from.display())))?;
+    let mut src = std::fs::File::open(from).map_err(io(format!("reading {}", from.display())))?;
+    std::io::copy(&mut src, &mut out).map_err(io(format!("writing {}", tmp.display())))?;
+    out.set_permissions(md.permissions())
+        .map_err(io(format!("chmod {}", tmp.display())))?;
     let times = std::fs::FileTimes::new()
         .set_accessed(md.accessed().unwrap_or(std::time::SystemTime::UNIX_EPOCH))
         .set_modified(md.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH));
-    let set = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&tmp)
-        .and_then(|f| f.set_times(times));
-    set.map_err(io(format!("setting the times of {}", tmp.display())))?;
+    out.set_times(times)
+        .map_err(io(format!("setting the times of {}", tmp.display())))?;
     // Only root gives a file away; anyone else keeps it as their own.
-    match std::os::unix::fs::lchown(&tmp, Some(md.uid()), Some(md.gid())) {
+    match std::os::unix::fs::fchown(&out, Some(md.uid()), Some(md.gid())) {
         Err(e) if e.kind() != std::io::ErrorKind::PermissionDenied => {
-            return Err(io(format!("chown {}", tmp.display()))(e));
+            Err(io(format!("chown {}", tmp.display()))(e))
         }
-        _ => {}
+        _ => Ok(()),
     }
-    std::fs::rename(&tmp, to).map_err(io(format!("replacing {}", to.display())))
 }
 
 /// What one entry looked like.
@@ -200,10 +266,7 @@ pub fn sync_back(
 ) -> Result<SyncReport, SyncError> {
     let now = Snapshot::take(host)?;
     if let Some(changed) = now.first_difference(baseline) {
-        std::fs::rename(guest, kept).map_err(io(format!(
-            "keeping the guest's version in {}",
-            kept.display()
-        )))?;
+        keep(guest, kept)?;
         return Err(SyncError::HostChanged {
             host: host.to_path_buf(),
             changed: changed.display().to_string(),
@@ -211,17 +274,83 @@ pub fn sync_back(
         });
     }
     let theirs = Snapshot::take(guest)?;
+    // Entries are changed one by one: stopped partway (a full disk, a
+    // file the host made immutable), the host directory is part old, part
+    // new, and the guest's version, in the run's directory, would go with
+    // it at exit.
+    apply(host, guest, &now, &theirs).map_err(|source| SyncError::Partial {
+        host: host.to_path_buf(),
+        source: Box::new(source),
+        kept: kept.to_path_buf(),
+        kept_error: keep(guest, kept).err().map(Box::new),
+    })
+}
+
+/// Moves the guest's version `guest` to `kept`, beside the host
+/// directory: by a rename, or, when that is on another filesystem than
+/// the run's directory (where a rename fails with EXDEV), by a copy.
+fn keep(guest: &Path, kept: &Path) -> Result<(), SyncError> {
+    let what = || format!("keeping the guest's version in {}", kept.display());
+    match std::fs::rename(guest, kept) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {}
+        r => return r.map_err(io(what())),
+    }
+    let tree = Snapshot::take(guest)?;
+    std::fs::create_dir(kept).map_err(io(what()))?;
+    // Parents before children; each directory's mode once it is filled
+    // (one without write permission could not be filled as a user).
+    let mut dirs = vec![(kept.to_path_buf(), guest.to_path_buf())];
+    for (rel, entry) in &tree.0 {
+        let (from, to) = (guest.join(rel), kept.join(rel));
+        match entry.kind {
+            DIR => {
+                std::fs::create_dir(&to).map_err(io(format!("creating {}", to.display())))?;
+                dirs.push((to, from));
+            }
+            LNK => {
+                let target =
+                    std::fs::read_link(&from).map_err(io(format!("reading {}", from.display())))?;
+                std::os::unix::fs::symlink(&target, &to)
+                    .map_err(io(format!("linking {}", to.display())))?;
+            }
+            REG => {
+                let out = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&to)
+                    .map_err(io(format!("writing {}", to.display())))?;
+                fill(&from, &to, out)?;
+            }
+            _ => {}
+        }
+    }
+    for (to, from) in dirs.iter().rev() {
+        let mode = std::fs::symlink_metadata(from)
+            .map_err(io(format!("stat {}", from.display())))?
+            .permissions();
+        std::fs::set_permissions(to, mode).map_err(io(format!("chmod {}", to.display())))?;
+    }
+    Ok(())
+}
+
+/// Makes `host` (whose tree is `now`) equal to `guest` (whose tree is
+/// `theirs`), entry by entry.
+fn apply(
+    host: &Path,
+    guest: &Path,
+    now: &Snapshot,
+    theirs: &Snapshot,
+) -> Result<SyncReport, SyncError> {
     let mut report = SyncReport::default();
     // Removals first, deepest paths first, so directories empty out. The
     // extraction (debugfs rdump) leaves out FIFOs, sockets and devices,
     // so their absence says nothing: they stay (a host FIFO the guest
-    // never touched was deleted).
+    // never touched was deleted), unless the guest put something else
+    // under their name (a directory found the FIFO in its way, and the
+    // write-back stopped halfway).
     for (rel, entry) in now.0.iter().rev() {
-        if !is_dumped_kind(entry.kind) {
-            continue;
-        }
         let gone = match theirs.0.get(rel) {
-            None => true,
+            None => is_dumped_kind(entry.kind),
             Some(t) => t.kind != entry.kind,
         };
         if gone {

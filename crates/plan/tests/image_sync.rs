@@ -788,3 +788,242 @@ fn unsafe_to_mount() -> bool {
     }
     !root
 }
+
+/// A copy volume's image as a guest can leave it: built by vmshare from a
+/// small tree, then `script` run in debugfs on it (as the guest's root
+/// can write any blocks of its disk).
+fn image_changed_by(dir: &Path, script: &str) -> std::path::PathBuf {
+    let src = dir.join("src");
+    tree(&src, &[("small", "hi\n")]);
+    let img = dir.join("vol.ext4");
+    build_whole(&img, ImageFormat::Ext4, &src).unwrap();
+    let mut debugfs = std::process::Command::new("debugfs")
+        .args(["-w", "-f", "-"])
+        .arg(&img)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    debugfs
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(debugfs.wait().unwrap().success());
+    img
+}
+
+/// A guest's image takes no more room when read back than its size
+/// allows: a 32 MiB image with a sparse file of 4 GiB (rdump writes holes
+/// as zeros: a 1 TiB one filled the host's disk), with twenty sparse
+/// files of 30 MiB each, or with 25,000 names for one empty file (each
+/// comes back as a file, and the write-back holds every name in memory)
+/// fails to extract, at once and saying why, with nothing left behind.
+#[test]
+fn a_guests_sparse_files_cannot_fill_the_hosts_disk() {
+    let one = "sif small size 0x100000000\n".to_string();
+    let many: String = (0..20)
+        .map(|i| format!("write /dev/null f{i}\nsif f{i} size 0x1e00000\n"))
+        .collect();
+    // In 50 directories of 500 (debugfs's `ln` does not grow a full
+    // directory block: `expand` does; and one directory of 25,000 took
+    // debugfs 13 s to fill).
+    let mut names = "write /dev/null f\n".to_string();
+    for d in 0..50 {
+        names.push_str(&format!("mkdir d{d}\n"));
+        for i in 0..500 {
+            names.push_str(&format!("ln f d{d}/l{i}\n"));
+            if i % 200 == 199 {
+                names.push_str(&format!("expand d{d}\n"));
+            }
+        }
+    }
+    for (script, limit) in [
+        (one, "in one file"),
+        (many, "bytes;"),
+        (names, "files and directories"),
+    ] {
+        let t = tempfile::tempdir().unwrap();
+        let img = image_changed_by(t.path(), &script);
+        assert!(fs::metadata(&img).unwrap().len() <= 32 << 20);
+        let start = std::time::Instant::now();
+        let e = extract_ext4(&img, "", &t.path().join("out")).unwrap_err();
+        assert!(
+            matches!(&e, ImageError::TooLarge { .. }) && e.to_string().contains(limit),
+            "{e}"
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(30));
+        let left: Vec<_> = fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(!t.path().join("out").exists(), "{left:?}");
+        assert!(
+            left.iter().all(|n| !n.to_string_lossy().contains("rdump")),
+            "{left:?}"
+        );
+    }
+}
+
+/// What a guest could do to a copy volume that made the write-back fail
+/// halfway, with some of the host's files already replaced and removed:
+/// a host FIFO (which the extraction leaves out) replaced by a directory
+/// (creating it found the FIFO in the way), and a file with a name of 250
+/// bytes rewritten (its temporary name, the name with a prefix and a
+/// suffix, was too long).
+#[test]
+fn sync_back_does_not_stop_halfway_on_what_a_guest_can_make() {
+    let t = tempfile::tempdir().unwrap();
+    let host = t.path().join("host");
+    let long = "l".repeat(250);
+    tree(
+        &host,
+        &[("a", "old a"), (&long, "old long"), ("z", "old z")],
+    );
+    let fifo = host.join("p");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let baseline = Snapshot::take(&host).unwrap();
+    let guest = copy_volume_round_trip(t.path(), &host);
+    tree(
+        &guest,
+        &[
+            ("a", "new a"),
+            (&long, "new long"),
+            ("p/inside", "in p"),
+            ("z", "new z"),
+        ],
+    );
+    let report = sync_back(&host, &guest, &baseline, &t.path().join("kept")).unwrap();
+    assert_eq!(report.written, 4, "{report:?}");
+    for (name, body) in [
+        ("a", "new a"),
+        (&long, "new long"),
+        ("p/inside", "in p"),
+        ("z", "new z"),
+    ] {
+        assert_eq!(fs::read_to_string(host.join(name)).unwrap(), body, "{name}");
+    }
+    let names: Vec<_> = fs::read_dir(&host)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 4, "nothing else is left: {names:?}");
+}
+
+/// A write-back that fails partway (here at a host file made immutable,
+/// which even root cannot remove) leaves the host directory part old,
+/// part new; the guest's version was in the run's directory, removed at
+/// exit, and its changes not yet written were lost. It is now kept beside
+/// the host directory, and the error says so.
+#[test]
+fn a_write_back_that_fails_partway_keeps_the_guests_version() {
+    if unsafe_to_mount() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let host = t.path().join("host");
+    tree(&host, &[("0", "fixed"), ("a", "old a"), ("b", "old b")]);
+    let baseline = Snapshot::take(&host).unwrap();
+    let guest = copy_volume_round_trip(t.path(), &host);
+    fs::remove_file(guest.join("0")).unwrap();
+    fs::remove_file(guest.join("b")).unwrap();
+    tree(&guest, &[("a", "new a")]);
+    let chattr = |flag: &str| {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(host.join("0"))
+            .status()
+            .unwrap()
+            .success()
+    };
+    if !chattr("+i") {
+        eprintln!("SKIPPED: chattr +i is not supported here");
+        return;
+    }
+    let kept = t.path().join("kept");
+    let e = sync_back(&host, &guest, &baseline, &kept);
+    assert!(chattr("-i"));
+    let e = e.unwrap_err();
+    assert!(matches!(e, SyncError::Partial { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("partway") && text.contains(&kept.display().to_string()),
+        "{text}"
+    );
+    assert_eq!(fs::read_to_string(kept.join("a")).unwrap(), "new a");
+    assert!(!kept.join("0").exists() && !kept.join("b").exists());
+}
+
+/// The guest's version is kept beside the host directory also when that
+/// is on another filesystem than the run's directory (a rename across
+/// filesystems failed, and the guest's version was lost with the run's
+/// directory).
+#[test]
+fn the_guests_version_is_kept_across_filesystems() {
+    if unsafe_to_mount() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let other = t.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "vmshare-test"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let result = std::panic::catch_unwind(|| {
+        let host = other.join("host");
+        tree(&host, &[("f", "v1"), ("d/g", "g")]);
+        let baseline = Snapshot::take(&host).unwrap();
+        let guest = copy_volume_round_trip(t.path(), &host);
+        tree(&guest, &[("f", "guest version"), ("d/h", "new")]);
+        std::os::unix::fs::symlink("d/h", guest.join("link")).unwrap();
+        fs::write(host.join("f"), "host edit").unwrap();
+        let kept = other.join("host.guest");
+        let e = sync_back(&host, &guest, &baseline, &kept).unwrap_err();
+        assert!(matches!(e, SyncError::HostChanged { .. }), "{e}");
+        assert_eq!(fs::read_to_string(host.join("f")).unwrap(), "host edit");
+        assert_eq!(fs::read_to_string(kept.join("f")).unwrap(), "guest version");
+        assert_eq!(fs::read_to_string(kept.join("d/g")).unwrap(), "g");
+        assert_eq!(fs::read_to_string(kept.join("link")).unwrap(), "new");
+    });
+    let _ = std::process::Command::new("umount").arg(&other).status();
+    result.unwrap();
+}
+
+/// The write-back's temporary names are numbered on, not tried from 0 for
+/// each file: a guest that left 3,000 names `.vmshare-sync-N` beside
+/// 3,000 changed files had them all tried for each file, nine million
+/// failed creations (with 500,000 of each, as a 1 GiB image may hold,
+/// it would have run for hours).
+#[test]
+fn a_guests_names_do_not_slow_the_write_back() {
+    let t = tempfile::tempdir().unwrap();
+    let host = t.path().join("host");
+    fs::create_dir_all(&host).unwrap();
+    let n = 3000;
+    for i in 0..n {
+        fs::write(host.join(format!("f{i}")), "old").unwrap();
+    }
+    let baseline = Snapshot::take(&host).unwrap();
+    let guest = t.path().join("guest");
+    fs::create_dir_all(&guest).unwrap();
+    for i in 0..n {
+        fs::write(guest.join(format!("f{i}")), "new!").unwrap();
+        fs::write(guest.join(format!(".vmshare-sync-{i}")), "").unwrap();
+    }
+    let start = std::time::Instant::now();
+    let report = sync_back(&host, &guest, &baseline, &t.path().join("kept")).unwrap();
+    let took = start.elapsed();
+    assert_eq!(report.written, 2 * n, "{report:?}");
+    assert_eq!(fs::read_to_string(host.join("f0")).unwrap(), "new!");
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+}

@@ -134,6 +134,14 @@ pub struct Limits {
     /// the host, who could otherwise mount its exports and claim to be
     /// root. `None`: any peer the exports admit.
     pub local_peer_uid: Option<u32>,
+    /// With `local_peer_uid`: only a local socket that a child process of
+    /// this one holds (`vmshare run`'s QEMU, found by the socket's inode
+    /// among the children's descriptors). QEMU's user networking lets its
+    /// guest reach every port on the host's 127.0.0.1, another run's
+    /// server among them: a guest mounted the volumes of every other
+    /// `vmshare run` of the same user, which its QEMU's socket, of that
+    /// user, passed the uid check for.
+    pub local_peer_child: bool,
 }
 
 impl Default for Limits {
@@ -159,6 +167,7 @@ impl Default for Limits {
                 .max(1),
             follow_cpu: true,
             local_peer_uid: None,
+            local_peer_child: false,
         }
     }
 }
@@ -803,11 +812,13 @@ fn admit(shared: &Shared, peer: SocketAddr) -> bool {
 
 fn start_connection(shared: &Arc<Shared>, role: Role, stream: TcpStream, peer: SocketAddr) {
     if let Some(uid) = shared.limits.local_peer_uid {
-        let owner = stream
+        let socket = stream
             .local_addr()
             .ok()
-            .and_then(|local| peer_socket_owner(peer, local));
-        if owner != Some(uid) {
+            .and_then(|local| peer_socket(peer, local));
+        let owner = socket.map(|(uid, _)| uid);
+        let child = || socket.is_some_and(|(_, inode)| held_by_a_child(inode));
+        if owner != Some(uid) || (shared.limits.local_peer_child && !child()) {
             if let Some(held_back) = shared.log_gates.refused.allow() {
                 warn!(
                     %peer,
@@ -815,7 +826,7 @@ fn start_connection(shared: &Arc<Shared>, role: Role, stream: TcpStream, peer: S
                     expected = uid,
                     held_back,
                     "refusing a connection whose socket is not this server's client's (another \
-                     user of the host, or not local)"
+                     user of the host, another of its programs, or not local)"
                 );
             }
             return;
@@ -889,10 +900,45 @@ fn start_connection(shared: &Arc<Shared>, role: Role, stream: TcpStream, peer: S
     }
 }
 
-/// The uid owning the local socket at `peer` connected to `local`, from
-/// `/proc/net/tcp` (or `tcp6`) of this network namespace; `None` if it is
-/// not a local socket.
-fn peer_socket_owner(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+/// Whether a child process of this one has the socket `inode` open.
+fn held_by_a_child(inode: u64) -> bool {
+    // A socket no longer held by anyone (closed meanwhile) shows inode 0.
+    if inode == 0 {
+        return false;
+    }
+    let me = std::process::id();
+    let want = format!("socket:[{inode}]");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| parent_of(pid) == Some(me))
+        .any(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|fd| {
+                    std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str())
+                })
+        })
+}
+
+/// The parent of process `pid`, from `/proc/PID/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name, in parentheses, may hold spaces and parentheses itself:
+    // the fields are those after the last `)`, state first, then ppid.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The uid owning the local socket at `peer` connected to `local`, and
+/// its inode, from `/proc/net/tcp` (or `tcp6`) of this network namespace;
+/// `None` if it is not a local socket.
+fn peer_socket(peer: SocketAddr, local: SocketAddr) -> Option<(u32, u64)> {
     // The kernel prints addresses as the in-memory words of the network-
     // order address, each as %08X, and ports as %04X.
     fn hex(addr: SocketAddr) -> String {
@@ -929,7 +975,7 @@ fn peer_socket_owner(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
     text.lines().skip(1).find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
         (f.get(1) == Some(&want_local.as_str()) && f.get(2) == Some(&want_remote.as_str()))
-            .then(|| f.get(7).and_then(|u| u.parse().ok()))
+            .then(|| Some((f.get(7)?.parse().ok()?, f.get(9)?.parse().ok()?)))
             .flatten()
     })
 }

@@ -305,6 +305,52 @@ fn only_the_local_peer_uid_is_served_when_asked() {
     }
 }
 
+/// With `local_peer_child` too, only a socket a child process holds is
+/// served: `vmshare run`'s server is for its own QEMU, not for another
+/// run's (of the same user), whose guest reaches the host's loopback too
+/// and mounted this run's volumes. Here the test process itself is the
+/// other program, and a child `bash` connecting with `/dev/tcp` the
+/// server's own.
+#[test]
+fn only_a_child_process_is_served_when_asked() {
+    let me = rustix::process::geteuid().as_raw();
+    let limits = Limits {
+        local_peer_uid: Some(me),
+        local_peer_child: true,
+        ..Limits::default()
+    };
+    let server = start("peer-child", limits);
+    let addr = server.local_addr();
+    let mut s = connect(addr);
+    assert!(is_closed(&mut s), "a program not its child is refused");
+    let request = framed(&call(1, UNKNOWN_PROG, 1, 0, &[]));
+    let mut child = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{port} && head -c {len} >&3 && \
+             timeout 10 head -c 4 <&3 | wc -c",
+            port = addr.port(),
+            len = request.len()
+        ))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("bash");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&request)
+        .expect("request");
+    let out = child.wait_with_output().expect("bash");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "4",
+        "its child is served (a reply's record mark came back)"
+    );
+    server.shutdown();
+}
+
 #[test]
 fn shutdown_is_prompt_with_clients_connected() {
     let server = start("shutdown", Limits::default());

@@ -98,6 +98,7 @@ impl Rootfs {
                     secure: false,
                     // Read-only: nothing to commit.
                     sync: false,
+                    nosuid_nodev: false,
                 },
             }],
             single_file: None,
