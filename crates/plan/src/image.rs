@@ -961,10 +961,20 @@ fn confined_output(cmd: &mut Command, dir: &Path, budget: &Budget) -> Result<Fin
             // Set on the child, as this crate has no unsafe code for a
             // pre_exec hook: debugfs opens and reads the image before it
             // writes anything, and the watch below bounds the total anyway.
-            let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
-            if let Err(e) =
-                rustix::process::prlimit(pid, rustix::process::Resource::Fsize, file_limit)
-            {
+            // Never pid 0, which would be this process.
+            let pid = i32::try_from(child.id())
+                .ok()
+                .and_then(rustix::process::Pid::from_raw);
+            let limited = match pid {
+                Some(pid) => rustix::process::prlimit(
+                    Some(pid),
+                    rustix::process::Resource::Fsize,
+                    file_limit,
+                )
+                .map(|_| ()),
+                None => Err(rustix::io::Errno::SRCH),
+            };
+            if let Err(e) = limited {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(io("limiting debugfs's file size")(e.into()).into());
@@ -1010,8 +1020,13 @@ fn confined_output(cmd: &mut Command, dir: &Path, budget: &Budget) -> Result<Fin
                     }
                 }
                 if let Some(status) = done {
-                    break (status.signal() == Some(libc_sigxfsz()))
-                        .then(|| format!("{} bytes in one file", budget.file));
+                    if status.signal() == Some(libc_sigxfsz()) {
+                        break Some(format!("{} bytes in one file", budget.file));
+                    }
+                    // The watch above sees the whole filesystem, where
+                    // others delete while debugfs writes: the count that
+                    // decides is of what debugfs left, and of nothing else.
+                    break over_budget(dir, budget);
                 }
                 std::thread::sleep(Duration::from_millis(10));
             };
@@ -1033,6 +1048,35 @@ fn confined_output(cmd: &mut Command, dir: &Path, budget: &Budget) -> Result<Fin
             Err(ImageError::NoSandbox("the confined thread failed".into()).into())
         })
     })
+}
+
+/// What the tree under `dir` takes, against `budget`: the limit it goes
+/// past, in words, or `None`. Counted by walking it (allocated blocks,
+/// and entries), stopping as soon as it is over.
+fn over_budget(dir: &Path, budget: &Budget) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let (mut bytes, mut entries) = (0u64, 0u64);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(list) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in list.flatten() {
+            entries += 1;
+            if entries > budget.inodes {
+                return Some(format!("{} files and directories", budget.inodes));
+            }
+            let Ok(md) = e.metadata() else { continue };
+            bytes = bytes.saturating_add(md.blocks().saturating_mul(512));
+            if bytes > budget.bytes {
+                return Some(format!("{} bytes", budget.bytes));
+            }
+            if md.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    None
 }
 
 /// SIGXFSZ, which a process gets for writing past its RLIMIT_FSIZE.

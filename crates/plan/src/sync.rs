@@ -333,6 +333,33 @@ fn keep(guest: &Path, kept: &Path) -> Result<(), SyncError> {
     Ok(())
 }
 
+/// Fails unless every directory between `host` and `host/rel` is one,
+/// not a symlink. The guest's tree cannot name a path through one of its
+/// links (the extraction holds each name once), but on a host filesystem
+/// that folds case, its `A -> /etc` and `a/passwd` are one name there,
+/// and the second was written through the first, as whoever runs
+/// vmshare. Paths are checked by name, with nothing else changing the
+/// host directory meanwhile: its snapshot matched just before.
+fn no_link_on_the_way(host: &Path, rel: &Path) -> Result<(), SyncError> {
+    let mut at = host.to_path_buf();
+    let mut parts = rel.components().peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            break;
+        }
+        at.push(part);
+        let md = std::fs::symlink_metadata(&at).map_err(io(format!("stat {}", at.display())))?;
+        if !md.is_dir() {
+            return Err(io(format!("writing under {}", at.display()))(
+                std::io::Error::other(
+                    "not a directory but a link or a file; refusing to write through it",
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Makes `host` (whose tree is `now`) equal to `guest` (whose tree is
 /// `theirs`), entry by entry.
 fn apply(
@@ -367,6 +394,7 @@ fn apply(
     // Then additions and changes, parents before children.
     for (rel, entry) in &theirs.0 {
         let (from, to) = (guest.join(rel), host.join(rel));
+        no_link_on_the_way(host, rel)?;
         let before = now.0.get(rel).filter(|n| n.kind == entry.kind);
         // Extracted images keep whole seconds only: compare at that grain,
         // and the contents when that says nothing changed (a same-size
@@ -381,7 +409,9 @@ fn apply(
             _ => false,
         };
         match entry.kind {
-            DIR if !to.is_dir() => {
+            // Not `is_dir`, which follows a link: set_permissions below
+            // would have changed the link's target.
+            DIR if !std::fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir()) => {
                 std::fs::create_dir(&to).map_err(io(format!("creating {}", to.display())))?;
             }
             LNK if !same => {
@@ -411,4 +441,31 @@ fn apply(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where the host folds case, a guest's `A -> /etc` and `a/passwd`
+    /// meet in one host name; nothing is written through a link on the
+    /// way (no case-folding filesystem here: the link is made directly).
+    #[test]
+    fn nothing_is_written_through_a_link_on_the_way() {
+        let t = std::env::temp_dir().join(format!("vmshare-sync-link-{}", std::process::id()));
+        let host = t.join("host");
+        std::fs::create_dir_all(host.join("dir")).unwrap();
+        std::fs::create_dir_all(t.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(t.join("elsewhere"), host.join("link")).unwrap();
+        std::fs::write(host.join("file"), "x").unwrap();
+        assert!(no_link_on_the_way(&host, Path::new("dir/f")).is_ok());
+        assert!(no_link_on_the_way(&host, Path::new("top")).is_ok());
+        let e = no_link_on_the_way(&host, Path::new("link/passwd")).unwrap_err();
+        assert!(
+            e.to_string().contains("refusing to write through it"),
+            "{e}"
+        );
+        assert!(no_link_on_the_way(&host, Path::new("file/x")).is_err());
+        std::fs::remove_dir_all(&t).unwrap();
+    }
 }

@@ -855,7 +855,9 @@ fn a_guests_sparse_files_cannot_fill_the_hosts_disk() {
             matches!(&e, ImageError::TooLarge { .. }) && e.to_string().contains(limit),
             "{e}"
         );
-        assert!(start.elapsed() < std::time::Duration::from_secs(30));
+        // Stopped early, not run until the disk is full (generous: CI is
+        // shared, and this is not a measure of speed).
+        assert!(start.elapsed() < std::time::Duration::from_secs(120));
         let left: Vec<_> = fs::read_dir(t.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
