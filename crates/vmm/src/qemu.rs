@@ -7,7 +7,6 @@
 //! no `virtio_mmio.device=` command line support).
 
 use std::ffi::OsString;
-use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -213,7 +212,13 @@ impl QemuConfig {
         stderr_log: &std::path::Path,
         netns: Option<&OwnedFd>,
     ) -> Result<Child, VmmError> {
-        let stderr = File::create(stderr_log)
+        // Appending, as the console log, so that the runner can cut it
+        // down while QEMU writes (a guest can make QEMU complain).
+        // (A run's directory is new: there is nothing to append to.)
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(stderr_log)
             .map_err(|e| VmmError::io(format!("creating {}", stderr_log.display()), e))?;
         let mut cmd = Command::new(&self.binary);
         cmd.args(self.args())

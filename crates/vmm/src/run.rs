@@ -477,7 +477,7 @@ impl GuestRun {
             let _ = child.wait();
             VmmError::Qemu {
                 message: message.to_string(),
-                stderr: std::fs::read_to_string(&qemu_stderr).unwrap_or_default(),
+                stderr: read_tail(&qemu_stderr, QEMU_STDERR_KEEP),
             }
         };
         let streams = match listeners.accept(&mut child, Duration::from_secs(30)) {
@@ -594,6 +594,9 @@ impl GuestRun {
             let now = Instant::now();
             if now > console_checked + Duration::from_secs(1) {
                 console_checked = now;
+                // QEMU's own complaints, which a guest can provoke, are
+                // held to the same bound.
+                let _ = cut_console(&qemu_stderr);
                 if matches!(cut_console(&console_log), Ok(true)) && !console_cut {
                     console_cut = true;
                     timeline.push(format!(
@@ -742,7 +745,7 @@ impl GuestRun {
                     if !errors.is_empty() {
                         m.push_str(&format!("; guest init said: {}", errors.join("; ")));
                     }
-                    let qemu_said = std::fs::read_to_string(&qemu_stderr).unwrap_or_default();
+                    let qemu_said = read_tail(&qemu_stderr, QEMU_STDERR_KEEP);
                     if !qemu_said.trim().is_empty() {
                         m.push_str(&format!("\n--- QEMU stderr ---\n{}", tail(&qemu_said, 10)));
                     }
@@ -941,6 +944,8 @@ const MAX_GUEST_ERRORS: usize = 64;
 const CONSOLE_CAP: u64 = 16 << 20;
 /// What is kept of the log when it is cut, and read back at the end.
 const CONSOLE_KEEP: u64 = 1 << 20;
+/// What is read back of QEMU's stderr for an error message.
+const QEMU_STDERR_KEEP: u64 = 64 << 10;
 
 /// Cuts the console log to its last [`CONSOLE_KEEP`] bytes, after a line
 /// that says so, once it is over [`CONSOLE_CAP`]; `Ok(true)` if it did.
