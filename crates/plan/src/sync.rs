@@ -362,13 +362,104 @@ fn no_link_on_the_way(host: &Path, rel: &Path) -> Result<(), SyncError> {
 
 /// Makes `host` (whose tree is `now`) equal to `guest` (whose tree is
 /// `theirs`), entry by entry.
+///
+/// Run by a user other than root, a directory without write permission
+/// (a Go module cache is all 0555) could be neither emptied nor filled,
+/// and one the guest made read-only, chmodded before its entries were
+/// written, refused them: each such directory is opened (u+wx) for the
+/// write-back and given its mode at the end, the host's own where the
+/// guest left its permissions alone, and the guest's where it changed
+/// them, children before parents.
 fn apply(
     host: &Path,
     guest: &Path,
     now: &Snapshot,
     theirs: &Snapshot,
 ) -> Result<SyncReport, SyncError> {
+    let mut modes = DirModes::default();
+    let result = apply_entries(host, guest, now, theirs, &mut modes);
+    let restored = modes.finish();
+    let report = result?;
+    restored?;
+    Ok(report)
+}
+
+/// Directory modes to set once the write-back is done.
+#[derive(Default)]
+struct DirModes {
+    /// Directories opened for the write-back, with the mode they had.
+    opened: Vec<(PathBuf, u32)>,
+    /// Directories that get the guest's mode, parents before children.
+    final_modes: Vec<(PathBuf, u32)>,
+}
+
+impl DirModes {
+    /// Makes `dir` writable and searchable by its owner, if it is not.
+    /// Its mode goes back in [`finish`](Self::finish).
+    fn open(&mut self, dir: &Path) -> Result<(), SyncError> {
+        // Root too: it would not need the permission, but whether it acts
+        // as root is the thread's filesystem identity, which it cannot ask
+        // cheaply; the mode goes back all the same.
+        if self.opened.iter().any(|(p, _)| p == dir) {
+            return Ok(());
+        }
+        let mode = std::fs::symlink_metadata(dir)
+            .map_err(io(format!("stat {}", dir.display())))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if mode & 0o300 != 0o300 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o700))
+                .map_err(io(format!("chmod u+rwx {}", dir.display())))?;
+            self.opened.push((dir.to_path_buf(), mode));
+        }
+        Ok(())
+    }
+
+    /// Opens `dir` and every directory below it, for a removal of the
+    /// whole tree.
+    fn open_tree(&mut self, dir: &Path) -> Result<(), SyncError> {
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            self.open(&d)?;
+            for e in std::fs::read_dir(&d).map_err(io(format!("reading {}", d.display())))? {
+                let e = e.map_err(io(format!("reading {}", d.display())))?;
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts back the modes of the directories opened (those still there),
+    /// then sets the guest's, children first; the first failure is
+    /// returned, after every mode has been tried.
+    fn finish(self) -> Result<(), SyncError> {
+        let mut first = None;
+        let opened = self.opened.iter().rev();
+        for (dir, mode) in opened.chain(self.final_modes.iter().rev()) {
+            if std::fs::symlink_metadata(dir).is_err() {
+                continue;
+            }
+            if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode)) {
+                first.get_or_insert_with(|| io(format!("chmod {}", dir.display()))(e));
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// What [`apply`] does, with the directories' modes left to `modes`.
+fn apply_entries(
+    host: &Path,
+    guest: &Path,
+    now: &Snapshot,
+    theirs: &Snapshot,
+    modes: &mut DirModes,
+) -> Result<SyncReport, SyncError> {
     let mut report = SyncReport::default();
+    let parent = |p: &Path| p.parent().unwrap_or(host).to_path_buf();
     // Removals first, deepest paths first, so directories empty out. The
     // extraction (debugfs rdump) leaves out FIFOs, sockets and devices,
     // so their absence says nothing: they stay (a host FIFO the guest
@@ -382,7 +473,9 @@ fn apply(
         };
         if gone {
             let p = host.join(rel);
+            modes.open(&parent(&p))?;
             let r = if entry.kind == DIR {
+                modes.open_tree(&p)?;
                 std::fs::remove_dir_all(&p)
             } else {
                 std::fs::remove_file(&p)
@@ -408,13 +501,21 @@ fn apply(
             },
             _ => false,
         };
+        let changes = match entry.kind {
+            // Not `is_dir`, which follows a link: the mode set at the end
+            // would have gone to the link's target.
+            DIR => !std::fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir()),
+            LNK | REG => !same,
+            _ => false,
+        };
+        if changes {
+            modes.open(&parent(&to))?;
+        }
         match entry.kind {
-            // Not `is_dir`, which follows a link: set_permissions below
-            // would have changed the link's target.
-            DIR if !std::fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir()) => {
+            DIR if changes => {
                 std::fs::create_dir(&to).map_err(io(format!("creating {}", to.display())))?;
             }
-            LNK if !same => {
+            LNK if changes => {
                 let target =
                     std::fs::read_link(&from).map_err(io(format!("reading {}", from.display())))?;
                 let _ = std::fs::remove_file(&to);
@@ -422,7 +523,7 @@ fn apply(
                     .map_err(io(format!("linking {}", to.display())))?;
                 report.written += 1;
             }
-            REG if !same => {
+            REG if changes => {
                 replace_file(&from, &to)?;
                 report.written += 1;
             }
@@ -435,7 +536,11 @@ fn apply(
         // 1777 came back 0777): a host entry whose permission bits the
         // guest left alone keeps its mode whole.
         let kept = before.is_some_and(|n| n.mode & 0o777 == entry.mode & 0o777);
-        if !kept {
+        if entry.kind == DIR {
+            if !kept {
+                modes.final_modes.push((to, entry.mode));
+            }
+        } else if !kept {
             std::fs::set_permissions(&to, std::fs::Permissions::from_mode(entry.mode))
                 .map_err(io(format!("chmod {}", to.display())))?;
         }
