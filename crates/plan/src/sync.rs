@@ -17,7 +17,7 @@
 //! whose permissions the guest changed.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Why a sync-back did not happen.
@@ -439,15 +439,31 @@ impl DirModes {
         let mut first = None;
         let opened = self.opened.iter().rev();
         for (dir, mode) in opened.chain(self.final_modes.iter().rev()) {
-            if std::fs::symlink_metadata(dir).is_err() {
+            // Through a descriptor of the directory itself, never by a
+            // path that may now be a link: a directory opened here and
+            // then replaced by the guest's `d -> /etc` would have given
+            // /etc the old directory's mode. Gone or not a directory any
+            // more (removed, replaced), it is left alone.
+            let Ok(d) = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc_flags::NOFOLLOW_DIRECTORY)
+                .open(dir)
+            else {
                 continue;
-            }
-            if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode)) {
+            };
+            if let Err(e) = d.set_permissions(std::fs::Permissions::from_mode(*mode)) {
                 first.get_or_insert_with(|| io(format!("chmod {}", dir.display()))(e));
             }
         }
         first.map_or(Ok(()), Err)
     }
+}
+
+/// Open flags, from rustix's values (this crate has no libc).
+mod libc_flags {
+    /// `O_NOFOLLOW | O_DIRECTORY`: a directory, and not through a link.
+    pub(super) const NOFOLLOW_DIRECTORY: i32 =
+        (rustix::fs::OFlags::NOFOLLOW.bits() | rustix::fs::OFlags::DIRECTORY.bits()) as i32;
 }
 
 /// What [`apply`] does, with the directories' modes left to `modes`.

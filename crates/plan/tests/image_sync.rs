@@ -1104,3 +1104,29 @@ fn a_write_back_by_a_user_fills_and_empties_read_only_directories() {
     assert_eq!(m(&host.join("made")), 0o555);
     assert!(!kept.exists());
 }
+
+/// A read-only directory is opened for the write-back and given its mode
+/// back at the end: through a descriptor of the directory, never by its
+/// path, which the guest may have made a link meanwhile (`d -> /etc`
+/// had /etc take the old directory's 0555).
+#[test]
+fn a_directory_the_guest_made_a_link_keeps_the_links_target_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let (host, guest, victim) = (
+        t.path().join("host"),
+        t.path().join("guest"),
+        t.path().join("victim"),
+    );
+    tree(&host, &[("d/x", "x")]);
+    fs::create_dir_all(&guest).unwrap();
+    fs::create_dir_all(&victim).unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(&victim, guest.join("d")).unwrap();
+    fs::set_permissions(host.join("d"), fs::Permissions::from_mode(0o555)).unwrap();
+    let baseline = Snapshot::take(&host).unwrap();
+    sync_back(&host, &guest, &baseline, &t.path().join("kept")).unwrap();
+    assert_eq!(fs::read_link(host.join("d")).unwrap(), victim);
+    let m = fs::metadata(&victim).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(m, 0o700);
+}
