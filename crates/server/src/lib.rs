@@ -906,24 +906,43 @@ fn held_by_a_child(inode: u64) -> bool {
     if inode == 0 {
         return false;
     }
-    let me = std::process::id();
     let want = format!("socket:[{inode}]");
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    procs
+    children().into_iter().any(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
+    })
+}
+
+/// This process's children: from each thread's `children` list where the
+/// kernel has them (CONFIG_PROC_CHILDREN, as Debian's), which costs a read
+/// per thread; else by the parent of every process on the host, which
+/// costs a read per process, for every connection a guest makes.
+fn children() -> Vec<u32> {
+    let listed = std::fs::read_dir("/proc/self/task").ok().and_then(|tasks| {
+        let mut pids = Vec::new();
+        for t in tasks.flatten() {
+            let text = std::fs::read_to_string(t.path().join("children")).ok()?;
+            pids.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+        Some(pids)
+    });
+    if let Some(pids) = listed {
+        return pids;
+    }
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| parent_of(pid) == Some(me))
-        .any(|pid| {
-            std::fs::read_dir(format!("/proc/{pid}/fd"))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|fd| {
-                    std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str())
-                })
-        })
+        .collect()
 }
 
 /// The parent of process `pid`, from `/proc/PID/stat`.
