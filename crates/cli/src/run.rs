@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use vmshare_plan::plan::{plan, Plan, PlanConfig, ShareDriver, Vmm};
 use vmshare_plan::sync::{self, Snapshot};
-use vmshare_plan::{image, SystemHost};
+use vmshare_plan::{image, AccessMode, SystemHost};
 use vmshare_server::{
     ClientMatch, ClientRule, ExportConfig, ExportOptions, Server, ServerConfig, Squash,
 };
@@ -166,6 +166,9 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .extend(rootfs.as_ref().and_then(Rootfs::root_disk));
     let plan = plan(&specs, &config, &SystemHost)?;
     check_supported(&plan)?;
+    for w in ninep_warnings(&plan, rustix::process::geteuid().as_raw()) {
+        eprintln!("vmshare: {w}");
+    }
     for n in &plan.notes {
         say(n);
     }
@@ -504,6 +507,33 @@ fn check_supported(plan: &Plan) -> Result<(), String> {
         return Err(format!("volume {}: virtio-fs needs virtiofsd, which vmshare run does not start; use FILESYSTEM_DRIVER=9p or nfs", s.volume));
     }
     Ok(())
+}
+
+/// What a user other than root (`euid`) is told, once per share, about a
+/// read-write 9p share in `passthrough` mode (docker-vm-runner's default).
+/// QEMU makes each file and directory and then gives it to the guest
+/// user that made it, which only root can do for another user: run as
+/// nobody, every create by the guest's root failed with EPERM in the
+/// guest while the run itself looked fine, and nothing said why.
+fn ninep_warnings(plan: &Plan, euid: u32) -> Vec<String> {
+    if euid == 0 {
+        return Vec::new();
+    }
+    plan.shares
+        .iter()
+        .filter(|s| s.driver == ShareDriver::NineP)
+        .filter(|s| s.access == AccessMode::Passthrough && !s.readonly)
+        .map(|s| {
+            format!(
+                "volume {}: 9p passthrough needs root on the host: run as uid {euid}, QEMU can \
+                 create files and directories in {} only for guest uid {euid} (any other guest \
+                 user, root included, gets EPERM); FILESYSTEM_ACCESSMODE=mapped or squash lets \
+                 every guest user write",
+                s.volume,
+                s.host_path.display()
+            )
+        })
+        .collect()
 }
 
 /// One export per planned NFS export, for this VM's address only.
