@@ -53,6 +53,43 @@ fn a_file_the_user_cannot_read_is_named() {
     assert!(!out.join("x.ext4").exists(), "no half-built image is left");
 }
 
+/// A tree behind a directory the user cannot search was called "not a
+/// directory"; the message now says permission was denied.
+#[test]
+fn a_tree_the_user_cannot_reach_is_said_to_be_so() {
+    if !needs::root_or_skip("needs root to build as nobody")
+        || !needs::tool_or_skip("setpriv", "util-linux")
+    {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch_dir("image-unreachable");
+    let (locked, out) = (dir.join("locked"), dir.join("out"));
+    std::fs::create_dir_all(locked.join("tree")).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for d in [&dir, &out] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let bin = dir.join("vmshare");
+    std::fs::copy(env!("CARGO_BIN_EXE_vmshare"), &bin).unwrap();
+    let built = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["image", "build"])
+        .arg(locked.join("tree"))
+        .arg("-o")
+        .arg(out.join("x.erofs"))
+        .output()
+        .unwrap();
+    assert_exit(&built, 125);
+    let err = String::from_utf8_lossy(&built.stderr);
+    assert!(
+        err.contains("Permission denied") && !err.contains("not a directory"),
+        "{err}"
+    );
+}
+
 /// mkfs.erofs 1.5 (Debian 12's) fails on a 255-byte name, a valid one,
 /// with "No such file or directory"; the message now names the file and
 /// what to do. A mkfs.erofs without that limit builds the image.

@@ -597,6 +597,42 @@ fn a_missing_v_source_is_planned_as_run_would_create_it() {
     );
 }
 
+/// Run by a user other than root, a source behind a directory that user
+/// cannot search was said not to exist on the host ("create it or fix
+/// the path"), though it may well exist: the message now says permission
+/// was denied on the way to it.
+#[test]
+fn a_source_the_user_cannot_reach_is_not_called_missing() {
+    if !common::needs::root_or_skip("needs root to plan as nobody")
+        || !common::needs::tool_or_skip("setpriv", "util-linux")
+    {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch_dir("plan-unreachable-source");
+    let locked = dir.join("locked");
+    std::fs::create_dir_all(locked.join("data")).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("vmshare");
+    std::fs::copy(env!("CARGO_BIN_EXE_vmshare"), &bin).unwrap();
+    for volume in ["", ":copy"] {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .args(["plan", "-v"])
+            .arg(format!("{}:/data{volume}", locked.join("data").display()))
+            .output()
+            .unwrap();
+        assert_exit(&out, 125);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("permission denied") && !err.contains("does not exist"),
+            "{err}"
+        );
+    }
+}
+
 /// docker-vm-runner creates a missing `FILESYSTEM_SOURCE` unless the
 /// share is read-only, and takes the tag from its last name when
 /// `FILESYSTEM_TARGET` is unset; `vmshare plan` plans what `vmshare run`

@@ -112,6 +112,14 @@ pub enum PlanError {
         /// The path.
         path: PathBuf,
     },
+    /// A host path this user cannot look at (EACCES on the way to it).
+    #[error("{volume}: {}: permission denied: a directory on the way to it is not searchable by the user running vmshare", .path.display())]
+    UnreachableSource {
+        /// The volume as written.
+        volume: String,
+        /// The path.
+        path: PathBuf,
+    },
     /// An image file does not exist.
     #[error("{volume}: image {} does not exist; build one with `vmshare image build DIR -o {}`", .path.display(), .path.display())]
     MissingImage {

@@ -20,8 +20,11 @@ pub enum HostKind {
     File,
     /// Something else (socket, device...).
     Other,
-    /// Nothing there (or not reachable).
+    /// Nothing there.
     Missing,
+    /// Not to be looked at by this user: a directory on the way to it is
+    /// not searchable (EACCES), which only a user other than root meets.
+    Unreachable,
 }
 
 impl HostKind {
@@ -32,6 +35,7 @@ impl HostKind {
             HostKind::File => "a file",
             HostKind::Other => "neither a file nor a directory",
             HostKind::Missing => "missing",
+            HostKind::Unreachable => "not reachable by this user",
         }
     }
 }
@@ -65,6 +69,9 @@ impl HostFacts for SystemHost {
             Ok(m) if m.is_dir() => HostKind::Dir,
             Ok(m) if m.is_file() => HostKind::File,
             Ok(_) => HostKind::Other,
+            // Told apart from a missing path: run by a user other than
+            // root, `-v /root/x:/x` was said not to exist on the host.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => HostKind::Unreachable,
             Err(_) => HostKind::Missing,
         }
     }

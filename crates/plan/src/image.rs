@@ -263,8 +263,17 @@ pub fn build_image(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(), ImageError> {
     for c in contents {
-        if !c.host_path.is_dir() {
-            return Err(ImageError::NotADirectory(c.host_path.clone()));
+        match std::fs::metadata(&c.host_path) {
+            Ok(m) if m.is_dir() => {}
+            // Said as it is: run by a user other than root, a tree under
+            // a directory it cannot search was called "not a directory".
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(ImageError::Io {
+                    what: format!("looking at {}", c.host_path.display()),
+                    source: e,
+                })
+            }
+            _ => return Err(ImageError::NotADirectory(c.host_path.clone())),
         }
     }
     // Not `exists()`: a dangling link would be followed, and the image

@@ -684,6 +684,12 @@ fn classify(
         let dir_only = path.as_os_str().as_bytes().ends_with(b"/");
         let path = crate::spec::normalize(path);
         let kind = host.kind(&path);
+        if kind == HostKind::Unreachable {
+            return Err(PlanError::UnreachableSource {
+                volume: name.clone(),
+                path,
+            });
+        }
         if dir_only && matches!(kind, HostKind::File | HostKind::Other) {
             return Err(wrong(
                 &path,
@@ -722,7 +728,8 @@ fn classify(
                         }
                     }
                     HostKind::Missing => return Err(missing(path)),
-                    HostKind::Other => {
+                    // Unreachable: refused by `kind_of` already.
+                    HostKind::Other | HostKind::Unreachable => {
                         return Err(wrong(path, kind, "a volume needs a directory or a file"))
                     }
                 },
