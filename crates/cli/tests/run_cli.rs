@@ -551,3 +551,39 @@ fn the_guest_clock_is_the_hosts() {
         (guest - host) / 1_000_000
     );
 }
+
+/// A user with no home of its own (su and setpriv leave HOME at
+/// /nonexistent, as for nobody) was told only that creating
+/// `/nonexistent/.local/state/vmshare/cache` was denied; the message now
+/// says it is the default state directory and how to give another. No
+/// guest boots: the run stops before.
+#[test]
+fn a_user_without_a_home_is_told_how_to_give_a_state_directory() {
+    if !common::needs::root_or_skip("needs root to run vmshare as nobody")
+        || !common::needs::tool_or_skip("setpriv", "util-linux")
+    {
+        return;
+    }
+    let dir = scratch_dir("run-no-home");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("vmshare");
+    std::fs::copy(env!("CARGO_BIN_EXE_vmshare"), &bin).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["run", "--", "true"])
+        .env("HOME", "/nonexistent")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("VMSHARE_STATE_DIR")
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_exit(&out, 125);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/.local/state/vmshare")
+            && err.contains("--state-dir DIR or set VMSHARE_STATE_DIR"),
+        "{err}"
+    );
+}

@@ -29,16 +29,32 @@ impl StateDir {
             (Some(p), _) => p.to_path_buf(),
             (None, Some(p)) if !p.is_empty() => PathBuf::from(p),
             _ if rustix::process::geteuid().is_root() => PathBuf::from("/var/lib/vmshare"),
-            _ => match (std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME")) {
-                (Some(x), _) if !x.is_empty() => PathBuf::from(x).join("vmshare"),
-                (_, Some(h)) => PathBuf::from(h).join(".local/state/vmshare"),
-                _ => {
-                    return Err(VmmError::io(
-                        "finding a state directory (set VMSHARE_STATE_DIR or HOME)",
-                        std::io::ErrorKind::NotFound.into(),
-                    ))
-                }
-            },
+            _ => {
+                let root = match (std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME")) {
+                    (Some(x), _) if !x.is_empty() => PathBuf::from(x).join("vmshare"),
+                    (_, Some(h)) => PathBuf::from(h).join(".local/state/vmshare"),
+                    _ => {
+                        return Err(VmmError::io(
+                            "finding a state directory (set VMSHARE_STATE_DIR or HOME)",
+                            std::io::ErrorKind::NotFound.into(),
+                        ))
+                    }
+                };
+                // A user with no home of its own (su and setpriv leave
+                // HOME at /nonexistent) was told only "creating
+                // /nonexistent/.local/state/vmshare/cache: Permission
+                // denied", not where that path came from or what to do.
+                return Self::at(&root).map_err(|e| match e {
+                    VmmError::Io { what, source } => VmmError::io(
+                        format!(
+                            "{what} (the default state directory, from XDG_STATE_HOME or \
+                             HOME; give --state-dir DIR or set VMSHARE_STATE_DIR)"
+                        ),
+                        source,
+                    ),
+                    e => e,
+                });
+            }
         };
         Self::at(root)
     }
