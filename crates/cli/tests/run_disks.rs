@@ -224,7 +224,10 @@ fn twenty_copy_volumes_packed_into_one_disk() {
 /// Run by a user other than root (as `nobody` here), a copy volume comes
 /// back with what the guest's root made in it, as that user's files:
 /// debugfs cannot give them to root and says so for each, which the
-/// read-back counted as errors, refusing every such volume.
+/// read-back counted as errors, refusing every such volume. The run's
+/// directory goes at exit, also with a read-only directory in the tree,
+/// whose extracted copy that user could not empty: it was left in
+/// `STATE/runs` after every such run.
 #[test]
 fn a_copy_volume_comes_back_for_a_user_other_than_root() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -242,6 +245,8 @@ fn a_copy_volume_comes_back_for_a_user_other_than_root() {
     std::fs::create_dir_all(&home).unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     write(&dir.join("data.txt"), "initial\n");
+    std::fs::create_dir_all(dir.join("ro")).unwrap();
+    write(&dir.join("ro/kept.txt"), "kept\n");
     std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
     let chown = std::process::Command::new("chown")
         .args(["-R", "65534:65534"])
@@ -249,6 +254,7 @@ fn a_copy_volume_comes_back_for_a_user_other_than_root() {
         .status()
         .unwrap();
     assert!(chown.success());
+    std::fs::set_permissions(dir.join("ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_vmshare"))
         .uid(65534)
         .gid(65534)
@@ -279,6 +285,16 @@ fn a_copy_volume_comes_back_for_a_user_other_than_root() {
             "new\n"
         );
         assert_eq!(std::fs::metadata(dir.join("new.txt")).unwrap().uid(), 65534);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("ro/kept.txt")).unwrap(),
+            "kept\n"
+        );
+        let runs = home.join(".local/state/vmshare/runs");
+        let left: Vec<_> = std::fs::read_dir(&runs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(left.is_empty(), "left in {}: {left:?}", runs.display());
     });
     let _ = std::fs::remove_dir_all(&base);
     if let Err(e) = result {

@@ -146,7 +146,7 @@ impl StateDir {
             if let Ok(ns) = std::fs::read_to_string(dir.join("netns")) {
                 crate::netns::delete_stale(ns.trim());
             }
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = remove_tree(&dir);
             cleaned.push(dir.display().to_string());
         }
         cleaned
@@ -230,7 +230,54 @@ impl RunDir {
 
 impl Drop for RunDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        let _ = remove_tree(&self.path);
+    }
+}
+
+/// `remove_dir_all`, also through directories without write permission.
+/// A copy volume's extraction in a run's directory keeps the guest's
+/// modes, and a user other than root cannot empty a read-only directory
+/// (a Go module cache's, say): the run's directory, with a copy of the
+/// host tree in it, was left in `runs/` by every such run, and every
+/// sweep after it failed the same way. Root never noticed (its
+/// CAP_DAC_OVERRIDE ignores the modes).
+fn remove_tree(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let_owner_write(path);
+            std::fs::remove_dir_all(path)
+        }
+        r => r,
+    }
+}
+
+/// Gives every directory under `top` (itself included) owner read, write
+/// and search, without following symbolic links. Only for a run's own
+/// directory, in the 0700 state directory: no one else can swap an entry
+/// for a link between the look and the chmod.
+fn let_owner_write(top: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    // A stack, not recursion: the guest chose how deep the tree is.
+    let mut dirs = vec![top.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&dir) else {
+            continue;
+        };
+        if !m.is_dir() {
+            continue;
+        }
+        let mode = m.permissions().mode() & 0o7777;
+        if mode & 0o700 != 0o700 {
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o700));
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(e.path());
+            }
+        }
     }
 }
 
@@ -285,6 +332,30 @@ mod tests {
         let live_path = live.path().to_path_buf();
         drop(live);
         assert!(!live_path.exists());
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    /// A copy volume's extraction keeps the guest's modes: a read-only
+    /// directory in it kept a user other than root from removing the
+    /// run's directory (root passes whatever the modes, so this shows the
+    /// difference only run as another user; the VM test
+    /// `a_copy_volume_comes_back_for_a_user_other_than_root` runs as nobody).
+    #[test]
+    fn a_run_with_read_only_directories_is_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = std::env::temp_dir().join(format!("vmshare-state-ro-{}", std::process::id()));
+        let state = StateDir::at(&tmp).unwrap();
+        let run = state.new_run().unwrap();
+        let ro = run.path().join("guest0/cache/mod");
+        std::fs::create_dir_all(&ro).unwrap();
+        std::fs::write(ro.join("f"), "x").unwrap();
+        std::os::unix::fs::symlink("/", ro.join("link")).unwrap();
+        for d in [ro.as_path(), ro.parent().unwrap()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o555)).unwrap();
+        }
+        let path = run.path().to_path_buf();
+        drop(run);
+        assert!(!path.exists(), "{} is left", path.display());
         std::fs::remove_dir_all(&tmp).unwrap();
     }
 }
