@@ -33,9 +33,11 @@ pub struct Args {
     /// Root-filesystem disk image (.erofs or .ext4), attached before volume disks.
     #[arg(long = "root-disk", value_name = "IMAGE")]
     root_disks: Vec<PathBuf>,
-    /// Directory holding named volumes.
-    #[arg(long, default_value = "/var/lib/vmshare/volumes")]
-    volume_store: PathBuf,
+    /// Directory holding named volumes [default: `volumes` in the state
+    /// directory, as vmshare run: $VMSHARE_STATE_DIR, /var/lib/vmshare as
+    /// root, else $XDG_STATE_HOME/vmshare or ~/.local/state/vmshare].
+    #[arg(long)]
+    volume_store: Option<PathBuf>,
     /// Per-run directory for built images, sockets and config files.
     #[arg(long, default_value = "/run/vmshare/run")]
     runtime_dir: PathBuf,
@@ -162,7 +164,16 @@ pub fn main(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         hostname,
     } = volumes::read(&args.front, &cwd)?;
     let runtime_dir = abs(&args.runtime_dir);
-    let mut config = PlanConfig::new(args.vmm, abs(&args.volume_store), &runtime_dir);
+    // Where `vmshare run` keeps this user's named volumes: a user other
+    // than root was planned /var/lib/vmshare/volumes/NAME, which its runs
+    // never use (nor could it write there). Named, not created.
+    let volume_store = match &args.volume_store {
+        Some(v) => abs(v),
+        None => abs(&vmshare_vmm::StateDir::default_root()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/vmshare")))
+        .join("volumes"),
+    };
+    let mut config = PlanConfig::new(args.vmm, volume_store, &runtime_dir);
     // The initramfs holds the kernel's modules: the configuration must
     // name that kernel, found as `vmshare run` finds it.
     let initrd_kernel = match &args.write_initrd {

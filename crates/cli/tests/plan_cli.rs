@@ -633,6 +633,44 @@ fn a_source_the_user_cannot_reach_is_not_called_missing() {
     }
 }
 
+/// A named volume is planned where `vmshare run` keeps it for the user
+/// planning: run by a user other than root, `vmshare plan` planned
+/// /var/lib/vmshare/volumes/NAME, which that user's runs never use, while
+/// `vmshare run` keeps it in ~/.local/state/vmshare/volumes. Nothing is
+/// created.
+#[test]
+fn a_named_volume_is_planned_in_the_users_state_directory() {
+    if !common::needs::root_or_skip("needs root to plan as nobody")
+        || !common::needs::tool_or_skip("setpriv", "util-linux")
+    {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch_dir("plan-named-volume-user");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("vmshare");
+    std::fs::copy(env!("CARGO_BIN_EXE_vmshare"), &bin).unwrap();
+    let home = dir.join("home");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["plan", "-v", "myvol:/data"])
+        .env("HOME", &home)
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("VMSHARE_STATE_DIR")
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["plan"]["nfs_exports"][0]["host_path"],
+        home.join(".local/state/vmshare/volumes/myvol")
+            .to_str()
+            .unwrap()
+    );
+    assert!(!home.exists(), "vmshare plan created {}", home.display());
+}
+
 /// docker-vm-runner creates a missing `FILESYSTEM_SOURCE` unless the
 /// share is read-only, and takes the tag from its last name when
 /// `FILESYSTEM_TARGET` is unset; `vmshare plan` plans what `vmshare run`

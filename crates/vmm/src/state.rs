@@ -21,42 +21,55 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// `explicit` (`--state-dir`), else `$VMSHARE_STATE_DIR`, else
-    /// `/var/lib/vmshare` for root and `$XDG_STATE_HOME/vmshare` (or
-    /// `~/.local/state/vmshare`) for others. Created if missing.
+    /// `explicit` (`--state-dir`), else [`default_root`](Self::default_root).
+    /// Created if missing.
     pub fn resolve(explicit: Option<&Path>) -> Result<StateDir, VmmError> {
-        let root = match (explicit, std::env::var_os(STATE_DIR_ENV)) {
-            (Some(p), _) => p.to_path_buf(),
-            (None, Some(p)) if !p.is_empty() => PathBuf::from(p),
-            _ if rustix::process::geteuid().is_root() => PathBuf::from("/var/lib/vmshare"),
-            _ => {
-                let root = match (std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME")) {
-                    (Some(x), _) if !x.is_empty() => PathBuf::from(x).join("vmshare"),
-                    (_, Some(h)) => PathBuf::from(h).join(".local/state/vmshare"),
-                    _ => {
-                        return Err(VmmError::io(
-                            "finding a state directory (set VMSHARE_STATE_DIR or HOME)",
-                            std::io::ErrorKind::NotFound.into(),
-                        ))
-                    }
-                };
-                // A user with no home of its own (su and setpriv leave
-                // HOME at /nonexistent) was told only "creating
-                // /nonexistent/.local/state/vmshare/cache: Permission
-                // denied", not where that path came from or what to do.
-                return Self::at(&root).map_err(|e| match e {
-                    VmmError::Io { what, source } => VmmError::io(
-                        format!(
-                            "{what} (the default state directory, from XDG_STATE_HOME or \
-                             HOME; give --state-dir DIR or set VMSHARE_STATE_DIR)"
-                        ),
-                        source,
-                    ),
-                    e => e,
-                });
-            }
+        if let Some(p) = explicit {
+            return Self::at(p);
+        }
+        let given = matches!(std::env::var_os(STATE_DIR_ENV), Some(p) if !p.is_empty());
+        let Some(root) = Self::default_root() else {
+            return Err(VmmError::io(
+                "finding a state directory (set VMSHARE_STATE_DIR or HOME)",
+                std::io::ErrorKind::NotFound.into(),
+            ));
         };
-        Self::at(root)
+        if given || rustix::process::geteuid().is_root() {
+            return Self::at(root);
+        }
+        // A user with no home of its own (su and setpriv leave HOME at
+        // /nonexistent) was told only "creating
+        // /nonexistent/.local/state/vmshare/cache: Permission denied", not
+        // where that path came from or what to do.
+        Self::at(&root).map_err(|e| match e {
+            VmmError::Io { what, source } => VmmError::io(
+                format!(
+                    "{what} (the default state directory, from XDG_STATE_HOME or HOME; give \
+                     --state-dir DIR or set VMSHARE_STATE_DIR)"
+                ),
+                source,
+            ),
+            e => e,
+        })
+    }
+
+    /// Where the state directory is when none is given, without making
+    /// it: `$VMSHARE_STATE_DIR`, else `/var/lib/vmshare` for root and
+    /// `$XDG_STATE_HOME/vmshare` (or `~/.local/state/vmshare`) for others;
+    /// `None` for another user with neither variable.
+    pub fn default_root() -> Option<PathBuf> {
+        match std::env::var_os(STATE_DIR_ENV) {
+            Some(p) if !p.is_empty() => return Some(PathBuf::from(p)),
+            _ => {}
+        }
+        if rustix::process::geteuid().is_root() {
+            return Some(PathBuf::from("/var/lib/vmshare"));
+        }
+        match (std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME")) {
+            (Some(x), _) if !x.is_empty() => Some(PathBuf::from(x).join("vmshare")),
+            (_, Some(h)) => Some(PathBuf::from(h).join(".local/state/vmshare")),
+            _ => None,
+        }
     }
 
     /// A state directory at exactly `root` (created if missing).
