@@ -1,7 +1,7 @@
 //! `vmshare image build` through the real binary: what it says when mkfs
 //! fails because of something in the tree.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

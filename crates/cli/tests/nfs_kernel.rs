@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The Linux kernel NFS client is the judge: a QEMU microVM (Debian's
 //! kernel, TCG here) mounts exports of an in-process vmshare server and
 //! runs the operations a real workload does; the host then checks what

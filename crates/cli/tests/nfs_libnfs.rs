@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! A second, independent NFS client: libnfs's `nfs-cp`/`nfs-ls` (a user-space
 //! implementation sharing no code with the kernel's) against `vmshare serve`
 //! started as a process, the way users run it.

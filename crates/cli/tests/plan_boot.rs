@@ -5,7 +5,7 @@
 //! which need KVM; the initramfs and the init's serial-console mode are
 //! the same for all three.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! `vmshare plan` front ends through the real binary (no VM): an OCI
 //! config combined with docker options, as `vmshare run` reads them too.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

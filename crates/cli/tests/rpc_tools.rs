@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The stock ONC RPC tools against `vmshare serve`: `showmount` (nfs-common)
 //! and `rpcinfo` (rpcbind), both built on libtirpc, which asks rpcbind v4
 //! and v3 over TCP and falls back to portmap v2 only over UDP. They can only

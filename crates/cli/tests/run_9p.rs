@@ -2,7 +2,7 @@
 //! security model (FILESYSTEM_DRIVER=9p FILESYSTEM_ACCESSMODE=mapped),
 //! through the real binary and a real QEMU guest.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

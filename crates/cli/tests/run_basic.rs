@@ -1,7 +1,7 @@
 //! The smallest end-to-end run: boot, run a shell command, get its output
 //! and exit status back unchanged.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

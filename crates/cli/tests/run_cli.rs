@@ -1,7 +1,7 @@
 //! `vmshare run` as a command: exit status, ownership, refusals,
 //! concurrency.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

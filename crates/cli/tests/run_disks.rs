@@ -2,7 +2,7 @@
 //! images and copy volumes (`-v HOST:GUEST:copy`), through the real
 //! binary and a real QEMU guest.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

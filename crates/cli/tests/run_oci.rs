@@ -4,7 +4,7 @@
 //! by a `format/overlay` mount as nerdbox and containerd's mount manager
 //! describe them.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -3,7 +3,7 @@
 //! image stays exactly as it was (writes go to a tmpfs layer), through the
 //! real binary and a real QEMU guest.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

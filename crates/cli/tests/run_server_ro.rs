@@ -1,7 +1,7 @@
 //! `:ro` is the server's to enforce, not only the guest's: a guest that
 //! mounts a read-only export read-write still gets EROFS. Also the worked
 //! example of driving the harness with a server of one's own.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! the NFS server listening inside that namespace; and cleanup after a
 //! vmshare that was killed. Needs root (namespaces); skipped otherwise
 //! unless in CI.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -3,7 +3,7 @@
 //! the VM runs and the terminal's settings back afterwards, whichever way
 //! the run ends, and the terminal's resizes passed on to the command.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

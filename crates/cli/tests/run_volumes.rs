@@ -1,7 +1,7 @@
 //! `vmshare run -v`: the volume cases end to end, through the real
 //! binary, a real QEMU guest and the in-process NFS server.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

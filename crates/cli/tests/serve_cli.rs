@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! `vmshare serve`'s command line: what it refuses before it starts, and
 //! how it says so.
 

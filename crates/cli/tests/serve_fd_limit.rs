@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! `vmshare serve` under a low open-file limit. Each connection is a
 //! descriptor, and so is every file a call opens: with more connections
 //! than the limit leaves room for, opens failed with EMFILE and guests got

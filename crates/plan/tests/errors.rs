@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The errors the issue lists, each one line that says what to do.
 
 use vmshare_plan::host::ImagesAreFiles;

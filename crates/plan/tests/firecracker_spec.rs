@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Every Firecracker config the golden tests produce is checked against
 //! Firecracker's own API description (`shared/reference/firecracker-api.yaml`):
 //! each top-level key of `--config-file` is the body of the matching PUT.

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Golden tests: every input under `tests/golden/` planned and rendered for
 //! every VMM, compared with `<input>.<vmm>.golden.json`. `UPDATE_GOLDEN=1`
 //! rewrites the expected files; review the diff before committing.

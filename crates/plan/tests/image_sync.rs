@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Real images (mkfs.ext4, mkfs.erofs, debugfs) and sync-back on temp dirs.
 
 use std::fs;

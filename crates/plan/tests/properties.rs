@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Properties over random volume sets: device names, tags and export paths
 //! are never reused, devices keep their allocation order (root disks, then
 //! volumes in mount order) and the device budget holds.

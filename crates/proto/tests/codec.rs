@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Round trips of every NFSv3 argument encoding, and decoders fed garbage.
 
 use proptest::prelude::*;

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The server's housekeeping: a file the host removes is closed within a
 //! few seconds, so that its space is freed, with no call from the client.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Hostile clients cannot grow the server's memory beyond its budgets.
 //!
 //! A test binary of its own, with one test, so that the RSS measured is

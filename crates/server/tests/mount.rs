@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The MOUNT protocol on the wire: MNT against the client lists, and the
 //! bookkeeping procedures (DUMP, UMNT, UMNTALL, EXPORT) that `showmount`
 //! and a client's unmount use.

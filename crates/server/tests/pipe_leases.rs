@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! A client that never reads its replies must not make the server hold
 //! more READ pipes (two descriptors each) than the descriptor budget
 //! (`fixed_descriptors`) allows for: the reply budget's count of 1 MiB

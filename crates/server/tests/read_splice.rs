@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Large READs, whose data the server splices from the file through a pipe
 //! to the socket: the bytes, the count, EOF and the XDR padding must be
 //! exactly those of a copied reply, also with many in flight on one

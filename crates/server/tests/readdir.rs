@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! READDIR and READDIRPLUS on the wire: entries are encoded straight into
 //! the reply, after room for a head that is filled in at the end, so the
 //! head, the entry list and the client's size limit are checked here on

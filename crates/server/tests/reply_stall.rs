@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Clients that send calls and never read the replies hold the replies'
 //! bytes. They must not hold the reply memory every other client needs for
 //! long: once others wait for it, a connection whose replies have not moved

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The server over a real TCP socket: framing, pipelining, bad input, caps.
 
 mod common;
