@@ -104,57 +104,29 @@ fn mapped_9p_keeps_guest_ownership_in_xattrs() {
 /// only the guest's writes failed.
 #[test]
 fn passthrough_9p_run_by_a_user_other_than_root_says_what_it_cannot_do() {
-    use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     if Harness::new().is_none() {
         return;
     }
-    if rustix::process::geteuid().as_raw() != 0 {
-        eprintln!("SKIPPED: running vmshare as nobody needs root");
+    let Some(nobody) = common::nobody::Nobody::new("9p") else {
         return;
-    }
-    let base = std::env::temp_dir().join(format!("vmshare-nobody-9p-{}", std::process::id()));
-    let (home, share) = (base.join("home"), base.join("share"));
-    std::fs::create_dir_all(&home).unwrap();
+    };
+    let share = nobody.base.join("share");
     std::fs::create_dir_all(&share).unwrap();
-    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let chown = std::process::Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(&base)
-        .status()
-        .unwrap();
-    assert!(chown.success());
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_vmshare"))
-        .uid(65534)
-        .gid(65534)
-        .env("HOME", &home)
-        .env_remove("VMSHARE_STATE_DIR")
-        .env_remove("XDG_STATE_HOME")
-        .env("FILESYSTEM_SOURCE", &share)
+    nobody.give();
+    let mut cmd = nobody.vmshare();
+    cmd.env("FILESYSTEM_SOURCE", &share)
         .env("FILESYSTEM_TARGET", "hostshare")
         .env("FILESYSTEM_DRIVER", "9p")
-        .current_dir(&base)
         .args(["run", "--from-env", "--", "sh", "-c"])
-        .arg("touch /mnt/hostshare/x 2>/dev/null || echo refused")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = wait_with_watchdog(child, Duration::from_secs(300));
-    let result = std::panic::catch_unwind(|| {
-        assert_exit(&out, 0);
-        assert_eq!(text(&out.stdout).trim(), "refused");
-        let err = text(&out.stderr);
-        assert!(
-            err.contains("9p passthrough needs root on the host")
-                && err.contains(&share.display().to_string())
-                && err.contains("FILESYSTEM_ACCESSMODE=mapped"),
-            "stderr: {err}"
-        );
-    });
-    let _ = std::fs::remove_dir_all(&base);
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+        .arg("touch /mnt/hostshare/x 2>/dev/null || echo refused");
+    let out = nobody.run(cmd);
+    assert_exit(&out, 0);
+    assert_eq!(text(&out.stdout).trim(), "refused");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("9p passthrough needs root on the host")
+            && err.contains(&share.display().to_string())
+            && err.contains("FILESYSTEM_ACCESSMODE=mapped"),
+        "stderr: {err}"
+    );
 }

@@ -231,73 +231,44 @@ fn twenty_copy_volumes_packed_into_one_disk() {
 #[test]
 fn a_copy_volume_comes_back_for_a_user_other_than_root() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    use std::os::unix::process::CommandExt;
     if common::Harness::new().is_none() {
         return;
     }
-    let id = std::process::Command::new("id").arg("-u").output().unwrap();
-    if text(&id.stdout).trim() != "0" {
-        eprintln!("SKIPPED: running vmshare as nobody needs root");
+    let Some(nobody) = common::nobody::Nobody::new("copy") else {
         return;
-    }
-    let base = std::env::temp_dir().join(format!("vmshare-nobody-{}", std::process::id()));
-    let (home, dir) = (base.join("home"), base.join("vol"));
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::create_dir_all(&dir).unwrap();
-    write(&dir.join("data.txt"), "initial\n");
+    };
+    let dir = nobody.base.join("vol");
     std::fs::create_dir_all(dir.join("ro")).unwrap();
+    write(&dir.join("data.txt"), "initial\n");
     write(&dir.join("ro/kept.txt"), "kept\n");
-    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let chown = std::process::Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(&base)
-        .status()
-        .unwrap();
-    assert!(chown.success());
+    nobody.give();
     std::fs::set_permissions(dir.join("ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_vmshare"))
-        .uid(65534)
-        .gid(65534)
-        .env("HOME", &home)
-        .env_remove("VMSHARE_STATE_DIR")
-        .env_remove("XDG_STATE_HOME")
-        .current_dir(&base)
-        .args(["run", "-v", &format!("{}:copy", vol(&dir, "/data")), "--"])
+    let mut cmd = nobody.vmshare();
+    cmd.args(["run", "-v", &format!("{}:copy", vol(&dir, "/data")), "--"])
         .args([
             "sh",
             "-c",
             "echo new > /data/new.txt; echo more >> /data/data.txt",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = common::wait_with_watchdog(child, Duration::from_secs(300));
-    let result = std::panic::catch_unwind(|| {
-        assert_exit(&out, 0);
-        assert_eq!(
-            std::fs::read_to_string(dir.join("data.txt")).unwrap(),
-            "initial\nmore\n"
-        );
-        assert_eq!(
-            std::fs::read_to_string(dir.join("new.txt")).unwrap(),
-            "new\n"
-        );
-        assert_eq!(std::fs::metadata(dir.join("new.txt")).unwrap().uid(), 65534);
-        assert_eq!(
-            std::fs::read_to_string(dir.join("ro/kept.txt")).unwrap(),
-            "kept\n"
-        );
-        let runs = home.join(".local/state/vmshare/runs");
-        let left: Vec<_> = std::fs::read_dir(&runs)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        assert!(left.is_empty(), "left in {}: {left:?}", runs.display());
-    });
-    let _ = std::fs::remove_dir_all(&base);
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+        ]);
+    let out = nobody.run(cmd);
+    assert_exit(&out, 0);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("data.txt")).unwrap(),
+        "initial\nmore\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("new.txt")).unwrap(),
+        "new\n"
+    );
+    assert_eq!(std::fs::metadata(dir.join("new.txt")).unwrap().uid(), 65534);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ro/kept.txt")).unwrap(),
+        "kept\n"
+    );
+    let runs = nobody.home.join(".local/state/vmshare/runs");
+    let left: Vec<_> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "left in {}: {left:?}", runs.display());
 }

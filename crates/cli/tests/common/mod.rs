@@ -34,6 +34,7 @@
 
 pub mod cpio;
 pub mod needs;
+pub mod nobody;
 pub mod scratch;
 pub mod serve;
 
