@@ -652,22 +652,8 @@ fn hostile_image(dir: &Path, target: &Path, payload: &str) -> std::path::PathBuf
         target.display(),
         body.display()
     );
-    let mut debugfs = std::process::Command::new("debugfs")
-        .args(["-w", "-f", "-"])
-        .arg(&img)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    debugfs_writes(&img, &script);
     use std::io::{Read, Seek, SeekFrom, Write};
-    debugfs
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(debugfs.wait().unwrap().success());
     let blocks = std::process::Command::new("debugfs")
         .args(["-R", "blocks /"])
         .arg(&img)
@@ -798,15 +784,21 @@ fn image_changed_by(dir: &Path, script: &str) -> std::path::PathBuf {
     tree(&src, &[("small", "hi\n")]);
     let img = dir.join("vol.ext4");
     build_whole(&img, ImageFormat::Ext4, &src).unwrap();
+    debugfs_writes(&img, script);
+    img
+}
+
+/// Runs the debugfs commands of `script`, one a line, on `img`, writable.
+fn debugfs_writes(img: &Path, script: &str) {
+    use std::io::Write;
     let mut debugfs = std::process::Command::new("debugfs")
         .args(["-w", "-f", "-"])
-        .arg(&img)
+        .arg(img)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    use std::io::Write;
     debugfs
         .stdin
         .take()
@@ -814,7 +806,6 @@ fn image_changed_by(dir: &Path, script: &str) -> std::path::PathBuf {
         .write_all(script.as_bytes())
         .unwrap();
     assert!(debugfs.wait().unwrap().success());
-    img
 }
 
 /// A guest's image takes no more room when read back than its size
