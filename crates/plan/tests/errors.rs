@@ -321,38 +321,27 @@ fn long_or_duplicate_tags_are_refused() {
 /// tag stay refused.
 #[test]
 fn generated_tags_leave_the_asked_ones_alone() {
-    let specs = env::parse_env([
-        ("FILESYSTEM_SOURCE", "/a"),
-        ("FILESYSTEM_TARGET", "/in/a"),
-        ("FILESYSTEM_DRIVER", "9p"),
-        ("FILESYSTEM2_SOURCE", "/b"),
-        ("FILESYSTEM2_TARGET", "vmshare0"),
-        ("FILESYSTEM2_DRIVER", "9p"),
-    ])
-    .unwrap();
-    let p = plan(
-        &specs,
-        &PlanConfig::new(Vmm::Qemu, "/v", "/s"),
-        &ImagesAreFiles,
-    )
-    .unwrap();
+    // Two 9p shares, of /a and /b, with these targets, planned for QEMU.
+    let two_shares = |first: &str, second: &str| {
+        let specs = env::parse_env([
+            ("FILESYSTEM_SOURCE", "/a"),
+            ("FILESYSTEM_TARGET", first),
+            ("FILESYSTEM_DRIVER", "9p"),
+            ("FILESYSTEM2_SOURCE", "/b"),
+            ("FILESYSTEM2_TARGET", second),
+            ("FILESYSTEM2_DRIVER", "9p"),
+        ])
+        .unwrap();
+        plan(
+            &specs,
+            &PlanConfig::new(Vmm::Qemu, "/v", "/s"),
+            &ImagesAreFiles,
+        )
+    };
+    let p = two_shares("/in/a", "vmshare0").unwrap();
     let tags: Vec<&str> = p.shares.iter().map(|s| s.tag.as_str()).collect();
     assert_eq!(tags, ["vmshare1", "vmshare0"]);
-    let specs = env::parse_env([
-        ("FILESYSTEM_SOURCE", "/a"),
-        ("FILESYSTEM_TARGET", "t"),
-        ("FILESYSTEM_DRIVER", "9p"),
-        ("FILESYSTEM2_SOURCE", "/b"),
-        ("FILESYSTEM2_TARGET", "t"),
-        ("FILESYSTEM2_DRIVER", "9p"),
-    ])
-    .unwrap();
-    let e = plan(
-        &specs,
-        &PlanConfig::new(Vmm::Qemu, "/v", "/s"),
-        &ImagesAreFiles,
-    )
-    .unwrap_err();
+    let e = two_shares("t", "t").unwrap_err();
     // A tag names its mount point too, so this is two mounts on one.
     assert!(e.to_string().contains("two mounts on /mnt/t"), "{e}");
 }
