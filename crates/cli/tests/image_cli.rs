@@ -5,9 +5,26 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::{assert_exit, needs, scratch_dir};
+
+/// `vmshare image build SRC -o OUT` as nobody, with a copy of the binary
+/// in `dir` (which nobody can reach, where the build's may not be).
+fn build_as_nobody(dir: &Path, src: &Path, out: &Path) -> std::process::Output {
+    let bin = dir.join("vmshare");
+    std::fs::copy(env!("CARGO_BIN_EXE_vmshare"), &bin).unwrap();
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["image", "build"])
+        .arg(src)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap()
+}
 
 /// mkfs.ext4 says "Permission denied while populating file system" and
 /// no more when the user building cannot read a file; the message now
@@ -30,17 +47,7 @@ fn a_file_the_user_cannot_read_is_named() {
     for d in [&dir, &src, &out] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
-    let bin = dir.join("vmshare");
-    std::fs::copy(env!("CARGO_BIN_EXE_vmshare"), &bin).unwrap();
-    let built = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&bin)
-        .args(["image", "build"])
-        .arg(&src)
-        .arg("-o")
-        .arg(out.join("x.ext4"))
-        .output()
-        .unwrap();
+    let built = build_as_nobody(&dir, &src, &out.join("x.ext4"));
     assert_exit(&built, 125);
     let err = String::from_utf8_lossy(&built.stderr);
     assert!(
@@ -71,17 +78,7 @@ fn a_tree_the_user_cannot_reach_is_said_to_be_so() {
     for d in [&dir, &out] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
-    let bin = dir.join("vmshare");
-    std::fs::copy(env!("CARGO_BIN_EXE_vmshare"), &bin).unwrap();
-    let built = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&bin)
-        .args(["image", "build"])
-        .arg(locked.join("tree"))
-        .arg("-o")
-        .arg(out.join("x.erofs"))
-        .output()
-        .unwrap();
+    let built = build_as_nobody(&dir, &locked.join("tree"), &out.join("x.erofs"));
     assert_exit(&built, 125);
     let err = String::from_utf8_lossy(&built.stderr);
     assert!(
