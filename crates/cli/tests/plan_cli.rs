@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{assert_exit, scratch_dir};
+use common::{assert_exit, assert_refused, scratch_dir};
 
 /// A real (empty) erofs image at `path`: images are taken by what their
 /// superblock says, so an empty file is refused.
@@ -234,12 +234,7 @@ fn the_device_budget_counts_what_is_rendered() {
     assert!(config.get("vsock").is_none() && config.get("network-interfaces").is_none());
     // A vsock device is one more than Firecracker has room for.
     let out = plan(&["--vsock-cid", "3"]);
-    assert_exit(&out, 125);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("needs 20"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_refused(&out, "needs 20");
 }
 
 /// `--from-env` read the environment with `std::env::vars`, which panics
@@ -589,12 +584,7 @@ fn a_missing_v_source_is_planned_as_run_would_create_it() {
         .arg(format!("type=bind,src={},dst=/data", missing.display()))
         .output()
         .unwrap();
-    assert_exit(&out, 125);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("does not exist on the host"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_refused(&out, "does not exist on the host");
 }
 
 /// Run by a user other than root, a source behind a directory that user
@@ -706,12 +696,7 @@ fn a_missing_filesystem_source_is_planned_unless_read_only() {
         missing.display()
     );
     let out = plan("1");
-    assert_exit(&out, 125);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("does not exist on the host"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_refused(&out, "does not exist on the host");
 }
 
 /// Firecracker boots an ELF vmlinux (bzImage support is recent): a

@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{assert_exit, scratch_dir, text, vol};
+use common::{assert_exit, assert_refused, scratch_dir, text, vol};
 
 #[test]
 fn exit_status_passes_through() {
@@ -424,24 +424,14 @@ fn refused_runs_leave_nothing_behind() {
         ])
         .output()
         .unwrap();
-    assert_exit(&out, 125);
-    assert!(
-        text(&out.stderr).contains("does not exist"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_refused(&out, "does not exist");
     assert!(!share.exists(), "a refused run left {}", share.display());
     let missing = dir.join("not-there");
     let out = run(&[
         "--mount",
         &format!("type=bind,src={},dst=/data", missing.display()),
     ]);
-    assert_exit(&out, 125);
-    assert!(
-        text(&out.stderr).contains("does not exist"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_refused(&out, "does not exist");
     assert!(!missing.exists());
 }
 
@@ -458,12 +448,7 @@ fn unknown_options_are_refused_before_boot() {
         .args(["run", "--rm", "-e", "X=1", "--", "sh", "-c", "echo $X"])
         .output()
         .unwrap();
-    assert_exit(&out, 125);
-    assert!(
-        text(&out.stderr).contains("unexpected argument '--rm'"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_refused(&out, "unexpected argument '--rm'");
 }
 
 /// A guest has a network, `lo` up, `/etc/hosts` and `/etc/resolv.conf`

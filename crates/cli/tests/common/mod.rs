@@ -186,6 +186,13 @@ pub fn assert_exit(out: &Output, code: i32) {
     );
 }
 
+/// Panics unless vmshare refused (exit 125) saying `needle` on stderr.
+pub fn assert_refused(out: &Output, needle: &str) {
+    assert_exit(out, 125);
+    let err = text(&out.stderr);
+    assert!(err.contains(needle), "no {needle:?} in: {err}");
+}
+
 /// NFSv3 mount options for the guest's in-kernel client talking to a
 /// vmshare server on `port` at the host (10.0.2.2 with user networking).
 pub fn nfs_options(addr: &str, port: u16) -> String {
