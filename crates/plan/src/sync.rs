@@ -333,29 +333,66 @@ fn keep(guest: &Path, kept: &Path) -> Result<(), SyncError> {
     Ok(())
 }
 
-/// Fails unless every directory between `host` and `host/rel` is one,
-/// not a symlink. The guest's tree cannot name a path through one of its
-/// links (the extraction holds each name once), but on a host filesystem
-/// that folds case, its `A -> /etc` and `a/passwd` are one name there,
-/// and the second was written through the first, as whoever runs
-/// vmshare. Paths are checked by name, with nothing else changing the
-/// host directory meanwhile: its snapshot matched just before.
+/// `remove_dir_all`, also through directories without write permission,
+/// which a user other than root cannot empty (root's CAP_DAC_OVERRIDE
+/// passes them): a guest's tree (a Go module cache is all 0555), in the
+/// host directory it replaced or in the run directory it was read back
+/// into, was left behind. On a refusal every directory below `path` gets
+/// owner read, write and search, without following links, and the
+/// removal is tried again.
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            // A stack, not recursion: the guest chose how deep it is.
+            let mut dirs = vec![path.to_path_buf()];
+            while let Some(dir) = dirs.pop() {
+                let Ok(m) = std::fs::symlink_metadata(&dir) else {
+                    continue;
+                };
+                if !m.is_dir() {
+                    continue;
+                }
+                let mode = m.permissions().mode() & 0o7777;
+                if mode & 0o700 != 0o700 {
+                    let _ = std::fs::set_permissions(
+                        &dir,
+                        std::fs::Permissions::from_mode(mode | 0o700),
+                    );
+                }
+                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        dirs.push(e.path());
+                    }
+                }
+            }
+            std::fs::remove_dir_all(path)
+        }
+        r => r,
+    }
+}
+
+/// Fails unless the directory `host/rel` is written into is one, not a
+/// symlink. The guest's tree cannot name a path through one of its links
+/// (the extraction holds each name once), but on a host filesystem that
+/// folds case, its `A -> /etc` and `a/passwd` are one name there, and the
+/// second was written through the first, as whoever runs vmshare. The
+/// parent alone is looked at: entries come parents first, and each
+/// directory entry, once done, is a real directory on the host (made, or
+/// found one without following links), so the ancestors were checked in
+/// their turn. By name, with nothing else changing the host directory
+/// meanwhile: its snapshot matched just before.
 fn no_link_on_the_way(host: &Path, rel: &Path) -> Result<(), SyncError> {
-    let mut at = host.to_path_buf();
-    let mut parts = rel.components().peekable();
-    while let Some(part) = parts.next() {
-        if parts.peek().is_none() {
-            break;
-        }
-        at.push(part);
-        let md = std::fs::symlink_metadata(&at).map_err(io(format!("stat {}", at.display())))?;
-        if !md.is_dir() {
-            return Err(io(format!("writing under {}", at.display()))(
-                std::io::Error::other(
-                    "not a directory but a link or a file; refusing to write through it",
-                ),
-            ));
-        }
+    let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let at = host.join(parent);
+    let md = std::fs::symlink_metadata(&at).map_err(io(format!("stat {}", at.display())))?;
+    if !md.is_dir() {
+        return Err(io(format!("writing under {}", at.display()))(
+            std::io::Error::other(
+                "not a directory but a link or a file; refusing to write through it",
+            ),
+        ));
     }
     Ok(())
 }
@@ -412,22 +449,6 @@ impl DirModes {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o700))
                 .map_err(io(format!("chmod u+rwx {}", dir.display())))?;
             self.opened.push((dir.to_path_buf(), mode));
-        }
-        Ok(())
-    }
-
-    /// Opens `dir` and every directory below it, for a removal of the
-    /// whole tree.
-    fn open_tree(&mut self, dir: &Path) -> Result<(), SyncError> {
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            self.open(&d)?;
-            for e in std::fs::read_dir(&d).map_err(io(format!("reading {}", d.display())))? {
-                let e = e.map_err(io(format!("reading {}", d.display())))?;
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(e.path());
-                }
-            }
         }
         Ok(())
     }
@@ -491,8 +512,7 @@ fn apply_entries(
             let p = host.join(rel);
             modes.open(&parent(&p))?;
             let r = if entry.kind == DIR {
-                modes.open_tree(&p)?;
-                std::fs::remove_dir_all(&p)
+                remove_tree(&p)
             } else {
                 std::fs::remove_file(&p)
             };

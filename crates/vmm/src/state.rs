@@ -159,7 +159,7 @@ impl StateDir {
             if let Ok(ns) = std::fs::read_to_string(dir.join("netns")) {
                 crate::netns::delete_stale(ns.trim());
             }
-            let _ = remove_tree(&dir);
+            let _ = vmshare_plan::sync::remove_tree(&dir);
             cleaned.push(dir.display().to_string());
         }
         cleaned
@@ -243,54 +243,7 @@ impl RunDir {
 
 impl Drop for RunDir {
     fn drop(&mut self) {
-        let _ = remove_tree(&self.path);
-    }
-}
-
-/// `remove_dir_all`, also through directories without write permission.
-/// A copy volume's extraction in a run's directory keeps the guest's
-/// modes, and a user other than root cannot empty a read-only directory
-/// (a Go module cache's, say): the run's directory, with a copy of the
-/// host tree in it, was left in `runs/` by every such run, and every
-/// sweep after it failed the same way. Root never noticed (its
-/// CAP_DAC_OVERRIDE ignores the modes).
-fn remove_tree(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            let_owner_write(path);
-            std::fs::remove_dir_all(path)
-        }
-        r => r,
-    }
-}
-
-/// Gives every directory under `top` (itself included) owner read, write
-/// and search, without following symbolic links. Only for a run's own
-/// directory, in the 0700 state directory: no one else can swap an entry
-/// for a link between the look and the chmod.
-fn let_owner_write(top: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    // A stack, not recursion: the guest chose how deep the tree is.
-    let mut dirs = vec![top.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let Ok(m) = std::fs::symlink_metadata(&dir) else {
-            continue;
-        };
-        if !m.is_dir() {
-            continue;
-        }
-        let mode = m.permissions().mode() & 0o7777;
-        if mode & 0o700 != 0o700 {
-            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o700));
-        }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                dirs.push(e.path());
-            }
-        }
+        let _ = vmshare_plan::sync::remove_tree(&self.path);
     }
 }
 
