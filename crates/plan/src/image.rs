@@ -919,28 +919,8 @@ struct Finished {
 /// few milliseconds) or writes a file larger than `budget.file` (its
 /// RLIMIT_FSIZE).
 fn confined_output(cmd: &mut Command, dir: &Path, budget: &Budget) -> Result<Finished, Overrun> {
-    use landlock::{
-        path_beneath_rules, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, ABI,
-    };
-    use std::os::unix::process::ExitStatusExt;
-    let file_limit = rustix::process::Rlimit {
-        current: Some(budget.file),
-        maximum: Some(budget.file),
-    };
     let start =
         rustix::fs::statvfs(dir).map_err(|e| io(format!("statfs {}", dir.display()))(e.into()))?;
-    // Free blocks, not those available to users: debugfs run as root
-    // goes on into the blocks kept for root once none are left to users,
-    // which the count of available ones, stuck at 0, no longer shows.
-    let taken = |now: &rustix::fs::StatVfs| {
-        (
-            start
-                .f_bfree
-                .saturating_sub(now.f_bfree)
-                .saturating_mul(now.f_frsize),
-            start.f_ffree.saturating_sub(now.f_ffree),
-        )
-    };
     // Opened for writing before the confinement, which refuses it after.
     let null = std::fs::OpenOptions::new()
         .write(true)
@@ -948,107 +928,22 @@ fn confined_output(cmd: &mut Command, dir: &Path, budget: &Budget) -> Result<Fin
         .map_err(io("opening /dev/null"))?;
     std::thread::scope(|scope| {
         let worker = scope.spawn(|| {
-            // The write rights of the newest ABI this crate knows; a kernel
-            // with fewer enforces those it has (all of which rdump needs
-            // to escape: creating and writing files, making links).
-            let writes = AccessFs::from_write(ABI::V9);
-            let status = Ruleset::default()
-                .handle_access(writes)
-                .and_then(|r| r.create())
-                .and_then(|r| r.add_rules(path_beneath_rules([dir], writes)))
-                .and_then(|r| r.restrict_self())
-                .map_err(|e| ImageError::NoSandbox(e.to_string()))?;
-            if status.ruleset == RulesetStatus::NotEnforced {
-                return Err(ImageError::NoSandbox("this kernel does not enforce it".into()).into());
-            }
+            confine_writes_to(dir)?;
             let mut child = cmd
                 .stdin(Stdio::null())
                 .stdout(null)
                 .stderr(Stdio::piped())
                 .spawn()
                 .map_err(io("starting debugfs"))?;
-            // Set on the child, as this crate has no unsafe code for a
-            // pre_exec hook: debugfs opens and reads the image before it
-            // writes anything, and the watch below bounds the total anyway.
-            // Never pid 0, which would be this process.
-            let pid = i32::try_from(child.id())
-                .ok()
-                .and_then(rustix::process::Pid::from_raw);
-            let limited = match pid {
-                Some(pid) => rustix::process::prlimit(
-                    Some(pid),
-                    rustix::process::Resource::Fsize,
-                    file_limit,
-                )
-                .map(|_| ()),
-                None => Err(rustix::io::Errno::SRCH),
-            };
-            if let Err(e) = limited {
+            if let Err(e) = limit_file_size(&child, budget.file) {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(io("limiting debugfs's file size")(e.into()).into());
             }
-            // Read as it comes (a full pipe would stop debugfs), keeping
-            // a few lines: it writes one per entry it fails on, and the
-            // names in them are the guest's.
+            // Read as it comes (a full pipe would stop debugfs).
             let stderr = child.stderr.take();
-            let root = rustix::process::geteuid().is_root();
-            let reader = scope.spawn(move || {
-                use std::io::BufRead;
-                let mut first = Vec::new();
-                let mut complaints = 0;
-                let Some(stderr) = stderr else {
-                    return (first, complaints);
-                };
-                let mut lines = std::io::BufReader::new(stderr).split(b'\n');
-                while let Some(Ok(line)) = lines.next() {
-                    let line = String::from_utf8_lossy(&line);
-                    // debugfs names itself on its first line; every other
-                    // line is an error, but one: run by a user other than
-                    // root, it cannot give a file to its owner in the image
-                    // (root, for what the guest's root made), and says so
-                    // for each. That user keeps the files as its own, as
-                    // the write-back does; counted as an error, it failed
-                    // every such user's copy volume.
-                    if line.trim().is_empty()
-                        || line.starts_with("debugfs ")
-                        || (!root && line.contains("while changing ownership of"))
-                    {
-                        continue;
-                    }
-                    complaints += 1;
-                    if first.len() < 3 {
-                        first.push(line.chars().take(1000).collect::<String>());
-                    }
-                }
-                (first, complaints)
-            });
-            let over = loop {
-                // Whether it is done is asked first, and what it took
-                // measured after: a tree written between two looks is
-                // still counted once it has ended.
-                let done = child.try_wait().map_err(io("waiting for debugfs"))?;
-                if let Ok(now) = rustix::fs::statvfs(dir) {
-                    let (bytes, inodes) = taken(&now);
-                    if bytes > budget.bytes {
-                        break Some(format!("{} bytes", budget.bytes));
-                    }
-                    if inodes > budget.inodes {
-                        break Some(format!("{} files and directories", budget.inodes));
-                    }
-                }
-                if let Some(status) = done {
-                    if status.signal() == Some(libc_sigxfsz()) {
-                        break Some(format!("{} bytes in one file", budget.file));
-                    }
-                    // The watch above sees the whole filesystem, where
-                    // others delete while debugfs writes: the count that
-                    // decides is of what debugfs left, and of nothing else.
-                    break over_budget(dir, budget);
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            };
-            if let Some(limit) = over {
+            let reader = scope.spawn(move || stderr.map(complaints).unwrap_or_default());
+            if let Some(limit) = watch(&mut child, dir, budget, &start)? {
                 let _ = child.kill();
                 let _ = child.wait();
                 let _ = reader.join();
@@ -1066,6 +961,123 @@ fn confined_output(cmd: &mut Command, dir: &Path, budget: &Budget) -> Result<Fin
             Err(ImageError::NoSandbox("the confined thread failed".into()).into())
         })
     })
+}
+
+/// Lets this thread, and the processes it starts, write only beneath
+/// `dir` (reading is not restricted), with Landlock.
+fn confine_writes_to(dir: &Path) -> Result<(), ImageError> {
+    use landlock::{
+        path_beneath_rules, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, ABI,
+    };
+    // The write rights of the newest ABI this crate knows; a kernel with
+    // fewer enforces those it has (all of which rdump needs to escape:
+    // creating and writing files, making links).
+    let writes = AccessFs::from_write(ABI::V9);
+    let status = Ruleset::default()
+        .handle_access(writes)
+        .and_then(|r| r.create())
+        .and_then(|r| r.add_rules(path_beneath_rules([dir], writes)))
+        .and_then(|r| r.restrict_self())
+        .map_err(|e| ImageError::NoSandbox(e.to_string()))?;
+    if status.ruleset == RulesetStatus::NotEnforced {
+        return Err(ImageError::NoSandbox(
+            "this kernel does not enforce it".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Sets `child`'s RLIMIT_FSIZE to `bytes`. On the running child, as this
+/// crate has no unsafe code for a pre_exec hook: debugfs opens and reads
+/// the image before it writes anything, and [`watch`] bounds the total
+/// anyway. Never for pid 0, which would be this process.
+fn limit_file_size(child: &std::process::Child, bytes: u64) -> rustix::io::Result<()> {
+    let pid = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or(rustix::io::Errno::SRCH)?;
+    let limit = rustix::process::Rlimit {
+        current: Some(bytes),
+        maximum: Some(bytes),
+    };
+    rustix::process::prlimit(Some(pid), rustix::process::Resource::Fsize, limit).map(|_| ())
+}
+
+/// debugfs's error output: the first few lines, and how many there were.
+/// It writes one per entry it fails on, and the names in them are the
+/// guest's, so only a few are kept.
+fn complaints(stderr: std::process::ChildStderr) -> (Vec<String>, usize) {
+    use std::io::BufRead;
+    let root = rustix::process::geteuid().is_root();
+    let (mut first, mut count) = (Vec::new(), 0);
+    for line in std::io::BufReader::new(stderr)
+        .split(b'\n')
+        .map_while(Result::ok)
+    {
+        let line = String::from_utf8_lossy(&line);
+        // debugfs names itself on its first line; every other line is an
+        // error, but one: run by a user other than root, it cannot give a
+        // file to its owner in the image (root, for what the guest's root
+        // made), and says so for each. That user keeps the files as its
+        // own, as the write-back does; counted as an error, it failed
+        // every such user's copy volume.
+        if line.trim().is_empty()
+            || line.starts_with("debugfs ")
+            || (!root && line.contains("while changing ownership of"))
+        {
+            continue;
+        }
+        count += 1;
+        if first.len() < 3 {
+            first.push(line.chars().take(1000).collect::<String>());
+        }
+    }
+    (first, count)
+}
+
+/// Waits for `child`, watching what it takes on `dir`'s filesystem
+/// against `budget` every 10 ms (from `start`, as free blocks and free
+/// inodes); the limit it went past, in words, or `None` once it has
+/// ended within it.
+fn watch(
+    child: &mut std::process::Child,
+    dir: &Path,
+    budget: &Budget,
+    start: &rustix::fs::StatVfs,
+) -> Result<Option<String>, Overrun> {
+    use std::os::unix::process::ExitStatusExt;
+    loop {
+        // Whether it is done is asked first, and what it took measured
+        // after: a tree written between two looks is still counted once
+        // it has ended.
+        let done = child.try_wait().map_err(io("waiting for debugfs"))?;
+        if let Ok(now) = rustix::fs::statvfs(dir) {
+            // Free blocks, not those available to users: debugfs run as
+            // root goes on into the blocks kept for root once none are
+            // left to users, which the count of available ones, stuck at
+            // 0, no longer shows.
+            let bytes = start
+                .f_bfree
+                .saturating_sub(now.f_bfree)
+                .saturating_mul(now.f_frsize);
+            if bytes > budget.bytes {
+                return Ok(Some(format!("{} bytes", budget.bytes)));
+            }
+            if start.f_ffree.saturating_sub(now.f_ffree) > budget.inodes {
+                return Ok(Some(format!("{} files and directories", budget.inodes)));
+            }
+        }
+        if let Some(status) = done {
+            if status.signal() == Some(rustix::process::Signal::XFSZ.as_raw()) {
+                return Ok(Some(format!("{} bytes in one file", budget.file)));
+            }
+            // The watch above sees the whole filesystem, where others
+            // delete while debugfs writes: the count that decides is of
+            // what debugfs left, and of nothing else.
+            return Ok(over_budget(dir, budget));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// What the tree under `dir` takes, against `budget`: the limit it goes
@@ -1095,11 +1107,6 @@ fn over_budget(dir: &Path, budget: &Budget) -> Option<String> {
         }
     }
     None
-}
-
-/// SIGXFSZ, which a process gets for writing past its RLIMIT_FSIZE.
-fn libc_sigxfsz() -> i32 {
-    rustix::process::Signal::XFSZ.as_raw()
 }
 
 /// A directory removed when dropped.
