@@ -141,7 +141,7 @@ impl QemuConfig {
         push(self.cmdline.clone());
         push("-chardev".into());
         // Appending, so that the runner can cut the log down while QEMU
-        // writes it (`run::cut_console`): QEMU's writes then land at the
+        // writes it (`run::cut_log`): QEMU's writes then land at the
         // new end, not past a hole at the old one.
         push(format!(
             "file,id=con,path={},append=on",

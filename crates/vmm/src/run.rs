@@ -596,8 +596,8 @@ impl GuestRun {
                 console_checked = now;
                 // QEMU's own complaints, which a guest can provoke, are
                 // held to the same bound.
-                let _ = cut_console(&qemu_stderr);
-                if matches!(cut_console(&console_log), Ok(true)) && !console_cut {
+                let _ = cut_log(&qemu_stderr);
+                if matches!(cut_log(&console_log), Ok(true)) && !console_cut {
                     console_cut = true;
                     timeline.push(format!(
                         "the guest's console passed {} MiB; it is cut to its last {} MiB as it goes",
@@ -947,12 +947,13 @@ const CONSOLE_KEEP: u64 = 1 << 20;
 /// What is read back of QEMU's stderr for an error message.
 const QEMU_STDERR_KEEP: u64 = 64 << 10;
 
-/// Cuts the console log to its last [`CONSOLE_KEEP`] bytes, after a line
-/// that says so, once it is over [`CONSOLE_CAP`]; `Ok(true)` if it did.
+/// Cuts a log QEMU writes (the console, its stderr) to its last
+/// [`CONSOLE_KEEP`] bytes, after a line that says so, once it is over
+/// [`CONSOLE_CAP`]; `Ok(true)` if it did.
 /// QEMU appends (`append=on`), so what it writes meanwhile lands after
 /// the cut; a few bytes written between the read and the truncation are
 /// lost with the rest.
-fn cut_console(path: &Path) -> std::io::Result<bool> {
+fn cut_log(path: &Path) -> std::io::Result<bool> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
         .read(true)
@@ -1070,7 +1071,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("console.log");
         std::fs::write(&log, "boot\n").unwrap();
-        assert!(!cut_console(&log).unwrap());
+        assert!(!cut_log(&log).unwrap());
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "boot\n");
         let line = "0123456789abcdef0123456789abcdef0123456789abcdef012345678\n";
         let mut big = String::new();
@@ -1079,7 +1080,7 @@ mod tests {
         }
         big.push_str("the last line\n");
         std::fs::write(&log, &big).unwrap();
-        assert!(cut_console(&log).unwrap());
+        assert!(cut_log(&log).unwrap());
         let cut = std::fs::read_to_string(&log).unwrap();
         assert!(cut.len() as u64 <= CONSOLE_KEEP + 100, "{}", cut.len());
         let (first, rest) = cut.split_once('\n').unwrap();
